@@ -1,0 +1,3 @@
+from podnet.cli.main import main
+
+raise SystemExit(main())
