@@ -1,0 +1,277 @@
+"""Netlink through pyroute2: links, addresses and routes, in the host or in a sandbox.
+
+pyroute2 is imported lazily (it costs ~250 ms to import) so that commands which never
+touch the kernel stay fast. Every function is idempotent where the kernel allows it, so
+that a reconcile after a crash can simply run them again.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from podnet.errors import KernelError, PermissionDenied, Unsupported
+
+IFA_F_NODAD = 0x02  # a new address is usable at once; podnet hands out unique addresses itself
+
+
+def _iproute_cls() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute
+
+
+def _netlink_error() -> type[Exception]:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return NetlinkError
+
+
+@cache
+def host() -> Any:
+    """One netlink socket in the host's namespace for the life of the process."""
+    return _iproute_cls()()
+
+
+@contextmanager
+def in_netns(path: Path | str) -> Iterator[Any]:
+    """A netlink socket bound inside the network namespace at path."""
+    ipr = _iproute_cls()(netns=str(path))
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _kernel_error(what: str, exc: Exception) -> Exception:
+    code = getattr(exc, "code", 0)
+    if code == errno.EPERM:
+        return PermissionDenied(f"the kernel refused to {what}: operation not permitted", "run podnet as root or with CAP_NET_ADMIN")
+    if code == errno.EOPNOTSUPP:
+        return Unsupported(f"this kernel cannot {what}: the feature is not available", "load the kernel module or choose another driver")
+    return KernelError(f"failed to {what}: {os.strerror(code) if code else exc}", "run `podnet reconcile`, then see `podnet diagnose`")
+
+
+def link_index(name: str, ipr: Any | None = None) -> int | None:
+    found = (ipr or host()).link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_attrs(name: str, ipr: Any | None = None) -> dict[str, Any] | None:
+    """The link's attributes as a flat dict, or None when it does not exist."""
+    ipr = ipr or host()
+    index = link_index(name, ipr)
+    if index is None:
+        return None
+    msg = ipr.link("get", index=index)[0]
+    attrs = dict(msg["attrs"])
+    attrs["index"] = index
+    attrs["flags"] = msg["flags"]
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    attrs["kind"] = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None
+    return attrs
+
+
+def ensure_bridge(name: str, mtu: int | None, addresses: list[str], alias: str) -> int:
+    """The bridge exists, is up, carries the gateway addresses and nothing else of ours."""
+    ipr = host()
+    NetlinkError = _netlink_error()
+    index = link_index(name)
+    if index is None:
+        try:
+            kwargs: dict[str, Any] = {"ifname": name, "kind": "bridge"}
+            if mtu:
+                kwargs["mtu"] = mtu
+            ipr.link("add", **kwargs)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise _kernel_error(f"create bridge {name}", exc) from None
+        index = link_index(name)
+        assert index is not None
+    try:
+        settings: dict[str, Any] = {"index": index, "state": "up", "ifalias": alias}
+        if mtu:
+            settings["mtu"] = mtu
+        ipr.link("set", **settings)
+        ensure_addresses(index, addresses, ipr)
+    except NetlinkError as exc:
+        raise _kernel_error(f"configure bridge {name}", exc) from None
+    return index
+
+
+def ensure_addresses(index: int, addresses: list[str], ipr: Any) -> None:
+    """Add the wanted addresses (CIDR) to a link; leave others (link-local) alone."""
+    NetlinkError = _netlink_error()
+    have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
+    for cidr in addresses:
+        iface = ipaddress.ip_interface(cidr)
+        if (str(iface.ip), iface.network.prefixlen) in have:
+            continue
+        kwargs: dict[str, Any] = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+        if iface.version == 6:
+            kwargs["IFA_FLAGS"] = IFA_F_NODAD
+        try:
+            ipr.addr("add", **kwargs)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+
+def delete_link(name: str, ipr: Any | None = None) -> bool:
+    """Remove a link if it is there; deleting one end of a veth removes both."""
+    ipr = ipr or host()
+    index = link_index(name, ipr)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except _netlink_error() as exc:
+        if exc.code != errno.ENODEV:
+            raise _kernel_error(f"delete link {name}", exc) from None
+    return True
+
+
+def create_veth_into(
+    host_ifname: str, peer_ifname: str, netns_path: Path, master: int | None, mtu: int, mac: str, alias: str
+) -> None:
+    """A veth pair whose peer is born inside the sandbox under its final name (no rename)."""
+    ipr = host()
+    NetlinkError = _netlink_error()
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        kwargs: dict[str, Any] = {
+            "ifname": host_ifname,
+            "kind": "veth",
+            "mtu": mtu,
+            "peer": {"ifname": peer_ifname, "net_ns_fd": fd, "address": mac, "mtu": mtu},
+        }
+        if master is not None:
+            kwargs["master"] = master
+        ipr.link("add", **kwargs)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise _kernel_error(f"create veth {host_ifname}", exc) from None
+    finally:
+        os.close(fd)
+    index = link_index(host_ifname)
+    if index is None:
+        raise KernelError(f"veth {host_ifname} vanished right after it was made", "run `podnet reconcile`")
+    settings: dict[str, Any] = {"index": index, "state": "up", "ifalias": alias}
+    if master is not None:
+        settings["master"] = master
+    try:
+        ipr.link("set", **settings)
+        if master is not None:
+            # hairpin: a sandbox reaching itself through a published port on the host.
+            ipr.brport("set", index=index, hairpin_mode=1)
+    except NetlinkError as exc:
+        raise _kernel_error(f"configure veth {host_ifname}", exc) from None
+
+
+def create_sublink_into(
+    kind: str, parent: str, mode: str, netns_path: Path, ifname: str, mac: str | None, mtu: int | None, alias: str
+) -> None:
+    """A macvlan or ipvlan child of parent, moved into the sandbox under its final name."""
+    ipr = host()
+    NetlinkError = _netlink_error()
+    parent_index = link_index(parent)
+    if parent_index is None:
+        raise KernelError(f"parent interface {parent} is gone", "recreate it, or remove the network")
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    tmp = f"pnt{os.getpid() % 10**9:x}"[:15]
+    try:
+        kwargs: dict[str, Any] = {"ifname": tmp, "kind": kind, "link": parent_index, "ifalias": alias}
+        kwargs[f"{kind}_mode"] = mode
+        if mac and kind == "macvlan":
+            kwargs["address"] = mac
+        if mtu:
+            kwargs["mtu"] = mtu
+        ipr.link("add", **kwargs)
+        index = link_index(tmp)
+        ipr.link("set", index=index, net_ns_fd=fd, ifname=ifname)
+    except NetlinkError as exc:
+        delete_link(tmp)
+        raise _kernel_error(f"create {kind} on {parent}", exc) from None
+    finally:
+        os.close(fd)
+
+
+def probe_kind(kind: str, parent: str | None = None) -> None:
+    """Refuse a link kind the kernel lacks before any state is recorded."""
+    ipr = host()
+    NetlinkError = _netlink_error()
+    name = f"pnprobe{os.getpid() % 100000}"
+    kwargs: dict[str, Any] = {"ifname": name, "kind": kind}
+    if parent is not None:
+        kwargs["link"] = link_index(parent)
+    try:
+        ipr.link("add", **kwargs)
+    except NetlinkError as exc:
+        if exc.code == errno.EOPNOTSUPP:
+            raise Unsupported(
+                f"this kernel has no {kind} support (module {kind} is missing)",
+                "load the module, or use another driver such as --driver macvlan or bridge",
+            ) from None
+        if exc.code == errno.EPERM:
+            raise _kernel_error(f"create a {kind} link", exc) from None
+        return
+    delete_link(name)
+
+
+def configure_inside(
+    netns_path: Path, ifname: str, addresses: list[str], default_gateways: list[str], mtu: int | None
+) -> None:
+    """Addresses, link state and default routes of one interface inside a sandbox."""
+    NetlinkError = _netlink_error()
+    with in_netns(netns_path) as ipr:
+        try:
+            index = link_index(ifname, ipr)
+            if index is None:
+                raise KernelError(f"interface {ifname} is missing inside the sandbox", "run `podnet reconcile`")
+            lo = link_index("lo", ipr)
+            ipr.link("set", index=lo, state="up")
+            ensure_addresses(index, addresses, ipr)
+            settings: dict[str, Any] = {"index": index, "state": "up"}
+            if mtu:
+                settings["mtu"] = mtu
+            ipr.link("set", **settings)
+            for gateway in default_gateways:
+                family = 10 if ":" in gateway else 2
+                try:
+                    ipr.route("add", dst="default", gateway=gateway, family=family)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+        except NetlinkError as exc:
+            raise _kernel_error(f"configure {ifname} inside the sandbox", exc) from None
+
+
+def owned_links(alias_prefix: str) -> dict[str, str]:
+    """ifname -> alias of every host link whose alias marks it as podnet's."""
+    found: dict[str, str] = {}
+    for msg in host().get_links():
+        alias = msg.get_attr("IFLA_IFALIAS")
+        if alias and alias.startswith(alias_prefix):
+            found[msg.get_attr("IFLA_IFNAME")] = alias
+    return found
+
+
+def route_destinations() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every prefix the host routes somewhere (all tables), for picking subnets that collide with none."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for family in (2, 10):
+        for route in host().get_routes(family=family, table=0):
+            dst = route.get_attr("RTA_DST")
+            if dst is None or route["dst_len"] == 0:
+                continue
+            net = ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False)
+            if net.is_link_local or net.is_multicast or net.is_loopback:
+                continue
+            nets.append(net)
+    return nets

@@ -1,0 +1,69 @@
+"""A sandbox as the user asked for it with `podnet run`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class PortMapping(BaseModel):
+    """One `-p [HOSTIP:]HOSTPORT[-END]:PORT[-END][/udp]`, ranges kept as written."""
+
+    host_ip: str | None = None
+    host_port: int
+    host_port_end: int | None = None
+    container_port: int
+    container_port_end: int | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(host port, sandbox port) for each port of a range."""
+        count = (self.host_port_end or self.host_port) - self.host_port + 1
+        return [(self.host_port + i, self.container_port + i) for i in range(count)]
+
+    def text(self) -> str:
+        host = f"{self.host_ip}:" if self.host_ip else ""
+        hp = f"{self.host_port}-{self.host_port_end}" if self.host_port_end else str(self.host_port)
+        cp = f"{self.container_port}-{self.container_port_end}" if self.container_port_end else str(self.container_port)
+        return f"{host}{hp}->{cp}/{self.protocol}"
+
+
+class Attachment(BaseModel):
+    """A sandbox's membership of one network, with what the user asked of it."""
+
+    network: str  # network id
+    ip: str | None = None
+    ip6: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+
+
+class Sandbox(BaseModel):
+    id: str
+    name: str
+    argv: list[str]
+    hostname: str
+    networks: list[Attachment] = Field(default_factory=list)
+    ports: list[PortMapping] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    namespace: str = "default"
+    pids_limit: int | None = None
+    memory_bytes: int | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    dns: list[str] = Field(default_factory=list)
+    # "creating" until every endpoint is up and the command started; a sandbox left
+    # "creating" by a killed podnet is finished off (removed) by reconcile.
+    state: Literal["creating", "running", "exited"] = "creating"
+    auto_remove: bool = False
+    created: float = 0.0
+    network_mode: Literal["netns", "host"] = "netns"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def netns_name(self) -> str:
+        from podnet.config import NETNS_PREFIX
+
+        return f"{NETNS_PREFIX}{self.id[:12]}"

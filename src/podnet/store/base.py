@@ -1,0 +1,36 @@
+"""The Store protocol every backend (SQLite, etcd) implements."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+
+class Txn(Protocol):
+    """Reads and writes that commit together or not at all."""
+
+    def get(self, key: str) -> Any | None: ...
+
+    def list(self, prefix: str) -> list[tuple[str, Any]]: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+    def create(self, key: str, value: Any) -> bool:
+        """Write only if the key is absent; False when it was taken (the caller says by whom)."""
+        ...
+
+    def delete(self, key: str) -> bool: ...
+
+
+class Store(Protocol):
+    def get(self, key: str) -> Any | None: ...
+
+    def list(self, prefix: str) -> list[tuple[str, Any]]: ...
+
+    def transaction(self) -> AbstractContextManager[Txn]: ...
+
+    def revision(self) -> int:
+        """A number that grows with every committed change: cheap change detection for watchers."""
+        ...
+
+    def close(self) -> None: ...
