@@ -1,0 +1,34 @@
+"""The Firewall protocol: one implementation per firewall backend (as netavark does).
+
+The drivers and the api talk to this protocol only, so a second backend (iptables for
+old hosts, say) is one new module and no change anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+
+
+class Firewall(Protocol):
+    def sync(self, state: FirewallState) -> None:
+        """Make the kernel hold exactly `state`, atomically; idempotent."""
+
+    def add_bridge(self, bridge: BridgeRules) -> None:
+        """Add one network's elements; idempotent; cost independent of the others."""
+
+    def remove_bridge(self, bridge: BridgeRules) -> None:
+        """Remove one network's elements; tolerates them being gone already."""
+
+    def add_ports(self, ports: Iterable[PortMapping]) -> None:
+        """Publish ports; idempotent for identical mappings."""
+
+    def remove_ports(self, ports: Iterable[PortMapping]) -> None:
+        """Unpublish ports; tolerates them being gone already."""
+
+    def teardown(self) -> None:
+        """Remove everything this backend put in the kernel."""
+
+    def current(self) -> FirewallState:
+        """What the kernel holds now, read back."""

@@ -1,0 +1,42 @@
+"""What podnet's firewall must hold, as plain frozen dataclasses.
+
+No pydantic here: the CLI imports this on every call and must start fast; the api layer
+has already validated what it turns into these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BridgeRules:
+    """One podnet bridge network as the firewall sees it."""
+
+    bridge: str  # the Linux bridge's ifname, e.g. "pnbr-1a2b3c4d"
+    subnets: tuple[str, ...]  # CIDRs of the network, v4 and/or v6
+    internal: bool = False  # no traffic in or out except within the bridge, no masquerade
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published port (ranges are expanded by the caller, one mapping per port).
+
+    The mapping's address family follows `target_ip`; `host_ip` None means every local
+    address of the host in that family.
+    """
+
+    protocol: str  # "tcp" | "udp"
+    host_ip: str | None
+    host_port: int
+    target_ip: str  # the sandbox's address on the bridge
+    target_port: int
+    bridge: str  # the bridge the target sits on
+
+
+@dataclass(frozen=True)
+class FirewallState:
+    """The whole podnet firewall: every bridge network and every published port."""
+
+    bridges: tuple[BridgeRules, ...] = ()
+    ports: tuple[PortMapping, ...] = ()

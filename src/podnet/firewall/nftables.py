@@ -1,0 +1,480 @@
+"""The nftables firewall backend: podnet's whole firewall in `table inet podnet`.
+
+Design (after kube-proxy's nftables proxier): a fixed, small set of rules that never
+changes with the number of networks or ports, and sets/maps whose elements are the
+networks and ports. A full `sync` is one transaction that (re)declares the table, chains
+and sets (idempotent `add`), flushes and refills our chains and sets; an incremental
+change is one transaction that adds or deletes a few elements. podnet never touches
+another table, so it coexists with Docker, firewalld and kube-proxy; our base chains
+have policy accept, so they only ever drop what they name.
+
+Layout:
+  raw_prerouting  (filter, prerouting, raw)    drop 127.0.0.0/8 and ::1 not from lo
+  filter_forward  (filter, forward, filter)    same bridge ok; internal drop;
+                                               published ports ok; bridge<->bridge drop
+  nat_prerouting  (nat, prerouting, dstnat)    local destination -> jump published
+  nat_output      (nat, output, dstnat)        local destination -> jump published
+  published       (regular)                    dnat via the port maps, miss = no change
+  nat_postrouting (nat, postrouting, srcnat)   internal never; hairpin, localhost and
+                                               outbound masquerade
+Sets: bridges, internal (ifname); same_bridge (ifname . ifname); masq4/masq6 and
+internal4/internal6 (interval, element comment = bridge). Maps: dnat4/dnat6 (l4proto .
+port) and dnat4_ip/dnat6_ip (daddr . l4proto . port) -> address . port, element
+comment = bridge. Comments let `current()` read the whole state back.
+
+What the caller must do (not firewall business): net.ipv4.ip_forward=1 (and IPv6
+forwarding for v6 networks); net.ipv4.conf.<bridge>.route_localnet=1 on bridges that have
+ports published on 127.0.0.1 (else the kernel drops the DNATed packet as martian; the
+raw_prerouting rule is what keeps route_localnet from exposing 127.0.0.1 to the link);
+hairpin mode on the bridge ports so a sandbox can reach its own published port. IPv6
+has no route_localnet: ports published on [::1] cannot be forwarded to a sandbox.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from typing import Any, Iterable
+
+from podnet import config
+from podnet.dataplane import nftables as nft
+from podnet.errors import Conflict, InvalidArgument, KernelError
+from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+
+FAMILY = "inet"
+PROTOCOLS = ("tcp", "udp")
+
+Expr = dict[str, Any]
+Command = dict[str, Any]
+
+# name -> (key type, data type or None for a plain set, flags)
+SETS: dict[str, tuple[str | list[str], str | None, list[str]]] = {
+    "bridges": ("ifname", None, []),
+    "internal": ("ifname", None, []),
+    "same_bridge": (["ifname", "ifname"], None, []),
+    "masq4": ("ipv4_addr", None, ["interval"]),
+    "masq6": ("ipv6_addr", None, ["interval"]),
+    "internal4": ("ipv4_addr", None, ["interval"]),
+    "internal6": ("ipv6_addr", None, ["interval"]),
+}
+# Published ports: nft 1.0.6's JSON parser cannot declare a map whose data is a
+# concatenation (ipv4_addr . inet_service), so each port map is a pair with the same key:
+# <name>_addr -> target address, <name>_port -> target port. Both change in one transaction.
+PORT_MAPS = {  # name -> (key type, address type)
+    "dnat4": (["inet_proto", "inet_service"], "ipv4_addr"),
+    "dnat6": (["inet_proto", "inet_service"], "ipv6_addr"),
+    "dnat4_ip": (["ipv4_addr", "inet_proto", "inet_service"], "ipv4_addr"),
+    "dnat6_ip": (["ipv6_addr", "inet_proto", "inet_service"], "ipv6_addr"),
+}
+for _name, (_key, _addr) in PORT_MAPS.items():
+    SETS[f"{_name}_addr"] = (_key, _addr, [])
+    SETS[f"{_name}_port"] = (_key, "inet_service", [])
+
+# name -> (type, hook, priority) for base chains; None for a regular chain.
+CHAINS: dict[str, tuple[str, str, int] | None] = {
+    "raw_prerouting": ("filter", "prerouting", -300),
+    "filter_forward": ("filter", "forward", 0),
+    "nat_prerouting": ("nat", "prerouting", -100),
+    "nat_output": ("nat", "output", -100),
+    "published": None,
+    "nat_postrouting": ("nat", "postrouting", 100),
+}
+
+
+# ---- expression helpers: nft 1.0.6 JSON spellings -------------------------------------
+
+
+def _meta(key: str) -> Expr:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> Expr:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _match(left: Any, right: Any, op: str = "==") -> Expr:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _concat(*parts: Any) -> Expr:
+    return {"concat": list(parts)}
+
+
+def _prefix(cidr: str) -> Expr:
+    net = ipaddress.ip_network(cidr)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _dnat(family: str, key: Expr, map_name: str) -> Expr:
+    """`dnat <family> to <key> map @<map>_addr : <key> map @<map>_port`; a miss in either
+    map ends the rule without a verdict, so the packet goes on untouched."""
+    return {"dnat": {
+        "family": family,
+        "addr": {"map": {"key": key, "data": f"@{map_name}_addr"}},
+        "port": {"map": {"key": key, "data": f"@{map_name}_port"}},
+    }}
+
+
+_IIF_OIF = _concat(_meta("iifname"), _meta("oifname"))
+_L4_PORT = _concat(_meta("l4proto"), _payload("th", "dport"))
+_LOCAL_DST = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+_CT_DNAT = _match({"ct": {"key": "status"}}, "dnat", op="in")
+_MASQUERADE: Expr = {"masquerade": None}
+_ACCEPT: Expr = {"accept": None}
+_DROP: Expr = {"drop": None}
+_COUNTER: Expr = {"counter": None}
+
+
+def rules() -> list[tuple[str, list[Expr], str]]:
+    """The fixed rules as (chain, expressions, comment); they never depend on the state."""
+    not_lo = _match(_meta("iifname"), "lo", op="!=")
+    return [
+        ("raw_prerouting", [not_lo, _match(_payload("ip", "daddr"), _prefix("127.0.0.0/8")),
+                            _COUNTER, _DROP],
+         "127.0.0.0/8 never arrives from a wire: else DNAT would expose ports published "
+         "on 127.0.0.1 to the link (Docker moby#45610)"),
+        ("raw_prerouting", [not_lo, _match(_payload("ip6", "daddr"), "::1"), _COUNTER, _DROP],
+         "::1 never arrives from a wire: keep ports published on [::1] local"),
+        ("filter_forward", [_match(_IIF_OIF, "@same_bridge"), _ACCEPT],
+         "routed traffic within one network (hairpin to a published port) is allowed"),
+        ("filter_forward", [_match(_meta("iifname"), "@internal"), _COUNTER, _DROP],
+         "internal networks: nothing is forwarded out of them"),
+        ("filter_forward", [_match(_meta("oifname"), "@internal"), _COUNTER, _DROP],
+         "internal networks: nothing is forwarded into them"),
+        ("filter_forward", [_match(_meta("iifname"), "@bridges"), _match(_meta("oifname"), "@bridges"),
+                            _CT_DNAT, _ACCEPT],
+         "published ports are public, also to sandboxes on other networks (as Docker)"),
+        ("filter_forward", [_match(_meta("iifname"), "@bridges"), _match(_meta("oifname"), "@bridges"),
+                            _COUNTER, _DROP],
+         "isolation: no traffic between two different podnet networks"),
+        ("nat_prerouting", [_LOCAL_DST, {"jump": {"target": "published"}}],
+         "published ports, for packets to one of this host's addresses"),
+        ("nat_output", [_LOCAL_DST, {"jump": {"target": "published"}}],
+         "published ports, for connections made on the host itself (also to 127.0.0.1)"),
+        ("published", [_dnat("ip", _concat(_payload("ip", "daddr"), *_L4_PORT["concat"]), "dnat4_ip")],
+         "ports published on one IPv4 address of the host; a miss falls through"),
+        ("published", [_match(_meta("nfproto"), "ipv4"), _dnat("ip", _L4_PORT, "dnat4")],
+         "ports published on every IPv4 address of the host; a miss falls through"),
+        ("published", [_dnat("ip6", _concat(_payload("ip6", "daddr"), *_L4_PORT["concat"]), "dnat6_ip")],
+         "ports published on one IPv6 address of the host; a miss falls through"),
+        ("published", [_match(_meta("nfproto"), "ipv6"), _dnat("ip6", _L4_PORT, "dnat6")],
+         "ports published on every IPv6 address of the host; a miss falls through"),
+        ("nat_postrouting", [_match(_payload("ip", "saddr"), "@internal4"), {"return": None}],
+         "internal networks are never masqueraded"),
+        ("nat_postrouting", [_match(_payload("ip6", "saddr"), "@internal6"), {"return": None}],
+         "internal networks are never masqueraded"),
+        ("nat_postrouting", [_CT_DNAT, _match(_IIF_OIF, "@same_bridge"), _MASQUERADE],
+         "hairpin: a sandbox using a published port of its own network gets replies "
+         "back through the host's conntrack"),
+        ("nat_postrouting", [_match(_payload("ip", "saddr"), _prefix("127.0.0.0/8")),
+                             _match(_meta("oifname"), "@bridges"), _MASQUERADE],
+         "ports published on 127.0.0.1: the sandbox cannot answer 127.0.0.1 "
+         "(needs route_localnet=1 on the bridge)"),
+        ("nat_postrouting", [_match(_payload("ip", "saddr"), "@masq4"),
+                             _match(_meta("oifname"), "@bridges", op="!="), _MASQUERADE],
+         "outbound IPv4 from non-internal networks leaves with the host's address"),
+        ("nat_postrouting", [_match(_payload("ip6", "saddr"), "@masq6"),
+                             _match(_meta("oifname"), "@bridges", op="!="), _MASQUERADE],
+         "outbound IPv6 from non-internal networks leaves with the host's address"),
+    ]
+
+
+# ---- elements: the state as set and map contents --------------------------------------
+
+
+def _canonical_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InvalidArgument(f"{text!r} is not an IP address", "give an IPv4 or IPv6 address") from None
+
+
+def _family_of(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def bridge_elements(bridge: BridgeRules) -> dict[str, list[Any]]:
+    """The set elements that describe one network, by set name."""
+    out: dict[str, list[Any]] = {
+        "bridges": [bridge.bridge],
+        "same_bridge": [_concat(bridge.bridge, bridge.bridge)],
+    }
+    if bridge.internal:
+        out["internal"] = [bridge.bridge]
+    for cidr in bridge.subnets:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise InvalidArgument(f"{cidr!r} is not a subnet", "give a CIDR like 10.89.0.0/24") from None
+        name = ("internal" if bridge.internal else "masq") + str(net.version)
+        out.setdefault(name, []).append({"elem": {"val": _prefix(str(net)), "comment": bridge.bridge}})
+    return out
+
+
+def _port_key(port: PortMapping) -> tuple[str, Any]:
+    """(map name, key) of one published port; the key is all a delete needs."""
+    if port.protocol not in PROTOCOLS:
+        raise InvalidArgument(f"protocol {port.protocol!r} cannot be published", "use tcp or udp")
+    version = _family_of(_canonical_ip(port.target_ip))
+    if port.host_ip is None:
+        return f"dnat{version}", _concat(port.protocol, port.host_port)
+    host_ip = _canonical_ip(port.host_ip)
+    if _family_of(host_ip) != version:
+        raise InvalidArgument(
+            f"host address {host_ip} and target {port.target_ip} are of different IP families",
+            "publish IPv4 to IPv4 and IPv6 to IPv6",
+        )
+    return f"dnat{version}_ip", _concat(host_ip, port.protocol, port.host_port)
+
+
+def port_elements(ports: Iterable[PortMapping]) -> dict[str, list[Any]]:
+    """The map elements (key with comment, data) of published ports, by map name."""
+    out: dict[str, list[Any]] = defaultdict(list)
+    for port in ports:
+        name, key = _port_key(port)
+        out[f"{name}_addr"].append([{"elem": {"val": key, "comment": port.bridge}}, _canonical_ip(port.target_ip)])
+        out[f"{name}_port"].append([key, port.target_port])
+    return dict(out)
+
+
+def state_elements(state: FirewallState) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = defaultdict(list)
+    for bridge in state.bridges:
+        for name, elems in bridge_elements(bridge).items():
+            out[name].extend(elems)
+    for name, elems in port_elements(state.ports).items():
+        out[name].extend(elems)
+    return dict(out)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def _set_kind(name: str) -> str:
+    return "set" if SETS[name][1] is None else "map"
+
+
+def _ref(**extra: Any) -> dict[str, Any]:
+    return {"family": FAMILY, "table": config.NFT_TABLE, **extra}
+
+
+def skeleton() -> list[Command]:
+    """Idempotent declarations of the table, its sets/maps and chains (no flush)."""
+    cmds: list[Command] = [{"add": {"table": {"family": FAMILY, "name": config.NFT_TABLE}}}]
+    for name, (key, data, flags) in SETS.items():
+        body = _ref(name=name, type=key)
+        if data is not None:
+            body["map"] = data
+        if flags:
+            body["flags"] = flags
+        cmds.append({"add": {_set_kind(name): body}})
+    for name, hook in CHAINS.items():
+        body = _ref(name=name)
+        if hook is not None:
+            body.update(type=hook[0], hook=hook[1], prio=hook[2], policy="accept")
+        cmds.append({"add": {"chain": body}})
+    return cmds
+
+
+def rule_commands() -> list[Command]:
+    """Flush our chains and add the fixed rules: the chains hold exactly these afterwards."""
+    cmds: list[Command] = [{"flush": {"chain": _ref(name=name)}} for name in CHAINS]
+    for chain, expr, comment in rules():
+        cmds.append({"add": {"rule": _ref(chain=chain, expr=expr, comment=comment)}})
+    return cmds
+
+
+def element_commands(verb: str, elements: dict[str, list[Any]]) -> list[Command]:
+    return [
+        {verb: {"element": _ref(name=name, elem=elems)}}
+        for name, elems in elements.items()
+        if elems
+    ]
+
+
+def sync_commands(state: FirewallState) -> list[Command]:
+    """One transaction that makes the table hold exactly `state`."""
+    cmds = skeleton() + rule_commands()
+    cmds += [{"flush": {_set_kind(name): _ref(name=name)}} for name in SETS]
+    return cmds + element_commands("add", state_elements(state))
+
+
+def _delete_keys(elements: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The same elements as keys only: what `delete element` takes."""
+    out: dict[str, list[Any]] = {}
+    for name, elems in elements.items():
+        keys = [e[0] if isinstance(e, list) else e for e in elems]
+        out[name] = [k["elem"]["val"] if isinstance(k, dict) and "elem" in k else k for k in keys]
+    return out
+
+
+# ---- reading back -------------------------------------------------------------------------
+
+
+def _cidr(value: Any) -> str:
+    if isinstance(value, dict) and "elem" in value:
+        value = value["elem"]["val"]
+    if isinstance(value, dict) and "prefix" in value:
+        return str(ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}"))
+    if isinstance(value, dict) and "range" in value:
+        low, high = value["range"]
+        nets = list(ipaddress.summarize_address_range(ipaddress.ip_address(low), ipaddress.ip_address(high)))
+        return str(nets[0]) if len(nets) == 1 else f"{low}-{high}"
+    return str(ipaddress.ip_network(value))
+
+
+def _comment(value: Any) -> str:
+    if isinstance(value, dict) and "elem" in value:
+        return str(value["elem"].get("comment", ""))
+    return ""
+
+
+def _key_parts(key: Any) -> tuple[Any, ...]:
+    if isinstance(key, dict) and "elem" in key:
+        key = key["elem"]["val"]
+    return tuple(key["concat"])
+
+
+def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
+    """Turn `nft -j list table` output back into a FirewallState (normalized order)."""
+    if not objects:
+        return FirewallState()
+    elems: dict[str, list[Any]] = {}
+    for obj in objects:
+        for kind in ("set", "map"):
+            if kind in obj and obj[kind]["name"] in SETS:
+                elems[obj[kind]["name"]] = obj[kind].get("elem", [])
+    subnets: dict[str, list[str]] = defaultdict(list)
+    for name in ("masq4", "masq6", "internal4", "internal6"):
+        for value in elems.get(name, []):
+            subnets[_comment(value)].append(_cidr(value))
+    internal = set(elems.get("internal", []))
+    bridges = tuple(
+        BridgeRules(name, tuple(subnets.get(name, ())), name in internal)
+        for name in elems.get("bridges", [])
+    )
+    ports: list[PortMapping] = []
+    for name in PORT_MAPS:
+        target_ports = {_key_parts(key): data for key, data in elems.get(f"{name}_port", [])}
+        for key, target_ip in elems.get(f"{name}_addr", []):
+            parts = _key_parts(key)
+            host_ip = None if len(parts) == 2 else parts[0]
+            proto, port = parts[-2], parts[-1]
+            target_port = int(target_ports.get(parts, 0))  # 0: the pair is torn, show it
+            ports.append(PortMapping(proto, host_ip, int(port), target_ip, target_port, _comment(key)))
+    return normalized(FirewallState(bridges, tuple(ports)))
+
+
+def normalized(state: FirewallState) -> FirewallState:
+    """A canonical form (sorted, canonical addresses) so two equal states compare equal."""
+
+    def subnet_key(cidr: str) -> tuple[int, Any]:
+        net = ipaddress.ip_network(cidr, strict=False)
+        return net.version, net
+
+    bridges = tuple(sorted(
+        (BridgeRules(b.bridge,
+                     tuple(str(ipaddress.ip_network(s, strict=False)) for s in sorted(b.subnets, key=subnet_key)),
+                     b.internal)
+         for b in state.bridges),
+        key=lambda b: b.bridge,
+    ))
+    ports = tuple(sorted(
+        {PortMapping(p.protocol, None if p.host_ip is None else _canonical_ip(p.host_ip), p.host_port,
+                     _canonical_ip(p.target_ip), p.target_port, p.bridge)
+         for p in state.ports},
+        key=lambda p: (p.protocol, p.host_port, p.host_ip or "", p.target_ip, p.target_port, p.bridge),
+    ))
+    return FirewallState(bridges, ports)
+
+
+# ---- the backend ----------------------------------------------------------------------------
+
+
+class NftablesFirewall:
+    """podnet's firewall in one nftables table; see the module docstring for the layout."""
+
+    def sync(self, state: FirewallState) -> None:
+        """Make `table inet podnet` hold exactly `state`, in one transaction.
+
+        If the table holds something our `add` declarations clash with (a set of another
+        type left by an older podnet), the retry deletes and recreates the table inside the
+        same single transaction, so no packet ever sees a half-made firewall.
+        """
+        cmds = sync_commands(state)
+        try:
+            nft.apply(cmds)
+        except KernelError:
+            table = {"family": FAMILY, "name": config.NFT_TABLE}
+            nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
+
+    def add_bridge(self, bridge: BridgeRules) -> None:
+        self._add(bridge_elements(bridge))
+
+    def remove_bridge(self, bridge: BridgeRules) -> None:
+        self._remove(bridge_elements(bridge))
+
+    def add_ports(self, ports: Iterable[PortMapping]) -> None:
+        """Publish ports. A host port already published to a different target is refused
+        (Conflict, nothing changed): the caller removes the old mapping first."""
+        self._add(port_elements(ports))
+
+    def remove_ports(self, ports: Iterable[PortMapping]) -> None:
+        """Unpublish ports by host side (protocol, host address, host port): the store
+        says who owns a host port, so a key now pointing elsewhere is removed too."""
+        self._remove(port_elements(ports))
+
+    def teardown(self) -> None:
+        nft.delete_table(FAMILY, config.NFT_TABLE)
+
+    def current(self) -> FirewallState:
+        return state_from_table(nft.list_table(FAMILY, config.NFT_TABLE))
+
+    # The incremental paths. Their cost is the elements they name, never the table size.
+
+    def _add(self, elements: dict[str, list[Any]]) -> None:
+        """Add elements; on a host where the table is missing (first use, after a reboot or
+        a teardown) declare it with its rules in the same transaction.
+
+        The fast path carries no declarations, so it cannot leave a table whose chains
+        are empty (sets without the rules using them would fail open); the slow path
+        flushes only our chains, never our sets, so elements already there stay.
+        """
+        adds = element_commands("add", elements)
+        try:
+            try:
+                nft.apply(adds)
+            except KernelError as exc:
+                if not nft.is_missing(exc):
+                    raise
+                nft.apply(skeleton() + rule_commands() + adds)
+        except KernelError as exc:
+            if "File exists" in exc.message or "overlaps" in exc.message:
+                raise Conflict(
+                    "a published port or subnet is already in the firewall with another target",
+                    "remove the old mapping or network first",
+                ) from None
+            raise
+
+    def _remove(self, elements: dict[str, list[Any]]) -> None:
+        """Delete elements, tolerating ones already gone.
+
+        `add` then `delete` of the same element in one transaction succeeds whether or not
+        it was there (`add` of an identical element is a no-op). When that fails, either
+        the table is gone (nothing to remove) or a map key now points elsewhere; the rare
+        fallback deletes key by key, ignoring "No such file or directory".
+        """
+        keys = _delete_keys(elements)
+        try:
+            nft.apply(element_commands("add", elements) + element_commands("delete", keys))
+            return
+        except KernelError as exc:
+            if nft.is_missing(exc):
+                return
+        for name, elems in keys.items():
+            for key in elems:
+                try:
+                    nft.apply(element_commands("delete", {name: [key]}))
+                except KernelError as exc:
+                    if not nft.is_missing(exc):
+                        raise

@@ -1,0 +1,154 @@
+"""The nft JSON podnet builds for a given firewall state: pure, no root, no kernel."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from podnet import config
+from podnet.errors import InvalidArgument
+from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.firewall.nftables import (
+    CHAINS,
+    SETS,
+    _delete_keys,
+    normalized,
+    port_elements,
+    rules,
+    state_elements,
+    state_from_table,
+    sync_commands,
+)
+
+NET = BridgeRules("pnbr-a", ("10.1.0.0/24", "fd00:1::/64"), False)
+INTERNAL = BridgeRules("pnbr-i", ("10.9.0.5/24",), True)
+WEB = PortMapping("tcp", None, 8080, "10.1.0.2", 80, "pnbr-a")
+LOCAL = PortMapping("tcp", "127.0.0.1", 8081, "10.1.0.2", 80, "pnbr-a")
+DNS6 = PortMapping("udp", None, 53, "fd00:1::2", 53, "pnbr-a")
+STATE = FirewallState(bridges=(NET, INTERNAL), ports=(WEB, LOCAL, DNS6))
+
+
+def verbs(cmds: list[dict]) -> list[tuple[str, str, str]]:
+    out = []
+    for cmd in cmds:
+        ((verb, body),) = cmd.items()
+        ((kind, obj),) = body.items()
+        out.append((verb, kind, obj.get("name") or obj.get("chain", "")))
+    return out
+
+
+def test_sync_touches_only_our_table_and_never_flushes_the_ruleset() -> None:
+    cmds = sync_commands(STATE)
+    for cmd in cmds:
+        ((verb, body),) = cmd.items()
+        assert verb in ("add", "flush")
+        ((kind, obj),) = body.items()
+        assert kind != "ruleset"
+        assert obj["family"] == "inet"
+        assert obj.get("table", obj.get("name")) == config.NFT_TABLE
+    json.dumps(cmds)  # what goes to nft must be plain JSON
+
+
+def test_sync_declares_then_flushes_then_fills() -> None:
+    seq = verbs(sync_commands(STATE))
+    assert seq[0] == ("add", "table", config.NFT_TABLE)
+    first_flush = next(i for i, v in enumerate(seq) if v[0] == "flush")
+    assert all(v[0] == "add" and v[1] in ("table", "set", "map", "chain") for v in seq[:first_flush])
+    flushed = {v[2] for v in seq if v[0] == "flush"}
+    assert flushed == set(CHAINS) | set(SETS)  # every chain and set starts from empty
+    last_flush = max(i for i, v in enumerate(seq) if v[0] == "flush" and v[1] in ("set", "map"))
+    assert all(v[1] == "element" for v in seq[last_flush + 1:])
+
+
+def test_rule_count_does_not_grow_with_the_state() -> None:
+    big = FirewallState(
+        bridges=tuple(BridgeRules(f"pnbr-{i}", (f"10.{i}.0.0/24",), i % 2 == 0) for i in range(50)),
+        ports=tuple(PortMapping("tcp", None, 20000 + i, "10.1.0.2", 80, "pnbr-1") for i in range(500)),
+    )
+    def count(state: FirewallState) -> int:
+        return sum(1 for v in verbs(sync_commands(state)) if v[1] == "rule")
+    assert count(big) == count(FirewallState()) == len(rules())
+
+
+def test_every_rule_has_a_comment_nft_accepts() -> None:
+    for chain, expr, comment in rules():
+        assert chain in CHAINS and expr
+        assert comment and len(comment.encode()) <= 128  # nft's comment limit
+
+
+def test_empty_state_is_the_skeleton_with_empty_sets() -> None:
+    seq = verbs(sync_commands(FirewallState()))
+    assert not [v for v in seq if v[1] == "element"]
+    assert {v[2] for v in seq if v[0] == "add" and v[1] in ("set", "map")} == set(SETS)
+
+
+def test_bridge_elements() -> None:
+    el = state_elements(STATE)
+    assert sorted(el["bridges"]) == ["pnbr-a", "pnbr-i"]
+    assert {"concat": ["pnbr-a", "pnbr-a"]} in el["same_bridge"]
+    assert el["internal"] == ["pnbr-i"]
+    # the internal network is never masqueraded; the subnet is canonical (host bits gone)
+    assert el["masq4"] == [{"elem": {"val": {"prefix": {"addr": "10.1.0.0", "len": 24}}, "comment": "pnbr-a"}}]
+    assert el["masq6"] == [{"elem": {"val": {"prefix": {"addr": "fd00:1::", "len": 64}}, "comment": "pnbr-a"}}]
+    assert el["internal4"][0]["elem"]["val"] == {"prefix": {"addr": "10.9.0.0", "len": 24}}
+    assert "internal6" not in el
+
+
+def test_port_elements_go_to_the_map_of_their_family_and_host_address() -> None:
+    el = port_elements([WEB, LOCAL, DNS6])
+    key = {"concat": ["tcp", 8080]}
+    assert el["dnat4_addr"] == [[{"elem": {"val": key, "comment": "pnbr-a"}}, "10.1.0.2"]]
+    assert el["dnat4_port"] == [[key, 80]]
+    assert el["dnat4_ip_addr"][0][0]["elem"]["val"] == {"concat": ["127.0.0.1", "tcp", 8081]}
+    assert el["dnat6_addr"][0][1] == "fd00:1::2"
+    assert _delete_keys(el)["dnat4_addr"] == [key]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        PortMapping("sctp", None, 1, "10.1.0.2", 1, "b"),
+        PortMapping("tcp", "::1", 1, "10.1.0.2", 1, "b"),
+        PortMapping("tcp", None, 1, "not-an-ip", 1, "b"),
+    ],
+)
+def test_bad_ports_are_refused_before_the_kernel(bad: PortMapping) -> None:
+    with pytest.raises(InvalidArgument):
+        port_elements([bad])
+
+
+def test_user_strings_stay_json_strings() -> None:
+    # a hostile bridge name cannot become nft syntax: it is only ever a JSON string value
+    evil = BridgeRules('x"; flush ruleset; "', ("10.2.0.0/24",), False)
+    text = json.dumps(sync_commands(FirewallState(bridges=(evil,))))
+    assert json.loads(text)  # round-trips; nft receives it as data, never parses it as commands
+
+
+def test_reading_back_what_nft_lists() -> None:
+    """state_from_table parses the shapes `nft -j list table` prints (copied from 1.0.6)."""
+    listed = [
+        {"table": {"family": "inet", "name": "podnet", "handle": 1}},
+        {"set": {"name": "bridges", "type": "ifname", "elem": ["pnbr-a", "pnbr-i"]}},
+        {"set": {"name": "internal", "type": "ifname", "elem": ["pnbr-i"]}},
+        {"set": {"name": "masq4", "type": "ipv4_addr", "flags": ["interval"],
+                 "elem": [{"elem": {"val": {"prefix": {"addr": "10.1.0.0", "len": 24}}, "comment": "pnbr-a"}}]}},
+        {"set": {"name": "masq6", "type": "ipv6_addr", "flags": ["interval"],
+                 "elem": [{"elem": {"val": {"prefix": {"addr": "fd00:1::", "len": 64}}, "comment": "pnbr-a"}}]}},
+        {"set": {"name": "internal4", "type": "ipv4_addr", "flags": ["interval"],
+                 "elem": [{"elem": {"val": {"prefix": {"addr": "10.9.0.0", "len": 24}}, "comment": "pnbr-i"}}]}},
+        {"map": {"name": "dnat4_addr", "map": "ipv4_addr",
+                 "elem": [[{"elem": {"val": {"concat": ["tcp", 8080]}, "comment": "pnbr-a"}}, "10.1.0.2"]]}},
+        {"map": {"name": "dnat4_port", "map": "inet_service", "elem": [[{"concat": ["tcp", 8080]}, 80]]}},
+        {"map": {"name": "dnat4_ip_addr", "map": "ipv4_addr",
+                 "elem": [[{"elem": {"val": {"concat": ["127.0.0.1", "tcp", 8081]}, "comment": "pnbr-a"}},
+                           "10.1.0.2"]]}},
+        {"map": {"name": "dnat4_ip_port", "map": "inet_service",
+                 "elem": [[{"concat": ["127.0.0.1", "tcp", 8081]}, 80]]}},
+        {"map": {"name": "dnat6_addr", "map": "ipv6_addr",
+                 "elem": [[{"elem": {"val": {"concat": ["udp", 53]}, "comment": "pnbr-a"}}, "fd00:1::2"]]}},
+        {"map": {"name": "dnat6_port", "map": "inet_service", "elem": [[{"concat": ["udp", 53]}, 53]]}},
+        {"chain": {"name": "filter_forward"}},
+    ]
+    assert state_from_table(listed) == normalized(STATE)
+    assert state_from_table(None) == FirewallState()
