@@ -1,0 +1,78 @@
+"""Derive the firewall's desired state from the store and hand it to the backend.
+
+The firewall is a pure function of the store: every bridge network and every published
+port of a live sandbox. A full sync replaces podnet's table in one transaction; `run` and
+`rm` use the incremental calls so that their cost does not grow with the host's size.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from podnet.api import keys
+from podnet.api.context import Context
+from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.util import locks
+
+
+def backend() -> Any:
+    from podnet.firewall.nftables import NftablesFirewall
+
+    return NftablesFirewall()
+
+
+def bridge_rules(net_doc: dict[str, Any]) -> BridgeRules:
+    return BridgeRules(
+        bridge=net_doc["interface"],
+        subnets=tuple(s["subnet"] for s in net_doc.get("subnets", [])),
+        internal=bool(net_doc.get("internal")),
+    )
+
+
+def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], networks: dict[str, dict[str, Any]]) -> list[PortMapping]:
+    """Published ports of one sandbox, DNATed to its address on its first bridge network."""
+    if not sandbox.get("ports"):
+        return []
+    target = next(
+        (ep for att in sandbox["networks"] for ep in endpoints
+         if ep["network"] == att["network"] and networks.get(ep["network"], {}).get("driver") == "bridge"),
+        None,
+    )
+    if target is None:
+        return []
+    bridge = networks[target["network"]]["interface"]
+    out: list[PortMapping] = []
+    for port in sandbox["ports"]:
+        host_ip = port.get("host_ip")
+        host_version = ipaddress.ip_address(host_ip).version if host_ip else None
+        count = (port.get("host_port_end") or port["host_port"]) - port["host_port"] + 1
+        for address in target["addresses"]:
+            ip = address.split("/")[0]
+            if host_version and ipaddress.ip_address(ip).version != host_version:
+                continue
+            for i in range(count):
+                out.append(PortMapping(
+                    protocol=port.get("protocol", "tcp"), host_ip=host_ip, host_port=port["host_port"] + i,
+                    target_ip=ip, target_port=port["container_port"] + i, bridge=bridge,
+                ))
+    return out
+
+
+def desired(ctx: Context) -> FirewallState:
+    networks = {doc["id"]: doc for _, doc in ctx.store.list(keys.NETWORKS)}
+    bridges = tuple(bridge_rules(n) for n in networks.values() if n["driver"] == "bridge" and n.get("interface"))
+    endpoints_by_sandbox: dict[str, list[dict[str, Any]]] = {}
+    for _, ep in ctx.store.list(keys.ENDPOINTS):
+        endpoints_by_sandbox.setdefault(ep["sandbox"], []).append(ep)
+    ports: list[PortMapping] = []
+    for _, sb in ctx.store.list(keys.SANDBOXES):
+        if sb.get("state") in ("running", "creating"):
+            ports.extend(port_mappings(sb, endpoints_by_sandbox.get(sb["id"], []), networks))
+    return FirewallState(bridges=bridges, ports=tuple(ports))
+
+
+def sync(ctx: Context) -> None:
+    """Replace podnet's firewall with what the store wants, serialised across processes."""
+    with locks.held(ctx.paths.lock_dir / "firewall"):
+        backend().sync(desired(ctx))

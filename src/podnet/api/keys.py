@@ -1,0 +1,41 @@
+"""The store's key layout in one place."""
+
+from __future__ import annotations
+
+NETWORKS = "networks/"
+SANDBOXES = "sandboxes/"
+ENDPOINTS = "endpoints/"
+PORTS = "ports/"
+
+
+def network(network_id: str) -> str:
+    return f"{NETWORKS}{network_id}"
+
+
+def network_name(name: str) -> str:
+    return f"names/networks/{name}"
+
+
+def sandbox(sandbox_id: str) -> str:
+    return f"{SANDBOXES}{sandbox_id}"
+
+
+def sandbox_name(name: str) -> str:
+    return f"names/sandboxes/{name}"
+
+
+def endpoints_of(sandbox_id: str) -> str:
+    return f"{ENDPOINTS}{sandbox_id}/"
+
+
+def endpoint(sandbox_id: str, network_id: str) -> str:
+    return f"{ENDPOINTS}{sandbox_id}/{network_id}"
+
+
+def port_claims(protocol: str, host_port: int) -> str:
+    """Every claim on one host port, whatever address it is bound to."""
+    return f"{PORTS}{protocol}/{host_port}/"
+
+
+def port_claim(protocol: str, host_port: int, host_ip: str | None) -> str:
+    return f"{port_claims(protocol, host_port)}{host_ip or '*'}"

@@ -1,0 +1,256 @@
+"""Networks: create, list, inspect, remove, prune; the default bridge on first use."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+from podnet.api import keys
+from podnet.api.context import Context, require_privilege
+from podnet.drivers import DRIVER_NAMES, driver_for
+from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
+from podnet.ipam import pools
+from podnet.model import Network, SubnetConfig
+from podnet.model.common import check_name
+from podnet.util.ids import new_id
+
+DEFAULT_NETWORK = "podnet"
+DEFAULT_BRIDGE = "podnet0"
+PREDEFINED = ("host", "none")
+
+
+def _parse_net(text: str, flag: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            fixed = ipaddress.ip_network(text, strict=False)
+            raise InvalidArgument(f"invalid {flag} {text}: it has host bits set", f"did you mean {fixed}?") from None
+        raise InvalidArgument(f"invalid {flag} {text!r}: not a CIDR", "write it like 10.1.0.0/24 or fd00:1::/64") from None
+
+
+def _parse_ip(text: str, flag: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid {flag} {text!r}: not an IP address", "write it like 10.1.0.1 or fd00:1::1") from None
+
+
+def _first_host(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return str(net.network_address + 1)
+
+
+def build_subnets(
+    subnets: list[str], gateways: list[str], ip_ranges: list[str], aux: dict[str, str]
+) -> list[SubnetConfig]:
+    """Pair each --gateway, --ip-range and --aux-address with the --subnet that contains it (Docker's rule)."""
+    nets = [_parse_net(s, "--subnet") for s in subnets]
+    for i, a in enumerate(nets):
+        for b in nets[i + 1:]:
+            if a.overlaps(b):  # type: ignore[arg-type]
+                raise InvalidArgument(f"subnets {a} and {b} overlap", "give each --subnet once")
+    configs = [SubnetConfig(subnet=str(n)) for n in nets]
+
+    def owner(addr: Any, flag: str, text: str) -> SubnetConfig:
+        for cfg, net in zip(configs, nets):
+            if addr.version == net.version and (addr.subnet_of(net) if hasattr(addr, "subnet_of") else addr in net):
+                return cfg
+        raise InvalidArgument(f"{flag} {text} is not inside any --subnet", f"give a --subnet that contains it")
+
+    for text in gateways:
+        gw = _parse_ip(text, "--gateway")
+        cfg = owner(gw, "--gateway", text)
+        net = ipaddress.ip_network(cfg.subnet)
+        if gw == net.network_address or (net.version == 4 and net.prefixlen < 31 and gw == net.broadcast_address):
+            raise InvalidArgument(f"--gateway {gw} is the network or broadcast address of {net}", "use a host address")
+        cfg.gateway = str(gw)
+    for text in ip_ranges:
+        rng = _parse_net(text, "--ip-range")
+        owner(rng, "--ip-range", text).ip_range = str(rng)
+    for host, text in aux.items():
+        addr = _parse_ip(text, "--aux-address")
+        owner(addr, "--aux-address", text).aux_addresses[host] = str(addr)
+    if not nets and (gateways or ip_ranges or aux):
+        raise InvalidArgument("--gateway, --ip-range and --aux-address need a --subnet", "add --subnet CIDR")
+    return configs
+
+
+def _taken_subnets(ctx: Context, txn: Any) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+    out = []
+    for _, doc in txn.list(keys.NETWORKS):
+        for s in doc.get("subnets", []):
+            out.append((ipaddress.ip_network(s["subnet"]), doc["name"]))
+    return out
+
+
+def create(
+    ctx: Context,
+    name: str,
+    driver: str = "bridge",
+    subnets: list[str] | None = None,
+    gateways: list[str] | None = None,
+    ip_ranges: list[str] | None = None,
+    aux_addresses: dict[str, str] | None = None,
+    ipv6: bool = False,
+    internal: bool = False,
+    mtu: int | None = None,
+    labels: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
+    *,
+    default: bool = False,
+) -> Network:
+    """Validate everything, record the network, then make it in the kernel (undoing the record on failure)."""
+    check_name("network", name)
+    if driver not in DRIVER_NAMES:
+        raise InvalidArgument(f"unknown network driver {driver!r}", f"use one of: {', '.join(DRIVER_NAMES)}")
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise InvalidArgument(f"invalid --mtu {mtu}", "use a value between 68 and 65535")
+    options = dict(options or {})
+    configs = build_subnets(subnets or [], gateways or [], ip_ranges or [], aux_addresses or {})
+    drv = driver_for(driver)
+    if driver in ("host", "none"):
+        if name not in PREDEFINED or not default:
+            raise Conflict(f"only one {driver} network can exist, and it is predefined", f"use --network {driver}")
+    if driver in ("macvlan", "ipvlan") and not any(c.version == 4 for c in configs) and not ipv6:
+        raise InvalidArgument(f"a {driver} network needs --subnet (the parent's LAN)", "add --subnet CIDR and --gateway IP of the LAN's router")
+    bridge = options.pop("bridge_name", None) or (DEFAULT_BRIDGE if default and driver == "bridge" else None)
+    net = Network(
+        id=new_id(), name=name, driver=driver, subnets=[], ipv6=ipv6 or any(c.version == 6 for c in configs),
+        internal=internal, mtu=mtu, labels=labels or {}, options=options, interface=bridge,
+        created=time.time(), default=default,
+    )
+    if driver == "bridge":
+        net.interface = drv.interface_name(net)
+    elif driver in ("macvlan", "ipvlan"):
+        net.interface = options.get("parent")
+    if driver != "none" and driver != "host":
+        require_privilege()
+        drv.validate(net)
+    host_routes: list[Any] = []
+    if driver == "bridge" and (not any(c.version == 4 for c in configs) or (net.ipv6 and not any(c.version == 6 for c in configs))):
+        from podnet.dataplane import netlink
+
+        host_routes = netlink.route_destinations()
+
+    with ctx.store.transaction() as txn:
+        if not txn.create(keys.network_name(name), net.id):
+            raise Conflict(f"network {name!r} already exists", "choose another name, or remove it with `podnet network rm`")
+        taken = _taken_subnets(ctx, txn)
+        for cfg in configs:
+            for other, other_name in taken:
+                if cfg.network.overlaps(other):  # type: ignore[arg-type]
+                    raise Conflict(
+                        f"subnet {cfg.subnet} overlaps {other} of network {other_name!r}",
+                        "choose another --subnet, or leave it out to get a free one",
+                    )
+        if driver == "bridge":
+            avoid = [t for t, _ in taken] + host_routes
+            if not any(c.version == 4 for c in configs):
+                configs.insert(0, SubnetConfig(subnet=str(pools.pick_free(4, avoid + [c.network for c in configs]))))
+            if net.ipv6 and not any(c.version == 6 for c in configs):
+                configs.append(SubnetConfig(subnet=str(pools.pick_free(6, avoid + [c.network for c in configs]))))
+        for cfg in configs:
+            if cfg.gateway is None and driver in ("bridge", "macvlan", "ipvlan"):
+                cfg.gateway = _first_host(cfg.network)
+        net.subnets = configs
+        txn.put(keys.network(net.id), net.model_dump())
+
+    try:
+        drv.setup_network(net)
+        from podnet.api import firewall_sync
+
+        firewall_sync.sync(ctx)
+    except BaseException:
+        _forget(ctx, net)
+        drv.teardown_network(net)
+        raise
+    return net
+
+
+def _forget(ctx: Context, net: Network) -> None:
+    with ctx.store.transaction() as txn:
+        txn.delete(keys.network(net.id))
+        if txn.get(keys.network_name(net.name)) == net.id:
+            txn.delete(keys.network_name(net.name))
+        for key, _ in txn.list(f"ipam/{net.id}/") + txn.list(f"ipam-cursor/{net.id}/"):
+            txn.delete(key)
+
+
+def all_networks(ctx: Context) -> list[Network]:
+    return [Network(**doc) for _, doc in ctx.store.list(keys.NETWORKS)]
+
+
+def find(ctx: Context, ref: str) -> Network:
+    """A network by name, full id or unique id prefix."""
+    net_id = ctx.store.get(keys.network_name(ref))
+    if net_id:
+        doc = ctx.store.get(keys.network(net_id))
+        if doc:
+            return Network(**doc)
+    matches = [doc for key, doc in ctx.store.list(keys.NETWORKS) if doc["id"].startswith(ref)] if len(ref) >= 3 else []
+    if len(matches) == 1:
+        return Network(**matches[0])
+    if len(matches) > 1:
+        raise InvalidArgument(f"network id prefix {ref!r} is ambiguous", "give more characters of the id, or the name")
+    if ref in (DEFAULT_NETWORK, *PREDEFINED):
+        return ensure_predefined(ctx, ref)
+    raise NotFound(f"network {ref!r} not found", "list networks with `podnet network ls`")
+
+
+def ensure_predefined(ctx: Context, name: str = DEFAULT_NETWORK) -> Network:
+    """The default bridge, host and none networks exist from first use, as in Docker."""
+    net_id = ctx.store.get(keys.network_name(name))
+    if net_id and (doc := ctx.store.get(keys.network(net_id))):
+        return Network(**doc)
+    driver = "bridge" if name == DEFAULT_NETWORK else name
+    try:
+        return create(ctx, name, driver=driver, default=True)
+    except Conflict:
+        # Another podnet made it at the same moment.
+        return find(ctx, name)
+
+
+def endpoints_on(ctx: Context, net: Network) -> list[dict[str, Any]]:
+    return [doc for _, doc in ctx.store.list(keys.ENDPOINTS) if doc["network"] == net.id]
+
+
+def sandboxes_on(ctx: Context, net: Network) -> list[dict[str, Any]]:
+    return [
+        doc for _, doc in ctx.store.list(keys.SANDBOXES)
+        if any(a["network"] == net.id for a in doc.get("networks", []))
+    ]
+
+
+def remove(ctx: Context, ref: str) -> Network:
+    net = find(ctx, ref)
+    if net.default and net.name in PREDEFINED:
+        raise Conflict(f"network {net.name!r} is predefined and cannot be removed", "")
+    users = sandboxes_on(ctx, net)
+    if users:
+        names = ", ".join(u["name"] for u in users[:5])
+        raise Conflict(
+            f"network {net.name!r} is in use by {len(users)} sandbox(es): {names}",
+            "remove them first (`podnet rm -f NAME`) or disconnect them",
+        )
+    require_privilege()
+    _forget(ctx, net)
+    driver_for(net.driver).teardown_network(net)
+    from podnet.api import firewall_sync
+
+    firewall_sync.sync(ctx)
+    return net
+
+
+def prune(ctx: Context) -> list[str]:
+    """Remove every user network no sandbox uses; the predefined ones stay."""
+    removed = []
+    for net in all_networks(ctx):
+        if net.default or sandboxes_on(ctx, net):
+            continue
+        try:
+            remove(ctx, net.id)
+            removed.append(net.name)
+        except PodnetError:
+            continue
+    return removed

@@ -1,0 +1,170 @@
+"""Make the kernel hold a sandbox's networking, and take it away again.
+
+Both directions are idempotent and tolerate half-made state, because they are also what
+reconcile runs after a podnet process died at an arbitrary line.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from podnet.api import keys
+from podnet.api.context import Context
+from podnet.drivers import driver_for
+from podnet.errors import PodnetError
+from podnet.model import Endpoint, Network, Sandbox
+
+
+def netns_path(ctx: Context, sandbox: Sandbox) -> Path:
+    return ctx.paths.netns_dir / sandbox.netns_name
+
+
+def endpoints_of(ctx: Context, sandbox_id: str) -> list[Endpoint]:
+    return [Endpoint(**doc) for _, doc in ctx.store.list(keys.endpoints_of(sandbox_id))]
+
+
+def networks_by_id(ctx: Context) -> dict[str, Network]:
+    return {doc["id"]: Network(**doc) for _, doc in ctx.store.list(keys.NETWORKS)}
+
+
+def default_route_network(sandbox: Sandbox, nets: dict[str, Network]) -> str | None:
+    """Docker's rule: the first attached network that can reach outside carries the default route."""
+    for att in sandbox.networks:
+        net = nets.get(att.network)
+        if net and not net.internal and net.driver in ("bridge", "macvlan", "ipvlan"):
+            return net.id
+    return None
+
+
+def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
+    from podnet.runtime import netns
+
+    path = netns.create(sandbox.netns_name)
+    gw_net = default_route_network(sandbox, nets)
+    for ep in endpoints:
+        net = nets[ep.network]
+        driver_for(net.driver).attach(net, ep, path, default_route=ep.network == gw_net)
+
+
+def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> Path:
+    """hosts, resolv.conf and hostname of the sandbox, from its endpoints and the host's resolvers."""
+    from podnet.runtime import etcfiles
+
+    directory = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
+    nameservers = sandbox.dns or host_nameservers()
+    etcfiles.write(
+        directory,
+        hostname=sandbox.hostname,
+        addresses=[ip for ep in endpoints for ip in ep.ips],
+        aliases=sorted({sandbox.name, *(a for ep in endpoints for a in ep.aliases)} - {sandbox.hostname}),
+        nameservers=nameservers,
+        search=host_search(),
+    )
+    return directory
+
+
+def _resolv_lines(prefix: str) -> list[str]:
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return []
+    return [line.split()[1:] for line in text.splitlines() if line.startswith(prefix)]  # type: ignore[misc]
+
+
+def host_nameservers() -> list[str]:
+    """The host's resolvers, less loopback ones a sandbox cannot reach (systemd-resolved's 127.0.0.53)."""
+    out = []
+    for fields in _resolv_lines("nameserver"):
+        if fields and not fields[0].startswith("127.") and fields[0] != "::1":
+            out.append(fields[0])
+    return out
+
+
+def host_search() -> list[str]:
+    lines = _resolv_lines("search")
+    return list(lines[-1]) if lines else []
+
+
+def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = False) -> Any:
+    from podnet.runtime import shim
+
+    spec = shim.LaunchSpec(
+        sandbox_id=sandbox.id,
+        argv=sandbox.argv,
+        state_dir=ctx.paths.sandbox_state_dir(sandbox.id),
+        log_path=ctx.paths.sandbox_log(sandbox.id),
+        netns_path=None if sandbox.network_mode == "host" else netns_path(ctx, sandbox),
+        hostname=None if sandbox.network_mode == "host" else sandbox.hostname,
+        etc_dir=None if sandbox.network_mode == "host" else etc_dir,
+        pids_limit=sandbox.pids_limit,
+        memory_bytes=sandbox.memory_bytes,
+        env=sandbox.env,
+    )
+    return shim.start(spec, foreground=foreground)
+
+
+def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
+    """Links, published ports and the namespace of a sandbox; its records stay."""
+    from podnet.api import firewall_sync
+    from podnet.runtime import netns
+
+    errors: list[PodnetError] = []
+    ports = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
+                                        {k: v.model_dump() for k, v in nets.items()})
+    if ports:
+        try:
+            firewall_sync.backend().remove_ports(ports)
+        except PodnetError as exc:
+            errors.append(exc)
+    for ep in endpoints:
+        net = nets.get(ep.network)
+        if net is None:
+            continue
+        try:
+            driver_for(net.driver).detach(net, ep)
+        except PodnetError as exc:
+            errors.append(exc)
+    netns.delete(sandbox.netns_name)
+    if errors:
+        raise errors[0]
+
+
+def stop_process(ctx: Context, sandbox: Sandbox, timeout: float = 10) -> None:
+    from podnet.runtime import shim
+
+    shim.stop(sandbox.id, ctx.paths.sandbox_state_dir(sandbox.id), timeout=timeout)
+
+
+def forget_network_state(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> None:
+    """Give back addresses, endpoint records and port claims (store side of teardown_network)."""
+    from podnet.ipam import allocator
+
+    with ctx.store.transaction() as txn:
+        for ep in endpoints:
+            for ip in ep.ips:
+                allocator.release(txn, ep.network, ip, owner=ep.id)
+            txn.delete(keys.endpoint(ep.sandbox, ep.network))
+        for key, claim in txn.list(keys.PORTS):
+            if claim == sandbox.id:
+                txn.delete(key)
+
+
+def destroy(ctx: Context, sandbox: Sandbox) -> None:
+    """Everything of a sandbox, kernel and store: the end of `rm -f` and of a crashed `run`."""
+    from podnet.runtime import cgroups
+
+    nets = networks_by_id(ctx)
+    endpoints = endpoints_of(ctx, sandbox.id)
+    stop_process(ctx, sandbox, timeout=0)
+    teardown_network(ctx, sandbox, endpoints, nets)
+    cgroups.remove(sandbox.id)
+    forget_network_state(ctx, sandbox, endpoints)
+    with ctx.store.transaction() as txn:
+        txn.delete(keys.sandbox(sandbox.id))
+        if txn.get(keys.sandbox_name(sandbox.name)) == sandbox.id:
+            txn.delete(keys.sandbox_name(sandbox.name))
+    shutil.rmtree(ctx.paths.sandbox_state_dir(sandbox.id), ignore_errors=True)
+    ctx.paths.sandbox_log(sandbox.id).unlink(missing_ok=True)
+    (ctx.paths.lock_dir / f"sandbox-{sandbox.id}").unlink(missing_ok=True)

@@ -1,0 +1,150 @@
+"""Make the host equal the store, and remove what podnet owns that the store no longer wants.
+
+Level-triggered and idempotent: it reads the desired state and the kernel's state and
+closes the gap. It runs explicitly (`podnet reconcile`), after every crash, and is what
+the agent's loop will run; a half-made sandbox whose maker still holds its lock is left
+alone, one whose maker died is finished off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podnet.api import firewall_sync, keys, realize, sandboxes
+from podnet.api.context import Context, require_privilege
+from podnet.config import LINK_ALIAS_PREFIX, NETNS_PREFIX
+from podnet.drivers import driver_for
+from podnet.errors import PodnetError
+from podnet.model import Sandbox
+from podnet.util import locks
+
+
+@dataclass
+class Report:
+    """What a reconcile pass changed: printed by the CLI, asserted by the tests."""
+
+    removed_sandboxes: list[str] = field(default_factory=list)
+    exited_sandboxes: list[str] = field(default_factory=list)
+    removed_links: list[str] = field(default_factory=list)
+    removed_netns: list[str] = field(default_factory=list)
+    removed_cgroups: list[str] = field(default_factory=list)
+    released_addresses: list[str] = field(default_factory=list)
+    released_ports: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def changed(self) -> bool:
+        return any(v for k, v in self.__dict__.items() if k != "errors")
+
+
+def reconcile(ctx: Context) -> Report:
+    require_privilege()
+    report = Report()
+    with locks.held(ctx.paths.lock_dir / "reconcile"):
+        _sandboxes(ctx, report)
+        _networks(ctx, report)
+        _store_garbage(ctx, report)
+        _kernel_garbage(ctx, report)
+        try:
+            firewall_sync.sync(ctx)
+        except PodnetError as exc:
+            report.errors.append(exc.line())
+    return report
+
+
+def _sandboxes(ctx: Context, report: Report) -> None:
+    nets = realize.networks_by_id(ctx)
+    for _, doc in ctx.store.list(keys.SANDBOXES):
+        sandbox = Sandbox(**doc)
+        try:
+            if sandbox.state == "creating":
+                with locks.held(sandboxes.lock_path(ctx, sandbox.id), blocking=False) as free:
+                    if not free:
+                        continue  # its maker is still at work
+                    realize.destroy(ctx, sandbox)
+                    report.removed_sandboxes.append(sandbox.name)
+            elif sandbox.state == "running":
+                if not sandboxes.is_running(ctx, sandbox):
+                    sandboxes.mark_exited(ctx, sandbox)
+                    (report.removed_sandboxes if sandbox.auto_remove else report.exited_sandboxes).append(sandbox.name)
+                elif sandbox.network_mode == "netns":
+                    _repair(ctx, sandbox, nets, report)
+        except PodnetError as exc:
+            report.errors.append(f"{sandbox.name}: {exc.line()}")
+
+
+def _repair(ctx: Context, sandbox: Sandbox, nets: dict, report: Report) -> None:
+    """A running sandbox whose links went missing (deleted by hand, a crash mid-connect) gets them back."""
+    from podnet.dataplane import netlink
+    from podnet.drivers.bridge import host_veth_name
+
+    for ep in realize.endpoints_of(ctx, sandbox.id):
+        net = nets.get(ep.network)
+        if net is None:
+            continue
+        driver = driver_for(net.driver)
+        if driver.has_host_side and netlink.link_index(host_veth_name(ep)) is None:
+            driver.setup_network(net)
+            with netlink.in_netns(realize.netns_path(ctx, sandbox)) as ipr:
+                netlink.delete_link(ep.ifname, ipr)
+            gw = realize.default_route_network(sandbox, nets) == net.id
+            driver.attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
+            report.repaired.append(f"{sandbox.name}/{ep.ifname}")
+
+
+def _networks(ctx: Context, report: Report) -> None:
+    for net in realize.networks_by_id(ctx).values():
+        try:
+            driver_for(net.driver).setup_network(net)
+        except PodnetError as exc:
+            report.errors.append(f"network {net.name}: {exc.line()}")
+
+
+def _store_garbage(ctx: Context, report: Report) -> None:
+    """Address and port claims whose owner is gone (a crash between two transactions)."""
+    with ctx.store.transaction() as txn:
+        endpoint_ids = {doc["id"] for _, doc in txn.list(keys.ENDPOINTS)}
+        sandbox_ids = {doc["id"] for _, doc in txn.list(keys.SANDBOXES)}
+        network_ids = {doc["id"] for _, doc in txn.list(keys.NETWORKS)}
+        for key, claim in txn.list("ipam/"):
+            if claim.get("owner") not in endpoint_ids:
+                txn.delete(key)
+                report.released_addresses.append(key.split("/", 2)[2])
+        for key, holder in txn.list(keys.PORTS):
+            if holder not in sandbox_ids:
+                txn.delete(key)
+                report.released_ports.append(key[len(keys.PORTS):])
+        for key, doc in txn.list(keys.ENDPOINTS):
+            if doc["sandbox"] not in sandbox_ids or doc["network"] not in network_ids:
+                txn.delete(key)
+
+
+def _kernel_garbage(ctx: Context, report: Report) -> None:
+    """Links, namespaces and cgroups that carry podnet's mark but belong to nothing in the store."""
+    from podnet.dataplane import netlink
+    from podnet.runtime import cgroups, netns
+
+    # Kernel first, store second: podnet records an object before it makes it, so anything
+    # a concurrent `run` made after this snapshot is absent here, and anything it made
+    # before is already in the store read below.
+    links = netlink.owned_links(LINK_ALIAS_PREFIX)
+    namespaces = netns.list_names(NETNS_PREFIX)
+    cgroup_ids = cgroups.list_ids()
+    live_sandboxes = {doc["id"]: doc for _, doc in ctx.store.list(keys.SANDBOXES)}
+    wanted_netns = {Sandbox(**d).netns_name for d in live_sandboxes.values() if d["state"] != "exited"}
+    endpoint_ids = {doc["id"] for _, doc in ctx.store.list(keys.ENDPOINTS)}
+    network_ids = set(realize.networks_by_id(ctx))
+    for ifname, alias in links.items():
+        kind, _, object_id = alias[len(LINK_ALIAS_PREFIX):].partition(":")
+        if (kind == "ep" and object_id not in endpoint_ids) or (kind == "net" and object_id not in network_ids):
+            netlink.delete_link(ifname)
+            report.removed_links.append(ifname)
+    for name in namespaces:
+        if name not in wanted_netns:
+            netns.delete(name)
+            report.removed_netns.append(name)
+    for sandbox_id in cgroup_ids:
+        doc = live_sandboxes.get(sandbox_id)
+        if doc is None or doc["state"] == "exited":
+            cgroups.remove(sandbox_id)
+            report.removed_cgroups.append(sandbox_id[:12])

@@ -1,0 +1,321 @@
+"""Sandboxes: run, stop, rm, connect, disconnect, exec; the desired-state side of each."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from podnet.api import keys, networks, ports as portspec, realize
+from podnet.api.context import Context, require_privilege
+from podnet.drivers import driver_for
+from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning, PodnetError
+from podnet.ipam import allocator
+from podnet.model import Attachment, Endpoint, Network, PortMapping, Sandbox
+from podnet.model.common import check_name
+from podnet.store.base import Txn
+from podnet.util import locks
+from podnet.util.ids import new_id, random_mac, random_name
+
+
+@dataclass
+class RunRequest:
+    argv: list[str]
+    name: str | None = None
+    networks: list[str] = field(default_factory=list)
+    ip: str | None = None
+    ip6: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    namespace: str = "default"
+    pids_limit: int | None = None
+    memory_bytes: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    dns: list[str] = field(default_factory=list)
+    auto_remove: bool = False
+
+
+def lock_path(ctx: Context, sandbox_id: str) -> Path:
+    return ctx.paths.lock_dir / f"sandbox-{sandbox_id}"
+
+
+def _resolve_networks(ctx: Context, refs: list[str]) -> list[Network]:
+    nets = [networks.find(ctx, r) for r in refs] if refs else [networks.ensure_predefined(ctx)]
+    if len({n.id for n in nets}) != len(nets):
+        raise InvalidArgument("a network is given twice with --network", "give each network once")
+    for special in ("host", "none"):
+        if any(n.driver == special for n in nets) and len(nets) > 1:
+            raise InvalidArgument(f"--network {special} cannot be combined with other networks", f"use --network {special} alone")
+    return nets
+
+
+def _make_endpoint(txn: Txn, sandbox_id: str, net: Network, index: int, att: Attachment) -> Endpoint:
+    ep = Endpoint(id=new_id(), sandbox=sandbox_id, network=net.id, ifname=f"eth{index}", mac=random_mac(),
+                  aliases=att.aliases, mtu=net.mtu or 1500)
+    if not driver_for(net.driver).allocates_addresses:
+        return ep
+    for subnet in net.subnets:
+        requested = att.ip if subnet.version == 4 else att.ip6
+        address = allocator.allocate(txn, net.id, subnet, ep.id, requested)
+        ep.addresses.append(f"{address}/{subnet.network.prefixlen}")
+        if subnet.gateway:
+            ep.gateways.append(subnet.gateway)
+    for requested, version in ((att.ip, 4), (att.ip6, 6)):
+        if requested and not net.subnet_for(version):
+            raise InvalidArgument(f"network {net.name!r} has no IPv{version} subnet for address {requested}", "leave the address out")
+    return ep
+
+
+def _claim_ports(txn: Txn, sandbox_id: str, mappings: list[PortMapping]) -> None:
+    for m in mappings:
+        for host_port, _ in m.pairs():
+            for key, holder in txn.list(keys.port_claims(m.protocol, host_port)):
+                bound = key.rsplit("/", 1)[1]
+                if m.host_ip is None or bound == "*" or bound == m.host_ip:
+                    where = f"{m.host_ip}:" if m.host_ip else ""
+                    raise Conflict(
+                        f"port {where}{host_port}/{m.protocol} is already published by sandbox {holder[:12]}",
+                        "choose another host port, or remove that sandbox",
+                    )
+            txn.put(keys.port_claim(m.protocol, host_port, m.host_ip), sandbox_id)
+
+
+def _prepare_ports(ctx: Context, specs: list[str]) -> list[PortMapping]:
+    mappings = [portspec.parse(s) for s in specs]
+    taken: set[int] = set()
+    for m in mappings:
+        if m.host_port == 0:
+            claimed = {int(k.split("/")[2]) for k, _ in ctx.store.list(f"{keys.PORTS}{m.protocol}/")}
+            m.host_port = portspec.pick_free_port(m.protocol, m.host_ip, claimed | taken)
+            taken.add(m.host_port)
+        portspec.check_free(m)
+    return mappings
+
+
+def create(ctx: Context, req: RunRequest) -> tuple[Sandbox, list[Endpoint]]:
+    """Validate and record a sandbox in state "creating", with its addresses and ports claimed."""
+    if not req.argv:
+        raise InvalidArgument("no command given", "write the command after --, for example: podnet run -- sleep 60")
+    require_privilege()
+    name = check_name("sandbox", req.name) if req.name else random_name()
+    nets = _resolve_networks(ctx, req.networks)
+    mode = "host" if nets[0].driver == "host" else "netns"
+    if mode == "host" and req.ports:
+        raise InvalidArgument("-p has no meaning with --network host", "the sandbox already uses the host's ports; drop -p")
+    if (req.ip or req.ip6) and not driver_for(nets[0].driver).allocates_addresses:
+        raise InvalidArgument(f"--ip needs a network with addresses, not {nets[0].driver}", "leave --ip out")
+    if req.pids_limit is not None and req.pids_limit < 1:
+        raise InvalidArgument(f"invalid --pids-limit {req.pids_limit}", "give a positive number")
+    mappings = _prepare_ports(ctx, req.ports)
+    if mappings and not any(n.driver == "bridge" for n in nets):
+        raise InvalidArgument("-p needs a bridge network", "attach the sandbox to a bridge network to publish ports")
+    from podnet.runtime.etcfiles import check_hostname
+
+    sandbox_id = new_id()
+    hostname = check_hostname(req.hostname) if req.hostname else sandbox_id[:12]
+    attachments = [Attachment(network=n.id, ip=req.ip if i == 0 else None, ip6=req.ip6 if i == 0 else None,
+                              aliases=list(req.aliases) if i == 0 else []) for i, n in enumerate(nets)]
+    sandbox = Sandbox(
+        id=sandbox_id, name=name, argv=req.argv, hostname=hostname, networks=attachments, ports=mappings,
+        labels=req.labels, namespace=req.namespace, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
+        env=req.env, dns=req.dns, state="creating", auto_remove=req.auto_remove, created=time.time(),
+        network_mode=mode,
+    )
+    endpoints: list[Endpoint] = []
+    with ctx.store.transaction() as txn:
+        if not txn.create(keys.sandbox_name(name), sandbox_id):
+            holder = txn.get(keys.sandbox_name(name)) or ""
+            raise Conflict(f"the name {name!r} is already in use by sandbox {holder[:12]}",
+                           f"remove it (`podnet rm -f {name}`) or choose another --name")
+        _claim_ports(txn, sandbox_id, mappings)
+        if mode == "netns":
+            for index, (net, att) in enumerate(zip(nets, attachments)):
+                ep = _make_endpoint(txn, sandbox_id, net, index, att)
+                txn.put(keys.endpoint(sandbox_id, net.id), ep.model_dump())
+                endpoints.append(ep)
+        txn.put(keys.sandbox(sandbox_id), sandbox.model_dump())
+    return sandbox, endpoints
+
+
+def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
+    """`podnet run`: record, make the kernel follow, start the command; undo it all on failure."""
+    sandbox, endpoints = create(ctx, req)
+    with locks.held(lock_path(ctx, sandbox.id)):
+        try:
+            nets = realize.networks_by_id(ctx)
+            for net in {nets[e.network].id: nets[e.network] for e in endpoints}.values():
+                driver_for(net.driver).setup_network(net)
+            etc_dir = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
+            if sandbox.network_mode == "netns":
+                realize.attach_all(ctx, sandbox, endpoints, nets)
+                etc_dir = realize.write_etc(ctx, sandbox, endpoints)
+                _publish(ctx, sandbox, endpoints, nets)
+            realize.launch(ctx, sandbox, etc_dir, foreground=foreground)
+            _set_state(ctx, sandbox, "running")
+        except BaseException:
+            try:
+                realize.destroy(ctx, sandbox)
+            except PodnetError:
+                pass
+            raise
+    return sandbox
+
+
+def _publish(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
+    from podnet.api import firewall_sync
+
+    mappings = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
+                                           {k: v.model_dump() for k, v in nets.items()})
+    if mappings:
+        firewall_sync.backend().add_ports(mappings)
+
+
+def _set_state(ctx: Context, sandbox: Sandbox, state: str) -> None:
+    with ctx.store.transaction() as txn:
+        doc = txn.get(keys.sandbox(sandbox.id))
+        if doc is None:
+            raise NotFound(f"sandbox {sandbox.name!r} was removed meanwhile", "")
+        doc["state"] = state
+        txn.put(keys.sandbox(sandbox.id), doc)
+    sandbox.state = state  # type: ignore[assignment]
+
+
+def find(ctx: Context, ref: str) -> Sandbox:
+    """A sandbox by name, full id or unique id prefix (Docker's rules)."""
+    sandbox_id = ctx.store.get(keys.sandbox_name(ref))
+    if sandbox_id and (doc := ctx.store.get(keys.sandbox(sandbox_id))):
+        return Sandbox(**doc)
+    matches = [doc for _, doc in ctx.store.list(f"{keys.SANDBOXES}{ref}")] if ref else []
+    if len(matches) == 1:
+        return Sandbox(**matches[0])
+    if len(matches) > 1:
+        raise InvalidArgument(f"sandbox id prefix {ref!r} is ambiguous", "give more characters of the id, or the name")
+    raise NotFound(f"no such sandbox: {ref}", "list sandboxes with `podnet ps -a`")
+
+
+def is_running(ctx: Context, sandbox: Sandbox) -> bool:
+    from podnet.runtime import shim
+
+    return shim.status(ctx.paths.sandbox_state_dir(sandbox.id)).running
+
+
+def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
+    """The command ended: give back its addresses, ports and links (Docker does the same on exit)."""
+    with locks.held(lock_path(ctx, sandbox.id)):
+        fresh = ctx.store.get(keys.sandbox(sandbox.id))
+        if fresh is None:
+            return
+        sandbox = Sandbox(**fresh)
+        if sandbox.auto_remove:
+            realize.destroy(ctx, sandbox)
+            return
+        nets = realize.networks_by_id(ctx)
+        endpoints = realize.endpoints_of(ctx, sandbox.id)
+        realize.stop_process(ctx, sandbox, timeout=0)
+        realize.teardown_network(ctx, sandbox, endpoints, nets)
+        from podnet.runtime import cgroups
+
+        cgroups.remove(sandbox.id)
+        realize.forget_network_state(ctx, sandbox, endpoints)
+        _set_state(ctx, sandbox, "exited")
+
+
+def stop(ctx: Context, ref: str, timeout: float = 10) -> Sandbox:
+    require_privilege()
+    sandbox = find(ctx, ref)
+    if sandbox.state == "exited":
+        return sandbox
+    realize.stop_process(ctx, sandbox, timeout=timeout)
+    mark_exited(ctx, sandbox)
+    return sandbox
+
+
+def remove(ctx: Context, ref: str, force: bool = False) -> Sandbox:
+    require_privilege()
+    sandbox = find(ctx, ref)
+    if sandbox.state != "exited" and is_running(ctx, sandbox) and not force:
+        raise Conflict(f"sandbox {sandbox.name!r} is running", f"stop it first (`podnet stop {sandbox.name}`) or use `podnet rm -f`")
+    with locks.held(lock_path(ctx, sandbox.id)):
+        realize.destroy(ctx, sandbox)
+    return sandbox
+
+
+def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: str | None = None,
+            aliases: list[str] | None = None) -> Endpoint:
+    """Attach a running sandbox to one more network (`docker network connect`)."""
+    require_privilege()
+    net = networks.find(ctx, net_ref)
+    sandbox = find(ctx, ref)
+    if sandbox.network_mode == "host" or net.driver in ("host", "none"):
+        raise InvalidArgument(f"cannot connect {sandbox.name!r} to {net.name!r}", "host and none networks cannot be combined with others")
+    if not is_running(ctx, sandbox):
+        raise NotRunning(f"sandbox {sandbox.name!r} is not running", "start a new one with `podnet run`")
+    if any(a.network == net.id for a in sandbox.networks):
+        raise Conflict(f"sandbox {sandbox.name!r} is already connected to network {net.name!r}", "")
+    att = Attachment(network=net.id, ip=ip, ip6=ip6, aliases=aliases or [])
+    with locks.held(lock_path(ctx, sandbox.id)):
+        with ctx.store.transaction() as txn:
+            doc = txn.get(keys.sandbox(sandbox.id))
+            used = {e["ifname"] for _, e in txn.list(keys.endpoints_of(sandbox.id))}
+            index = next(i for i in range(64) if f"eth{i}" not in used)
+            ep = _make_endpoint(txn, sandbox.id, net, index, att)
+            txn.put(keys.endpoint(sandbox.id, net.id), ep.model_dump())
+            doc["networks"].append(att.model_dump())
+            txn.put(keys.sandbox(sandbox.id), doc)
+        sandbox = Sandbox(**doc)
+        try:
+            nets = realize.networks_by_id(ctx)
+            driver_for(net.driver).setup_network(net)
+            gw = realize.default_route_network(sandbox, nets) == net.id
+            driver_for(net.driver).attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
+            realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id))
+        except BaseException:
+            _detach_one(ctx, sandbox, net, ep)
+            raise
+    return ep
+
+
+def _detach_one(ctx: Context, sandbox: Sandbox, net: Network, ep: Endpoint) -> None:
+    driver_for(net.driver).detach(net, ep)
+    if not driver_for(net.driver).has_host_side:
+        from podnet.dataplane import netlink
+
+        with netlink.in_netns(realize.netns_path(ctx, sandbox)) as ipr:
+            netlink.delete_link(ep.ifname, ipr)
+    with ctx.store.transaction() as txn:
+        for ip in ep.ips:
+            allocator.release(txn, net.id, ip, owner=ep.id)
+        txn.delete(keys.endpoint(sandbox.id, net.id))
+        doc = txn.get(keys.sandbox(sandbox.id))
+        if doc:
+            doc["networks"] = [a for a in doc["networks"] if a["network"] != net.id]
+            txn.put(keys.sandbox(sandbox.id), doc)
+
+
+def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
+    require_privilege()
+    net = networks.find(ctx, net_ref)
+    sandbox = find(ctx, ref)
+    doc = ctx.store.get(keys.endpoint(sandbox.id, net.id))
+    if doc is None:
+        raise NotFound(f"sandbox {sandbox.name!r} is not connected to network {net.name!r}", "see `podnet inspect` for its networks")
+    if sandbox.ports and net.driver == "bridge" and sum(
+        1 for a in sandbox.networks if realize.networks_by_id(ctx).get(a.network, net).driver == "bridge"
+    ) == 1:
+        raise Conflict(f"sandbox {sandbox.name!r} publishes ports through network {net.name!r}", "remove the sandbox instead")
+    with locks.held(lock_path(ctx, sandbox.id)):
+        _detach_one(ctx, sandbox, net, Endpoint(**doc))
+        sandbox = find(ctx, sandbox.id)
+        realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id))
+
+
+def exec_in(ctx: Context, ref: str, argv: list[str]) -> int:
+    from podnet.runtime import shim
+
+    require_privilege()
+    sandbox = find(ctx, ref)
+    if not argv:
+        raise InvalidArgument("no command given", "write the command after --, for example: podnet exec web -- ip addr")
+    return shim.exec_in(ctx.paths.sandbox_state_dir(sandbox.id), argv)

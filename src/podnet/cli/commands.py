@@ -1,0 +1,220 @@
+"""One function per CLI command: call the api, render the answer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from podnet.api import keys
+from podnet.api.context import Context, open_context
+from podnet.cli import render, views
+from podnet.cli.main import _command, _kv, _size
+
+
+def _ctx(args: argparse.Namespace) -> Context:
+    return open_context(args.root)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from podnet import __version__
+
+    print(f"podnet {__version__}")
+    return 0
+
+
+def cmd_network(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    sub = args.netcmd
+    if sub == "ls":
+        docs = list(views.networks(ctx).values())
+        docs.sort(key=lambda d: (not d.get("default"), d["name"]))
+        if args.json:
+            render.dump_json([views.network_view(ctx, d) for d in docs])
+        elif args.quiet:
+            for d in docs:
+                print(d["id"][:12])
+        else:
+            render.table(["NETWORK ID", "NAME", "DRIVER", "SUBNETS", "FLAGS"], [
+                [d["id"][:12], d["name"], d["driver"], ",".join(s["subnet"] for s in d.get("subnets", [])),
+                 ",".join(f for f, on in (("internal", d.get("internal")), ("ipv6", d.get("ipv6"))) if on)]
+                for d in docs
+            ])
+        return 0
+    from podnet.api import networks
+    from podnet.model.common import parse_labels
+
+    if sub == "create":
+        net = networks.create(
+            ctx, args.name, driver=args.driver, subnets=args.subnet, gateways=args.gateway, ip_ranges=args.ip_range,
+            aux_addresses=_kv(args.aux_address, "--aux-address"), ipv6=args.ipv6, internal=args.internal,
+            mtu=args.mtu, labels=parse_labels(args.label), options=_kv(args.opt, "-o"),
+        )
+        print(net.id)
+    elif sub == "inspect":
+        render.dump_json([views.network_view(ctx, networks.find(ctx, n).model_dump()) for n in args.names])
+    elif sub == "rm":
+        for name in args.names:
+            print(networks.remove(ctx, name).name)
+    elif sub == "prune":
+        for name in networks.prune(ctx):
+            print(f"Deleted network {name}")
+    else:
+        print("usage: podnet network {create,ls,inspect,rm,prune}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+    from podnet.model.common import parse_labels
+
+    ctx = _ctx(args)
+    req = sandboxes.RunRequest(
+        argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
+        ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace,
+        pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
+        env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
+    )
+    if args.detach:
+        sandbox = sandboxes.start(ctx, req)
+        print(sandbox.id)
+        return 0
+    sandbox = sandboxes.start(ctx, req, foreground=True)
+    from podnet.runtime import shim
+
+    code = shim.wait(ctx.paths.sandbox_state_dir(sandbox.id))
+    sandboxes.mark_exited(ctx, sandboxes.find(ctx, sandbox.id))
+    return code if code is not None else 1
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    return sandboxes.exec_in(_ctx(args), args.name, _command(args))
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    nets = views.networks(ctx)
+    endpoints: dict[str, list] = {}
+    for _, ep in ctx.store.list(keys.ENDPOINTS):
+        endpoints.setdefault(ep["sandbox"], []).append(ep)
+    rows = []
+    for _, doc in ctx.store.list(keys.SANDBOXES):
+        status = views.sandbox_status(ctx, doc)
+        if not args.all and not status["running"]:
+            continue
+        rows.append((doc, status))
+    rows.sort(key=lambda r: -r[0].get("created", 0))
+    if args.json:
+        render.dump_json([views.sandbox_view(ctx, d, nets, endpoints.get(d["id"], [])) for d, _ in rows])
+        return 0
+    if args.quiet:
+        for d, _ in rows:
+            print(d["id"][:12])
+        return 0
+
+    def ports(d: dict) -> str:
+        out = []
+        for p in d.get("ports", []):
+            host = f"{p['host_ip']}:" if p.get("host_ip") else "0.0.0.0:"
+            hp = f"{p['host_port']}-{p['host_port_end']}" if p.get("host_port_end") else str(p["host_port"])
+            cp = f"{p['container_port']}-{p['container_port_end']}" if p.get("container_port_end") else str(p["container_port"])
+            out.append(f"{host}{hp}->{cp}/{p.get('protocol', 'tcp')}")
+        return ", ".join(out)
+
+    def status_text(d: dict, s: dict) -> str:
+        if s["running"]:
+            return f"Up {render.ago(s['started_at'])}"
+        if s["status"].startswith("Exited"):
+            return f"{s['status']} {render.ago(s['finished_at'])} ago".strip()
+        return s["status"]
+
+    render.table(["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "ADDRESSES", "PORTS"], [
+        [d["id"][:12], d["name"], " ".join(d["argv"])[:30], status_text(d, s),
+         ",".join(nets.get(a["network"], {}).get("name", "?") for a in d.get("networks", [])),
+         ",".join(a.split("/")[0] for ep in endpoints.get(d["id"], []) for a in ep["addresses"]),
+         ports(d)]
+        for d, s in rows
+    ])
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    ctx = _ctx(args)
+    nets = views.networks(ctx)
+    out = []
+    for name in args.names:
+        sb = sandboxes.find(ctx, name)
+        doc = ctx.store.get(keys.sandbox(sb.id))
+        out.append(views.sandbox_view(ctx, doc, nets, [e for _, e in ctx.store.list(keys.endpoints_of(sb.id))]))
+    render.dump_json(out)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+    from podnet.runtime import shim
+
+    ctx = _ctx(args)
+    sb = sandboxes.find(ctx, args.name)
+    shim.logs(ctx.paths.sandbox_log(sb.id), follow=args.follow,
+              state_dir=ctx.paths.sandbox_state_dir(sb.id))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    ctx = _ctx(args)
+    for name in args.names:
+        print(sandboxes.stop(ctx, name, timeout=args.time).name)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    ctx = _ctx(args)
+    for name in args.names:
+        print(sandboxes.remove(ctx, name, force=args.force).name)
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    sandboxes.connect(_ctx(args), args.network, args.name, ip=args.ip, ip6=args.ip6, aliases=args.alias)
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    sandboxes.disconnect(_ctx(args), args.network, args.name)
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from podnet.api.reconcile import reconcile
+
+    report = reconcile(_ctx(args))
+    if args.json:
+        render.dump_json(report.__dict__)
+    else:
+        for key, values in report.__dict__.items():
+            if values and key != "errors":
+                print(f"{key.replace('_', ' ')}: {', '.join(values)}")
+        if not report.changed():
+            print("host matches the store")
+        for err in report.errors:
+            print(f"podnet: {err}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from podnet.cli import demo
+
+    return demo.down(_ctx(args)) if args.down else demo.up(_ctx(args))
