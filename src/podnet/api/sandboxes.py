@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from podnet.api import keys, networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
@@ -182,6 +183,21 @@ def _set_state(ctx: Context, sandbox: Sandbox, state: str) -> None:
     sandbox.state = state  # type: ignore[assignment]
 
 
+def wait(ctx: Context, sandbox: Sandbox) -> int:
+    """Block until a foreground sandbox's command ends; Ctrl-C stops it. Then release its network."""
+    from podnet.runtime import shim
+
+    state_dir = ctx.paths.sandbox_state_dir(sandbox.id)
+    try:
+        while (status := shim.status(state_dir)).running:
+            time.sleep(0.02)
+    except KeyboardInterrupt:
+        realize.stop_process(ctx, sandbox, timeout=5)
+        status = shim.status(state_dir)
+    mark_exited(ctx, sandbox)
+    return status.exit_code if status.exit_code is not None else 1
+
+
 def find(ctx: Context, ref: str) -> Sandbox:
     """A sandbox by name, full id or unique id prefix (Docker's rules)."""
     sandbox_id = ctx.store.get(keys.sandbox_name(ref))
@@ -311,11 +327,14 @@ def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
         realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id))
 
 
-def exec_in(ctx: Context, ref: str, argv: list[str]) -> int:
+def exec_in(ctx: Context, ref: str, argv: list[str], capture: bool = False, timeout: float | None = None) -> Any:
+    """Run argv inside a running sandbox: its exit code, or the CompletedProcess with capture."""
     from podnet.runtime import shim
 
     require_privilege()
     sandbox = find(ctx, ref)
     if not argv:
         raise InvalidArgument("no command given", "write the command after --, for example: podnet exec web -- ip addr")
-    return shim.exec_in(ctx.paths.sandbox_state_dir(sandbox.id), argv)
+    if not is_running(ctx, sandbox):
+        raise NotRunning(f"sandbox {sandbox.name!r} is not running", f"see `podnet logs {sandbox.name}`, or start a new one")
+    return shim.exec_in(ctx.paths.sandbox_state_dir(sandbox.id), argv, capture=capture, timeout=timeout)

@@ -80,11 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(sandbox.id)
         return 0
     sandbox = sandboxes.start(ctx, req, foreground=True)
-    from podnet.runtime import shim
-
-    code = shim.wait(ctx.paths.sandbox_state_dir(sandbox.id))
-    sandboxes.mark_exited(ctx, sandboxes.find(ctx, sandbox.id))
-    return code if code is not None else 1
+    return sandboxes.wait(ctx, sandbox)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -160,8 +156,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     sb = sandboxes.find(ctx, args.name)
-    shim.logs(ctx.paths.sandbox_log(sb.id), follow=args.follow,
-              state_dir=ctx.paths.sandbox_state_dir(sb.id))
+    out = sys.stdout.buffer
+    for chunk in shim.logs(ctx.paths.sandbox_log(sb.id), follow=args.follow,
+                           state_dir=ctx.paths.sandbox_state_dir(sb.id)):
+        out.write(chunk)
+        out.flush()
     return 0
 
 

@@ -40,12 +40,20 @@ def _command(args: argparse.Namespace) -> list[str]:
     return argv[1:] if argv[:1] == ["--"] else argv
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="podnet", description="Container networking for Linux.")
-    p.add_argument("--root", help="state directory (default /var/lib/podnet, or $PODNET_ROOT)")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line, like every other podnet error."""
 
-    net = sub.add_parser("network", help="manage networks").add_subparsers(dest="netcmd", metavar="COMMAND")
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"podnet: {message}; see `{self.prog} --help`\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="podnet", description="Container networking for Linux.")
+    p.add_argument("--root", help="state directory (default /var/lib/podnet, or $PODNET_ROOT)")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    net = sub.add_parser("network", help="manage networks").add_subparsers(dest="netcmd", metavar="COMMAND", parser_class=_Parser)
     c = net.add_parser("create", help="create a network")
     c.add_argument("name")
     c.add_argument("-d", "--driver", default="bridge")
@@ -75,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ip6")
     run.add_argument("--alias", "--network-alias", action="append", default=[])
     run.add_argument("-p", "--publish", action="append", default=[])
-    run.add_argument("--hostname", "-h")
+    run.add_argument("--hostname")
     run.add_argument("--label", "-l", action="append", default=[])
     run.add_argument("--namespace", default="default")
     run.add_argument("--pids-limit", type=int)
