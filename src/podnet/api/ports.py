@@ -11,7 +11,7 @@ from podnet.errors import Conflict, InvalidArgument
 from podnet.model import PortMapping
 
 _SPEC = re.compile(
-    r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:(?P<host>\d+(?:-\d+)?)?:)?(?P<cont>\d+(?:-\d+)?)(?:/(?P<proto>[a-z]+))?$"
+    r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>\d+(?:-\d+)?)?:)?(?P<cont>\d+(?:-\d+)?)(?:/(?P<proto>[a-z]+))?$"
 )
 HINT = "write it as [HOSTIP:]HOSTPORT:PORT[/udp], for example 8080:80 or 127.0.0.1:5353:53/udp"
 

@@ -83,8 +83,8 @@ def _claim_ports(txn: Txn, sandbox_id: str, mappings: list[PortMapping]) -> None
             txn.put(keys.port_claim(m.protocol, host_port, m.host_ip), sandbox_id)
 
 
-def _prepare_ports(ctx: Context, specs: list[str]) -> list[PortMapping]:
-    mappings = [portspec.parse(s) for s in specs]
+def _prepare_ports(ctx: Context, mappings: list[PortMapping]) -> list[PortMapping]:
+    """Pick host ports for `-p PORT` and check nothing on the host listens on the others."""
     taken: set[int] = set()
     for m in mappings:
         if m.host_port == 0:
@@ -99,23 +99,25 @@ def create(ctx: Context, req: RunRequest) -> tuple[Sandbox, list[Endpoint]]:
     """Validate and record a sandbox in state "creating", with its addresses and ports claimed."""
     if not req.argv:
         raise InvalidArgument("no command given", "write the command after --, for example: podnet run -- sleep 60")
-    require_privilege()
     name = check_name("sandbox", req.name) if req.name else random_name()
+    parsed_ports = [portspec.parse(s) for s in req.ports]  # refuse a typo before touching anything
+    from podnet.runtime.etcfiles import check_hostname
+
+    hostname = check_hostname(req.hostname) if req.hostname else None
+    if req.pids_limit is not None and req.pids_limit < 1:
+        raise InvalidArgument(f"invalid --pids-limit {req.pids_limit}", "give a positive number")
+    require_privilege()
     nets = _resolve_networks(ctx, req.networks)
     mode = "host" if nets[0].driver == "host" else "netns"
     if mode == "host" and req.ports:
         raise InvalidArgument("-p has no meaning with --network host", "the sandbox already uses the host's ports; drop -p")
     if (req.ip or req.ip6) and not driver_for(nets[0].driver).allocates_addresses:
         raise InvalidArgument(f"--ip needs a network with addresses, not {nets[0].driver}", "leave --ip out")
-    if req.pids_limit is not None and req.pids_limit < 1:
-        raise InvalidArgument(f"invalid --pids-limit {req.pids_limit}", "give a positive number")
-    mappings = _prepare_ports(ctx, req.ports)
+    mappings = _prepare_ports(ctx, parsed_ports)
     if mappings and not any(n.driver == "bridge" for n in nets):
         raise InvalidArgument("-p needs a bridge network", "attach the sandbox to a bridge network to publish ports")
-    from podnet.runtime.etcfiles import check_hostname
-
     sandbox_id = new_id()
-    hostname = check_hostname(req.hostname) if req.hostname else sandbox_id[:12]
+    hostname = hostname or sandbox_id[:12]
     attachments = [Attachment(network=n.id, ip=req.ip if i == 0 else None, ip6=req.ip6 if i == 0 else None,
                               aliases=list(req.aliases) if i == 0 else []) for i, n in enumerate(nets)]
     sandbox = Sandbox(

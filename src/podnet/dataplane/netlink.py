@@ -169,7 +169,7 @@ def create_veth_into(
         ipr.link("set", **settings)
         if master is not None:
             # hairpin: a sandbox reaching itself through a published port on the host.
-            ipr.brport("set", index=index, hairpin_mode=1)
+            ipr.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE is the hairpin flag
     except NetlinkError as exc:
         raise _kernel_error(f"configure veth {host_ifname}", exc) from None
 

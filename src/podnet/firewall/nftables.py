@@ -15,8 +15,9 @@ Layout:
   nat_prerouting  (nat, prerouting, dstnat)    local destination -> jump published
   nat_output      (nat, output, dstnat)        local destination -> jump published
   published       (regular)                    dnat via the port maps, miss = no change
-  nat_postrouting (nat, postrouting, srcnat)   internal never; hairpin, localhost and
-                                               outbound masquerade
+  nat_postrouting (nat, postrouting, srcnat)   internal never; hairpin (DNATed from a
+                                               podnet subnet into a bridge), localhost
+                                               and outbound masquerade
 Sets: bridges, internal (ifname); same_bridge (ifname . ifname); masq4/masq6 and
 internal4/internal6 (interval, element comment = bridge). Maps: dnat4/dnat6 (l4proto .
 port) and dnat4_ip/dnat6_ip (daddr . l4proto . port) -> address . port, element
@@ -163,9 +164,16 @@ def rules() -> list[tuple[str, list[Expr], str]]:
          "internal networks are never masqueraded"),
         ("nat_postrouting", [_match(_payload("ip6", "saddr"), "@internal6"), {"return": None}],
          "internal networks are never masqueraded"),
-        ("nat_postrouting", [_CT_DNAT, _match(_IIF_OIF, "@same_bridge"), _MASQUERADE],
-         "hairpin: a sandbox using a published port of its own network gets replies "
-         "back through the host's conntrack"),
+        # postrouting has no input interface (and br_netfilter may bridge the hairpin), so
+        # "came from a podnet network" is told by the source address, not by iifname
+        ("nat_postrouting", [_CT_DNAT, _match(_payload("ip", "saddr"), "@masq4"),
+                             _match(_meta("oifname"), "@bridges"), _MASQUERADE],
+         "hairpin: a sandbox using a published port (own or other network) gets replies "
+         "via the host"),
+        ("nat_postrouting", [_CT_DNAT, _match(_payload("ip6", "saddr"), "@masq6"),
+                             _match(_meta("oifname"), "@bridges"), _MASQUERADE],
+         "hairpin: a sandbox using a published port (own or other network) gets replies "
+         "via the host"),
         ("nat_postrouting", [_match(_payload("ip", "saddr"), _prefix("127.0.0.0/8")),
                              _match(_meta("oifname"), "@bridges"), _MASQUERADE],
          "ports published on 127.0.0.1: the sandbox cannot answer 127.0.0.1 "
@@ -391,6 +399,16 @@ def normalized(state: FirewallState) -> FirewallState:
 # ---- the backend ----------------------------------------------------------------------------
 
 
+def _as_conflict(error: KernelError) -> KernelError | Conflict:
+    """Name the one refusal a user can cause: a host port or subnet given twice."""
+    if any(text in error.message for text in ("File exists", "overlaps", "conflicting intervals")):
+        return Conflict(
+            "a published port or subnet is already in the firewall with another target",
+            "remove the old mapping or network first",
+        )
+    return error
+
+
 class NftablesFirewall:
     """podnet's firewall in one nftables table; see the module docstring for the layout."""
 
@@ -406,7 +424,10 @@ class NftablesFirewall:
             nft.apply(cmds)
         except KernelError:
             table = {"family": FAMILY, "name": config.NFT_TABLE}
-            nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
+            try:
+                nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
+            except KernelError as exc:
+                raise _as_conflict(exc) from None
 
     def add_bridge(self, bridge: BridgeRules) -> None:
         self._add(bridge_elements(bridge))
@@ -449,12 +470,7 @@ class NftablesFirewall:
                     raise
                 nft.apply(skeleton() + rule_commands() + adds)
         except KernelError as exc:
-            if "File exists" in exc.message or "overlaps" in exc.message:
-                raise Conflict(
-                    "a published port or subnet is already in the firewall with another target",
-                    "remove the old mapping or network first",
-                ) from None
-            raise
+            raise _as_conflict(exc) from None
 
     def _remove(self, elements: dict[str, list[Any]]) -> None:
         """Delete elements, tolerating ones already gone.

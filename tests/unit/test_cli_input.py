@@ -1,0 +1,70 @@
+"""User mistakes end in one clear line, a non-zero exit, and no change of state (no root needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podnet.api import networks, ports
+from podnet.errors import InvalidArgument
+
+
+def podnet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "podnet", "--root", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["network", "create", "x", "--subnet", "10.0.0.1/24"], "host bits set"),
+    (["network", "create", "x", "--subnet", "nonsense"], "not a CIDR"),
+    (["network", "create", "x", "--subnet", "10.1.0.0/24", "--gateway", "10.2.0.1"], "not inside any --subnet"),
+    (["network", "create", "bad name!"], "invalid network name"),
+    (["network", "create", "x", "--driver", "vxlanx"], "unknown network driver"),
+    (["network", "create", "x", "--mtu", "5"], "--mtu"),
+    (["network", "create", "x", "--bogus"], "unrecognized arguments"),
+    (["network", "inspect", "nope"], "not found"),
+    (["run", "-p", "99999:80", "--", "true"], "invalid port"),
+    (["run", "--memory", "lots", "--", "true"], "invalid size"),
+    (["inspect", "nope"], "no such sandbox"),
+])
+def test_one_line_and_nonzero(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = podnet(tmp_path, *args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("podnet: ") and needle in lines[0]
+    assert "Traceback" not in result.stderr
+    # nothing was recorded: a fresh `network ls` shows no user network
+    assert "x" not in podnet(tmp_path, "network", "ls", "-q").stdout.split()
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("8080:80", (None, 8080, None, 80, None, "tcp")),
+    ("127.0.0.1:8080:80/udp", ("127.0.0.1", 8080, None, 80, None, "udp")),
+    ("[::1]:8080:80", ("::1", 8080, None, 80, None, "tcp")),
+    ("9000-9002:7000-7002", (None, 9000, 9002, 7000, 7002, "tcp")),
+    ("0.0.0.0:81:80", (None, 81, None, 80, None, "tcp")),
+])
+def test_port_specs(spec: str, expected: tuple) -> None:
+    m = ports.parse(spec)
+    assert (m.host_ip, m.host_port, m.host_port_end, m.container_port, m.container_port_end, m.protocol) == expected
+
+
+@pytest.mark.parametrize("spec", ["80:", "a:b", "1-3:1-2", "8080:80/sctp", "300.1.1.1:80:80", "70000:80"])
+def test_bad_port_specs(spec: str) -> None:
+    with pytest.raises(InvalidArgument):
+        ports.parse(spec)
+
+
+def test_gateway_pairs_with_its_subnet() -> None:
+    configs = networks.build_subnets(["10.1.0.0/24", "fd00:9::/64"], ["fd00:9::fe", "10.1.0.254"], ["10.1.0.128/25"], {})
+    assert configs[0].gateway == "10.1.0.254" and configs[0].ip_range == "10.1.0.128/25"
+    assert configs[1].gateway == "fd00:9::fe"
+
+
+def test_overlapping_subnets_in_one_request() -> None:
+    with pytest.raises(InvalidArgument, match="overlap"):
+        networks.build_subnets(["10.1.0.0/16", "10.1.2.0/24"], [], [], {})
