@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,12 @@ from podnet.errors import InvalidArgument
 
 
 def podnet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podnet", "--root", str(tmp_path), *args],
-                          capture_output=True, text=True, timeout=60)
+    """The CLI with a private store; as root, also in a private network namespace, so that a
+    mistake podnet failed to catch early can never touch this machine's networking."""
+    jail = ["unshare", "--net", "--"] if os.geteuid() == 0 else []
+    env = {**os.environ, "PODNET_RUN": str(tmp_path / "run"), "PODNET_NETNS_DIR": str(tmp_path / "netns")}
+    return subprocess.run([*jail, sys.executable, "-m", "podnet", "--root", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.parametrize("args,needle", [
