@@ -6,6 +6,7 @@ reconcile runs after a podnet process died at an arbitrary line.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from podnet.api.context import Context
 from podnet.drivers import driver_for
 from podnet.errors import PodnetError
 from podnet.model import Endpoint, Network, Sandbox
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 
 
 def netns_path(ctx: Context, sandbox: Sandbox) -> Path:
@@ -58,7 +62,8 @@ def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> Path
         directory,
         hostname=sandbox.hostname,
         addresses=[ip for ep in endpoints for ip in ep.ips],
-        aliases=sorted({sandbox.name, *(a for ep in endpoints for a in ep.aliases)} - {sandbox.hostname}),
+        aliases=[a for a in sorted({sandbox.name, *(a for ep in endpoints for a in ep.aliases)} - {sandbox.hostname})
+                 if _HOSTNAME.match(a)],  # a name like my_app is fine for podnet, not for /etc/hosts
         nameservers=nameservers,
         search=host_search(),
     )

@@ -196,6 +196,11 @@ def wait(ctx: Context, sandbox: Sandbox) -> int:
     except KeyboardInterrupt:
         realize.stop_process(ctx, sandbox, timeout=5)
         status = shim.status(state_dir)
+    # The supervisor records the exit code just after the command ends: give it a moment.
+    deadline = time.monotonic() + 5
+    while status.exit_code is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        status = shim.status(state_dir)
     mark_exited(ctx, sandbox)
     return status.exit_code if status.exit_code is not None else 1
 
