@@ -52,8 +52,12 @@ def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: 
         driver_for(net.driver).attach(net, ep, path, default_route=ep.network == gw_net)
 
 
-def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> Path:
-    """hosts, resolv.conf and hostname of the sandbox, from its endpoints and the host's resolvers."""
+def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], running: bool = False) -> Path:
+    """hosts, resolv.conf and hostname of the sandbox, from its endpoints and the host's resolvers.
+
+    A running sandbox sees its files through bind mounts, which keep the inode they were made
+    from: those are rewritten in place rather than replaced.
+    """
     from podnet.runtime import etcfiles
 
     directory = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
@@ -66,6 +70,7 @@ def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> Path
                  if _HOSTNAME.match(a)],  # a name like my_app is fine for podnet, not for /etc/hosts
         nameservers=nameservers,
         search=host_search(),
+        in_place=running,
     )
     return directory
 

@@ -293,7 +293,7 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
             driver_for(net.driver).setup_network(net)
             gw = realize.default_route_network(sandbox, nets) == net.id
             driver_for(net.driver).attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
-            realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id))
+            realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
         except BaseException:
             _detach_one(ctx, sandbox, net, ep)
             raise
@@ -331,7 +331,7 @@ def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
     with locks.held(lock_path(ctx, sandbox.id)):
         _detach_one(ctx, sandbox, net, Endpoint(**doc))
         sandbox = find(ctx, sandbox.id)
-        realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id))
+        realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
 
 
 def exec_in(ctx: Context, ref: str, argv: list[str], capture: bool = False, timeout: float | None = None) -> Any:

@@ -266,7 +266,7 @@ def route_destinations() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Every prefix the host routes somewhere (all tables), for picking subnets that collide with none."""
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for family in (2, 10):
-        for route in host().get_routes(family=family, table=0):
+        for route in host().route("dump", family=family):  # every table
             dst = route.get_attr("RTA_DST")
             if dst is None or route["dst_len"] == 0:
                 continue
