@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run podnet's tests (as root, after ./install.sh). Extra arguments go to pytest.
+#
+# The whole run happens in a private network and mount namespace, and every test that
+# touches the kernel makes its own simulated host inside that (tests/sandbox.py), so
+# nothing reaches this machine's interfaces, nftables or named namespaces.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+python=/opt/podnet/venv/bin/python
+[ -x "$python" ] || python=.venv/bin/python
+if [ ! -x "$python" ]; then
+  echo "test.sh: podnet is not installed; run ./install.sh --no-demo first" >&2
+  exit 1
+fi
+[ $# -gt 0 ] || set -- tests
+exec unshare --net --mount --propagation private -- "$python" -m pytest -q -p no:cacheprovider "$@"
