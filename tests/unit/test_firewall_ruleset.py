@@ -152,3 +152,13 @@ def test_reading_back_what_nft_lists() -> None:
     ]
     assert state_from_table(listed) == normalized(STATE)
     assert state_from_table(None) == FirewallState()
+
+
+def test_a_clash_reported_by_nft_becomes_a_conflict() -> None:
+    from podnet.errors import Conflict, KernelError
+    from podnet.firewall.nftables import _as_conflict
+
+    clash = KernelError("nft transaction failed: Error: Could not process rule: File exists")
+    assert isinstance(_as_conflict(clash), Conflict)
+    other = KernelError("nft transaction failed: Error: Could not process rule: Operation not permitted")
+    assert _as_conflict(other) is other

@@ -19,16 +19,20 @@ Layout:
                                                podnet subnet into a bridge), localhost
                                                and outbound masquerade
 Sets: bridges, internal (ifname); same_bridge (ifname . ifname); masq4/masq6 and
-internal4/internal6 (interval, element comment = bridge). Maps: dnat4/dnat6 (l4proto .
-port) and dnat4_ip/dnat6_ip (daddr . l4proto . port) -> address . port, element
-comment = bridge. Comments let `current()` read the whole state back.
+internal4/internal6 (interval, element comment = bridge). Port maps, each a pair
+<name>_addr -> target address and <name>_port -> target port with the same key:
+dnat4/dnat6 (l4proto . port) and dnat4_ip/dnat6_ip (daddr . l4proto . port); the
+_addr element's comment is the bridge. Comments let `current()` read the state back.
 
 What the caller must do (not firewall business): net.ipv4.ip_forward=1 (and IPv6
 forwarding for v6 networks); net.ipv4.conf.<bridge>.route_localnet=1 on bridges that have
 ports published on 127.0.0.1 (else the kernel drops the DNATed packet as martian; the
 raw_prerouting rule is what keeps route_localnet from exposing 127.0.0.1 to the link);
 hairpin mode on the bridge ports so a sandbox can reach its own published port. IPv6
-has no route_localnet: ports published on [::1] cannot be forwarded to a sandbox.
+has no route_localnet: ports published on [::1] cannot be forwarded to a sandbox. The
+raw_prerouting drop also keeps sandboxes on a route_localnet bridge away from the host's
+127.0.0.1 services (the kube-proxy CVE-2020-8558 class). Works with br_netfilter loaded
+or not (tested both ways).
 """
 
 from __future__ import annotations
