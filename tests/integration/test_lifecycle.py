@@ -188,3 +188,12 @@ def test_without_privilege_one_line(host: Host) -> None:
                   sys.executable, "-m", "podnet", "--root", "/tmp", "network", "create", "x"], check=False)
     assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "needs root" in r.stderr or "run podnet as root" in r.stderr
+
+
+def test_port_and_name_of_an_ended_sandbox_are_not_left_allocated(host: Host) -> None:
+    """Docker's "port is already allocated" after a container died: here the claim is given back."""
+    host.podnet("run", "-d", "--name", "once", "-p", "8080:80", "--", "true")
+    time.sleep(0.5)  # the command has ended; nobody ran reconcile
+    again = host.podnet("run", "-d", "--name", "twice", "-p", "8080:80", "--", "sleep", "infinity", check=False)
+    assert again.returncode == 0, again.stderr
+    assert inspect(host, "once")["State"]["status"] == "Exited (0)"

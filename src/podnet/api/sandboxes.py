@@ -95,7 +95,7 @@ def _prepare_ports(ctx: Context, mappings: list[PortMapping]) -> list[PortMappin
     return mappings
 
 
-def create(ctx: Context, req: RunRequest) -> tuple[Sandbox, list[Endpoint]]:
+def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, list[Endpoint]]:
     """Validate and record a sandbox in state "creating", with its addresses and ports claimed."""
     if not req.argv:
         raise InvalidArgument("no command given", "write the command after --, for example: podnet run -- sleep 60")
@@ -116,7 +116,6 @@ def create(ctx: Context, req: RunRequest) -> tuple[Sandbox, list[Endpoint]]:
     mappings = _prepare_ports(ctx, parsed_ports)
     if mappings and not any(n.driver == "bridge" for n in nets):
         raise InvalidArgument("-p needs a bridge network", "attach the sandbox to a bridge network to publish ports")
-    sandbox_id = new_id()
     hostname = hostname or sandbox_id[:12]
     attachments = [Attachment(network=n.id, ip=req.ip if i == 0 else None, ip6=req.ip6 if i == 0 else None,
                               aliases=list(req.aliases) if i == 0 else []) for i, n in enumerate(nets)]
@@ -143,9 +142,21 @@ def create(ctx: Context, req: RunRequest) -> tuple[Sandbox, list[Endpoint]]:
 
 
 def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
-    """`podnet run`: record, make the kernel follow, start the command; undo it all on failure."""
-    sandbox, endpoints = create(ctx, req)
-    with locks.held(lock_path(ctx, sandbox.id)):
+    """`podnet run`: record, make the kernel follow, start the command; undo it all on failure.
+
+    The sandbox's lock is taken before its record exists, so that no reconcile or reaper
+    ever mistakes a sandbox being made for one whose maker died.
+    """
+    sandbox_id = new_id()
+    with locks.held(lock_path(ctx, sandbox_id)):
+        try:
+            sandbox, endpoints = create(ctx, req, sandbox_id)
+        except Conflict:
+            # A name, address or port may be held by a sandbox whose command has ended or whose
+            # maker was killed: give those back (what reconcile would do) and try once more.
+            if not reap(ctx):
+                raise
+            sandbox, endpoints = create(ctx, req, sandbox_id)
         try:
             nets = realize.networks_by_id(ctx)
             for net in {nets[e.network].id: nets[e.network] for e in endpoints}.values():
@@ -243,6 +254,22 @@ def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
         cgroups.remove(sandbox.id)
         realize.forget_network_state(ctx, sandbox, endpoints)
         _set_state(ctx, sandbox, "exited")
+
+
+def reap(ctx: Context) -> list[str]:
+    """Finish off sandboxes left half-made by a killed podnet, and release those whose command ended."""
+    done = []
+    for _, doc in ctx.store.list(keys.SANDBOXES):
+        sandbox = Sandbox(**doc)
+        if sandbox.state == "creating":
+            with locks.held(lock_path(ctx, sandbox.id), blocking=False) as free:
+                if free:
+                    realize.destroy(ctx, sandbox)
+                    done.append(sandbox.name)
+        elif sandbox.state == "running" and not is_running(ctx, sandbox):
+            mark_exited(ctx, sandbox)
+            done.append(sandbox.name)
+    return done
 
 
 def stop(ctx: Context, ref: str, timeout: float = 10) -> Sandbox:
