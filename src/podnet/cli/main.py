@@ -7,6 +7,7 @@ of the 150 ms a read command like `podnet ps` is allowed; argparse costs ~5 ms.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -38,6 +39,12 @@ def _kv(items: list[str], flag: str) -> dict[str, str]:
 def _command(args: argparse.Namespace) -> list[str]:
     argv = list(args.command)
     return argv[1:] if argv[:1] == ["--"] else argv
+
+
+# Command groups that live in their own module: each has `register(subparsers)`, which adds
+# its parsers with `set_defaults(handler=...)`; a module keeps its heavy imports inside the
+# handlers so that registering costs nothing.
+EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_observe")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="bring up a small multi-tier application and check every path")
     dm.add_argument("--down", action="store_true", help="remove the demo")
     sub.add_parser("version", help="print podnet's version")
+    for module_name in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
     return p
 
 
@@ -134,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cmd:
         parser.print_help()
         return 2
-    from podnet.cli import commands
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        from podnet.cli import commands
 
-    handler: Callable[[argparse.Namespace], int] | None = getattr(commands, f"cmd_{args.cmd}", None)
-    assert handler is not None
+        handler = getattr(commands, f"cmd_{args.cmd}")
     try:
         return handler(args) or 0
     except PodnetError as exc:
