@@ -1,0 +1,58 @@
+"""Talk to the agent over its unix socket: stdlib only, so callers start fast.
+
+The protocol is HTTP/1.1 with JSON bodies, one request per connection; `curl --unix-socket`
+works against it too.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+
+def socket_path() -> Path:
+    return Path(os.environ.get("PODNET_RUN") or "/run/podnet") / "agent.sock"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("podnet-agent", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class AgentUnavailable(Exception):
+    """No agent answers on the socket."""
+
+
+def call(method: str, path: str, body: Any = None, timeout: float = 60.0, sock: Path | None = None) -> tuple[int, Any]:
+    """(status, decoded JSON) of one request; AgentUnavailable when nobody listens."""
+    conn = _UnixConnection(sock or socket_path(), timeout)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data else None)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise AgentUnavailable(str(exc)) from None
+    finally:
+        conn.close()
+
+
+def running(sock: Path | None = None) -> bool:
+    try:
+        status, _ = call("GET", "/v1/status", timeout=2.0, sock=sock)
+        return status == 200
+    except (AgentUnavailable, OSError):
+        return False

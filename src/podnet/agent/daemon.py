@@ -1,0 +1,229 @@
+"""`podnet agent`: one per host, in the foreground, for systemd or a terminal.
+
+Threads: the API server answers requests; the sync thread watches the store and the
+sandboxes and makes the host follow (reap ended sandboxes, DNS records and listeners,
+Services, a full reconcile now and then); the main thread runs the asyncio loop that the
+DNS servers live on. Work that changes the kernel is serialised by one lock, because it
+shares one netlink socket and one view of the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from podnet import __version__
+from podnet.agent.server import ApiServer
+from podnet.api import keys
+from podnet.api.context import Context, open_context, require_privilege
+from podnet.config import Paths
+from podnet.errors import Conflict, PodnetError
+
+TICK = 0.05  # how often the store and the sandboxes are looked at: names follow within 100 ms
+FULL_RECONCILE_EVERY = 30.0
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} podnet-agent: {message}\n")
+    sys.stderr.flush()
+
+
+class Agent:
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root
+        self.ctx: Context = open_context(root)
+        self.paths: Paths = self.ctx.paths
+        self.work = threading.Lock()
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self.last_sync: float | None = None
+        self.syncs = 0
+        self.errors: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.dns: Any = None
+        self.dns_addresses: list[str] = []
+        self._lock_fd: int | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        path = self.paths.run / "agent.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode().strip() or "?"
+            os.close(fd)
+            raise Conflict(f"a podnet agent is already running on this host (pid {holder})",
+                           "see `podnet agent status`; stop it before starting another") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def run(self) -> int:
+        require_privilege()
+        self._take_lock()
+        log(f"starting (podnet {__version__}, pid {os.getpid()}, state {self.paths.root})")
+        self.sync(full=True)
+        api = ApiServer(self.paths.run / "agent.sock", self.routes())
+        api.start()
+        log(f"API on {api.path}")
+        self.loop = asyncio.new_event_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopping.set)
+        watcher = threading.Thread(target=self._watch, name="sync", daemon=True)
+        try:
+            self.loop.run_until_complete(self._start_dns())
+            watcher.start()
+            self.loop.run_until_complete(self._wait_for_stop())
+        finally:
+            self.stopping.set()
+            api.stop()
+            if self.dns is not None:
+                self.loop.run_until_complete(self.dns.stop())
+            self.loop.close()
+            if watcher.is_alive():
+                watcher.join(timeout=5)
+            log("stopped")
+        return 0
+
+    async def _wait_for_stop(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.1)
+
+    # --- the sync loop ----------------------------------------------------------------------
+    def _watch(self) -> None:
+        ctx = open_context(self.root)  # this thread's own store connection
+        last_rev = -1
+        last_full = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                rev = ctx.store.revision()
+                ended = self._ended_sandboxes(ctx)
+                full = time.monotonic() - last_full > FULL_RECONCILE_EVERY
+                if rev != last_rev or ended or full:
+                    self.sync(full=full, ctx=ctx)
+                    last_rev = ctx.store.revision()
+                    if full:
+                        last_full = time.monotonic()
+            except PodnetError as exc:
+                self._error(exc.line())
+            except Exception as exc:  # keep the agent alive; say what broke
+                self._error(f"{type(exc).__name__}: {exc}")
+            self.stopping.wait(TICK)
+
+    def _error(self, line: str) -> None:
+        log(f"error: {line}")
+        self.errors = (self.errors + [line])[-20:]
+
+    def _ended_sandboxes(self, ctx: Context) -> list[str]:
+        """Running sandboxes whose command has ended: one stat() each, cheap enough every tick."""
+        ended = []
+        for _, doc in ctx.store.list(keys.SANDBOXES):
+            if doc["state"] == "running" and (self.paths.sandbox_state_dir(doc["id"]) / "exit.json").exists():
+                ended.append(doc["id"])
+        return ended
+
+    def sync(self, full: bool = False, ctx: Context | None = None) -> None:
+        """Make the host follow the store: everything here is idempotent."""
+        ctx = ctx or self.ctx
+        with self.work:
+            from podnet.api import sandboxes
+
+            for name in sandboxes.reap(ctx):
+                log(f"sandbox {name} ended: its addresses and ports are released")
+            if full:
+                from podnet.api.reconcile import reconcile
+
+                report = reconcile(ctx)
+                if report.changed():
+                    log(f"reconcile: {', '.join(f'{k}={v}' for k, v in report.__dict__.items() if v)}")
+            self._sync_services(ctx)
+            self._sync_dns(ctx)
+            self.last_sync = time.time()
+            self.syncs += 1
+
+    def _sync_services(self, ctx: Context) -> None:
+        try:
+            from podnet.services import controller
+        except ModuleNotFoundError:
+            return
+        controller.sync(ctx.store)
+
+    # --- DNS ------------------------------------------------------------------------------
+    async def _start_dns(self) -> None:
+        try:
+            from podnet.dns.service import DnsService
+        except ModuleNotFoundError:
+            log("DNS is not available in this build")
+            return
+        self.dns = DnsService()
+        await self.dns.start()
+
+    def _sync_dns(self, ctx: Context) -> None:
+        if self.dns is None or self.loop is None:
+            return
+        from podnet.dns import agent_glue
+
+        index, addresses, upstreams = agent_glue.build(ctx)
+        self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)
+        if addresses != self.dns_addresses:
+            future = asyncio.run_coroutine_threadsafe(self.dns.reconfigure(addresses), self.loop)
+            future.result(timeout=10)
+            self.dns_addresses = addresses
+            log(f"DNS listening on {', '.join(addresses) or 'nothing (no networks)'}")
+
+    # --- the API --------------------------------------------------------------------------
+    def routes(self) -> dict[tuple[str, str], Any]:
+        return {
+            ("GET", "/v1/status"): self.status,
+            ("POST", "/v1/reconcile"): self.api_reconcile,
+            ("POST", "/v1/cni"): self.api_cni,
+        }
+
+    def status(self, _: Any) -> tuple[int, Any]:
+        return 200, {
+            "version": __version__, "pid": os.getpid(), "started_at": self.started_at,
+            "uptime_seconds": round(time.time() - self.started_at, 1), "state_root": str(self.paths.root),
+            "syncs": self.syncs,
+            "last_sync": self.last_sync, "dns_listening": self.dns_addresses, "recent_errors": self.errors[-5:],
+        }
+
+    def api_reconcile(self, _: Any) -> tuple[int, Any]:
+        from podnet.api.reconcile import reconcile
+
+        with self.work:
+            ctx = open_context(self.root)
+            try:
+                return 200, reconcile(ctx).__dict__
+            finally:
+                ctx.close()
+
+    def api_cni(self, body: Any) -> tuple[int, Any]:
+        from podnet.cni.plugin import handle
+
+        env = {str(k): str(v) for k, v in (body or {}).get("env", {}).items()}
+        stdin = str((body or {}).get("stdin", "")).encode()
+        with self.work:
+            code, out, err = handle(env, stdin)
+        return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
+
+
+def status_line(info: dict[str, Any]) -> str:
+    return (f"podnet agent {info['version']} running: pid {info['pid']}, up {info['uptime_seconds']} s, "
+            f"{info['syncs']} syncs, DNS on {', '.join(info['dns_listening']) or 'nothing'}")
+
+
+def run(root: str | None = None) -> int:
+    return Agent(root).run()
+
+
+def socket_of(paths: Paths) -> Path:
+    return paths.run / "agent.sock"

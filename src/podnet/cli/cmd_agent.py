@@ -1,0 +1,45 @@
+"""`podnet agent` (run in the foreground) and `podnet agent status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    agent = sub.add_parser("agent", help="run the host agent (DNS, sandbox follow-up, Services, fast CNI)")
+    agent.set_defaults(handler=run)
+    cmds = agent.add_subparsers(dest="agentcmd", metavar="COMMAND")
+    st = cmds.add_parser("status", help="is the agent running, and how is it doing")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=status)
+
+
+def run(args: argparse.Namespace) -> int:
+    from podnet.agent.daemon import run as run_agent
+
+    return run_agent(args.root)
+
+
+def status(args: argparse.Namespace) -> int:
+    from podnet.agent import client
+    from podnet.agent.daemon import status_line
+
+    try:
+        code, info = client.call("GET", "/v1/status", timeout=5)
+    except (client.AgentUnavailable, OSError):
+        if args.json:
+            print(json.dumps({"running": False}))
+        else:
+            print("podnet: the agent is not running; start it with `podnet agent` (or the podnet-agent service)",
+                  file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"running": True, **info}, indent=2))
+    else:
+        print(status_line(info))
+        for err in info.get("recent_errors", []):
+            print(f"  recent error: {err}")
+    return 0

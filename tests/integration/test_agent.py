@@ -1,0 +1,54 @@
+"""The agent: a foreground process with a socket API, one per host, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.conftest import inspect
+from tests.sandbox import Host
+
+pytestmark = pytest.mark.privileged
+
+
+def start_agent(host: Host) -> subprocess.Popen[str]:
+    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        if host.podnet("agent", "status", check=False).returncode == 0:
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"the agent did not come up: {proc.communicate()[0]}")
+
+
+def test_agent_status_single_instance_and_clean_stop(host: Host) -> None:
+    assert host.podnet("agent", "status", check=False).returncode == 1
+    agent = start_agent(host)
+    info = json.loads(host.podnet("agent", "status", "--json").stdout)
+    assert info["running"] and info["pid"] > 0
+    second = host.podnet("agent", check=False)
+    assert second.returncode != 0 and "already running" in second.stderr and len(second.stderr.splitlines()) == 1
+    agent.send_signal(signal.SIGTERM)
+    _, err = agent.communicate(timeout=10)
+    assert agent.returncode == 0 and "stopped" in err
+    assert host.run(["test", "-e", "/run/podnet/agent.sock"], check=False).returncode != 0, "socket removed"
+    assert host.podnet("agent", "status", check=False).returncode == 1
+
+
+def test_agent_releases_a_sandbox_as_soon_as_it_ends(host: Host) -> None:
+    agent = start_agent(host)
+    try:
+        host.podnet("run", "-d", "--name", "brief", "--", "sleep", "0.2")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and inspect(host, "brief")["State"]["Desired"] != "exited":
+            time.sleep(0.05)
+        view = inspect(host, "brief")
+        assert view["State"]["Desired"] == "exited" and view["Networks"]["podnet"]["Addresses"] == []
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=10)
