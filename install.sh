@@ -28,5 +28,16 @@ ln -sf "$venv/bin/podnet" /usr/local/bin/podnet
 echo "podnet installed: $(podnet version)"
 
 if [ "$demo" = 1 ]; then
+  # The agent serves DNS and follows sandboxes: run it as a service where systemd runs,
+  # else in the background with its log in /var/log/podnet-agent.log.
+  if [ -d /run/systemd/system ]; then
+    install -m 0644 contrib/podnet-agent.service /etc/systemd/system/podnet-agent.service
+    systemctl daemon-reload
+    systemctl enable --now podnet-agent.service
+  elif ! podnet agent status >/dev/null 2>&1; then
+    setsid podnet agent >>/var/log/podnet-agent.log 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 50); do podnet agent status >/dev/null 2>&1 && break; sleep 0.1; done
+  podnet agent status
   podnet demo
 fi
