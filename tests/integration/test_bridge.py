@@ -35,6 +35,9 @@ def test_nat_to_the_internet_and_published_ports(internet_host: Host) -> None:
     try:
         host.podnet("network", "create", "app")
         serve(host, "web", "app", 80, extra=("-p", "8080:80", "-p", "9000-9001:80-81", "-p", "127.0.0.1:8081:80"))
+        serve(host, "dns", "app", 53, udp=True, extra=("-p", "5353:53/udp"))
+        udp = probe(host, None, "203.0.113.2", 5353, udp=True, netns="peer")
+        assert udp.returncode == 0 and udp.stdout.startswith("dns"), "a published UDP port answers from the LAN"
         host.podnet("run", "-d", "--name", "client", "--network", "app", "--", "sleep", "infinity")
         out = probe(host, "client", "203.0.113.1", 80)
         assert out.returncode == 0, out.stdout

@@ -197,3 +197,23 @@ def test_port_and_name_of_an_ended_sandbox_are_not_left_allocated(host: Host) ->
     again = host.podnet("run", "-d", "--name", "twice", "-p", "8080:80", "--", "sleep", "infinity", check=False)
     assert again.returncode == 0, again.stderr
     assert inspect(host, "once")["State"]["status"] == "Exited (0)"
+
+
+def test_network_ls_shows_the_predefined_networks(host: Host) -> None:
+    names = [n["Name"] for n in json.loads(host.podnet("network", "ls", "--json").stdout)]
+    assert names == ["host", "none", "podnet"] or sorted(names) == ["host", "none", "podnet"]
+    removed = host.podnet("network", "rm", "host", check=False)
+    assert removed.returncode != 0 and "predefined" in removed.stderr
+
+
+def test_cgroup_limits_apply_to_the_command(host: Host) -> None:
+    hog = "b = bytearray(256 * 1024 * 1024); print('allocated')"
+    oom = host.podnet("run", "--memory", "64m", "--", PY, "-S", "-c", hog, check=False)
+    assert oom.returncode == 137 and "allocated" not in oom.stdout, "the memory limit kills the hog"
+    fine = host.podnet("run", "--memory", "512m", "--", PY, "-S", "-c", hog, check=False)
+    assert fine.returncode == 0 and "allocated" in fine.stdout
+    forks = host.podnet("run", "--pids-limit", "5", "--", "sh", "-c",
+                        "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait", check=False)
+    assert forks.returncode != 0 and "fork" in (forks.stdout + forks.stderr).lower()
+    view = inspect(host, host.podnet("run", "-d", "--memory", "64m", "--pids-limit", "7", "--", "sleep", "infinity").stdout.strip())
+    assert view["Limits"] == {"Pids": 7, "MemoryBytes": 64 * 1024 * 1024}

@@ -11,6 +11,17 @@ from podnet.cli import render, views
 from podnet.cli.main import _command, _kv, _size
 
 
+def _privileged() -> bool:
+    from podnet.api.context import require_privilege
+    from podnet.errors import PermissionDenied
+
+    try:
+        require_privilege()
+        return True
+    except PermissionDenied:
+        return False
+
+
 def _ctx(args: argparse.Namespace) -> Context:
     return open_context(args.root)
 
@@ -27,6 +38,13 @@ def cmd_network(args: argparse.Namespace) -> int:
     sub = args.netcmd
     if sub == "ls":
         docs = list(views.networks(ctx).values())
+        if not any(d.get("default") for d in docs) and _privileged():
+            # First use: the default bridge, host and none networks appear, as in Docker.
+            from podnet.api import networks
+
+            for name in (networks.DEFAULT_NETWORK, *networks.PREDEFINED):
+                networks.ensure_predefined(ctx, name)
+            docs = list(views.networks(ctx).values())
         docs.sort(key=lambda d: (not d.get("default"), d["name"]))
         if args.json:
             render.dump_json([views.network_view(ctx, d) for d in docs])
