@@ -6,6 +6,7 @@ NETWORKS = "networks/"
 SANDBOXES = "sandboxes/"
 ENDPOINTS = "endpoints/"
 PORTS = "ports/"
+PODS = "pods/"  # CNI attachments: pods/<container id>/<ifname>
 
 
 def network(network_id: str) -> str:
@@ -39,3 +40,8 @@ def port_claims(protocol: str, host_port: int) -> str:
 
 def port_claim(protocol: str, host_port: int, host_ip: str | None) -> str:
     return f"{port_claims(protocol, host_port)}{host_ip or '*'}"
+
+
+def pod(container_id: str, ifname: str) -> str:
+    """A CNI attachment, keyed as the CNI spec keys plugin state: (container id, interface)."""
+    return f"{PODS}{container_id}/{ifname}"
