@@ -56,3 +56,27 @@ def running(sock: Path | None = None) -> bool:
         return status == 200
     except (AgentUnavailable, OSError):
         return False
+
+
+def forward(method: str, path: str, body: Any = None, timeout: float = 120.0) -> Any | None:
+    """Ask the agent to do a request; None when no agent runs (the caller then does it in-process).
+
+    An error the agent answers with becomes the same PodnetError the caller would have raised.
+    """
+    sock = socket_path()
+    if not sock.exists():
+        return None
+    try:
+        status, answer = call(method, path, body, timeout=timeout, sock=sock)
+    except AgentUnavailable:
+        return None
+    if status >= 400:
+        from podnet import errors
+
+        kinds = {cls.code: cls for cls in (errors.InvalidArgument, errors.NotFound, errors.Conflict,
+                                            errors.PermissionDenied, errors.Unsupported, errors.NotRunning,
+                                            errors.KernelError)}
+        answer = answer or {}
+        raise kinds.get(answer.get("code"), errors.PodnetError)(answer.get("message", f"agent answered {status}"),
+                                                               answer.get("hint", ""))
+    return answer

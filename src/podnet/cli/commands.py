@@ -83,16 +83,25 @@ def cmd_network(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
     from podnet.model.common import parse_labels
 
     ctx = _ctx(args)
-    req = sandboxes.RunRequest(
+    fields = dict(
         argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
         ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace,
         pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
         env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
     )
+    if args.detach and args.root is None:
+        from podnet.agent import client
+
+        answer = client.forward("POST", "/v1/sandboxes", fields)
+        if answer is not None:
+            print(answer["id"])
+            return 0
+    from podnet.api import sandboxes
+
+    req = sandboxes.RunRequest(**fields)
     if args.detach:
         sandbox = sandboxes.start(ctx, req)
         print(sandbox.id)
