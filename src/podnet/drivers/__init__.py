@@ -5,7 +5,7 @@ from __future__ import annotations
 from podnet.drivers.base import Driver
 from podnet.errors import InvalidArgument
 
-DRIVER_NAMES = ("bridge", "host", "none", "macvlan", "ipvlan")
+DRIVER_NAMES = ("bridge", "host", "none", "macvlan", "ipvlan", "routed")
 
 
 def driver_for(name: str) -> Driver:
@@ -18,6 +18,10 @@ def driver_for(name: str) -> Driver:
         from podnet.drivers.sublink import SublinkDriver
 
         return SublinkDriver(name)
+    if name == "routed":
+        from podnet.drivers.routed import RoutedDriver
+
+        return RoutedDriver()
     if name in ("host", "none"):
         from podnet.drivers.plain import PlainDriver
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Driver = Literal["bridge", "host", "none", "macvlan", "ipvlan"]
+Driver = Literal["bridge", "host", "none", "macvlan", "ipvlan", "routed"]
 
 
 class SubnetConfig(BaseModel):

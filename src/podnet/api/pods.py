@@ -1,0 +1,479 @@
+"""Pods: network attachments made through CNI, the desired-state side and the kernel side.
+
+A pod is a record `pods/<container id>/<ifname>` that owns one Endpoint, stored in the
+same `endpoints/` layout as a `podnet run` sandbox's (endpoint.sandbox is the pod's id), with
+addresses from the same IPAM on the same store transactions: pods and sandboxes on one
+network never share an address, sit on the same bridge and reach each other. The runtime
+owns the network namespace; podnet records its identity (nsfs device and inode) so that a
+pod whose namespace vanished without a DEL (a host reboot, a crashed runtime) is recognised
+and released by GC, by `podnet reconcile` and by an ADD that finds its pool exhausted.
+
+Order of work, as everywhere in podnet: record first (addresses claimed in the same
+transaction), then the kernel, then mark ready; any failure undoes all of it, and a
+process killed at any line leaves a record whose lock is free, which DEL, GC and
+reconcile finish off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podnet.api import keys, networks
+from podnet.api.context import Context, require_privilege
+from podnet.drivers import driver_for
+from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
+from podnet.ipam import allocator
+from podnet.model import Endpoint, Network
+from podnet.util import locks
+from podnet.util.ids import new_id, random_mac
+
+MODES = ("bridge", "macvlan", "routed")
+
+
+@dataclass
+class PodRequest:
+    """One CNI ADD, already validated by the plugin layer (podnet.cni)."""
+
+    container_id: str
+    ifname: str
+    netns: str
+    network: str  # podnet network name
+    cni_network: str  # the CNI config's "name" (GC is per CNI network)
+    mode: str | None = None
+    subnets: list[str] = field(default_factory=list)
+    gateway: str | None = None
+    mtu: int | None = None
+    parent: str | None = None
+    args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    requested_ips: list[str] = field(default_factory=list)
+    mac: str | None = None
+    # Delegated IPAM: the plugin's name, the config and environment it gets (kept for DEL/GC).
+    ipam: str = "podnet"
+    ipam_conf: dict[str, Any] | None = None
+    ipam_env: dict[str, str] | None = None
+
+
+def pod_id(container_id: str, ifname: str) -> str:
+    """A stable id per attachment: the endpoint's owner, the lock's name."""
+    return "cni-" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:32]
+
+
+def lock_path(ctx: Context, pid: str) -> Path:
+    return ctx.paths.lock_dir / f"pod-{pid}"
+
+
+# --- network namespaces the runtime made --------------------------------------------------
+
+def _nsfs_dev() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+def netns_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a live network namespace at path; None when there is none there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st.st_dev == _nsfs_dev() else None
+
+
+def netns_alive(doc: dict[str, Any]) -> bool:
+    """The pod's namespace is still the one it was made in (a reused path does not count)."""
+    ident = netns_identity(doc["netns"])
+    return ident is not None and list(ident) == list(doc.get("netns_id") or [])
+
+
+# --- the network a pod joins ---------------------------------------------------------------
+
+def ensure_network(ctx: Context, req: PodRequest) -> Network:
+    """The podnet network named by the config, made from it on first use; refuse a mismatch."""
+    try:
+        net = networks.find(ctx, req.network)
+    except NotFound:
+        options = {"parent": req.parent} if req.parent else {}
+        try:
+            net = networks.create(ctx, req.network, driver=req.mode or "bridge", subnets=req.subnets,
+                                  gateways=[req.gateway] if req.gateway else [], mtu=req.mtu, options=options,
+                                  labels={"podnet.cni": "true"})
+        except Conflict:
+            net = networks.find(ctx, req.network)  # made by a concurrent ADD
+    if net.driver not in MODES:
+        raise InvalidArgument(f"network {net.name!r} has driver {net.driver}, which pods cannot join",
+                              f"use a network with one of: {', '.join(MODES)}")
+    if req.mode and net.driver != req.mode:
+        raise InvalidArgument(f"network {net.name!r} exists with driver {net.driver}, not {req.mode}",
+                              "drop \"mode\" from the config, or name another network")
+    have = {s.subnet for s in net.subnets}
+    for subnet in req.subnets:
+        if subnet not in have:
+            raise InvalidArgument(f"network {net.name!r} has subnets {', '.join(sorted(have)) or 'none'}, not {subnet}",
+                                  "make the config's subnet match the network, or name another network")
+    return net
+
+
+# --- records ----------------------------------------------------------------------------
+
+def _new_endpoint(pid: str, net: Network, req: PodRequest) -> Endpoint:
+    return Endpoint(id=new_id(), sandbox=pid, network=net.id, ifname=req.ifname, mac=req.mac or random_mac(),
+                    mtu=req.mtu or net.mtu or 1500)
+
+
+def _allocate(txn: Any, net: Network, ep: Endpoint, req: PodRequest) -> None:
+    """podnet's IPAM: one address per subnet of the network, in the caller's transaction."""
+    from podnet.drivers.routed import gateway_for
+
+    for subnet in net.subnets:
+        wanted = next((ip for ip in req.requested_ips if ipaddress.ip_address(ip).version == subnet.version), None)
+        address = allocator.allocate(txn, net.id, subnet, ep.id, wanted)
+        if net.driver == "routed":
+            ep.addresses.append(f"{address}/{32 if subnet.version == 4 else 128}")
+            ep.gateways.append(gateway_for(subnet.version))
+        else:
+            ep.addresses.append(f"{address}/{subnet.network.prefixlen}")
+            if subnet.gateway:
+                ep.gateways.append(subnet.gateway)
+
+
+def _record(ctx: Context, pid: str, net: Network, req: PodRequest, ident: tuple[int, int]) -> tuple[dict[str, Any], Endpoint]:
+    ep = _new_endpoint(pid, net, req)
+    doc = {
+        "id": pid, "container_id": req.container_id, "ifname": req.ifname, "netns": req.netns,
+        "netns_id": list(ident), "network": net.id, "network_name": net.name, "cni_network": req.cni_network,
+        "endpoint": ep.id, "args": req.args, "labels": req.labels, "ipam": req.ipam,
+        "ipam_conf": req.ipam_conf, "ipam_env": req.ipam_env, "state": "creating", "created": time.time(),
+        "result": None,
+    }
+    with ctx.store.transaction() as txn:
+        txn.put(keys.pod(req.container_id, req.ifname), doc)
+        if req.ipam == "podnet":
+            _allocate(txn, net, ep, req)
+        txn.put(keys.endpoint(pid, net.id), ep.model_dump())
+    return doc, ep
+
+
+def _claim_delegated(ctx: Context, net: Network, ep: Endpoint, ipam_result: dict[str, Any]) -> None:
+    """Addresses a delegated IPAM gave: claimed in podnet's IPAM too where they fall in the
+    network's subnets, so that `podnet run` on the same network can never take them."""
+    with ctx.store.transaction() as txn:
+        for ip in ipam_result["ips"]:
+            iface = ipaddress.ip_interface(ip["address"])
+            subnet = net.subnet_for(iface.version)
+            if subnet is not None and iface.ip in subnet.network:
+                allocator.allocate(txn, net.id, subnet, ep.id, str(iface.ip))
+            if net.driver == "routed":
+                from podnet.drivers.routed import gateway_for
+
+                ep.addresses.append(f"{iface.ip}/{32 if iface.version == 4 else 128}")
+                ep.gateways.append(gateway_for(iface.version))
+            else:
+                ep.addresses.append(str(iface))
+                if ip.get("gateway"):
+                    ep.gateways.append(ip["gateway"])
+        txn.put(keys.endpoint(ep.sandbox, net.id), ep.model_dump())
+
+
+# --- ADD ----------------------------------------------------------------------------------
+
+def add(ctx: Context, req: PodRequest, ipam_add: Any = None) -> dict[str, Any]:
+    """Attach a pod; returns the result in CNI 1.x shape (interfaces, ips, routes, dns).
+
+    ipam_add, for a delegated IPAM, is a callable returning that plugin's parsed result.
+    """
+    require_privilege()
+    ident = netns_identity(req.netns)
+    if ident is None:
+        raise NotFound(f"network namespace {req.netns} does not exist", "the runtime must create it before ADD")
+    net = ensure_network(ctx, req)
+    pid = pod_id(req.container_id, req.ifname)
+    with locks.held(lock_path(ctx, pid)):
+        old = ctx.store.get(keys.pod(req.container_id, req.ifname))
+        if old is not None:  # an ADD after a crash, without the DEL the spec asks for: start clean
+            _destroy(ctx, old)
+        try:
+            doc, ep = _record(ctx, pid, net, req, ident)
+        except Conflict:
+            # The pool may be full of pods whose namespace vanished without a DEL: release them, retry once.
+            if not release_lost(ctx):
+                raise
+            doc, ep = _record(ctx, pid, net, req, ident)
+        try:
+            routes: list[dict[str, Any]] = []
+            dns: dict[str, Any] = {}
+            if req.ipam != "podnet":
+                ipam_result = ipam_add()
+                _claim_delegated(ctx, net, ep, ipam_result)
+                routes, dns = ipam_result["routes"], ipam_result["dns"]
+            driver = driver_for(net.driver)
+            driver.attach(net, ep, Path(req.netns), default_route=True)
+            _add_routes(req.netns, ep, [r for r in routes if not _is_default(r["dst"])])
+            result = _result(net, ep, req.netns, routes, dns)
+            with ctx.store.transaction() as txn:
+                doc["state"], doc["result"] = "ready", result
+                txn.put(keys.pod(req.container_id, req.ifname), doc)
+            return result
+        except BaseException:
+            try:
+                _destroy(ctx, doc)
+            except (PodnetError, OSError):
+                pass
+            raise
+
+
+def _is_default(dst: str) -> bool:
+    return ipaddress.ip_network(dst, strict=False).prefixlen == 0
+
+
+def _add_routes(netns: str, ep: Endpoint, routes: list[dict[str, Any]]) -> None:
+    """Routes a delegated IPAM asked for besides the default one, via the endpoint's gateway."""
+    if not routes:
+        return
+    from podnet.dataplane import netlink
+
+    with netlink.in_netns(netns) as ipr:
+        index = netlink.link_index(ep.ifname, ipr)
+        for route in routes:
+            dst = ipaddress.ip_network(route["dst"], strict=False)
+            gw = route.get("gw") or next((g for g in ep.gateways if ipaddress.ip_address(g).version == dst.version), None)
+            kwargs: dict[str, Any] = {"dst": str(dst), "oif": index, "family": 10 if dst.version == 6 else 2}
+            if gw:
+                kwargs["gateway"] = gw
+            try:
+                ipr.route("replace", **kwargs)
+            except netlink._netlink_error() as exc:  # noqa: SLF001
+                raise netlink._kernel_error(f"add route {dst} inside the pod", exc) from None  # noqa: SLF001
+
+
+def _mac(name: str) -> str | None:
+    from podnet.dataplane import netlink
+
+    attrs = netlink.link_attrs(name)
+    return attrs.get("IFLA_ADDRESS") if attrs else None
+
+
+def _result(net: Network, ep: Endpoint, netns: str, routes: list[dict[str, Any]], dns: dict[str, Any]) -> dict[str, Any]:
+    from podnet.drivers.bridge import bridge_name, host_veth_name
+
+    interfaces: list[dict[str, Any]] = []
+    if net.driver == "bridge":
+        interfaces.append({"name": bridge_name(net), "mac": _mac(bridge_name(net))})
+    if net.driver in ("bridge", "routed"):
+        interfaces.append({"name": host_veth_name(ep), "mac": _mac(host_veth_name(ep))})
+    interfaces.append({"name": ep.ifname, "mac": ep.mac, "sandbox": netns, "mtu": ep.mtu})
+    index = len(interfaces) - 1
+    ips = []
+    for address in ep.addresses:
+        version = ipaddress.ip_interface(address).version
+        gw = next((g for g in ep.gateways if ipaddress.ip_address(g).version == version), None)
+        ips.append({"address": address, "gateway": gw, "interface": index})
+    if not routes:
+        routes = [{"dst": "::/0" if ":" in g else "0.0.0.0/0", "gw": g} for g in ep.gateways]
+    return {"interfaces": interfaces, "ips": ips, "routes": routes, "dns": dns}
+
+
+# --- DEL, GC, reconcile -----------------------------------------------------------------------
+
+def _destroy(ctx: Context, doc: dict[str, Any]) -> None:
+    """Everything of one pod, kernel and store; each step tolerates what is already gone."""
+    from podnet.api import realize
+
+    nets = realize.networks_by_id(ctx)
+    endpoints = [Endpoint(**d) for _, d in ctx.store.list(keys.endpoints_of(doc["id"]))]
+    alive = netns_alive(doc)
+    for ep in endpoints:
+        net = nets.get(ep.network)
+        if net is None:
+            continue
+        driver = driver_for(net.driver)
+        driver.detach(net, ep)
+        if not driver.has_host_side and alive:
+            _delete_inside(doc["netns"], ep)
+    if doc.get("ipam") not in (None, "podnet"):
+        _release_delegated(doc)
+    with ctx.store.transaction() as txn:
+        for ep in endpoints:
+            for ip in ep.ips:
+                allocator.release(txn, ep.network, ip, owner=ep.id)
+            txn.delete(keys.endpoint(doc["id"], ep.network))
+        current = txn.get(keys.pod(doc["container_id"], doc["ifname"]))
+        if current is not None and current.get("id") == doc["id"] and current.get("endpoint") == doc.get("endpoint"):
+            txn.delete(keys.pod(doc["container_id"], doc["ifname"]))
+
+
+def _delete_inside(netns: str, ep: Endpoint) -> None:
+    """A macvlan child lives in the pod's namespace: remove it only if it is ours."""
+    from podnet.config import LINK_ALIAS_PREFIX
+    from podnet.dataplane import netlink
+
+    with netlink.in_netns(netns) as ipr:
+        attrs = netlink.link_attrs(ep.ifname, ipr)
+        if attrs and attrs.get("IFLA_IFALIAS") == f"{LINK_ALIAS_PREFIX}ep:{ep.id}":
+            netlink.delete_link(ep.ifname, ipr)
+
+
+def _release_delegated(doc: dict[str, Any]) -> None:
+    from podnet.cni import delegate
+
+    env = dict(doc.get("ipam_env") or {})
+    env.update(CNI_CONTAINERID=doc["container_id"], CNI_IFNAME=doc["ifname"])
+    env["CNI_NETNS"] = doc["netns"] if netns_alive(doc) else ""
+    conf = {k: v for k, v in (doc.get("ipam_conf") or {}).items() if k != "prevResult"}
+    delegate.run(doc["ipam"], "DEL", env, conf)
+
+
+def delete(ctx: Context, container_id: str, ifname: str) -> bool:
+    """DEL: release the attachment if there is one; False when there was nothing (still a success)."""
+    require_privilege()
+    pid = pod_id(container_id, ifname)
+    with locks.held(lock_path(ctx, pid)):
+        doc = ctx.store.get(keys.pod(container_id, ifname))
+        if doc is None:
+            return False
+        _destroy(ctx, doc)
+    lock_path(ctx, pid).unlink(missing_ok=True)
+    return True
+
+
+def _release_if(ctx: Context, doc: dict[str, Any], stale: Any) -> bool:
+    """Destroy a pod nobody is working on when stale(doc) says so."""
+    with locks.held(lock_path(ctx, doc["id"]), blocking=False) as free:
+        if not free:
+            return False  # an ADD or DEL is at work on it
+        fresh = ctx.store.get(keys.pod(doc["container_id"], doc["ifname"]))
+        if fresh is None or fresh.get("id") != doc["id"] or not stale(fresh):
+            return False
+        _destroy(ctx, fresh)
+    lock_path(ctx, doc["id"]).unlink(missing_ok=True)
+    return True
+
+
+def release_lost(ctx: Context) -> list[str]:
+    """Release pods whose namespace is gone (a reboot, a runtime that never called DEL) and
+    pods left "creating" by a killed ADD; the addresses go back to the pool."""
+    done = []
+    for _, doc in ctx.store.list(keys.PODS):
+        def lost(d: dict[str, Any]) -> bool:
+            return d.get("state") != "ready" or not netns_alive(d)
+
+        try:
+            if _release_if(ctx, doc, lost):
+                done.append(f"{doc['container_id'][:12]}/{doc['ifname']}")
+        except PodnetError:
+            continue
+    return done
+
+
+def gc(ctx: Context, cni_network: str, valid: set[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """GC: release every attachment of this CNI network that is not in valid.
+
+    Returns (released, errors); a failure on one pod does not stop the others (SPEC.md GC).
+    """
+    require_privilege()
+    released, errors = [], []
+    for _, doc in ctx.store.list(keys.PODS):
+        if doc.get("cni_network") != cni_network or (doc["container_id"], doc["ifname"]) in valid:
+            continue
+        try:
+            if _release_if(ctx, doc, lambda d: (d["container_id"], d["ifname"]) not in valid):
+                released.append(f"{doc['container_id']}/{doc['ifname']}")
+        except (PodnetError, OSError) as exc:
+            errors.append(f"{doc['container_id'][:12]}/{doc['ifname']}: {exc}")
+    return released, errors
+
+
+def owners(ctx: Context) -> set[str]:
+    """Pod ids: owners of endpoints, for reconcile's garbage collection."""
+    return {doc["id"] for _, doc in ctx.store.list(keys.PODS)}
+
+
+# --- CHECK, STATUS ---------------------------------------------------------------------------
+
+def get(ctx: Context, container_id: str, ifname: str) -> dict[str, Any] | None:
+    return ctx.store.get(keys.pod(container_id, ifname))
+
+
+def check(ctx: Context, container_id: str, ifname: str, netns: str, expected_ips: list[str]) -> list[str]:
+    """What differs between the pod as recorded (and as prevResult says) and the kernel."""
+    from podnet.dataplane import netlink
+    from podnet.drivers.bridge import bridge_name, host_veth_name
+
+    doc = get(ctx, container_id, ifname)
+    if doc is None:
+        raise NotFound(f"no attachment {container_id[:12]}/{ifname}", "CHECK follows an ADD")
+    if doc.get("state") != "ready":
+        return ["the attachment was never completed (its ADD did not finish)"]
+    problems: list[str] = []
+    if os.path.realpath(netns) != os.path.realpath(doc["netns"]) or not netns_alive(doc):
+        return [f"the network namespace {netns} is not the one the pod was added in, or is gone"]
+    nets = {n.id: n for n in networks.all_networks(ctx)}
+    endpoints = [Endpoint(**d) for _, d in ctx.store.list(keys.endpoints_of(doc["id"]))]
+    if not endpoints:
+        return ["the pod's endpoint record is gone"]
+    ep = endpoints[0]
+    net = nets.get(ep.network)
+    if net is None:
+        return [f"network {doc['network_name']!r} was removed"]
+    with ctx.store.transaction() as txn:
+        claims = allocator.in_use(txn, net.id)
+    for ip in ep.ips:
+        if claims.get(str(ipaddress.ip_address(ip))) != ep.id and doc.get("ipam") == "podnet":
+            problems.append(f"address {ip} is no longer reserved for this pod")
+    with netlink.in_netns(doc["netns"]) as ipr:
+        attrs = netlink.link_attrs(ifname, ipr)
+        if attrs is None:
+            problems.append(f"interface {ifname} is missing inside the pod")
+        else:
+            have = {f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=attrs["index"])}
+            for address in sorted(set(ep.addresses) | set(expected_ips)):
+                if str(ipaddress.ip_interface(address)) not in {str(ipaddress.ip_interface(h)) for h in have}:
+                    problems.append(f"address {address} is missing on {ifname}")
+            if not attrs["flags"] & 1:
+                problems.append(f"interface {ifname} is down")
+            for gw in ep.gateways:
+                family = 10 if ":" in gw else 2
+                routes = ipr.route("dump", family=family)
+                if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gw and r.get_attr("RTA_TABLE") == 254
+                           for r in routes):
+                    problems.append(f"the default route via {gw} is missing")
+    if net.driver in ("bridge", "routed"):
+        host_if = host_veth_name(ep)
+        host_attrs = netlink.link_attrs(host_if)
+        if host_attrs is None:
+            problems.append(f"the host side {host_if} of the pod's veth is missing")
+        elif net.driver == "bridge" and host_attrs.get("IFLA_MASTER") != netlink.link_index(bridge_name(net)):
+            problems.append(f"{host_if} is not on bridge {bridge_name(net)}")
+        elif net.driver == "routed":
+            from podnet.drivers.routed import host_routes
+
+            for dst in host_routes(ep):
+                family = 10 if ":" in dst else 2
+                found = [r for r in netlink.host().route("dump", family=family)
+                         if r["dst_len"] == int(dst.split("/")[1]) and r.get_attr("RTA_DST") == dst.split("/")[0]
+                         and r.get_attr("RTA_OIF") == host_attrs["index"]]
+                if not found:
+                    problems.append(f"the host route {dst} dev {host_if} is missing")
+    return problems
+
+
+def status(ctx: Context, network: str) -> None:
+    """Raise when an ADD on this network cannot be served now (no privilege, no store, no address)."""
+    require_privilege()
+    ctx.store.revision()
+    try:
+        net = networks.find(ctx, network)
+    except NotFound:
+        return  # the first ADD makes it
+    for subnet in net.subnets:
+        pool = ipaddress.ip_network(subnet.ip_range) if subnet.ip_range else subnet.network
+        with ctx.store.transaction() as txn:
+            used = sum(1 for a in allocator.in_use(txn, net.id) if ipaddress.ip_address(a) in pool)
+        size = pool.num_addresses - len([a for a in allocator.reserved(subnet) if a in pool])
+        if used >= size and not any(not netns_alive(d) for _, d in ctx.store.list(keys.PODS)):
+            raise Conflict(f"no free address left in {pool} of network {net.name!r}", "remove pods, or use a bigger subnet")
+

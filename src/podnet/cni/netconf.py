@@ -1,0 +1,130 @@
+"""podnet's plugin configuration: what a conflist entry of "type": "podnet" may say.
+
+    {"cniVersion": "1.0.0", "name": "app", "type": "podnet",
+     "network": "app",                    # podnet network (default: the CNI name)
+     "mode": "bridge",                    # bridge | macvlan | routed (default: the network's driver, else bridge)
+     "subnet": "10.244.1.0/24",           # a per-node pod CIDR; also "subnets": [...]
+     "gateway": "10.244.1.1", "mtu": 1450,
+     "master": "eth0",                    # macvlan parent (or "parent")
+     "ipam": {"type": "podnet"},          # or absent, or a delegated plugin: {"type": "host-local", ...}
+     "dns": {...}, "capabilities": {"ips": true, "mac": true}}
+
+Validated here with the stdlib (error 7 and friends), before anything is touched, so a bad
+config costs no pydantic, no pyroute2 and leaves nothing behind. Fields podnet does not
+know are ignored: runtimes add their own (runtimeConfig, args, prevResult, ...).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from podnet.cni import spec
+from podnet.cni.spec import E_INVALID_CONFIG, CniError
+
+MODES = ("bridge", "macvlan", "routed")
+_PLUGIN_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+
+
+@dataclass
+class NetConf:
+    version: str
+    name: str  # the CNI network name
+    network: str  # the podnet network it maps to
+    mode: str | None
+    subnets: list[str]
+    gateway: str | None
+    mtu: int | None
+    parent: str | None
+    ipam_type: str  # "podnet" or a delegated plugin's name
+    raw: dict[str, Any]  # the whole config: what a delegated plugin gets on stdin
+    dns: dict[str, Any] = field(default_factory=dict)
+    requested_ips: list[str] = field(default_factory=list)  # runtimeConfig "ips" capability
+    requested_mac: str | None = None
+    prev_result: dict[str, Any] | None = None
+    valid_attachments: set[tuple[str, str]] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def delegated(self) -> bool:
+        return self.ipam_type != "podnet"
+
+
+def _str_or_none(conf: dict[str, Any], key: str) -> str | None:
+    value = conf.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CniError(E_INVALID_CONFIG, f"invalid {key!r}: expected a string")
+    return value
+
+
+def _labels(conf: dict[str, Any]) -> dict[str, str]:
+    """args.cni.labels ([{key, value}], the CONVENTIONS.md shape) as a dict."""
+    args = conf.get("args")
+    items = args.get("cni", {}).get("labels", []) if isinstance(args, dict) and isinstance(args.get("cni"), dict) else []
+    return {str(i["key"]): str(i.get("value", "")) for i in items if isinstance(i, dict) and "key" in i} if isinstance(items, list) else {}
+
+
+def parse(conf: dict[str, Any], command: str) -> NetConf:
+    version = spec.check_version(conf.get("cniVersion"), command)
+    name = spec.check_network_name(conf.get("name"))
+    if command not in ("VERSION",) and conf.get("type") is None:
+        raise CniError(E_INVALID_CONFIG, "the network configuration has no \"type\"")
+    network = _str_or_none(conf, "network") or name
+    spec.check_network_name(network)
+    mode = _str_or_none(conf, "mode")
+    if mode is not None and mode not in MODES:
+        raise CniError(E_INVALID_CONFIG, f"unknown mode {mode!r}", f"use one of: {', '.join(MODES)}")
+    subnets_raw = conf.get("subnets") if conf.get("subnets") is not None else ([conf["subnet"]] if conf.get("subnet") is not None else [])
+    if not isinstance(subnets_raw, list):
+        raise CniError(E_INVALID_CONFIG, "invalid \"subnets\": expected a list of CIDRs")
+    subnets = [str(spec.cidr(s, "subnet")) for s in subnets_raw]
+    gateway = _str_or_none(conf, "gateway")
+    if gateway is not None:
+        try:
+            ipaddress.ip_address(gateway)
+        except ValueError:
+            raise CniError(E_INVALID_CONFIG, f"invalid gateway {gateway!r}: not an IP address") from None
+    mtu = conf.get("mtu")
+    if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
+        raise CniError(E_INVALID_CONFIG, f"invalid mtu {mtu!r}", "use a number between 68 and 65535")
+    parent = _str_or_none(conf, "master") or _str_or_none(conf, "parent")
+    if parent is not None:
+        spec.check_ifname(parent)  # a name that could be an interface, or error
+    ipam = conf.get("ipam") or {}
+    if not isinstance(ipam, dict):
+        raise CniError(E_INVALID_CONFIG, "invalid \"ipam\": expected an object")
+    ipam_type = ipam.get("type") or "podnet"
+    if not isinstance(ipam_type, str) or not _PLUGIN_TYPE.match(ipam_type):
+        raise CniError(E_INVALID_CONFIG, f"invalid ipam type {ipam_type!r}", "name an IPAM plugin in CNI_PATH, or \"podnet\"")
+    if ipam_type == "podnet":
+        for key in ("subnet", "ranges"):
+            if key in ipam:
+                raise CniError(E_INVALID_CONFIG, f"ipam.{key} is not read by podnet's own IPAM",
+                               "give the pod CIDR as the plugin's \"subnet\", or name a delegated ipam.type")
+    dns = conf.get("dns") if isinstance(conf.get("dns"), dict) else {}
+    runtime = conf.get("runtimeConfig") if isinstance(conf.get("runtimeConfig"), dict) else {}
+    requested = [str(ip).split("/")[0] for ip in runtime.get("ips") or [] if isinstance(ip, str)]
+    for ip in requested:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise CniError(E_INVALID_CONFIG, f"invalid requested IP {ip!r} in runtimeConfig.ips") from None
+    prev = conf.get("prevResult")
+    valid = None
+    if command == "GC":
+        items = conf.get(VALID_ATTACHMENTS, conf.get("cni.dev/attachments", []))
+        if not isinstance(items, list):
+            raise CniError(E_INVALID_CONFIG, f"invalid {VALID_ATTACHMENTS}: expected a list")
+        valid = {(str(i.get("containerID")), str(i.get("ifname"))) for i in items if isinstance(i, dict)}
+    return NetConf(
+        version=version, name=name, network=network, mode=mode, subnets=subnets, gateway=gateway, mtu=mtu,
+        parent=parent, ipam_type=ipam_type, raw=conf, dns=dns, requested_ips=requested,
+        requested_mac=runtime.get("mac") if isinstance(runtime.get("mac"), str) else None,
+        prev_result=spec.parse_result(prev) if prev is not None else None, valid_attachments=valid,
+        labels=_labels(conf),
+    )
