@@ -69,6 +69,34 @@ def _labels(conf: dict[str, Any]) -> dict[str, str]:
     return {str(i["key"]): str(i.get("value", "")) for i in items if isinstance(i, dict) and "key" in i} if isinstance(items, list) else {}
 
 
+def _delegated_subnets(ipam: dict[str, Any], gateway: str | None) -> tuple[list[str], str | None]:
+    """The subnets a delegated host-local (or static-range) IPAM hands out from, one per family.
+
+    A bridge network needs them to put the gateway on the bridge and to claim the addresses
+    in podnet's IPAM too, so that `podnet run` on the same network can never take them.
+    """
+    found: list[tuple[str, str | None]] = []
+    if ipam.get("subnet") is not None:
+        found.append((ipam["subnet"], ipam.get("gateway")))
+    ranges = ipam.get("ranges")
+    if isinstance(ranges, list):
+        for rangeset in ranges:
+            for item in rangeset if isinstance(rangeset, list) else []:
+                if isinstance(item, dict) and item.get("subnet") is not None:
+                    found.append((item["subnet"], item.get("gateway")))
+    subnets: list[str] = []
+    versions: set[int] = set()
+    for text, gw in found:
+        net = spec.cidr(text, "ipam subnet", strict=False)  # host-local accepts 10.1.2.3/24
+        if net.version in versions:
+            continue
+        versions.add(net.version)
+        subnets.append(str(net))
+        if gateway is None and net.version == 4 and isinstance(gw, str):
+            gateway = gw
+    return subnets, gateway
+
+
 def parse(conf: dict[str, Any], command: str) -> NetConf:
     version = spec.check_version(conf.get("cniVersion"), command)
     name = spec.check_network_name(conf.get("name"))
@@ -106,6 +134,8 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
             if key in ipam:
                 raise CniError(E_INVALID_CONFIG, f"ipam.{key} is not read by podnet's own IPAM",
                                "give the pod CIDR as the plugin's \"subnet\", or name a delegated ipam.type")
+    if ipam_type != "podnet" and not subnets:
+        subnets, gateway = _delegated_subnets(ipam, gateway)
     dns = conf.get("dns") if isinstance(conf.get("dns"), dict) else {}
     runtime = conf.get("runtimeConfig") if isinstance(conf.get("runtimeConfig"), dict) else {}
     requested = [str(ip).split("/")[0] for ip in runtime.get("ips") or [] if isinstance(ip, str)]

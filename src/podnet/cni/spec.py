@@ -142,10 +142,10 @@ def check_network_name(name: Any) -> str:
     return name
 
 
-def cidr(text: Any, field: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """A CIDR from the config, refused with error 7 when it is not one."""
+def cidr(text: Any, field: str, strict: bool = True) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR from the config, refused with error 7 when it is not one (or has host bits, when strict)."""
     try:
-        return ipaddress.ip_network(str(text), strict=True)
+        return ipaddress.ip_network(str(text), strict=strict)
     except ValueError as exc:
         raise CniError(E_INVALID_CONFIG, f"invalid {field} {text!r}: not a CIDR", str(exc)) from None
 

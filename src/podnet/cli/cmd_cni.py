@@ -1,0 +1,143 @@
+"""`podnet cni config | install | ls`: set podnet up as the CNI plugin of podman, containerd, CRI-O."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DIRS = ("/opt/cni/bin", "/usr/lib/cni")  # the CNI default, and Debian's plugin directory
+CNI_VERSIONS = ("1.0.0", "1.1.0", "0.4.0", "0.3.1")
+
+
+def register(sub: Any) -> None:
+    cni = sub.add_parser("cni", help="podnet as a CNI plugin: config, install, list attachments")
+    cmds = cni.add_subparsers(dest="cnicmd", metavar="COMMAND")
+    cni.set_defaults(handler=lambda args: (cni.print_help(), 2)[1])
+
+    c = cmds.add_parser("config", help="print a conflist for /etc/cni/net.d that attaches pods to NETWORK")
+    c.add_argument("network", help="the podnet network (made on the first ADD if it does not exist)")
+    c.add_argument("--name", help="the CNI network name (default: NETWORK)")
+    c.add_argument("--mode", choices=("bridge", "macvlan", "routed"), help="driver when the network is made by CNI")
+    c.add_argument("--subnet", action="append", default=[], help="pod CIDR, for example 10.244.1.0/24 (repeatable)")
+    c.add_argument("--master", help="macvlan parent interface")
+    c.add_argument("--mtu", type=int)
+    c.add_argument("--ipam", default="podnet", help="podnet (default) or host-local (delegated, with --subnet)")
+    c.add_argument("--cni-version", default="1.0.0", choices=CNI_VERSIONS,
+                   help="1.0.0 suits podman 4, containerd 1.6 and Debian's reference plugins; 1.1.0 adds STATUS and GC")
+    c.add_argument("--no-portmap", action="store_true", help="leave out portmap (published ports)")
+    c.add_argument("--tuning", action="store_true", help="add the tuning plugin (sysctls, MAC, MTU)")
+    c.add_argument("--bandwidth", action="store_true", help="add the bandwidth plugin (traffic shaping)")
+    c.add_argument("--firewall", action="store_true", help="add the firewall plugin (iptables FORWARD rules)")
+    c.set_defaults(handler=config)
+
+    i = cmds.add_parser("install", help="install the plugin as `podnet` in the CNI plugin directories")
+    i.add_argument("--dir", action="append", default=[], help=f"target directory (default: {' and '.join(DEFAULT_DIRS)})")
+    i.set_defaults(handler=install)
+
+    ls = cmds.add_parser("ls", help="list the attachments made through CNI")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=list_pods)
+
+
+def conflist(args: argparse.Namespace) -> dict[str, Any]:
+    """podnet first (it makes the interface and the addresses), then the chained plugins."""
+    from podnet.cni import spec
+
+    name = spec.check_network_name(args.name or args.network)
+    spec.check_network_name(args.network)
+    main: dict[str, Any] = {"type": "podnet", "network": args.network}
+    if args.mode:
+        main["mode"] = args.mode
+    if args.master:
+        main["master"] = args.master
+    if args.mtu:
+        main["mtu"] = args.mtu
+    subnets = [str(spec.cidr(s, "--subnet")) for s in args.subnet]
+    if args.ipam == "podnet":
+        if len(subnets) == 1:
+            main["subnet"] = subnets[0]
+        elif subnets:
+            main["subnets"] = subnets
+    else:
+        if not subnets:
+            raise spec.CniError(spec.E_INVALID_CONFIG, f"--ipam {args.ipam} needs --subnet", "add --subnet CIDR")
+        main["ipam"] = {"type": args.ipam, "ranges": [[{"subnet": s}] for s in subnets]}
+    plugins = [main]
+    if not args.no_portmap:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    if args.tuning:
+        plugins.append({"type": "tuning", "capabilities": {"mac": True}, "sysctl": {}})
+    if args.bandwidth:
+        plugins.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
+    if args.firewall:
+        plugins.append({"type": "firewall", "backend": "iptables"})
+    return {"cniVersion": args.cni_version, "name": name, "plugins": plugins}
+
+
+def config(args: argparse.Namespace) -> int:
+    from podnet.cni.spec import CniError
+    from podnet.errors import InvalidArgument
+
+    try:
+        doc = conflist(args)
+    except CniError as exc:
+        raise InvalidArgument(exc.msg, exc.details) from None
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def entry_script(python: str) -> str:
+    """The thin entry with this installation's interpreter written into it."""
+    from podnet.cni import entry
+
+    text = Path(entry.__file__).read_text()
+    marker = 'PODNET_PYTHON = "/opt/podnet/venv/bin/python"'
+    assert marker in text, "entry.py lost its PODNET_PYTHON line"
+    return text.replace(marker, f"PODNET_PYTHON = {json.dumps(python)}")
+
+
+def install(args: argparse.Namespace) -> int:
+    from podnet.errors import PermissionDenied
+
+    script = entry_script(sys.executable)
+    for directory in args.dir or DEFAULT_DIRS:
+        target = Path(directory) / "podnet"
+        tmp = target.with_name(".podnet.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(script)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)  # a runtime never runs a half-written plugin
+        except PermissionError:
+            raise PermissionDenied(f"cannot write {target}", "run `podnet cni install` as root") from None
+        print(f"installed {target}")
+    return 0
+
+
+def list_pods(args: argparse.Namespace) -> int:
+    """Attachments from the store's JSON (no pydantic, so it stays fast)."""
+    from podnet.api import keys
+    from podnet.api.context import open_context
+    from podnet.cli.render import table
+
+    ctx = open_context(args.root)
+    pods = [doc for _, doc in ctx.store.list(keys.PODS)]
+    addresses = {doc["sandbox"]: doc.get("addresses", []) for _, doc in ctx.store.list(keys.ENDPOINTS)}
+    rows = []
+    for doc in pods:
+        args_ = doc.get("args") or {}
+        pod = "/".join(x for x in (args_.get("K8S_POD_NAMESPACE"), args_.get("K8S_POD_NAME")) if x)
+        rows.append({"container": doc["container_id"], "ifname": doc["ifname"], "network": doc.get("network_name"),
+                     "cni_network": doc.get("cni_network"), "addresses": addresses.get(doc["id"], []),
+                     "state": doc.get("state"), "netns": doc.get("netns"), "pod": pod})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table(["CONTAINER", "IFNAME", "NETWORK", "ADDRESSES", "STATE", "POD"],
+          [[r["container"][:12], r["ifname"], r["network"] or "", ",".join(r["addresses"]), r["state"] or "", r["pod"]]
+           for r in rows])
+    return 0

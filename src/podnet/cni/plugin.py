@@ -1,0 +1,251 @@
+"""The CNI plugin: one verb per call, from the runtime's environment and stdin to the spec's answer.
+
+`handle(env, stdin)` is the whole plugin as a pure function: it never exits, prints or keeps
+state between calls, so the agent can serve thousands of calls in one process (the fast
+path the thin entry takes) and `main()` can run it once in a fresh process (the fallback
+when no agent runs). Like the reference plugins' skel: check the environment and the
+config first (no pydantic, no pyroute2 for a refused request), then one small function
+per verb over podnet's api (api.pods), then the spec's result or error JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from podnet.cni import netconf, spec
+from podnet.cni.netconf import NetConf
+from podnet.cni.spec import CniError
+
+Env = dict[str, str]
+
+
+def handle(env: Env, stdin: bytes) -> tuple[int, bytes, bytes]:
+    """(exit code, stdout, stderr) of one plugin call, exactly what a runtime reads."""
+    version = spec.PREFERRED_VERSION
+    try:
+        command = env.get("CNI_COMMAND", "")
+        if not command:
+            raise CniError(spec.E_INVALID_ENV, "missing environment variable(s): CNI_COMMAND",
+                           f"set CNI_COMMAND to one of {', '.join(spec.COMMANDS)}")
+        if command not in spec.COMMANDS:
+            raise CniError(spec.E_INVALID_ENV, "invalid CNI_COMMAND", f"use one of {', '.join(spec.COMMANDS)}")
+        if command == "VERSION":
+            return 0, _dump(spec.version_answer(_version_of(stdin))), b""
+        raw = spec.decode_config(stdin)
+        if raw.get("cniVersion") in spec.SUPPORTED_VERSIONS:
+            version = raw["cniVersion"]
+        spec.check_env(env, command)
+        conf = netconf.parse(raw, command)
+        answer = VERBS[command](env, conf)
+        return 0, (_dump(answer) if answer is not None else b""), b""
+    except CniError as exc:
+        return 1, _dump(exc.to_json(version)), b""
+    except Exception as exc:  # the api's errors, or a bug: still the spec's JSON, never a traceback
+        error = as_cni_error(exc)
+        detail = traceback.format_exc().encode() if os.environ.get("PODNET_DEBUG") else b""
+        return 1, _dump(error.to_json(version)), detail
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2).encode() + b"\n"
+
+
+def _version_of(stdin: bytes) -> str:
+    """VERSION answers in the version the runtime asked with, when podnet speaks it."""
+    try:
+        asked = json.loads(stdin or b"{}").get("cniVersion")
+    except (ValueError, AttributeError):
+        asked = None
+    return asked if asked in spec.SUPPORTED_VERSIONS else spec.PREFERRED_VERSION
+
+
+def as_cni_error(exc: BaseException) -> CniError:
+    """podnet's error family in the spec's codes: the config's fault is 7, IPAM's 101, the host's 100."""
+    from podnet import errors
+
+    if isinstance(exc, errors.PodnetError):
+        code = {
+            errors.InvalidArgument.code: spec.E_INVALID_CONFIG,
+            errors.Conflict.code: spec.E_IPAM,
+            errors.NotFound.code: spec.E_UNKNOWN_CONTAINER,
+        }.get(exc.code, spec.E_INTERNAL)
+        return CniError(code, exc.message, exc.hint)
+    return CniError(spec.E_INTERNAL, f"internal error: {type(exc).__name__}: {exc}",
+                    "set PODNET_DEBUG=1 in the runtime's environment for a traceback on stderr")
+
+
+# --- helpers shared by the verbs ------------------------------------------------------------
+
+def _context() -> Any:
+    from podnet.api.context import open_context
+
+    return open_context()
+
+
+def _with_context(work: Callable[[Any], Any]) -> Any:
+    ctx = _context()
+    try:
+        return work(ctx)
+    finally:
+        ctx.close()
+
+
+def _require_netns(env: Env) -> str:
+    """CNI_NETNS must name a live network namespace (error 3 otherwise: nothing to clean up)."""
+    from podnet.api.pods import netns_identity
+
+    path = env["CNI_NETNS"]
+    if netns_identity(path) is None:
+        raise CniError(spec.E_UNKNOWN_CONTAINER, f"CNI_NETNS {path} is not a network namespace (it does not exist)",
+                       "the runtime must create the container's network namespace before ADD")
+    return path
+
+
+def _ipam_env(env: Env) -> Env:
+    """What a delegated IPAM plugin needs again at DEL and GC time, long after this ADD."""
+    return {k: env[k] for k in ("CNI_PATH", "CNI_ARGS") if env.get(k)}
+
+
+def _request(env: Env, conf: NetConf) -> Any:
+    from podnet.api.pods import PodRequest
+
+    return PodRequest(
+        container_id=env["CNI_CONTAINERID"], ifname=env["CNI_IFNAME"], netns=env.get("CNI_NETNS", ""),
+        network=conf.network, cni_network=conf.name, mode=conf.mode, subnets=conf.subnets, gateway=conf.gateway,
+        mtu=conf.mtu, parent=conf.parent, args=spec.parse_cni_args(env.get("CNI_ARGS", "")), labels=conf.labels,
+        requested_ips=conf.requested_ips, mac=conf.requested_mac, ipam=conf.ipam_type,
+        ipam_conf=_without_prev(conf.raw) if conf.delegated else None,
+        ipam_env=_ipam_env(env) if conf.delegated else None,
+    )
+
+
+def _without_prev(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k != "prevResult"}
+
+
+# --- the verbs -------------------------------------------------------------------------------
+
+def cmd_add(env: Env, conf: NetConf) -> dict[str, Any]:
+    from podnet.api import pods
+
+    request = _request(env, conf)
+    request.netns = _require_netns(env)
+
+    def ipam_add() -> dict[str, Any]:
+        from podnet.cni import delegate
+
+        answer = delegate.run(conf.ipam_type, "ADD", env, _without_prev(conf.raw))
+        if not answer or not answer.get("ips"):
+            raise CniError(spec.E_IPAM, f"IPAM plugin {conf.ipam_type} gave no address")
+        return spec.parse_result(answer)
+
+    result = _with_context(lambda ctx: pods.add(ctx, request, ipam_add if conf.delegated else None))
+    if not result.get("dns") and conf.dns:
+        result["dns"] = conf.dns  # as the reference bridge does: the config's dns, unless IPAM gave one
+    return spec.format_result(result, conf.version)
+
+
+def cmd_del(env: Env, conf: NetConf) -> None:
+    """Release whatever is there; nothing there is a success too (SPEC: DEL is idempotent)."""
+    from podnet.api import pods
+
+    known = _with_context(lambda ctx: pods.delete(ctx, env["CNI_CONTAINERID"], env["CNI_IFNAME"]))
+    if not known and conf.delegated and env.get("CNI_PATH"):
+        # No record (a store wiped, a crash before it): the IPAM plugin may still hold an address.
+        from podnet.cni import delegate
+
+        delegate.run(conf.ipam_type, "DEL", env, _without_prev(conf.raw))
+    return None
+
+
+def cmd_check(env: Env, conf: NetConf) -> None:
+    """Report drift between prevResult, podnet's records and the kernel (error 102)."""
+    from podnet.api import pods
+
+    if conf.prev_result is None:
+        raise CniError(spec.E_INVALID_CONFIG, "CHECK needs prevResult in the configuration",
+                       "the runtime passes the result of the ADD it checks")
+    netns = _require_netns(env)
+    ifname = env["CNI_IFNAME"]
+    interfaces = conf.prev_result["interfaces"]
+    expected = [ip["address"] for ip in conf.prev_result["ips"]
+                if isinstance(ip.get("interface"), int) and 0 <= ip["interface"] < len(interfaces)
+                and interfaces[ip["interface"]].get("name") == ifname and interfaces[ip["interface"]].get("sandbox")]
+    problems = _with_context(lambda ctx: pods.check(ctx, env["CNI_CONTAINERID"], ifname, netns, expected))
+    if problems:
+        raise CniError(spec.E_CHECK, "; ".join(problems), "DEL and ADD the container again, or run `podnet reconcile`")
+    if conf.delegated:
+        from podnet.cni import delegate
+
+        delegate.run(conf.ipam_type, "CHECK", env, conf.raw)
+    return None
+
+
+def cmd_status(env: Env, conf: NetConf) -> None:
+    """Can an ADD be served now? Error 50 when not (SPEC 1.1.0 STATUS)."""
+    from podnet.api import pods
+
+    try:
+        _with_context(lambda ctx: pods.status(ctx, conf.network))
+        if conf.delegated:
+            from podnet.cni import delegate
+
+            delegate.find(conf.ipam_type, env)
+            if delegate.supports(conf.ipam_type, env, "1.1.0"):
+                delegate.run(conf.ipam_type, "STATUS", env, conf.raw)
+    except CniError as exc:
+        if exc.code in (spec.E_NOT_AVAILABLE, spec.E_LIMITED_CONNECTIVITY):
+            raise
+        raise CniError(spec.E_NOT_AVAILABLE, f"podnet cannot serve ADD now: {exc.msg}", exc.details) from None
+    except Exception as exc:
+        error = as_cni_error(exc)
+        raise CniError(spec.E_NOT_AVAILABLE, f"podnet cannot serve ADD now: {error.msg}", error.details) from None
+    return None
+
+
+def cmd_gc(env: Env, conf: NetConf) -> None:
+    """Release every attachment of this network that the runtime does not list as valid."""
+    from podnet.api import pods
+
+    assert conf.valid_attachments is not None
+    valid = conf.valid_attachments
+    _, errors = _with_context(lambda ctx: pods.gc(ctx, conf.name, valid))
+    if conf.delegated and env.get("CNI_PATH"):
+        from podnet.cni import delegate
+
+        if delegate.supports(conf.ipam_type, env, "1.1.0"):
+            delegate.run(conf.ipam_type, "GC", env, conf.raw)
+    if errors:
+        raise CniError(spec.E_INTERNAL, f"GC released what it could, but not: {'; '.join(errors[:5])}",
+                       "run GC again, or `podnet reconcile`")
+    return None
+
+
+def _cmd_version(env: Env, conf: NetConf) -> dict[str, Any]:  # handled before parsing; kept for the table
+    return spec.version_answer(conf.version)
+
+
+VERBS: dict[str, Callable[[Env, NetConf], Any]] = {
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc, "VERSION": _cmd_version,
+}
+
+
+def main() -> int:
+    """One call in this process: the fallback when no agent runs, and `python -m podnet.cni`."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("CNI_")}
+    try:
+        stdin = sys.stdin.buffer.read()
+    except OSError as exc:
+        sys.stdout.write(_dump(CniError(spec.E_IO, "could not read the configuration from stdin", str(exc))
+                               .to_json(spec.PREFERRED_VERSION)).decode())
+        return 1
+    code, out, err = handle(env, stdin)
+    sys.stdout.buffer.write(out)
+    sys.stderr.buffer.write(err)
+    sys.stdout.flush()
+    return code
