@@ -24,6 +24,7 @@ class Report:
     """What a reconcile pass changed: printed by the CLI, asserted by the tests."""
 
     removed_sandboxes: list[str] = field(default_factory=list)
+    released_pods: list[str] = field(default_factory=list)  # CNI attachments whose netns is gone
     exited_sandboxes: list[str] = field(default_factory=list)
     removed_links: list[str] = field(default_factory=list)
     removed_netns: list[str] = field(default_factory=list)
@@ -42,6 +43,7 @@ def reconcile(ctx: Context) -> Report:
     report = Report()
     with locks.held(ctx.paths.lock_dir / "reconcile"):
         _sandboxes(ctx, report)
+        _pods(ctx, report)
         _networks(ctx, report)
         _store_garbage(ctx, report)
         _kernel_garbage(ctx, report)
@@ -92,6 +94,13 @@ def _repair(ctx: Context, sandbox: Sandbox, nets: dict, report: Report) -> None:
             report.repaired.append(f"{sandbox.name}/{ep.ifname}")
 
 
+def _pods(ctx: Context, report: Report) -> None:
+    """CNI attachments whose namespace vanished without a DEL (a reboot) give their addresses back."""
+    from podnet.api import pods
+
+    report.released_pods.extend(pods.release_lost(ctx))
+
+
 def _networks(ctx: Context, report: Report) -> None:
     for net in realize.networks_by_id(ctx).values():
         try:
@@ -105,6 +114,7 @@ def _store_garbage(ctx: Context, report: Report) -> None:
     with ctx.store.transaction() as txn:
         endpoint_ids = {doc["id"] for _, doc in txn.list(keys.ENDPOINTS)}
         sandbox_ids = {doc["id"] for _, doc in txn.list(keys.SANDBOXES)}
+        owner_ids = sandbox_ids | {doc["id"] for _, doc in txn.list(keys.PODS)}  # endpoints of sandboxes and pods
         network_ids = {doc["id"] for _, doc in txn.list(keys.NETWORKS)}
         for key, claim in txn.list("ipam/"):
             if claim.get("owner") not in endpoint_ids:
@@ -115,7 +125,7 @@ def _store_garbage(ctx: Context, report: Report) -> None:
                 txn.delete(key)
                 report.released_ports.append(key[len(keys.PORTS):])
         for key, doc in txn.list(keys.ENDPOINTS):
-            if doc["sandbox"] not in sandbox_ids or doc["network"] not in network_ids:
+            if doc["sandbox"] not in owner_ids or doc["network"] not in network_ids:
                 txn.delete(key)
 
 
