@@ -97,6 +97,9 @@ def ensure_network(ctx: Context, req: PodRequest) -> Network:
     try:
         net = networks.find(ctx, req.network)
     except NotFound:
+        if req.mode == "routed" and not req.subnets:
+            raise InvalidArgument(f"a routed network needs \"subnet\" (its pod CIDR) to make network {req.network!r}",
+                                  "add \"subnet\": \"10.244.1.0/24\" (this node's pod CIDR) to the config") from None
         options = {"parent": req.parent} if req.parent else {}
         try:
             net = networks.create(ctx, req.network, driver=req.mode or "bridge", subnets=req.subnets,
@@ -307,13 +310,14 @@ def _destroy(ctx: Context, doc: dict[str, Any]) -> None:
 
 
 def _delete_inside(netns: str, ep: Endpoint) -> None:
-    """A macvlan child lives in the pod's namespace: remove it only if it is ours."""
-    from podnet.config import LINK_ALIAS_PREFIX
+    """A macvlan/ipvlan child lives in the pod's namespace: remove CNI_IFNAME there, as the
+    reference macvlan plugin does, when it is still that kind of link. (Its ifalias cannot
+    be the mark: the kernel ignores IFLA_IFALIAS when a link is created, so sublink's is lost.)"""
     from podnet.dataplane import netlink
 
     with netlink.in_netns(netns) as ipr:
         attrs = netlink.link_attrs(ep.ifname, ipr)
-        if attrs and attrs.get("IFLA_IFALIAS") == f"{LINK_ALIAS_PREFIX}ep:{ep.id}":
+        if attrs and attrs.get("kind") in ("macvlan", "ipvlan"):
             netlink.delete_link(ep.ifname, ipr)
 
 

@@ -1,0 +1,126 @@
+"""Helpers for the CNI tests: a Host set up as a CNI node, and a plugin call as a runtime makes it.
+
+Inside the Host's mount namespace every CNI and container directory is a fresh tmpfs, so the
+tests never see or touch this machine's /etc/cni, /opt/cni, /var/lib/cni or container
+storage. /opt/cni/bin holds the podnet thin entry (`podnet cni install`) and links to
+Debian's reference plugins, as a node set up by install.sh has. No tests live here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.sandbox import Host
+
+PRIVATE_DIRS = ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d", "/etc/containers", "/var/lib/containers",
+                "/var/lib/containerd", "/run/containers")
+CNI_PATH = "/opt/cni/bin"
+PLUGIN = "/opt/cni/bin/podnet"
+# The store's keys under one prefix, as JSON: fixed text, the prefix is an argument.
+STORE_KEYS = ("import json,sys\nfrom podnet.api.context import open_context\n"
+              "print(json.dumps([k for k, _ in open_context().store.list(sys.argv[1])]))\n")
+
+
+def prepare_node(host: Host) -> Host:
+    """Private CNI directories, the plugin installed, the reference plugins beside it."""
+    for d in PRIVATE_DIRS:
+        host.run(["mkdir", "-p", d])
+        host.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", d])
+    host.sh("for p in /usr/lib/cni/*; do ln -s $p /opt/cni/bin/; done")
+    host.podnet("cni", "install", "--dir", CNI_PATH)
+    return host
+
+
+def start_agent(host: Host) -> subprocess.Popen[str]:
+    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    for _ in range(200):
+        if host.podnet("agent", "status", check=False).returncode == 0:
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the agent did not come up")
+
+
+def stop_agent(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cni(host: Host, command: str, conf: dict[str, Any] | str, cid: str = "c1", ifname: str = "eth0",
+        netns: str | None = None, args: str = "", env: dict[str, str] | None = None,
+        plugin: str = PLUGIN) -> tuple[int, dict[str, Any] | None]:
+    """One plugin call as a runtime makes it: CNI_* in the environment, the config on stdin."""
+    variables = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_PATH": CNI_PATH}
+    if netns is not None:
+        variables["CNI_NETNS"] = netns
+    if args:
+        variables["CNI_ARGS"] = args
+    variables.update(env or {})
+    argv = ["env", *(f"{k}={v}" for k, v in variables.items() if v is not None), plugin]
+    text = conf if isinstance(conf, str) else json.dumps(conf)
+    result = host.run(argv, input=text, check=False)
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    out = result.stdout.strip()
+    return result.returncode, (json.loads(out) if out else None)
+
+
+def netns(host: Host, name: str) -> str:
+    host.run(["ip", "netns", "add", name])
+    return f"/run/netns/{name}"
+
+
+def store_keys(host: Host, prefix: str) -> list[str]:
+    return json.loads(host.run([sys.executable, "-c", STORE_KEYS, prefix]).stdout)
+
+
+def podnet_links(host: Host) -> list[str]:
+    links = json.loads(host.run(["ip", "-j", "link"]).stdout)
+    return sorted(l["ifname"] for l in links if l["ifname"].startswith("pnve"))
+
+
+def nothing_left(host: Host) -> dict[str, list[str]]:
+    """What an ADD or DEL may not leave behind: veths, pod records, endpoints, address claims."""
+    return {"links": podnet_links(host), "pods": store_keys(host, "pods/"),
+            "endpoints": store_keys(host, "endpoints/"), "ipam": store_keys(host, "ipam/")}
+
+
+EMPTY = {"links": [], "pods": [], "endpoints": [], "ipam": []}
+
+
+def conf(version: str = "1.0.0", name: str = "app", **fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"cniVersion": version, "name": name, "type": "podnet"}
+    doc.update(fields)
+    return doc
+
+
+def ip_of(result: dict[str, Any], version: int = 4) -> str:
+    return next(ip["address"].split("/")[0] for ip in result["ips"] if (":" in ip["address"]) == (version == 6))
+
+
+def ping(host: Host, ns: str, ip: str) -> bool:
+    return host.run(["ping", "-c1", "-W2", ip], netns=ns, check=False).returncode == 0
+
+
+@pytest.fixture
+def node(host: Host) -> Host:
+    return prepare_node(host)
+
+
+@pytest.fixture(params=["agent", "fallback"])
+def served(request: pytest.FixtureRequest, node: Host) -> Any:
+    """The node, with the plugin served by the agent (the fast path) or in-process (no agent)."""
+    proc = start_agent(node) if request.param == "agent" else None
+    try:
+        yield node
+    finally:
+        if proc is not None:
+            stop_agent(proc)
