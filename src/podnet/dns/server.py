@@ -1,0 +1,243 @@
+"""UDP and TCP listeners on one address, and the query handling they share.
+
+The UDP hot path is a plain non-blocking socket drained by one asyncio reader callback:
+for a query shaped as stub resolvers send them (one question, RD set, at most an OPT
+record) from a known source, it is a dict lookup of the lowercased question in the view's
+answer cache and one sendto of `id + header + question + tail`. Everything else (first
+sight of a question, odd flags, other EDNS versions, malformed input, forwarding) goes
+through `Core.handle`, which parses the message fully. bench/dns.py measures the result
+against dnsmasq and aardvark-dns.
+
+Listeners bind one address each with IP_FREEBIND, so the agent can open them before the
+bridge carries the gateway (or while an IPv6 address is still tentative), and never bind
+the wildcard: a resolver already on the host's port 53 is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from podnet.dns import answer, wire
+from podnet.dns.records import RecordIndex, View
+from podnet.dns.upstream import Forwarder
+
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+RECV_BUFFER = 4096  # a datagram this big is not a query: dropped
+DRAIN_BATCH = 256  # datagrams per reader callback before yielding to the loop
+TCP_IDLE = 10.0
+TCP_MAX_CONNECTIONS = 256
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
+_OPT_TYPE = b"\x00\x29"
+
+Send = Callable[[bytes], None]
+
+
+class Core:
+    """Shared by every listener: the current index, the host's upstreams, the forwarder."""
+
+    def __init__(self, index: RecordIndex, host_upstreams: tuple[str, ...] = (),
+                 forwarder: Forwarder | None = None) -> None:
+        self.index = index
+        self.host_upstreams = host_upstreams
+        self.forwarder = forwarder or Forwarder()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def handle(self, data: bytes, source: str, udp: bool, send: Send) -> None:
+        """Answer one message of any shape by calling send once, now or later, or never (dropped)."""
+        if len(data) < 12 or data[2] & 0x80:
+            return  # not even a header, or a response: never answer those (no loops, no reflection)
+        try:
+            query = wire.Query(data)
+        except wire.WireError:
+            reply = wire.error_reply(data, wire.FORMERR)
+            if reply:
+                send(reply)
+            return
+        qid, rd, edns = data[:2], bool(query.flags & wire.RD), query.edns
+        if query.opcode != 0:
+            send(answer.reply(qid, answer.NOTIMP, query.question, edns, 65535, rd))
+            return
+        if edns and query.edns_version != 0:
+            send(wire.header(query.id, wire.QR | wire.RA | (query.flags & wire.RD), 1, 0, 0, 1) + query.question
+                 + wire.opt_record(ext_rcode=wire.BADVERS >> 4))
+            return
+        limit = 65535
+        if udp:
+            limit = max(wire.MAX_UDP, min(query.udp_size, wire.EDNS_UDP)) if edns else wire.MAX_UDP
+        index = self.index
+        view = index.view_for(source)
+        if view is None:
+            send(answer.reply(qid, answer.REFUSED, query.question, edns, limit, rd))
+            return
+        found = answer.cached(index, view, query.question.lower(), query.qname, query.qtype, query.qclass)
+        if isinstance(found, answer.Entry):
+            send(answer.reply(qid, found, query.question, edns, limit, rd))
+            return
+        upstreams = index.upstreams_for(source, view) or self.host_upstreams
+        self._forward(data, upstreams, not udp, send)
+
+    def _forward(self, data: bytes, upstreams: tuple[str, ...], tcp: bool, send: Send) -> None:
+        async def run() -> None:
+            reply = await self.forwarder.forward(data, upstreams, tcp=tcp) if upstreams else None
+            if reply is None:
+                reply = wire.error_reply(data, wire.SERVFAIL)
+            if reply is not None:
+                send(reply)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def bind(address: str, port: int, kind: int) -> socket.socket:
+    """A non-blocking socket bound to exactly address (FREEBIND: the address may come later)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def fast_reply(data: bytes, view: View) -> bytes | None:
+    """The reply to a stub resolver's query whose answer is cached, or None for the slow path.
+
+    Inlined shape checks, no parsing beyond finding the end of the question: this is where
+    the server spends its time under load.
+    """
+    n = len(data)
+    if n < 17 or data[2] != 1 or data[4:10] != _ONE_QUESTION or data[10]:
+        return None
+    end = 12
+    while True:
+        length = data[end]
+        if not length:
+            break
+        if length > 63:
+            return None
+        end += length + 1
+        if end >= n:
+            return None
+    end += 5
+    ar = data[11]
+    if ar == 0 and end == n:
+        ent = view.cache.get(data[12:end].lower())
+        if ent is None or ent is answer.FORWARD:
+            return None
+        out = data[:2] + ent.hdr + data[12:end] + ent.tail
+        return out if len(out) <= wire.MAX_UDP else None
+    if ar == 1 and n == end + 11 and data[end] == 0 and data[end + 1:end + 3] == _OPT_TYPE and data[end + 6] == 0:
+        ent = view.cache.get(data[12:end].lower())
+        if ent is None or ent is answer.FORWARD:
+            return None
+        out = data[:2] + ent.hdr_edns + data[12:end] + ent.tail_edns
+        if len(out) <= wire.MAX_UDP or len(out) <= min((data[end + 3] << 8) | data[end + 4], wire.EDNS_UDP):
+            return out
+    return None
+
+
+class UdpListener:
+    def __init__(self, core: Core, address: str, port: int = 53) -> None:
+        self.core = core
+        self.address = address
+        self.sock = bind(address, port, socket.SOCK_DGRAM)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._drain)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def _drain(self) -> None:
+        """Read until the socket is empty (or a batch is done); cache hits never leave this loop."""
+        recv, sendto, core = self.sock.recvfrom, self.sock.sendto, self.core
+        for _ in range(DRAIN_BATCH):
+            try:
+                data, addr = recv(RECV_BUFFER)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            view = core.index.by_source.get(addr[0])
+            out = fast_reply(data, view) if view is not None else None
+            if out is None:
+                if len(data) >= RECV_BUFFER:
+                    continue
+                core.handle(data, addr[0], True, _sender(sendto, addr))
+                continue
+            try:
+                sendto(out, addr)
+            except OSError:
+                pass
+
+
+def _sender(sendto: Callable[[bytes, Any], int], addr: Any) -> Send:
+    def send(out: bytes) -> None:
+        try:
+            sendto(out, addr)
+        except OSError:
+            pass
+    return send
+
+
+class TcpListener:
+    """DNS over TCP (RFC 7766): length-prefixed messages, pipelined, idle connections closed."""
+
+    def __init__(self, core: Core, address: str, port: int = 53) -> None:
+        self.core = core
+        self.address = address
+        self.sock = bind(address, port, socket.SOCK_STREAM)
+        self.sock.listen(128)
+        self.server: asyncio.AbstractServer | None = None
+        self.connections = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, sock=self.sock)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        else:
+            self.sock.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if self.connections >= TCP_MAX_CONNECTIONS or not peer:
+            writer.close()
+            return
+        self.connections += 1
+
+        def send(out: bytes) -> None:
+            if not writer.is_closing():
+                writer.write(struct.pack("!H", len(out)) + out)
+
+        try:
+            while True:
+                (length,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))
+                data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
+                self.core.handle(data, peer[0], False, send)
+                await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            self.connections -= 1
+            writer.close()
