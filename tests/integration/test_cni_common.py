@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -38,13 +39,19 @@ def prepare_node(host: Host) -> Host:
 
 
 def start_agent(host: Host) -> subprocess.Popen[str]:
-    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    """The agent, its log in a file (a pipe nobody reads would stall it once full)."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=log, stdout=subprocess.DEVNULL)
     for _ in range(200):
         if host.podnet("agent", "status", check=False).returncode == 0:
             return proc
+        if proc.poll() is not None:
+            break
         time.sleep(0.05)
     proc.kill()
-    raise AssertionError("the agent did not come up")
+    proc.wait()
+    log.seek(0)
+    raise AssertionError(f"the agent did not come up: {log.read()[-2000:]}")
 
 
 def stop_agent(proc: subprocess.Popen[str]) -> None:

@@ -92,11 +92,22 @@ def netns_alive(doc: dict[str, Any]) -> bool:
 
 # --- the network a pod joins ---------------------------------------------------------------
 
+def _check_requested(req: PodRequest, subnets: list[str]) -> None:
+    """runtimeConfig ips must fall in the network's subnets: refused before a network is made."""
+    for ip in req.requested_ips:
+        address = ipaddress.ip_address(ip)
+        if subnets and not any(address in ipaddress.ip_network(s) for s in subnets):
+            raise InvalidArgument(f"requested address {ip} is not in the network's subnets ({', '.join(subnets)})",
+                                  "ask for an address inside them, or leave runtimeConfig.ips out")
+
+
 def ensure_network(ctx: Context, req: PodRequest) -> Network:
     """The podnet network named by the config, made from it on first use; refuse a mismatch."""
     try:
         net = networks.find(ctx, req.network)
+        _check_requested(req, [s.subnet for s in net.subnets])
     except NotFound:
+        _check_requested(req, req.subnets)
         if req.mode == "routed" and not req.subnets:
             raise InvalidArgument(f"a routed network needs \"subnet\" (its pod CIDR) to make network {req.network!r}",
                                   "add \"subnet\": \"10.244.1.0/24\" (this node's pod CIDR) to the config") from None

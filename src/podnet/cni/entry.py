@@ -3,7 +3,7 @@
 
 A runtime starts a plugin as a new process for every call, so start-up is part of every
 ADD. Debian's /usr/bin/python3 with -S starts in ~10 ms; importing podnet's api (pydantic,
-pyroute2) costs ~350 ms. This script imports only the stdlib's os, sys, socket and json,
+pyroute2) costs ~350 ms. This script imports only the stdlib's os, sys, socket, time and json,
 sends the CNI_* environment and stdin to the agent (HTTP/1.1 + JSON on its unix socket,
 `POST /v1/cni`) and prints the agent's answer with its exit code. When no agent listens it
 execs the full plugin (`python -m podnet.cni` of podnet's venv) with stdin replayed from a
@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 PODNET_PYTHON = "/opt/podnet/venv/bin/python"  # `podnet cni install` writes the venv's interpreter here
 TIMEOUT = 300.0  # an ADD waits for the agent's lock; a runtime's own timeout is the real bound
@@ -29,11 +30,19 @@ def _ask_agent(path: str, body: bytes) -> bytes:
     """The raw HTTP answer; OSError (ENOENT, ECONNREFUSED) before anything was sent means no agent."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        raise
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            sock.connect(path)
+            break
+        except BlockingIOError:  # the agent's listen backlog is full (many parallel calls): wait a turn
+            if time.monotonic() > deadline:
+                sock.close()
+                raise
+            time.sleep(0.002)
+        except OSError:
+            sock.close()
+            raise
     with sock:
         head = ("POST /v1/cni HTTP/1.1\r\nHost: podnet-agent\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
