@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   python3 python3-venv nftables iproute2 iptables util-linux procps iputils-ping conntrack \
-  containernetworking-plugins ca-certificates >/dev/null
+  containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns >/dev/null
 
 # podnet and its Python dependencies in a venv of Debian's interpreter.
 venv=/opt/podnet/venv
