@@ -10,6 +10,7 @@ Host, as systemd-resolved would. Nothing leaves the Host.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +46,9 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def dns_host() -> Iterator[Host]:
+    missing = [t for t in ("dig", "nslookup", "dnsmasq") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (install.sh installs dnsutils and dnsmasq-base)")
     with Host() as host:
         host.add_internet()
         host.sh(f"ip -n inet addr add {UPSTREAM}/32 dev lo; ip -n inet addr add {SILENT}/32 dev lo")

@@ -53,7 +53,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     upstreams = args.upstream
     service = DnsService(records, (lambda: upstreams) if upstreams else None, port=args.port,
-                         forwarder=Forwarder(port=args.upstream_port))
+                         forwarder=Forwarder(port=args.upstream_port), reuse_port=args.reuse_port)
     await service.start()
     failed = await service.reconfigure(args.listen or service.index.listen_addresses)
     if failed:
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream", action="append", default=[], help="upstream resolver (repeatable); default: resolv.conf")
     p.add_argument("--port", type=int, default=53)
     p.add_argument("--upstream-port", type=int, default=53)
+    p.add_argument("--reuse-port", action="store_true", help="share the addresses with other processes (SO_REUSEPORT)")
     args = p.parse_args(argv)
     try:
         return asyncio.run(serve(args))

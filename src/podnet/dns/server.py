@@ -94,12 +94,18 @@ class Core:
         task.add_done_callback(self.tasks.discard)
 
 
-def bind(address: str, port: int, kind: int) -> socket.socket:
-    """A non-blocking socket bound to exactly address (FREEBIND: the address may come later)."""
+def bind(address: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking socket bound to exactly address (FREEBIND: the address may come later).
+
+    reuse_port lets several processes share the address (the kernel spreads queries over
+    them); off by default, because it also lets any other process of ours join silently.
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
@@ -152,10 +158,10 @@ def fast_reply(data: bytes, view: View) -> bytes | None:
 
 
 class UdpListener:
-    def __init__(self, core: Core, address: str, port: int = 53) -> None:
+    def __init__(self, core: Core, address: str, port: int = 53, reuse_port: bool = False) -> None:
         self.core = core
         self.address = address
-        self.sock = bind(address, port, socket.SOCK_DGRAM)
+        self.sock = bind(address, port, socket.SOCK_DGRAM, reuse_port)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -202,10 +208,10 @@ def _sender(sendto: Callable[[bytes, Any], int], addr: Any) -> Send:
 class TcpListener:
     """DNS over TCP (RFC 7766): length-prefixed messages, pipelined, idle connections closed."""
 
-    def __init__(self, core: Core, address: str, port: int = 53) -> None:
+    def __init__(self, core: Core, address: str, port: int = 53, reuse_port: bool = False) -> None:
         self.core = core
         self.address = address
-        self.sock = bind(address, port, socket.SOCK_STREAM)
+        self.sock = bind(address, port, socket.SOCK_STREAM, reuse_port)
         self.sock.listen(128)
         self.server: asyncio.AbstractServer | None = None
         self.connections = 0

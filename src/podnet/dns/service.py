@@ -26,13 +26,14 @@ def host_upstreams() -> list[str]:
 class DnsService:
     def __init__(self, records_provider: Callable[[], RecordIndex] | None = None,
                  upstreams_provider: Callable[[], Sequence[str]] | None = None,
-                 port: int = 53, forwarder: Forwarder | None = None) -> None:
+                 port: int = 53, forwarder: Forwarder | None = None, reuse_port: bool = False) -> None:
         """records_provider: the index at start (default: empty until `update`).
         upstreams_provider: the host's resolvers, asked at start and on every `update` that
         does not pass them (default: /etc/resolv.conf less loopback addresses)."""
         self.records_provider = records_provider
         self.upstreams_provider = upstreams_provider or host_upstreams
         self.port = port
+        self.reuse_port = reuse_port
         self.core = Core(RecordIndex(), (), forwarder)
         self.listeners: dict[str, tuple[UdpListener, TcpListener]] = {}
         self.failed: dict[str, str] = {}  # address -> why it could not be bound (last attempt)
@@ -69,8 +70,8 @@ class DnsService:
         for address in sorted(wanted - set(self.listeners)):
             udp = None
             try:
-                udp = UdpListener(self.core, address, self.port)
-                tcp = TcpListener(self.core, address, self.port)
+                udp = UdpListener(self.core, address, self.port, self.reuse_port)
+                tcp = TcpListener(self.core, address, self.port, self.reuse_port)
                 await tcp.start()
             except OSError as exc:
                 if udp is not None:

@@ -1,9 +1,10 @@
 """The few pieces of the DNS wire format (RFC 1035, 3596, 2782, 6891) the server needs.
 
-Hand-written rather than dnslib: measured on this machine (bench/dns.py --codec), parsing a
-query and packing an A answer with dnslib 0.9.26 costs about 60 µs, against about 2 µs here,
-and the server's own answers are built once per (name, type) and then served as bytes.
-Forwarded queries are relayed as bytes and never parsed beyond their question.
+Hand-written rather than dnslib: measured on this machine (bench/dns.py prints it), parsing
+a query and packing an A answer with dnslib 0.9.26 costs 60-73 µs, against 7-9 µs for this
+module's full parse, resolve and encode, and 0.7 µs for the server's cached fast path; at
+the 40-90k queries/s the issue targets, dnslib alone would need 3-6 cores. Forwarded
+queries are relayed as bytes and never parsed beyond their question.
 """
 
 from __future__ import annotations
