@@ -45,3 +45,21 @@ def port_claim(protocol: str, host_port: int, host_ip: str | None) -> str:
 def pod(container_id: str, ifname: str) -> str:
     """A CNI attachment, keyed as the CNI spec keys plugin state: (container id, interface)."""
     return f"{PODS}{container_id}/{ifname}"
+
+
+SERVICES = "services/"  # services/<namespace>/<name>
+SERVICE_SLOTS = "service-slots/"  # service-slots/<n> -> service id: numbers its nft groups
+SERVICE_NODE_PORTS = "service-nodeports/"  # service-nodeports/<tcp|udp>/<port> -> service id
+SERVICE_IPAM = "services"  # the IPAM "network" the virtual IPs are allocated in: ipam/services/<ip>
+
+
+def service(namespace: str, name: str) -> str:
+    return f"{SERVICES}{namespace}/{name}"
+
+
+def service_slot(slot: int) -> str:
+    return f"{SERVICE_SLOTS}{slot}"
+
+
+def service_node_port(protocol: str, port: int) -> str:
+    return f"{SERVICE_NODE_PORTS}{protocol.lower()}/{port}"
