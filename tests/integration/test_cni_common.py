@@ -131,3 +131,40 @@ def served(request: pytest.FixtureRequest, node: Host) -> Any:
     finally:
         if proc is not None:
             stop_agent(proc)
+
+
+APPLETS = ("sh", "sleep", "httpd", "wget", "ip", "ping", "hostname", "cat", "echo", "mkdir", "ls", "nc", "true")
+# A busybox root filesystem: what `podman import` and `ctr` get instead of an image from a registry.
+ROOTFS_SCRIPT = """set -e
+root="$1"
+mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/etc" "$root/tmp" "$root/www" "$root/run"
+cp /bin/busybox "$root/bin/busybox"
+for applet in {applets}; do ln -sf busybox "$root/bin/$applet"; done
+echo 'root:x:0:0:root:/:/bin/sh' > "$root/etc/passwd"
+echo 'root:x:0:' > "$root/etc/group"
+""".format(applets=" ".join(APPLETS))
+
+
+def busybox_rootfs(host: Host, root: str) -> str:
+    host.run(["sh", "-c", ROOTFS_SCRIPT, "rootfs", root])
+    return root
+
+
+# A web server in a busybox container that answers with its name: fixed text, the name an argument.
+HTTPD = 'echo "hello from $0" > /www/index.html && exec httpd -f -p 80 -h /www'
+# The same on the host's filesystem for a `podnet run` sandbox: under the Host's private /run.
+NATIVE_HTTPD = ('mkdir -p /run/www && echo "hello from native" > /run/www/index.html && '
+                'exec busybox httpd -f -p 80 -h /run/www')
+
+
+CGROUP_V1 = "/sys/fs/cgroup"
+
+
+def sweep_cgroups(host: Host) -> None:
+    """Remove the Host's cgroup parent from every v1 controller a container runtime used.
+
+    Host.close() handles pids, memory and unified; runc also makes the parent in cpu, blkio,
+    devices, freezer, cpuset and name=systemd. Call once the containers are removed.
+    """
+    host.run(["sh", "-c", 'for d in /sys/fs/cgroup/*/"$1"; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} +; done; true',
+              "sweep", host.cgroup_parent], check=False)
