@@ -1,0 +1,212 @@
+"""`podnet service create|ls|inspect|rm`, `podnet apply -f` and `podnet delete -f`.
+
+kubectl's words where it has them: `apply -f FILE` takes Kubernetes v1 Service manifests
+unchanged and prints `service/web created`; `delete -f FILE` removes what the file names.
+Registering costs nothing: the api is imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+from podnet.errors import InvalidArgument
+
+PORT_SPEC = re.compile(r"^(?:(?P<name>[a-z0-9-]+)=)?(?P<port>\d+)(?::(?P<target>[a-z0-9-]+))?(?:/(?P<proto>tcp|udp|TCP|UDP))?$")
+
+
+def register(sub: Any) -> None:
+    svc = sub.add_parser("service", aliases=["svc"], help="manage Kubernetes-style Services (virtual IPs)")
+    svc.set_defaults(handler=lambda a: _usage(svc))
+    cmds = svc.add_subparsers(dest="svccmd", metavar="COMMAND", parser_class=type(svc))
+    c = cmds.add_parser("create", help="create a Service")
+    c.add_argument("name")
+    c.add_argument("-n", "--namespace", default="default")
+    c.add_argument("--selector", "-l", action="append", default=[], metavar="KEY=VALUE",
+                   help="sandboxes whose labels match every --selector are its endpoints")
+    c.add_argument("--port", "-p", action="append", default=[], metavar="[NAME=]PORT[:TARGET][/tcp|udp]",
+                   help="TARGET is a number or the name a sandbox declares with --label port.podnet.io/NAME=NUMBER")
+    c.add_argument("--type", default="ClusterIP", choices=["ClusterIP", "NodePort"])
+    c.add_argument("--node-port", action="append", type=int, default=[], help="for each --port in order (default: picked)")
+    c.add_argument("--cluster-ip", help="a VIP from the service CIDR, or None for a headless Service")
+    c.add_argument("--external-ip", action="append", default=[])
+    c.add_argument("--session-affinity", choices=["None", "ClientIP"], default="None")
+    c.add_argument("--affinity-timeout", type=int)
+    c.add_argument("--dual-stack", action="store_true", help="an IPv6 VIP too (PreferDualStack)")
+    c.add_argument("--label", action="append", default=[])
+    c.set_defaults(handler=cmd_create)
+    ls = cmds.add_parser("ls", aliases=["list"], help="list Services")
+    ls.add_argument("-n", "--namespace")
+    ls.add_argument("-A", "--all-namespaces", action="store_true")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_ls)
+    i = cmds.add_parser("inspect", help="show Services as JSON: manifest, endpoints")
+    i.add_argument("names", nargs="+", metavar="[NAMESPACE/]NAME")
+    i.add_argument("-n", "--namespace", default="default")
+    i.set_defaults(handler=cmd_inspect)
+    r = cmds.add_parser("rm", help="remove Services")
+    r.add_argument("names", nargs="+", metavar="[NAMESPACE/]NAME")
+    r.add_argument("-n", "--namespace", default="default")
+    r.set_defaults(handler=cmd_rm)
+
+    a = sub.add_parser("apply", help="create or update Services from Kubernetes v1 YAML")
+    a.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
+    a.set_defaults(handler=cmd_apply)
+    d = sub.add_parser("delete", help="remove the Services a Kubernetes YAML file names")
+    d.add_argument("-f", "--filename", action="append", required=True, metavar="FILE")
+    d.add_argument("--ignore-not-found", action="store_true")
+    d.set_defaults(handler=cmd_delete)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def _ctx(args: argparse.Namespace) -> Any:
+    from podnet.api.context import open_context
+
+    return open_context(args.root)
+
+
+def _kv(items: list[str], flag: str) -> dict[str, str]:
+    from podnet.model.common import parse_labels
+
+    try:
+        return parse_labels(items)
+    except InvalidArgument:
+        raise InvalidArgument(f"invalid {flag} {items!r}", f"write {flag} key=value") from None
+
+
+def _read(files: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for name in files:
+        if name == "-":
+            out.append(("stdin", sys.stdin.read()))
+            continue
+        try:
+            with open(name, encoding="utf-8") as fh:
+                out.append((name, fh.read()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}", "give a readable YAML file") from None
+    return out
+
+
+def manifest_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """`service create` flags as a Kubernetes v1 manifest: one validation path for both."""
+    ports = []
+    for i, text in enumerate(args.port):
+        m = PORT_SPEC.match(text)
+        if not m:
+            raise InvalidArgument(f"invalid --port {text!r}", "write it as [NAME=]PORT[:TARGET][/tcp|udp], e.g. http=80:8080/tcp")
+        port: dict[str, Any] = {"port": int(m["port"]), "protocol": (m["proto"] or "tcp").upper()}
+        if m["name"]:
+            port["name"] = m["name"]
+        if m["target"]:
+            port["targetPort"] = int(m["target"]) if m["target"].isdigit() else m["target"]
+        if i < len(args.node_port):
+            port["nodePort"] = args.node_port[i]
+        ports.append(port)
+    if len(args.node_port) > len(ports):
+        raise InvalidArgument("more --node-port than --port", "give one --node-port per --port, in order")
+    spec: dict[str, Any] = {"type": args.type, "selector": _kv(args.selector, "--selector"), "ports": ports,
+                            "sessionAffinity": args.session_affinity}
+    if args.cluster_ip:
+        spec["clusterIP"] = args.cluster_ip
+    if args.external_ip:
+        spec["externalIPs"] = args.external_ip
+    if args.affinity_timeout is not None:
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": args.affinity_timeout}}
+    if args.dual_stack:
+        spec["ipFamilyPolicy"] = "PreferDualStack"
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": args.name, "namespace": args.namespace, "labels": _kv(args.label, "--label")},
+            "spec": spec}
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from podnet.api import services
+
+    svc = services.create(_ctx(args), manifest_from_flags(args))
+    print(f"service/{svc.name} created ({', '.join(svc.cluster_ips) or 'headless'})")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from podnet.api import services
+
+    specs = []
+    for source, text in _read(args.filename):
+        specs += services.parse_all(services.load_manifests(text, source), source)
+    for svc, action in services.apply(_ctx(args), specs):
+        print(f"service/{svc.name} {action}" + (f" (namespace {svc.namespace})" if svc.namespace != "default" else ""))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from podnet.api import services
+
+    refs = []
+    for source, text in _read(args.filename):
+        refs += [(s.namespace, s.name) for s in services.parse_all(services.load_manifests(text, source), source)]
+    for svc in services.delete(_ctx(args), refs, missing_ok=args.ignore_not_found):
+        print(f'service "{svc.name}" deleted')
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from podnet.api import services
+
+    ctx = _ctx(args)
+    found = [services.find(ctx, ref, args.namespace) for ref in args.names]
+    for svc in services.delete(ctx, [(s.namespace, s.name) for s in found]):
+        print(svc.name)
+    return 0
+
+
+def _view(svc: Any, endpoints: list[Any]) -> dict[str, Any]:
+    from podnet.model.service import to_manifest
+
+    doc = to_manifest(svc)
+    doc["status"] = {"endpoints": [{"name": ep.name, "hostname": ep.hostname, "addresses": list(ep.addresses)}
+                                   for ep in endpoints]}
+    return doc
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from podnet.cli import render
+    from podnet.services.controller import desired
+
+    ctx = _ctx(args)
+    services, endpoints = desired(ctx.store)
+    if not args.all_namespaces:
+        services = [s for s in services if s.namespace == (args.namespace or "default")]
+    services.sort(key=lambda s: (s.namespace, s.name))
+    if args.json:
+        render.dump_json([_view(s, endpoints[s.key]) for s in services])
+        return 0
+
+    def ports(s: Any) -> str:
+        return ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}" for p in s.ports) or "<none>"
+
+    rows = [[s.namespace, s.name, s.type, ",".join(s.cluster_ips) or "None", ",".join(s.external_ips) or "<none>",
+             ports(s), str(len(endpoints[s.key])), render.ago(s.created)] for s in services]
+    headers = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS", "AGE"]
+    if not args.all_namespaces:
+        headers, rows = headers[1:], [r[1:] for r in rows]
+    render.table(headers, rows)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from podnet.api import services
+    from podnet.cli import render
+    from podnet.services.controller import desired
+
+    ctx = _ctx(args)
+    found = [services.find(ctx, ref, args.namespace) for ref in args.names]
+    _, endpoints = desired(ctx.store)
+    render.dump_json([_view(s, endpoints.get(s.key, [])) for s in found])
+    return 0

@@ -1,0 +1,285 @@
+"""A Kubernetes-style Service as podnet stores it, and the reading of `v1` Service manifests.
+
+`from_manifest` takes a Kubernetes `v1` Service document unchanged (what `kubectl apply
+-f` takes) and returns a `ServiceSpec`, or raises InvalidArgument naming the field, as
+`spec.ports[1].targetPort`, so a user can find the mistake in the file. Fields Kubernetes
+defines that have no meaning on one podnet host (loadBalancer settings, traffic policies:
+every endpoint is local) are accepted and ignored; a field Kubernetes does not know is a
+typo and is refused.
+
+Named target ports: Kubernetes resolves `targetPort: http` through each pod's declared
+containerPorts. A podnet sandbox declares its named ports with a label
+`port.podnet.io/<name>=<number>` (`podnet run --label port.podnet.io/http=8080 ...`); a
+sandbox without that label is not an endpoint of that port (as in Kubernetes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from podnet.errors import InvalidArgument
+
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/16", "fd00:96::/112")
+NODEPORT_RANGE = (30000, 32767)
+DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP (3 hours)
+PORT_LABEL_PREFIX = "port.podnet.io/"
+MAX_PORTS = 16
+
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")  # IANA_SVC_NAME, <= 15
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+# Fields Kubernetes defines that mean nothing on one host: accepted, ignored.
+IGNORED_SPEC = {"externalTrafficPolicy", "internalTrafficPolicy", "loadBalancerIP", "loadBalancerSourceRanges",
+                "loadBalancerClass", "allocateLoadBalancerNodePorts", "healthCheckNodePort", "publishNotReadyAddresses",
+                "trafficDistribution"}
+KNOWN_SPEC = {"selector", "ports", "type", "clusterIP", "clusterIPs", "externalIPs", "sessionAffinity",
+              "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy"} | IGNORED_SPEC
+KNOWN_METADATA = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
+                  "creationTimestamp", "managedFields", "finalizers", "ownerReferences", "generateName"}
+KNOWN_PORT = {"name", "protocol", "port", "targetPort", "nodePort", "appProtocol"}
+
+
+class ServicePortSpec(BaseModel):
+    name: str = ""
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    port: int
+    target_port: int | str  # a number, or the name of a port the endpoints declare
+    node_port: int | None = None  # NodePort Services: given, or allocated at apply
+
+
+class ServiceSpec(BaseModel):
+    """What a user asked for: the manifest's meaning, before addresses are allocated."""
+
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    selector: dict[str, str] = Field(default_factory=dict)
+    ports: list[ServicePortSpec] = Field(default_factory=list)
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    headless: bool = False  # clusterIP: None
+    requested_ips: list[str] = Field(default_factory=list)  # clusterIP / clusterIPs
+    families: list[int] = Field(default_factory=lambda: [4])  # in order of preference
+    external_ips: list[str] = Field(default_factory=list)
+    session_affinity: Literal["None", "ClientIP"] = "None"
+    affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+
+
+class Service(ServiceSpec):
+    """A Service in the store: its spec plus what podnet gave it."""
+
+    id: str
+    cluster_ips: list[str] = Field(default_factory=list)  # empty for headless
+    slot: int = 0  # numbers its nft groups (services.proxy.group_of)
+    created: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# ---- reading a manifest --------------------------------------------------------------------
+
+
+def _fail(field: str, problem: str, hint: str = "") -> InvalidArgument:
+    return InvalidArgument(f"{field}: {problem}", hint)
+
+
+def _mapping(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(field, f"must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _unknown(doc: dict[str, Any], known: set[str], field: str) -> None:
+    for key in doc:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            raise _fail(f"{field}.{key}" if field else str(key), "unknown field",
+                        f"did you mean {close[0]}?" if close else "check the spelling against a Kubernetes v1 Service")
+
+
+def _labels(value: Any, field: str) -> dict[str, str]:
+    out = {}
+    for k, v in _mapping(value, field).items():
+        v = "" if v is None else v
+        if not isinstance(k, str) or not LABEL_KEY.match(k):
+            raise _fail(f"{field}.{k}", "invalid label key", "use letters, digits, '-', '_', '.', an optional prefix/")
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not LABEL_VALUE.match(str(v)):
+            raise _fail(f"{field}.{k}", f"invalid label value {v!r}", "a string of up to 63 letters, digits, '-', '_', '.'")
+        out[k] = str(v)
+    return out
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(field, f"must be a number, not {value!r}")
+    if not low <= value <= high:
+        raise _fail(field, f"{value} is out of range", f"use {low}-{high}")
+    return value
+
+
+def _ip(value: Any, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise _fail(field, f"{value!r} is not an IP address") from None
+
+
+def _port(doc: Any, field: str, service_type: str) -> ServicePortSpec:
+    doc = _mapping(doc, field)
+    _unknown(doc, KNOWN_PORT, field)
+    if "port" not in doc:
+        raise _fail(f"{field}.port", "is required")
+    port = _int(doc["port"], f"{field}.port", 1, 65535)
+    name = doc.get("name") or ""
+    if name and (not isinstance(name, str) or not PORT_NAME.match(name)):
+        raise _fail(f"{field}.name", f"invalid port name {name!r}", "up to 15 lowercase letters, digits and '-', with a letter")
+    protocol = doc.get("protocol", "TCP")
+    if protocol not in ("TCP", "UDP"):
+        raise _fail(f"{field}.protocol", f"{protocol!r} is not supported", "use TCP or UDP")
+    target: int | str = doc.get("targetPort", port)
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    if isinstance(target, int) and not isinstance(target, bool):
+        target = _int(target, f"{field}.targetPort", 1, 65535)
+    elif not isinstance(target, str) or not PORT_NAME.match(target):
+        raise _fail(f"{field}.targetPort", f"{target!r} is neither a port number nor a port name")
+    node_port = doc.get("nodePort")
+    if node_port is not None:
+        if service_type != "NodePort":
+            raise _fail(f"{field}.nodePort", "needs spec.type NodePort")
+        node_port = _int(node_port, f"{field}.nodePort", *NODEPORT_RANGE)
+    return ServicePortSpec(name=name, protocol=protocol, port=port, target_port=target, node_port=node_port)
+
+
+def from_manifest(doc: Any) -> ServiceSpec:
+    """A Kubernetes v1 Service document -> ServiceSpec; InvalidArgument names the field."""
+    doc = _mapping(doc, "document")
+    if doc.get("apiVersion") != "v1":
+        raise _fail("apiVersion", f"{doc.get('apiVersion')!r} is not supported", "podnet applies apiVersion v1, kind Service")
+    if doc.get("kind") != "Service":
+        raise _fail("kind", f"{doc.get('kind')!r} is not supported", "podnet applies kind Service")
+    _unknown(doc, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
+    meta = _mapping(doc.get("metadata"), "metadata")
+    _unknown(meta, KNOWN_METADATA, "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not DNS1035.match(name):
+        raise _fail("metadata.name", f"invalid Service name {name!r}",
+                    "up to 63 lowercase letters, digits and '-', starting with a letter")
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(namespace, str) or not DNS1123.match(namespace):
+        raise _fail("metadata.namespace", f"invalid namespace {namespace!r}", "lowercase letters, digits and '-'")
+    spec = _mapping(doc.get("spec"), "spec")
+    _unknown(spec, KNOWN_SPEC, "spec")
+    service_type = spec.get("type", "ClusterIP")
+    if service_type not in ("ClusterIP", "NodePort"):
+        raise _fail("spec.type", f"{service_type!r} is not supported", "use ClusterIP or NodePort")
+    raw_ports = spec.get("ports") or []
+    if not isinstance(raw_ports, list):
+        raise _fail("spec.ports", "must be a list")
+    ports = [_port(p, f"spec.ports[{i}]", service_type) for i, p in enumerate(raw_ports)]
+    if len(ports) > MAX_PORTS:
+        raise _fail("spec.ports", f"{len(ports)} ports", f"podnet supports up to {MAX_PORTS} per Service")
+    seen_ports: set[tuple[int, str]] = set()
+    seen_names: set[str] = set()
+    seen_node_ports: set[tuple[int, str]] = set()
+    for i, p in enumerate(ports):
+        if len(ports) > 1 and not p.name:
+            raise _fail(f"spec.ports[{i}].name", "is required when a Service has more than one port")
+        if (p.port, p.protocol) in seen_ports:
+            raise _fail(f"spec.ports[{i}].port", f"{p.port}/{p.protocol} is given twice")
+        if p.name in seen_names:
+            raise _fail(f"spec.ports[{i}].name", f"{p.name!r} is given twice")
+        if p.node_port and (p.node_port, p.protocol) in seen_node_ports:
+            raise _fail(f"spec.ports[{i}].nodePort", f"{p.node_port}/{p.protocol} is given twice")
+        seen_ports.add((p.port, p.protocol))
+        seen_names.add(p.name)
+        if p.node_port:
+            seen_node_ports.add((p.node_port, p.protocol))
+    cluster_ip = spec.get("clusterIP")
+    cluster_ips = spec.get("clusterIPs") or ([] if cluster_ip in (None, "") else [cluster_ip])
+    if not isinstance(cluster_ips, list):
+        raise _fail("spec.clusterIPs", "must be a list")
+    headless = cluster_ip == "None" or cluster_ips[:1] == ["None"]
+    if headless and service_type != "ClusterIP":
+        raise _fail("spec.clusterIP", "None (headless) needs type ClusterIP")
+    requested = [] if headless else [_ip(ip, f"spec.clusterIPs[{i}]") for i, ip in enumerate(cluster_ips)]
+    if cluster_ip not in (None, "", "None") and requested and _ip(cluster_ip, "spec.clusterIP") != requested[0]:
+        raise _fail("spec.clusterIP", "differs from spec.clusterIPs[0]")
+    families = _families(spec, requested)
+    external = spec.get("externalIPs") or []
+    if not isinstance(external, list):
+        raise _fail("spec.externalIPs", "must be a list")
+    affinity = spec.get("sessionAffinity", "None")
+    if affinity not in ("None", "ClientIP"):
+        raise _fail("spec.sessionAffinity", f"{affinity!r} is not supported", "use None or ClientIP")
+    timeout = DEFAULT_AFFINITY_TIMEOUT
+    config = _mapping(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig")
+    if config:
+        client = _mapping(config.get("clientIP"), "spec.sessionAffinityConfig.clientIP")
+        if "timeoutSeconds" in client:
+            timeout = _int(client["timeoutSeconds"], "spec.sessionAffinityConfig.clientIP.timeoutSeconds", 1, 86400)
+    return ServiceSpec(
+        name=name, namespace=namespace, labels=_labels(meta.get("labels"), "metadata.labels"),
+        selector=_labels(spec.get("selector"), "spec.selector"), ports=ports, type=service_type, headless=headless,
+        requested_ips=requested, families=families,
+        external_ips=[_ip(ip, f"spec.externalIPs[{i}]") for i, ip in enumerate(external)],
+        session_affinity=affinity, affinity_timeout=timeout,
+    )
+
+
+def _families(spec: dict[str, Any], requested: list[str]) -> list[int]:
+    names = spec.get("ipFamilies") or []
+    if not isinstance(names, list) or any(n not in ("IPv4", "IPv6") for n in names) or len(set(names)) != len(names):
+        raise _fail("spec.ipFamilies", f"{names!r} is not a list of IPv4/IPv6")
+    families = [4 if n == "IPv4" else 6 for n in names]
+    policy = spec.get("ipFamilyPolicy", "SingleStack")
+    if policy not in ("SingleStack", "PreferDualStack", "RequireDualStack"):
+        raise _fail("spec.ipFamilyPolicy", f"{policy!r} is not supported", "SingleStack, PreferDualStack or RequireDualStack")
+    for ip in requested:
+        version = ipaddress.ip_address(ip).version
+        if version not in families:
+            families.append(version)
+    if not families:
+        families = [4]
+    if policy != "SingleStack":
+        families += [f for f in (4, 6) if f not in families]
+    if len(families) > 1 and policy == "SingleStack":
+        raise _fail("spec.ipFamilyPolicy", "SingleStack with two families", "use PreferDualStack or RequireDualStack")
+    if len({ipaddress.ip_address(ip).version for ip in requested}) != len(requested):
+        raise _fail("spec.clusterIPs", "two addresses of one family")
+    return families
+
+
+def to_manifest(service: Service) -> dict[str, Any]:
+    """The Service as a Kubernetes v1 document (inspect, `service ls --json`)."""
+    spec: dict[str, Any] = {
+        "type": service.type,
+        "selector": dict(service.selector),
+        "ports": [{k: v for k, v in (("name", p.name or None), ("protocol", p.protocol), ("port", p.port),
+                                     ("targetPort", p.target_port), ("nodePort", p.node_port)) if v is not None}
+                  for p in service.ports],
+        "clusterIP": "None" if service.headless else (service.cluster_ips[0] if service.cluster_ips else ""),
+        "clusterIPs": ["None"] if service.headless else list(service.cluster_ips),
+        "ipFamilies": ["IPv4" if f == 4 else "IPv6" for f in service.families],
+        "ipFamilyPolicy": "SingleStack" if len(service.families) == 1 else "PreferDualStack",
+        "sessionAffinity": service.session_affinity,
+    }
+    if service.session_affinity == "ClientIP":
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": service.affinity_timeout}}
+    if service.external_ips:
+        spec["externalIPs"] = list(service.external_ips)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service.name, "namespace": service.namespace, "labels": dict(service.labels),
+                         "uid": service.id},
+            "spec": spec}

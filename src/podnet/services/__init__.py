@@ -1,0 +1,21 @@
+"""Kubernetes-style Services: virtual IPs load-balanced over sandboxes, in nftables maps.
+
+`controller` turns the store into desired state (`desired(store)`) and keeps the kernel
+equal to it (`sync(store)`); `proxy` holds the proxier's plain input types; `ruleset` is
+the pure nft JSON builder; `nftables` applies it; `conntrack` and `route` are the two other
+kernel facts a Service needs (stale UDP flows, a route for the service CIDR).
+
+Importing this package is cheap: nothing heavy is imported until a function runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+def dns_records(store: Any) -> Iterator[Any]:
+    """What the DNS server needs of every Service (`podnet.dns.records.ServiceRecord`)."""
+    from podnet.services import controller
+
+    return controller.dns_records(store)

@@ -1,0 +1,144 @@
+"""The Services proxier: keeps `table inet podnet-services` equal to a ProxyState.
+
+`sync(state)` replaces the table's content in one `nft -j -f -` transaction (and collects
+what is no longer wanted). `update(service, ports)` replaces one Service in one small
+transaction whose size is that Service's, not the table's: it needs to know what the
+table holds for it, which the proxier remembers from its own last transaction; a fresh
+proxier (a CLI process) or any kernel refusal falls back to a full sync, so the kernel
+always converges. A long-lived proxier (the agent's) gets the fast path.
+
+After each transaction, UDP conntrack entries that still point a Service's frontend at a
+backend it no longer has are deleted (conntrack.py), and the service CIDR route follows
+(route.py). When no Service port is left, the table and the route are removed: nothing of
+podnet's stays in the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from podnet.dataplane import nftables as nft
+from podnet.errors import KernelError
+from podnet.services import ruleset
+from podnet.services.proxy import ProxyState, ServicePort
+
+
+def list_existing() -> ruleset.Existing | None:
+    """Names of the chains and sets the table holds (terse: no elements), None if absent."""
+    try:
+        out = nft._run(["-j", "-t", "list", "table", ruleset.FAMILY, ruleset.TABLE], None, "list table")
+    except KernelError as exc:
+        if nft.is_missing(exc):
+            return None
+        raise
+    objects = json.loads(out)["nftables"]
+    chains = frozenset(o["chain"]["name"] for o in objects if "chain" in o)
+    sets = frozenset(o["set"]["name"] for o in objects if "set" in o) | frozenset(o["map"]["name"] for o in objects if "map" in o)
+    return ruleset.Existing(chains, sets)
+
+
+class NftablesProxier:
+    """One per process; the agent keeps its one for the life of the agent."""
+
+    def __init__(self, manage_route: bool = True, clear_conntrack: bool = True) -> None:
+        self.applied: dict[str, tuple[ServicePort, ...]] | None = None  # None: unknown, sync first
+        self.shared = ruleset.Shared()
+        self.state = ProxyState()
+        self.manage_route = manage_route
+        self.clear_conntrack = clear_conntrack
+
+    # ---- full -------------------------------------------------------------------------
+    def sync(self, state: ProxyState) -> None:
+        """Make the table hold exactly `state`, in one transaction."""
+        if not state.ports:
+            self.teardown()
+            self._remember(state)
+            return
+        self._route(state)
+        existing = list_existing() or ruleset.Existing()
+        cmds, shared = ruleset.full_commands(state, existing)
+        try:
+            nft.apply(cmds)
+        except KernelError:
+            # the table holds something our declarations clash with (another podnet version):
+            # recreate it inside the same single transaction
+            table = {"family": ruleset.FAMILY, "name": ruleset.TABLE}
+            cmds, shared = ruleset.full_commands(state, ruleset.Existing())
+            nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
+        self.shared = shared
+        old = self.state
+        self._remember(state)
+        self._forget_flows(old.ports, state.ports)
+
+    def _remember(self, state: ProxyState) -> None:
+        self.state = state
+        self.applied = dict(state.services())
+
+    # ---- incremental --------------------------------------------------------------------
+    def update(self, state: ProxyState, service: str) -> None:
+        """Replace one Service (its ports in `state`, maybe none) and touch nothing else."""
+        new = list(state.services().get(service, ()))
+        if self.applied is None or not state.ports or set(state.local_clients) != set(self.state.local_clients) \
+                or set(state.service_cidrs) != set(self.state.service_cidrs) or not self.state.ports:
+            self.sync(state)
+            return
+        old = list(self.applied.get(service, ()))
+        shared = ruleset.Shared(set(self.shared.picks), self.shared.backends)
+        try:
+            nft.apply(ruleset.delta_commands(old, new, shared))
+        except KernelError:
+            self.sync(state)  # the table is not what we remember: converge the slow way
+            return
+        self.shared = shared
+        self.state = state
+        self.applied[service] = tuple(new)
+        if not new:
+            self.applied.pop(service, None)
+        self._forget_flows(old, new)
+
+    def apply(self, state: ProxyState) -> list[str]:
+        """Make the kernel hold `state` by replacing only the Services that changed since
+        the last call (a full sync the first time): what the agent calls on every store
+        change. Returns the keys of the Services it replaced."""
+        if self.applied is None:
+            self.sync(state)
+            return sorted(state.services())
+        wanted = state.services()
+        changed = [k for k in sorted(set(wanted) | set(self.applied)) if wanted.get(k, ()) != self.applied.get(k, ())]
+        if not changed and set(state.local_clients) == set(self.state.local_clients):
+            self.state = state
+            return []
+        if len(changed) > 50 or not state.ports:
+            self.sync(state)
+            return changed
+        for key in changed:
+            self.update(state, key)
+        return changed
+
+    # ---- the rest -----------------------------------------------------------------------
+    def teardown(self) -> None:
+        """Remove the table and the service route: nothing of the Services stays."""
+        nft.delete_table(ruleset.FAMILY, ruleset.TABLE)
+        if self.manage_route:
+            from podnet.services import route
+
+            route.remove()
+        self.shared = ruleset.Shared()
+
+    def current(self) -> list[dict[str, Any]] | None:
+        """The table as nft JSON (tests, `service inspect --kernel`)."""
+        return nft.list_table(ruleset.FAMILY, ruleset.TABLE)
+
+    def _route(self, state: ProxyState) -> None:
+        if self.manage_route:
+            from podnet.services import route
+
+            route.ensure(state.service_cidrs)
+
+    def _forget_flows(self, old: Any, new: Any) -> None:
+        if not self.clear_conntrack:
+            return
+        from podnet.services import conntrack
+
+        conntrack.forget_stale(list(old), list(new))

@@ -1,0 +1,57 @@
+"""A route for the service CIDRs, so that the host itself can reach a virtual IP.
+
+A connection made on the host looks up its route before the nat output hook DNATs it: a
+host without a default route (or whose default route leads to the LAN) must still have a
+route for a VIP. A link `pnsvc0` carries the service CIDRs, like kube-proxy's IPVS mode's
+kube-ipvs0 but without addresses on it: an empty bridge, because a dummy link needs a
+module that some kernels (this project's machines) do not have; routes over a link without
+carrier are still used (net.ipv4.conf.*.ignore_routes_with_linkdown is 0 by default). Packets to a VIP nobody DNATed (a Service
+without endpoints) are routed to it and refused by the proxier's filter chains first; a
+VIP's packets never leave for the LAN. The link carries podnet's alias, so garbage
+collection knows it is podnet's; it goes when the last Service goes.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import Any
+
+from podnet.config import LINK_ALIAS_PREFIX
+from podnet.dataplane import netlink
+
+LINK = "pnsvc0"
+ALIAS = f"{LINK_ALIAS_PREFIX}svc:routes"
+
+
+def ensure(cidrs: tuple[str, ...] | list[str]) -> None:
+    """The dummy link is up and routes exactly `cidrs`."""
+    ipr = netlink.host()
+    NetlinkError = netlink._netlink_error()
+    index = netlink.ensure_bridge(LINK, None, [], ALIAS)
+    try:
+        wanted = {ipaddress.ip_network(c) for c in cidrs}
+        have = set()
+        for family in (2, 10):
+            for r in ipr.route("dump", family=family, oif=index):
+                dst = r.get_attr("RTA_DST")
+                if dst is not None and r.get_attr("RTA_TABLE") == 254:
+                    have.add(ipaddress.ip_network(f"{dst}/{r['dst_len']}"))
+        for net in wanted - have:
+            _route(ipr, "add", net, index)
+        for net in have - wanted:
+            _route(ipr, "del", net, index)
+    except NetlinkError as exc:
+        raise netlink._kernel_error(f"route the service CIDRs to {LINK}", exc) from None
+
+
+def _route(ipr: Any, verb: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, index: int) -> None:
+    try:
+        ipr.route(verb, dst=str(net), oif=index)
+    except netlink._netlink_error() as exc:
+        if exc.code not in (errno.EEXIST, errno.ESRCH, errno.ENOENT):
+            raise
+
+
+def remove() -> None:
+    netlink.delete_link(LINK)
