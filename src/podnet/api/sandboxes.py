@@ -174,7 +174,17 @@ def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
             except PodnetError:
                 pass
             raise
+    services_follow(ctx)
     return sandbox
+
+
+def services_follow(ctx: Context) -> None:
+    """Services select sandboxes by label: their endpoints follow a sandbox that starts,
+    stops or goes. The agent does the same on every store change; this keeps a host
+    without an agent right. Cheap when the host has no Service (no nft call)."""
+    from podnet.services import controller
+
+    controller.sync(ctx.store)
 
 
 def _publish(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
@@ -244,6 +254,7 @@ def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
         sandbox = Sandbox(**fresh)
         if sandbox.auto_remove:
             realize.destroy(ctx, sandbox)
+            services_follow(ctx)
             return
         nets = realize.networks_by_id(ctx)
         endpoints = realize.endpoints_of(ctx, sandbox.id)
@@ -254,6 +265,7 @@ def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
         cgroups.remove(sandbox.id)
         realize.forget_network_state(ctx, sandbox, endpoints)
         _set_state(ctx, sandbox, "exited")
+    services_follow(ctx)
 
 
 def reap(ctx: Context) -> list[str]:
@@ -289,6 +301,7 @@ def remove(ctx: Context, ref: str, force: bool = False) -> Sandbox:
         raise Conflict(f"sandbox {sandbox.name!r} is running", f"stop it first (`podnet stop {sandbox.name}`) or use `podnet rm -f`")
     with locks.held(lock_path(ctx, sandbox.id)):
         realize.destroy(ctx, sandbox)
+    services_follow(ctx)
     return sandbox
 
 
