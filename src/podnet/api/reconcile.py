@@ -51,6 +51,12 @@ def reconcile(ctx: Context) -> Report:
             firewall_sync.sync(ctx)
         except PodnetError as exc:
             report.errors.append(exc.line())
+        try:
+            from podnet.services import controller
+
+            controller.full_sync(ctx.store)
+        except PodnetError as exc:
+            report.errors.append(f"services: {exc.line()}")
     return report
 
 
@@ -116,8 +122,9 @@ def _store_garbage(ctx: Context, report: Report) -> None:
         sandbox_ids = {doc["id"] for _, doc in txn.list(keys.SANDBOXES)}
         owner_ids = sandbox_ids | {doc["id"] for _, doc in txn.list(keys.PODS)}  # endpoints of sandboxes and pods
         network_ids = {doc["id"] for _, doc in txn.list(keys.NETWORKS)}
+        service_ids = {doc["id"] for _, doc in txn.list(keys.SERVICES)}  # virtual IPs: ipam/services/<ip>
         for key, claim in txn.list("ipam/"):
-            if claim.get("owner") not in endpoint_ids:
+            if claim.get("owner") not in endpoint_ids | service_ids:
                 txn.delete(key)
                 report.released_addresses.append(key.split("/", 2)[2])
         for key, holder in txn.list(keys.PORTS):
