@@ -8,11 +8,15 @@ Debian's reference plugins, as a node set up by install.sh has. No tests live he
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,11 +164,23 @@ NATIVE_HTTPD = ('mkdir -p /run/www && echo "hello from native" > /run/www/index.
 CGROUP_V1 = "/sys/fs/cgroup"
 
 
-def sweep_cgroups(host: Host) -> None:
+def sweep_cgroups(host: Host, timeout: float = 10) -> None:
     """Remove the Host's cgroup parent from every v1 controller a container runtime used.
 
     Host.close() handles pids, memory and unified; runc also makes the parent in cpu, blkio,
-    devices, freezer, cpuset and name=systemd. Call once the containers are removed.
+    devices, freezer, cpuset and name=systemd. What still runs in there was started inside
+    this Host (a container, its conmon or shim): it is killed first.
     """
-    host.run(["sh", "-c", 'for d in /sys/fs/cgroup/*/"$1"; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} +; done; true',
-              "sweep", host.cgroup_parent], check=False)
+    parents = [root / host.cgroup_parent for root in Path(CGROUP_V1).iterdir() if (root / host.cgroup_parent).is_dir()]
+    deadline = time.monotonic() + timeout
+    while parents and time.monotonic() < deadline:
+        for parent in parents:
+            for directory, _, _ in os.walk(parent, topdown=False):  # deepest first; vanishing dirs are fine
+                with contextlib.suppress(OSError):
+                    for pid in Path(directory, "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+        parents = [p for p in parents if p.is_dir()]
+        time.sleep(0.1)
