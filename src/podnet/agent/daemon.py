@@ -71,10 +71,11 @@ class Agent:
         require_privilege()
         self._take_lock()
         log(f"starting (podnet {__version__}, pid {os.getpid()}, state {self.paths.root})")
-        self.sync(full=True)
         api = ApiServer(self.paths.run / "agent.sock", self.routes())
         api.start()
         log(f"API on {api.path}")
+        self.sync(full=True)
+        self._point_sandboxes_at_dns()
         self.loop = asyncio.new_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
@@ -156,6 +157,21 @@ class Agent:
         except ModuleNotFoundError:
             return
         controller.sync(ctx.store)
+
+    def _point_sandboxes_at_dns(self) -> None:
+        """Sandboxes started while no agent ran resolve through their upstreams: move them to
+        the embedded DNS now (their resolv.conf is rewritten in place)."""
+        from podnet.api import realize
+        from podnet.model import Sandbox
+
+        with self.work:
+            for _, doc in self.ctx.store.list(keys.SANDBOXES):
+                sandbox = Sandbox(**doc)
+                if sandbox.state == "running" and sandbox.network_mode == "netns":
+                    try:
+                        realize.write_etc(self.ctx, sandbox, realize.endpoints_of(self.ctx, sandbox.id), running=True)
+                    except (PodnetError, OSError) as exc:
+                        self._error(f"{sandbox.name}: resolv.conf not updated: {exc}")
 
     # --- DNS ------------------------------------------------------------------------------
     async def _start_dns(self) -> None:

@@ -56,7 +56,7 @@ def build_subnets(
         for cfg, net in zip(configs, nets):
             if addr.version == net.version and (addr.subnet_of(net) if hasattr(addr, "subnet_of") else addr in net):
                 return cfg
-        raise InvalidArgument(f"{flag} {text} is not inside any --subnet", f"give a --subnet that contains it")
+        raise InvalidArgument(f"{flag} {text} is not inside any --subnet", "give a --subnet that contains it")
 
     for text in gateways:
         gw = _parse_ip(text, "--gateway")

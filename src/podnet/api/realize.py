@@ -61,18 +61,34 @@ def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], running
     from podnet.runtime import etcfiles
 
     directory = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
-    nameservers = sandbox.dns or host_nameservers()
+    resolver = resolver_for(ctx, sandbox)
     etcfiles.write(
         directory,
         hostname=sandbox.hostname,
         addresses=[ip for ep in endpoints for ip in ep.ips],
         aliases=[a for a in sorted({sandbox.name, *(a for ep in endpoints for a in ep.aliases)} - {sandbox.hostname})
                  if _HOSTNAME.match(a)],  # a name like my_app is fine for podnet, not for /etc/hosts
-        nameservers=nameservers,
-        search=host_search(),
+        nameservers=resolver[0],
+        search=resolver[1],
+        options=resolver[2],
         in_place=running,
     )
     return directory
+
+
+def resolver_for(ctx: Context, sandbox: Sandbox) -> tuple[list[str], list[str], list[str]]:
+    """(nameservers, search, options): the network's DNS when the agent serves it, else upstreams.
+
+    The sandbox's own --dns servers are not lost: the embedded DNS forwards to them.
+    """
+    from podnet.agent.client import running
+    from podnet.dns.resolvconf import for_sandbox
+
+    if running():
+        conf = for_sandbox(sandbox, networks_by_id(ctx), host_search(), namespace=sandbox.namespace)
+        if conf is not None:
+            return conf.nameservers, conf.search, conf.options
+    return sandbox.dns or host_nameservers(), host_search(), []
 
 
 def _resolv_lines(prefix: str) -> list[str]:

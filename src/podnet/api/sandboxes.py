@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from podnet.api import keys, networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
@@ -228,15 +227,9 @@ def wait(ctx: Context, sandbox: Sandbox) -> int:
 
 def find(ctx: Context, ref: str) -> Sandbox:
     """A sandbox by name, full id or unique id prefix (Docker's rules)."""
-    sandbox_id = ctx.store.get(keys.sandbox_name(ref))
-    if sandbox_id and (doc := ctx.store.get(keys.sandbox(sandbox_id))):
-        return Sandbox(**doc)
-    matches = [doc for _, doc in ctx.store.list(f"{keys.SANDBOXES}{ref}")] if ref else []
-    if len(matches) == 1:
-        return Sandbox(**matches[0])
-    if len(matches) > 1:
-        raise InvalidArgument(f"sandbox id prefix {ref!r} is ambiguous", "give more characters of the id, or the name")
-    raise NotFound(f"no such sandbox: {ref}", "list sandboxes with `podnet ps -a`")
+    from podnet.api.lookup import sandbox_doc
+
+    return Sandbox(**sandbox_doc(ctx.store, ref))
 
 
 def is_running(ctx: Context, sandbox: Sandbox) -> bool:
@@ -372,16 +365,3 @@ def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
         _detach_one(ctx, sandbox, net, Endpoint(**doc))
         sandbox = find(ctx, sandbox.id)
         realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
-
-
-def exec_in(ctx: Context, ref: str, argv: list[str], capture: bool = False, timeout: float | None = None) -> Any:
-    """Run argv inside a running sandbox: its exit code, or the CompletedProcess with capture."""
-    from podnet.runtime import shim
-
-    require_privilege()
-    sandbox = find(ctx, ref)
-    if not argv:
-        raise InvalidArgument("no command given", "write the command after --, for example: podnet exec web -- ip addr")
-    if not is_running(ctx, sandbox):
-        raise NotRunning(f"sandbox {sandbox.name!r} is not running", f"see `podnet logs {sandbox.name}`, or start a new one")
-    return shim.exec_in(ctx.paths.sandbox_state_dir(sandbox.id), argv, capture=capture, timeout=timeout)

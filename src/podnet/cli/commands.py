@@ -111,9 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api.execute import exec_in
 
-    return sandboxes.exec_in(_ctx(args), args.name, _command(args))
+    return exec_in(_ctx(args), args.name, _command(args))
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
@@ -164,28 +164,27 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api.lookup import sandbox_doc
 
     ctx = _ctx(args)
     nets = views.networks(ctx)
     out = []
     for name in args.names:
-        sb = sandboxes.find(ctx, name)
-        doc = ctx.store.get(keys.sandbox(sb.id))
-        out.append(views.sandbox_view(ctx, doc, nets, [e for _, e in ctx.store.list(keys.endpoints_of(sb.id))]))
+        doc = sandbox_doc(ctx.store, name)
+        out.append(views.sandbox_view(ctx, doc, nets, [e for _, e in ctx.store.list(keys.endpoints_of(doc["id"]))]))
     render.dump_json(out)
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api.lookup import sandbox_doc
     from podnet.runtime import shim
 
     ctx = _ctx(args)
-    sb = sandboxes.find(ctx, args.name)
+    doc = sandbox_doc(ctx.store, args.name)
     out = sys.stdout.buffer
-    for chunk in shim.logs(ctx.paths.sandbox_log(sb.id), follow=args.follow,
-                           state_dir=ctx.paths.sandbox_state_dir(sb.id)):
+    for chunk in shim.logs(ctx.paths.sandbox_log(doc["id"]), follow=args.follow,
+                           state_dir=ctx.paths.sandbox_state_dir(doc["id"])):
         out.write(chunk)
         out.flush()
     return 0

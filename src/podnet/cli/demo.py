@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 
-from podnet.api import networks, realize, sandboxes
+from podnet.api import execute, networks, realize, sandboxes
 from podnet.api.context import Context
 from podnet.errors import NotFound
 
@@ -85,7 +85,7 @@ def up(ctx: Context) -> int:
             # use the destination's address on a network the source shares, else its first address
             shared = [n for n in addresses[dst] if n in addresses[src]]
             ip = addresses[dst][shared[0] if shared else next(iter(addresses[dst]))]
-            result = sandboxes.exec_in(ctx, src, [py, "-S", "-c", PROBE, ip, str(port)], capture=True)
+            result = execute.exec_in(ctx, src, [py, "-S", "-c", PROBE, ip, str(port)], capture=True)
             ok = result.returncode == 0
             failures += ok != expected[src][dst]
             row += f"{'ok' if ok else '--':<16}"
