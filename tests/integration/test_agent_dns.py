@@ -54,3 +54,16 @@ def test_names_resolve_within_a_network_and_follow_sandboxes(host: Host) -> None
     finally:
         agent.terminate()
         agent.communicate(timeout=10)
+
+
+def test_demo_with_the_agent_checks_names_too(host: Host) -> None:
+    agent = start_agent(host)
+    try:
+        up = host.podnet("demo", timeout=300)
+        assert "every path behaves as designed" in up.stdout, up.stdout + up.stderr
+        assert "name 'demo-web' from demo-client: 172." in up.stdout or "name 'demo-web' from demo-client: 192." in up.stdout
+        assert "name 'demo-db' from demo-client: not found  (as designed)" in up.stdout
+        host.podnet("demo", "--down")
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=10)

@@ -91,17 +91,37 @@ def up(ctx: Context) -> int:
             row += f"{'ok' if ok else '--':<16}"
         row += f"{'':<12}"
         print(row)
+    failures += _check_names(ctx, addresses)
     host_ok = _probe_host("127.0.0.1", HOST_PORT)
     failures += not host_ok
     print(f"  {'host':<14}" + "".join(f"{'':<16}" for _ in targets) + f"{'ok' if host_ok else '--':<12}")
     print()
     if failures:
-        print(f"podnet demo: {failures} path(s) did not behave as designed; see `podnet diagnose`", file=sys.stderr)
+        print(f"podnet demo: {failures} path(s) did not behave as designed; see `podnet inspect NAME` and `nft list table inet podnet`", file=sys.stderr)
         return 1
     print("every path behaves as designed: the client reaches only the web tier, the backend is private,")
     print(f"and the host reaches the web tier on localhost:{HOST_PORT}.")
     print("\nTry: podnet ps   podnet exec demo-web -- ip addr   curl -s localhost:8080   podnet demo --down")
     return 0
+
+
+def _check_names(ctx: Context, addresses: dict[str, dict[str, str]]) -> int:
+    """With the agent running, tiers find each other by name, within their networks only."""
+    from podnet.agent.client import running
+
+    if not running():
+        print("  (names: no agent runs, so sandboxes resolve no names; start it with `podnet agent`)")
+        return 0
+    failures = 0
+    for src, dst, visible in (("demo-client", "demo-web", True), ("demo-web", "demo-api", True),
+                              ("demo-client", "demo-db", False)):
+        out = execute.exec_in(ctx, src, ["getent", "ahostsv4", dst], capture=True)
+        text = out.stdout.decode() if isinstance(out.stdout, bytes) else out.stdout
+        got = text.split()[0] if out.returncode == 0 and text else None
+        ok = (got in addresses[dst].values()) if visible else got is None
+        failures += not ok
+        print(f"  name {dst!r} from {src}: {got or 'not found'}  ({'as designed' if ok else 'UNEXPECTED'})")
+    return failures
 
 
 def _probe_host(address: str, port: int) -> bool:

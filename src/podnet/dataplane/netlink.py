@@ -62,7 +62,7 @@ def _kernel_error(what: str, exc: Exception) -> Exception:
         return PermissionDenied(f"the kernel refused to {what}: operation not permitted", "run podnet as root or with CAP_NET_ADMIN")
     if code == errno.EOPNOTSUPP:
         return Unsupported(f"this kernel cannot {what}: the feature is not available", "load the kernel module or choose another driver")
-    return KernelError(f"failed to {what}: {os.strerror(code) if code else exc}", "run `podnet reconcile`, then see `podnet diagnose`")
+    return KernelError(f"failed to {what}: {os.strerror(code) if code else exc}", "run `podnet reconcile`; if it persists, check `ip link` and the kernel log")
 
 
 def link_index(name: str, ipr: Any | None = None) -> int | None:
