@@ -250,7 +250,8 @@ def driver_inprocess(count: int, profile: str | None) -> None:
         answered[n] = icmp_ping(str(ip)) is not None
     if prof:
         prof.dump_stats(profile)
-    emit({"totals": totals, "phases": phase_rows, "answered": answered, "probes": probes})
+    not_running = [n for n in names if not sandboxes.is_running(ctx, sandboxes.find(ctx, n))]
+    emit({"totals": totals, "phases": phase_rows, "answered": answered, "probes": probes, "not_running": not_running})
 
 
 def _min_ms(fn: object, repeat: int = 15) -> float:
@@ -311,8 +312,18 @@ def _not_running(env: dict[str, str]) -> str:
         docs = json.loads(r.stdout)
     except ValueError:
         return f"(ps -a --json failed: {r.stderr.strip()})"
-    gone = [f"{d.get('Name')}: {d.get('State', {}).get('status')} exit {d.get('State', {}).get('exit_code')}"
-            for d in docs if not d.get("State", {}).get("running")]
+    gone = []
+    for d in docs:
+        st = d.get("State", {})
+        if st.get("running"):
+            continue
+        shim_log = Path("/run/podnet/sandboxes") / d.get("Id", "") / "shim.log"
+        note = shim_log.read_text().strip()[-200:] if shim_log.is_file() else ""
+        ended = st.get("finished_at")
+        gone.append(f"{d.get('Name')}: {st.get('status')}, ended {time.time() - ended:.0f} s ago" if ended else
+                    f"{d.get('Name')}: {st.get('status')}")
+        if note:
+            gone[-1] += f" (shim.log: {note})"
     return "; ".join(gone) or "(all running)"
 
 
@@ -329,6 +340,8 @@ def driver_cli(count: int, ps_runs: int) -> None:
         "network ls (.venv podnet)": [str(VENV_PODNET), "network", "ls"],
         "ps (/usr/bin/python3 -m podnet)": ["/usr/bin/python3", "-m", "podnet", "ps"],
         "network ls (/usr/bin/python3 -m podnet)": ["/usr/bin/python3", "-m", "podnet", "network", "ls"],
+        "version (.venv podnet; start-up floor)": [str(VENV_PODNET), "version"],
+        "version (/usr/bin/python3 -m podnet)": ["/usr/bin/python3", "-m", "podnet", "version"],
     }
     to_ping: list[float] = []
     to_exit: list[float] = []
@@ -469,21 +482,28 @@ def main() -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     res: dict[str, dict] = {}
+    took: dict[str, float] = {}
     try:
         if "inprocess" not in args.skip:
             log(f"phase A: podnet sandboxes.start() in-process, {n} sandboxes")
+            t = time.perf_counter()
             with Host("bench-api") as h:
                 h.podnet("network", "create", NET)
                 res["inprocess"] = run_driver(h, "inprocess", str(n), args.profile or "")
+            took["in-process"] = time.perf_counter() - t
         if "reference" not in args.skip:
             log(f"phase C: reference CNI bridge + host-local ADD, {n} pods (ipMasq {'on' if masq else 'OFF: iptables absent'})")
+            t = time.perf_counter()
             with Host("bench-cni") as h:
                 res["reference"] = run_driver(h, "reference", str(n), "1" if masq else "0")
+            took["reference"] = time.perf_counter() - t
         if "cli" not in args.skip:
             log(f"phase B: podnet run -d (CLI) until ping, {n} sandboxes")
+            t = time.perf_counter()
             with Host("bench-cli") as h:
                 h.podnet("network", "create", NET)
                 res["cli"] = run_driver(h, "cli", str(n), str(args.ps_runs))
+            took["cli"] = time.perf_counter() - t
     finally:
         after = machine_state()
         for _ in range(20):  # a kernel object on its way out of a closing namespace: give it a moment
@@ -566,7 +586,8 @@ def main() -> int:
     print()
     checks = []
     if "inprocess" in res:
-        checks.append(f"in-process sandboxes answering ping (nth: ok): {res['inprocess']['answered']}")
+        checks.append(f"in-process sandboxes answering ping (nth: ok): {res['inprocess']['answered']}; not running at the"
+                      f" end: {res['inprocess']['not_running'] or 'none'}")
     if "reference" in res:
         checks.append(f"reference pods answering ping: {res['reference']['answered']}; "
                       f"iptables nat rules after {n} ADDs: {res['reference']['nat_rules']}")
@@ -584,7 +605,8 @@ def main() -> int:
         print(f"  {k}: appeared {sorted(new_ - old_)}, vanished {sorted(old_ - new_)}")
     if changed:
         print("  (this script only touches its own Host namespaces: check for other podnet runs on this machine)")
-    print(f"total run time {elapsed:.0f} s; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
+    print(f"total run time {elapsed:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in took.items())}, each with its Host's"
+          f" teardown); load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
           f" on {os.cpu_count()} CPUs (other work on the machine skews every column)")
     return 1 if changed else 0
 
