@@ -265,10 +265,13 @@ def _add_routes(netns: str, ep: Endpoint, routes: list[dict[str, Any]]) -> None:
 
 
 def _mac(name: str) -> str | None:
+    """One RTM_GETLINK by name (link_attrs would be two netlink round trips)."""
     from podnet.dataplane import netlink
 
-    attrs = netlink.link_attrs(name)
-    return attrs.get("IFLA_ADDRESS") if attrs else None
+    try:
+        return netlink.host().link("get", ifname=name)[0].get_attr("IFLA_ADDRESS")
+    except netlink._netlink_error():  # noqa: SLF001 - gone meanwhile: the result just has no MAC for it
+        return None
 
 
 def _result(net: Network, ep: Endpoint, netns: str, routes: list[dict[str, Any]], dns: dict[str, Any]) -> dict[str, Any]:
