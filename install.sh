@@ -13,12 +13,14 @@ fi
 
 # System packages: the kernel tools podnet drives, Debian's Python (starts in ~10 ms,
 # against ~70 ms for a pyenv shim), and what the tests and benchmarks use as real parts
-# and anchors (the reference CNI plugins, ping, conntrack).
+# and anchors (the reference CNI plugins, ping, conntrack); podman, containerd and a static
+# busybox are the real CNI clients the tests drive podnet's plugin with.
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   python3 python3-venv nftables iproute2 iptables util-linux procps iputils-ping conntrack \
-  containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns >/dev/null
+  containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns \
+  podman containerd busybox-static >/dev/null
 
 # podnet and its Python dependencies in a venv of Debian's interpreter.
 venv=/opt/podnet/venv
@@ -26,6 +28,12 @@ venv=/opt/podnet/venv
 "$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]"
 ln -sf "$venv/bin/podnet" /usr/local/bin/podnet
 echo "podnet installed: $(podnet version)"
+
+# The CNI plugin: a small stdlib-only entry named `podnet` in the CNI plugin directories
+# (the CNI default /opt/cni/bin and Debian's /usr/lib/cni) that hands each call to the agent,
+# or runs the plugin from this venv when no agent runs. `podnet cni config NET` prints a
+# conflist for /etc/cni/net.d.
+podnet cni install
 
 if [ "$demo" = 1 ]; then
   # The agent serves DNS and follows sandboxes: run it as a service where systemd runs,
