@@ -1,0 +1,258 @@
+"""CNI ADD and DEL latency: podnet's plugin against Debian's reference bridge + host-local.
+
+Issue 4. Every phase runs in its own `tests.sandbox.Host` and grows one network to --count
+pods, one plugin process per call, timed from spawn to exit as a runtime sees it:
+
+  agent     /opt/cni/bin/podnet (the thin entry) with `podnet agent` running: the fast path
+  fallback  the same entry with no agent: it execs the full plugin in-process (--fallback-count)
+  handle    podnet.cni.plugin.handle() called in one warm process: the agent's work without
+            the process start and the socket (and what --profile profiles)
+  reference /usr/lib/cni/bridge + host-local with ipMasq (iptables), cniVersion 1.0.0
+
+The namespace of each pod is made beforehand with `ip netns add` (untimed, as a runtime
+does). ADDs run 1..N; DELs run N..1, so "DEL at k" is a DEL with k pods on the network.
+Each row is the p50/p95 of the 10 calls around the k-th (pods k-5..k+4, clipped), so a
+row shows whether the cost grows with the number of pods. Start-up of the entry is timed
+with CNI_COMMAND=VERSION. Nothing leaves the Hosts: every CNI directory is a private tmpfs,
+and the script checks this machine's `ip netns`, `ip link`, `nft list tables` and
+/var/lib/cni are unchanged.
+
+    sudo /work/main/.venv/bin/python bench/cni.py [--count 1000] [--fallback-count 100] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+PLUGIN = "/opt/cni/bin/podnet"
+REF_DIR = "/usr/lib/cni"
+SUBNET = "10.88.0.0/16"
+PODNET_CONF = {"cniVersion": "1.0.0", "name": "bench", "type": "podnet", "subnet": SUBNET}
+REFERENCE_CONF = {
+    "cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "cni-bench0", "isGateway": True, "ipMasq": True,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
+             "dataDir": "/var/lib/cni/networks"},
+}
+KINDS = ("agent", "fallback", "handle", "reference")
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[cni-bench] {msg}\n")
+    sys.stderr.flush()
+
+
+# --- inside a Host ---------------------------------------------------------------------------
+
+def _private_dirs() -> None:
+    for d in ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d"):
+        os.makedirs(d, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
+
+
+def _env(command: str, i: int) -> dict[str, str]:
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": f"bench{i:06d}",
+            "CNI_NETNS": f"/run/netns/b{i}", "CNI_IFNAME": "eth0", "CNI_PATH": f"/opt/cni/bin:{REF_DIR}"}
+
+
+def _spawn(argv: list[str], env: dict[str, str], stdin: str) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"{argv[0]} {env['CNI_COMMAND']} failed: {r.stdout.strip()} {r.stderr.strip()[-500:]}")
+    return took
+
+
+def _startup(env_extra: dict[str, str], runs: int = 20) -> list[float]:
+    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "VERSION", **env_extra}
+    return [_spawn([PLUGIN], env, '{"cniVersion": "1.0.0"}') for _ in range(runs)]
+
+
+def driver(kind: str, count: int, profile: bool) -> None:
+    _private_dirs()
+    agent = None
+    out: dict = {"kind": kind}
+    if kind != "reference":
+        subprocess.run([sys.executable, "-m", "podnet", "cni", "install", "--dir", "/opt/cni/bin"], check=True,
+                       capture_output=True)
+        out["startup_fallback"] = _startup({})
+        base = []
+        for _ in range(20):
+            t = time.perf_counter()
+            subprocess.run(["/usr/bin/python3", "-IS", "-c", "pass"], check=True)
+            base.append(time.perf_counter() - t)
+        out["startup_python"] = base
+    if kind == "agent":
+        agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
+                                 stderr=open("/run/bench-agent.log", "w"))
+        for _ in range(200):
+            if os.path.exists("/run/podnet/agent.sock"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        out["startup_agent"] = _startup({})
+    conf = json.dumps(REFERENCE_CONF if kind == "reference" else PODNET_CONF)
+    argv = [f"{REF_DIR}/bridge"] if kind == "reference" else [PLUGIN]
+    call = None
+    profiler = None
+    if kind == "handle":
+        from podnet.cni.plugin import handle
+
+        def call(env: dict[str, str], stdin: str) -> float:
+            t = time.perf_counter()
+            code, answer, _ = handle(env, stdin.encode())
+            if code:
+                raise SystemExit(f"handle failed: {answer.decode()}")
+            return time.perf_counter() - t
+
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+    adds, dels = [], []
+    for i in range(1, count + 1):
+        subprocess.run(["ip", "netns", "add", f"b{i}"], check=True)
+        env = _env("ADD", i)
+        if call is not None:
+            if profiler is not None and i > 10:
+                profiler.enable()
+            adds.append(call(env, conf))
+            if profiler is not None:
+                profiler.disable()
+        else:
+            adds.append(_spawn(argv, env, conf))
+        if i % 100 == 0:
+            log(f"{kind}: {i}/{count} ADDs")
+    for i in range(count, 0, -1):
+        env = _env("DEL", i)
+        dels.append(call(env, conf) if call is not None else _spawn(argv, env, conf))
+    dels.reverse()  # dels[k-1] is the DEL made while k pods were on the network
+    out.update(adds=adds, dels=dels)
+    if profiler is not None:
+        import io
+        import pstats
+
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+        out["profile"] = text.getvalue()
+    if agent is not None:
+        agent.terminate()
+        agent.wait(timeout=20)
+    print(json.dumps(out))
+
+
+# --- the outer process -------------------------------------------------------------------------
+
+def machine_state() -> dict[str, str]:
+    def run(argv: list[str]) -> str:
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    links = "\n".join(line.split()[0] for line in run(["ip", "-br", "link"]).splitlines())
+    cni = "\n".join(sorted(str(p) for p in Path("/var/lib/cni").rglob("*"))) if Path("/var/lib/cni").exists() else ""
+    return {"ip netns": run(["ip", "netns", "list"]), "ip link": links, "nft list tables": run(["nft", "list", "tables"]),
+            "/var/lib/cni": cni}
+
+
+def run_phase(kind: str, count: int, profile: bool) -> dict:
+    from tests.sandbox import Host
+
+    log(f"phase {kind}: {count} pods")
+    with Host(f"bench-{kind}") as host:
+        proc = host.popen([sys.executable, str(Path(__file__).resolve()), "_driver", kind, str(count), str(int(profile))],
+                          stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        out, _ = proc.communicate(timeout=7200)
+    if proc.returncode != 0:
+        raise SystemExit(f"the {kind} phase failed (exit {proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def window(samples: list[float], k: int) -> list[float]:
+    lo = max(0, min(k - 6, len(samples) - 10))
+    return samples[lo:lo + 10]
+
+
+def p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return 1000 * ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cell(samples: list[float] | None) -> str:
+    return f"{p(samples, 0.5):7.1f} {p(samples, 0.95):7.1f}" if samples else f"{'-':>7} {'-':>7}"
+
+
+def table(results: dict[str, dict], marks: list[int], verb: str) -> list[str]:
+    kinds = [k for k in ("agent", "fallback", "handle", "reference") if k in results]
+    key = "adds" if verb == "ADD" else "dels"
+    head = f"{verb + ' at pod':>12} | " + " | ".join(f"{k:^15}" for k in kinds) + " | agent/ref  fallback/ref"
+    lines = [head, f"{'':>12} | " + " | ".join(f"{'p50':>7} {'p95':>7}" for _ in kinds) + " | (p50 ratios)", "-" * len(head)]
+    for k in marks:
+        cells, p50 = [], {}
+        for kind in kinds:
+            samples = results[kind][key]
+            w = window(samples, k) if len(samples) >= k else None
+            cells.append(cell(w))
+            if w:
+                p50[kind] = p(w, 0.5)
+        ref = p50.get("reference")
+        ratios = [f"{p50[x] / ref:9.2f}x" if ref and x in p50 else f"{'-':>10}" for x in ("agent", "fallback")]
+        lines.append(f"{k:>12} | " + " | ".join(cells) + " | " + "  ".join(ratios))
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=1000, help="pods per phase (default 1000)")
+    ap.add_argument("--fallback-count", type=int, default=100, help="pods for the in-process fallback (~0.4 s each)")
+    ap.add_argument("--skip", action="append", default=[], choices=KINDS)
+    ap.add_argument("--profile", action="store_true", help="cProfile the handle phase's ADDs and print the top")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run it as root: it makes network namespaces (inside private sandboxes)")
+    before = machine_state()
+    results: dict[str, dict] = {}
+    for kind in KINDS:
+        if kind in args.skip:
+            continue
+        count = args.fallback_count if kind == "fallback" else args.count
+        results[kind] = run_phase(kind, count, args.profile and kind == "handle")
+    marks = [m for m in (1, 100, 500, 1000) if m <= args.count]
+    print(f"\nCNI ADD and DEL, milliseconds per call (spawn to exit), {args.count} pods on one network "
+          f"({args.fallback_count} for the fallback); each row: the 10 calls around the k-th pod\n")
+    for verb in ("ADD", "DEL"):
+        print("\n".join(table(results, marks, verb)))
+        print()
+    startup = results.get("agent", {})
+    if startup:
+        print("start-up (CNI_COMMAND=VERSION, 20 runs, p50/p95 ms):")
+        print(f"  /usr/bin/python3 -IS -c pass         {cell(startup['startup_python'])}")
+        print(f"  thin entry -> agent                  {cell(startup['startup_agent'])}")
+        print(f"  thin entry -> fallback (no agent)    {cell(startup['startup_fallback'])}")
+    for kind in ("agent", "reference"):
+        if kind in results:
+            adds = results[kind]["adds"]
+            print(f"{kind}: ADD p50 over all {len(adds)} pods {p(adds, 0.5):.1f} ms, "
+                  f"last 10 / first 10 (excl. the 1st) = {p(adds[-10:], 0.5) / p(adds[1:11], 0.5):.2f}x")
+    if "profile" in results.get("handle", {}):
+        print("\nprofile of handle() ADDs (pods 11..N), by cumulative time:\n" + results["handle"]["profile"])
+    after = machine_state()
+    changed = [k for k in before if before[k] != after[k]]
+    print("this machine unchanged: " + ("yes" if not changed else f"NO, changed: {', '.join(changed)}"))
+    return 0 if not changed else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_driver":
+        driver(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")
+    else:
+        sys.exit(main())
