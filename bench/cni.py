@@ -55,9 +55,10 @@ def log(msg: str) -> None:
 # --- inside a Host ---------------------------------------------------------------------------
 
 def _private_dirs() -> None:
-    for d in ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d"):
-        os.makedirs(d, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
+    """/opt/cni/bin, /var/lib/cni, /etc/cni/net.d as private tmpfs, creating nothing on this machine."""
+    from tests.integration.test_cni_common import private_dirs
+
+    private_dirs(None, ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d"))
 
 
 def _env(command: str, i: int) -> dict[str, str]:

@@ -23,8 +23,8 @@ import pytest
 
 from tests.sandbox import Host
 
-PRIVATE_DIRS = ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d", "/etc/containers", "/var/lib/containers",
-                "/var/lib/containerd", "/run/containers")
+PRIVATE_DIRS = ("/opt/cni/bin", "/opt/containerd", "/var/lib/cni", "/etc/cni/net.d", "/etc/containers",
+                "/var/lib/containers", "/var/lib/containerd", "/run/containers")
 CNI_PATH = "/opt/cni/bin"
 PLUGIN = "/opt/cni/bin/podnet"
 # The store's keys under one prefix, as JSON: fixed text, the prefix is an argument.
@@ -32,11 +32,54 @@ STORE_KEYS = ("import json,sys\nfrom podnet.api.context import open_context\n"
               "print(json.dumps([k for k, _ in open_context().store.list(sys.argv[1])]))\n")
 
 
+# Run inside a Host (its own mount namespace): give each path a private, empty tmpfs without
+# creating anything on this machine's filesystem. A missing path's nearest existing parent
+# is covered by a tmpfs in which the parent's entries are bound back (with their submounts),
+# and the path is made there. Fixed text; the paths are arguments.
+PRIVATE_SCRIPT = r"""
+import os, subprocess, sys
+def mount(*args):
+    subprocess.run(["mount", *args], check=True)
+covered = set()
+for path in sys.argv[1:]:
+    if os.path.isdir(path):
+        mount("-t", "tmpfs", "-o", "mode=755", "tmpfs", path)
+        continue
+    anchor = os.path.dirname(path)
+    while not os.path.isdir(anchor):
+        anchor = os.path.dirname(anchor)
+    if anchor not in covered:
+        real = "/run/podnet-test/real" + anchor
+        os.makedirs(real, exist_ok=True)
+        mount("--rbind", anchor, real)
+        mount("-t", "tmpfs", "-o", "mode=755", "tmpfs", anchor)
+        for entry in os.listdir(real):
+            src, dst = os.path.join(real, entry), os.path.join(anchor, entry)
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), dst)
+                continue
+            if os.path.isdir(src):
+                os.mkdir(dst)
+            else:
+                open(dst, "w").close()
+            mount("--rbind", src, dst)
+        covered.add(anchor)
+    os.makedirs(path, mode=0o755)
+"""
+
+
+def private_dirs(host: Host | None, paths: tuple[str, ...] = PRIVATE_DIRS) -> None:
+    """Empty private directories at paths, in the Host's mount namespace (or this process's, if None)."""
+    argv = ["/usr/bin/python3", "-S", "-c", PRIVATE_SCRIPT, *paths]
+    if host is None:
+        subprocess.run(argv, check=True)
+    else:
+        host.run(argv)
+
+
 def prepare_node(host: Host) -> Host:
     """Private CNI directories, the plugin installed, the reference plugins beside it."""
-    for d in PRIVATE_DIRS:
-        host.run(["mkdir", "-p", d])
-        host.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", d])
+    private_dirs(host)
     host.sh("for p in /usr/lib/cni/*; do ln -s $p /opt/cni/bin/; done")
     host.podnet("cni", "install", "--dir", CNI_PATH)
     return host

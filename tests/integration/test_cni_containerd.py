@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.privileged, pytest.mark.slow,
 CONFIG = """version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"]
 [grpc]
   address = "/run/containerd/containerd.sock"
 """

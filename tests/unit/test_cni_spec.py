@@ -125,6 +125,11 @@ def test_conflist_puts_podnet_first_and_chains_what_was_asked() -> None:
     delegated = conflist(_config_args(ipam="host-local", subnet=["10.9.0.0/24"], no_portmap=True))
     assert delegated["plugins"] == [{"type": "podnet", "network": "app",
                                      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}}]
+    from podnet.cni.spec import CniError
+
+    for bad in (dict(mode="routed"), dict(mode="macvlan", subnet=["192.168.1.0/24"])):
+        with pytest.raises(CniError):
+            conflist(_config_args(**bad))
     for plugin in doc["plugins"]:  # every entry is a config the plugin itself accepts
         if plugin["type"] == "podnet":
             netconf.parse({"cniVersion": doc["cniVersion"], "name": doc["name"], **plugin}, "ADD")

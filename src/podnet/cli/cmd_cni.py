@@ -57,6 +57,11 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
     if args.mtu:
         main["mtu"] = args.mtu
     subnets = [str(spec.cidr(s, "--subnet")) for s in args.subnet]
+    if args.mode in ("routed", "macvlan") and not subnets:
+        raise spec.CniError(spec.E_INVALID_CONFIG, f"--mode {args.mode} needs --subnet",
+                            "give the pod CIDR (routed) or the LAN's subnet (macvlan)")
+    if args.mode == "macvlan" and not args.master:
+        raise spec.CniError(spec.E_INVALID_CONFIG, "--mode macvlan needs --master", "name the parent interface, e.g. --master eth0")
     if args.ipam == "podnet":
         if len(subnets) == 1:
             main["subnet"] = subnets[0]
