@@ -1,0 +1,315 @@
+"""Kubernetes-style Services with real traffic: VIPs over several endpoints, endpoints that
+follow sandboxes, affinity, NodePort from the LAN, hairpin, refusal without endpoints,
+UDP flows that move when their endpoint goes, manifests, and nothing left behind.
+
+Each endpoint sandbox answers with its hostname, so a test counts who answered. Label
+changes on a running sandbox are not tested: podnet has no command that changes a
+sandbox's labels yet; endpoints following start, stop and rm is what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from tests.integration.conftest import PY, SERVE_TCP, SERVE_UDP, address, leftovers, serve
+from tests.sandbox import Host
+
+pytestmark = pytest.mark.privileged
+
+# Many connections from one process: prints who answered each, or FAIL. Fixed text.
+MANY = ("import socket,sys\nudp=sys.argv[3]=='udp'\n"
+        "for i in range(int(sys.argv[4])):\n"
+        " try:\n"
+        "  if udp:\n   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(2);s.connect((sys.argv[1],int(sys.argv[2])));s.send(b'hi');print(s.recv(200).decode().split()[0])\n"
+        "  else:\n   c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2);print(c.recv(200).decode().split()[0]);c.close()\n"
+        " except OSError as e:\n  print('FAIL',type(e).__name__)\n")
+# One UDP socket (one conntrack flow) sending every 50 ms for argv[3] seconds. Fixed text.
+STREAM = ("import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.2)\n"
+          "end=time.time()+float(sys.argv[3])\n"
+          "while time.time()<end:\n t=time.time()\n try:\n  s.sendto(b'x',(sys.argv[1],int(sys.argv[2])));d=s.recv(200).decode().split()[0]\n"
+          " except OSError:\n  d='-'\n print(f'{t:.3f} {d}',flush=True);time.sleep(0.05)\n")
+# Time one TCP connect: prints "refused <seconds>", "ok <seconds>" or "other <seconds> <error>". Fixed text.
+CONNECT = ("import socket,sys,time\nt=time.time()\ntry:\n socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5);print('ok',time.time()-t)\n"
+           "except ConnectionRefusedError:\n print('refused',time.time()-t)\nexcept OSError as e:\n print('other',time.time()-t,e)\n")
+
+WEB = """\
+# web tier: three replicas behind one Service, and a UDP echo
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+  labels:
+    app.kubernetes.io/name: web
+spec:
+  type: ClusterIP
+  selector:
+    app: web
+  ports:
+    - name: http
+      protocol: TCP
+      port: 80
+      targetPort: 8080
+    - name: echo
+      protocol: UDP
+      port: 53
+      targetPort: 5353
+"""
+
+
+def run_in(host: Host, sandbox: str, *argv: str, timeout: float = 60) -> str:
+    return host.podnet("exec", sandbox, "--", PY, "-S", "-c", *argv, timeout=timeout).stdout
+
+
+def answers(host: Host, sandbox: str | None, ip: str, port: int, count: int, udp: bool = False,
+            netns: str | None = None) -> Counter[str]:
+    args = [ip, str(port), "udp" if udp else "tcp", str(count)]
+    if sandbox:
+        out = run_in(host, sandbox, MANY, *args)
+    else:
+        out = host.run([PY, "-S", "-c", MANY, *args], netns=netns).stdout
+    return Counter(line.split()[0] for line in out.splitlines())
+
+
+def apply(host: Host, text: str, check: bool = True):
+    host.run(["sh", "-c", "cat > /tmp/manifest.yaml"], input=text)
+    return host.podnet("apply", "-f", "/tmp/manifest.yaml", check=check)
+
+
+def vip(host: Host, name: str) -> str:
+    return json.loads(host.podnet("service", "inspect", name).stdout)[0]["spec"]["clusterIP"]
+
+
+def web_servers(host: Host, names: tuple[str, ...] = ("web1", "web2", "web3"), label: str = "app=web") -> None:
+    for n in names:
+        host.podnet("run", "-d", "--name", n, "--hostname", n, "--network", "app", "--label", label, "--",
+                    "sh", "-c", f"{PY} -S -c \"$0\" 8080 & exec {PY} -S -c \"$1\" 5353", SERVE_TCP, SERVE_UDP)
+    for n in names:  # a loaded machine may take a while to start Python: wait until each serves
+        deadline = time.time() + 20
+        while answers(host, n, "127.0.0.1", 8080, 1) != Counter({n: 1}) and time.time() < deadline:
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def app(host: Host) -> Host:
+    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
+    host.podnet("run", "-d", "--name", "client", "--network", "app", "--", "sleep", "infinity")
+    return host
+
+
+def test_tcp_and_udp_spread_over_endpoints(app: Host) -> None:
+    host = app
+    web_servers(host)
+    out = apply(host, WEB)
+    assert out.stdout.strip() == "service/web created"
+    ip = vip(host, "web")
+    assert ip.startswith("10.96."), ip
+    tcp = answers(host, "client", ip, 80, 60)
+    assert set(tcp) == {"web1", "web2", "web3"} and min(tcp.values()) >= 5, tcp
+    udp = answers(host, "client", ip, 53, 45, udp=True)
+    assert set(udp) == {"web1", "web2", "web3"} and min(udp.values()) >= 3, udp
+    # the host itself reaches the VIP too
+    assert set(answers(host, None, ip, 80, 20)) <= {"web1", "web2", "web3"}
+    assert "FAIL" not in answers(host, None, ip, 80, 5)
+
+
+def test_endpoints_follow_start_stop_and_rm(app: Host) -> None:
+    host = app
+    web_servers(host, ("web1",))
+    apply(host, WEB)
+    ip = vip(host, "web")
+    assert set(answers(host, "client", ip, 80, 10)) == {"web1"}
+    web_servers(host, ("web2",))
+    assert set(answers(host, "client", ip, 80, 30)) == {"web1", "web2"}, "a started sandbox joins at once"
+    host.podnet("stop", "-t", "1", "web1")
+    assert set(answers(host, "client", ip, 80, 20)) == {"web2"}, "a stopped sandbox leaves at once"
+    web_servers(host, ("other",), label="app=other")
+    host.podnet("rm", "-f", "web2")
+    assert set(answers(host, "client", ip, 80, 3)) == {"FAIL"}, "no endpoint left: refused"
+    assert json.loads(host.podnet("service", "inspect", "web").stdout)[0]["status"]["endpoints"] == []
+
+
+def test_session_affinity_keeps_a_client_on_one_endpoint(app: Host) -> None:
+    host = app
+    web_servers(host)
+    apply(host, WEB.replace("  type: ClusterIP\n", "  type: ClusterIP\n  sessionAffinity: ClientIP\n"
+                            "  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 600\n"))
+    ip = vip(host, "web")
+    seen = answers(host, "client", ip, 80, 30)
+    assert len(seen) == 1 and "FAIL" not in seen, seen
+    # the host is another client: it is kept on one endpoint too (maybe another one)
+    assert len(answers(host, None, ip, 80, 15)) == 1
+
+
+def test_nodeport_answers_on_the_hosts_address_from_the_lan(app: Host) -> None:
+    host = app
+    host.add_internet()
+    host.add_neighbour("peer", "203.0.113.3")
+    web_servers(host)
+    apply(host, WEB.replace("type: ClusterIP", "type: NodePort").replace("targetPort: 8080", "targetPort: 8080\n      nodePort: 30080"))
+    seen = answers(host, None, "203.0.113.2", 30080, 30, netns="peer")
+    assert set(seen) == {"web1", "web2", "web3"}, seen
+    # the client keeps its address (every endpoint is local: nothing to masquerade)
+    out = host.run([PY, "-S", "-c", MANY.replace(".split()[0]", ""), "203.0.113.2", "30080", "tcp", "1"], netns="peer").stdout
+    assert out.split()[1] == "203.0.113.3", out
+    # an external IP the LAN routes to this host
+    apply(host, WEB.replace("  type: ClusterIP\n", "  type: ClusterIP\n  externalIPs: [192.0.2.10]\n").replace("name: web\n", "name: web-ext\n", 1))
+    host.run(["ip", "route", "add", "192.0.2.10", "via", "203.0.113.2"], netns="peer")
+    assert set(answers(host, None, "192.0.2.10", 80, 15, netns="peer")) == {"web1", "web2", "web3"}
+    svc = json.loads(host.podnet("service", "inspect", "web").stdout)[0]
+    udp_port = next(p["nodePort"] for p in svc["spec"]["ports"] if p["protocol"] == "UDP")
+    assert 30000 <= udp_port <= 32767
+    assert set(answers(host, None, "203.0.113.2", udp_port, 15, udp=True, netns="peer")) <= {"web1", "web2", "web3"}
+
+
+def test_hairpin_an_endpoint_reaches_its_own_service(app: Host) -> None:
+    host = app
+    web_servers(host, ("web1",))
+    apply(host, WEB)
+    seen = answers(host, "web1", vip(host, "web"), 80, 5)
+    assert seen == Counter({"web1": 5}), seen
+
+
+def test_no_endpoints_refuses_at_once(app: Host) -> None:
+    host = app
+    apply(host, WEB)
+    ip = vip(host, "web")
+    for where in ("client", None):
+        out = run_in(host, where, CONNECT, ip, "80") if where else host.run([PY, "-S", "-c", CONNECT, ip, "80"]).stdout
+        verdict, seconds = out.split()[:2]
+        assert verdict == "refused" and float(seconds) < 0.2, out
+    udp = answers(host, "client", ip, 53, 1, udp=True)
+    assert udp == Counter({"FAIL": 1})
+    assert "ConnectionRefusedError" in run_in(host, "client", MANY, ip, "53", "udp", "1")
+
+
+def test_udp_stream_moves_within_a_second_when_its_endpoint_goes(app: Host) -> None:
+    host = app
+    web_servers(host, ("web1", "web2"))
+    apply(host, WEB)
+    ip = vip(host, "web")
+    stream = host.popen([sys.executable, "-m", "podnet", "exec", "client", "--", PY, "-S", "-c", STREAM, ip, "53", "8"],
+                        stdout=subprocess.PIPE)
+    try:
+        # the endpoint the stream's one conntrack flow goes to: the reply direction's source
+        deadline = time.time() + 20
+        while not (flow := host.run(["conntrack", "-L", "-p", "udp", "--orig-dst", ip]).stdout.split()) \
+                and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        replying = [t[4:] for t in flow if t.startswith("src=")][1]
+        first = {address(host, n, "app"): n for n in ("web1", "web2")}[replying]
+        removed_at = time.time()
+        host.podnet("rm", "-f", first)
+        done_at = time.time()
+        text, _ = stream.communicate(timeout=30)
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+    lines = [line.split() for line in text.splitlines()]
+    before = [who for t, who in lines if float(t) < removed_at]
+    after = [(float(t), who) for t, who in lines if float(t) >= done_at]
+    assert before and set(before[-5:]) == {first}, before[-10:]
+    other = "web2" if first == "web1" else "web1"
+    moved = next(t for t, who in after if who == other)
+    assert moved - done_at < 1.0, (moved - done_at, after[:30])
+    assert all(who == other for t, who in after if t > moved), after
+
+
+def test_named_target_port_resolves_through_a_label(app: Host) -> None:
+    host = app
+    host.podnet("run", "-d", "--name", "named", "--hostname", "named", "--network", "app", "--label", "app=api",
+                "--label", "port.podnet.io/http=8080", "--", PY, "-S", "-c", SERVE_TCP, "8080")
+    serve(host, "unnamed", "app", 8080, extra=("--label", "app=api"))  # no port label: not an endpoint of port http
+    host.podnet("service", "create", "api", "--selector", "app=api", "--port", "http=80:http/tcp")
+    assert set(answers(host, "client", vip(host, "api"), 80, 15)) == {"named"}
+    listed = host.podnet("service", "ls").stdout.splitlines()
+    assert listed[0].split()[:3] == ["NAME", "TYPE", "CLUSTER-IP"] and listed[1].split()[0] == "api", listed
+    assert json.loads(host.podnet("service", "ls", "--json").stdout)[0]["metadata"]["name"] == "api"
+    assert host.podnet("service", "rm", "api").stdout.strip() == "api"
+
+
+def test_apply_real_manifests_then_delete_leaves_nothing(app: Host) -> None:
+    host = app
+    web_servers(host)
+    manifest = WEB + """---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-headless
+  labels: {app: web}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-public
+  namespace: default
+spec:
+  type: NodePort
+  externalTrafficPolicy: Cluster   # accepted, meaningless on one host
+  externalIPs: [198.51.100.10]
+  ipFamilyPolicy: PreferDualStack
+  selector:
+    app: web
+  ports:
+  - port: 8000
+    targetPort: 8080
+"""
+    out = apply(host, manifest).stdout.splitlines()
+    assert out == ["service/web created", "service/web-headless created", "service/web-public created"]
+    assert apply(host, manifest).stdout.splitlines()[0] == "service/web unchanged"
+    docs = {d["metadata"]["name"]: d for d in json.loads(host.podnet("service", "ls", "--json").stdout)}
+    assert docs["web-headless"]["spec"]["clusterIP"] == "None"
+    assert len(docs["web-headless"]["status"]["endpoints"]) == 3
+    public = docs["web-public"]["spec"]
+    assert len(public["clusterIPs"]) == 2 and public["clusterIPs"][1].startswith("fd00:96::"), public
+    deleted = host.podnet("delete", "-f", "/tmp/manifest.yaml").stdout.splitlines()
+    assert deleted == ['service "web" deleted', 'service "web-headless" deleted', 'service "web-public" deleted']
+    tables = host.run(["nft", "list", "tables"]).stdout
+    assert "podnet-services" not in tables
+    assert "pnsvc0" not in host.run(["ip", "-o", "link"]).stdout
+    for name in ("client", "web1", "web2", "web3"):
+        host.podnet("rm", "-f", name)
+    host.podnet("network", "rm", "app")
+    assert leftovers(host) == {"links": [], "netns": [], "nft_elements": []}
+    assert not host.podnet("reconcile", "--json").stdout.count("services/")
+
+
+BAD = {
+    "not yaml": ("apiVersion: v1\nkind: Service\nmetadata: {name: [x\n", "not valid YAML"),
+    "bad name": ("apiVersion: v1\nkind: Service\nmetadata: {name: Web_1}\nspec: {ports: [{port: 80}]}\n", "metadata.name"),
+    "typo": ("apiVersion: v1\nkind: Service\nmetadata: {name: w}\nspec:\n  selectr: {app: w}\n", "spec.selectr: unknown field; did you mean selector?"),
+    "port": ("apiVersion: v1\nkind: Service\nmetadata: {name: w}\nspec: {ports: [{port: 70000}]}\n", "spec.ports[0].port"),
+    "kind": ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: w}\n", "apiVersion"),
+    "nodeport": ("apiVersion: v1\nkind: Service\nmetadata: {name: w}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 80}]}\n",
+                 "spec.ports[0].nodePort"),
+    "clusterip": ("apiVersion: v1\nkind: Service\nmetadata: {name: w}\nspec: {clusterIP: 10.1.2.3, ports: [{port: 80}]}\n",
+                  "spec.clusterIP"),
+}
+
+
+def test_bad_manifests_say_one_line_and_change_nothing(app: Host) -> None:
+    host = app
+    good = "apiVersion: v1\nkind: Service\nmetadata: {name: fine}\nspec: {ports: [{port: 80}]}\n---\n"
+    for label, (text, needle) in BAD.items():
+        out = apply(host, good + text, check=False)
+        assert out.returncode != 0, label
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr, (label, out.stderr)
+        assert out.stdout == ""
+    assert host.podnet("service", "ls").stdout.splitlines()[1:] == [], "a refused file changes nothing"
+    assert "podnet-services" not in host.run(["nft", "list", "tables"]).stdout
+    bad_flag = host.podnet("service", "create", "x", "--port", "eighty", check=False)
+    assert bad_flag.returncode == 2 and "--port" in bad_flag.stderr and len(bad_flag.stderr.splitlines()) == 1

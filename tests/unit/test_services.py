@@ -1,0 +1,139 @@
+"""Services without root: manifest validation, endpoint selection, the nft JSON builder,
+conntrack parsing. The kernel side is in tests/integration/test_services.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from podnet.api.services import load_manifests, parse_all
+from podnet.errors import InvalidArgument
+from podnet.model.service import Service, from_manifest
+from podnet.services import conntrack, controller, ruleset
+from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of, mark_base
+
+
+def manifest(**spec: object) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}], **spec}}
+
+
+def test_manifest_defaults_and_fields() -> None:
+    s = from_manifest(manifest(selector={"app": "web"}, sessionAffinity="ClientIP",
+                               sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}}))
+    assert (s.namespace, s.type, s.families, s.affinity_timeout) == ("default", "ClusterIP", [4], 60)
+    assert s.ports[0].target_port == 80 and s.ports[0].protocol == "TCP"
+    assert from_manifest(manifest(ipFamilyPolicy="PreferDualStack")).families == [4, 6]
+    assert from_manifest(manifest(clusterIP="None")).headless
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"type": "LoadBalancer"}, "spec.type"),
+    ({"ports": [{"port": 80, "protocol": "SCTP"}]}, "spec.ports[0].protocol"),
+    ({"ports": [{"port": 80}, {"port": 81}]}, "spec.ports[0].name"),
+    ({"ports": [{"port": 80, "nodePort": 30000}]}, "spec.ports[0].nodePort"),
+    ({"clusterIP": "10.96.0.300"}, "spec.clusterIPs[0]"),
+    ({"selctor": {}}, "spec.selctor"),
+    ({"selector": {"app": "a b"}}, "spec.selector.app"),
+])
+def test_manifest_errors_name_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        from_manifest(manifest(**spec))
+    assert err.value.message.startswith(field + ":"), err.value.message
+
+
+def test_multi_document_yaml_and_errors() -> None:
+    docs = load_manifests("---\n" + json.dumps(manifest()) + "\n---\n\n---\n" + json.dumps(manifest()).replace("web", "api"))
+    assert [s.name for s in parse_all(docs)] == ["web", "api"]
+    with pytest.raises(InvalidArgument, match="line 2 is not valid YAML"):
+        load_manifests("a: 1\nb: : c\n")
+    with pytest.raises(InvalidArgument, match="given twice"):
+        parse_all([manifest(), manifest()])
+
+
+def svc(**kw: object) -> Service:
+    base = dict(id="x", name="web", selector={"app": "web"}, ports=[{"port": 80, "target_port": "http", "name": "http"}],
+                cluster_ips=["10.96.0.1"], slot=3)
+    base.update(kw)
+    return Service(**base)  # type: ignore[arg-type]
+
+
+def test_selection_and_named_ports() -> None:
+    m = controller.Member("a", "a", "default", {"app": "web", "port.podnet.io/http": "8080"}, ("10.1.0.2",))
+    assert controller.selects(svc(), m)
+    assert not controller.selects(svc(selector={}), m), "no selector selects nothing"
+    assert not controller.selects(svc(namespace="prod"), m)
+    ep = controller.EndpointAddress("a", "a", ("10.1.0.2",), controller.named_ports(m.labels))
+    no_label = controller.EndpointAddress("b", "b", ("10.1.0.3",), {})
+    [port] = controller.service_ports(svc(), [ep, no_label])
+    assert port.backends == (Backend("10.1.0.2", 8080),), "a sandbox without the port label is not an endpoint"
+    assert port.group == group_of(3, 0, 4) and port.frontends == (Frontend("10.96.0.1", 80),)
+    assert controller.service_ports(svc(cluster_ips=[], headless=True), [ep]) == []
+
+
+def port(n: int, **kw: object) -> ServicePort:
+    base = dict(service="default/web", name="", group=group_of(1, 0, 4), family=4, protocol="tcp",
+                frontends=(Frontend("10.96.0.1", 80), Frontend(None, 30080)),
+                backends=tuple(Backend(f"10.1.0.{i + 2}", 8080) for i in range(n)))
+    base.update(kw)
+    return ServicePort(**base)  # type: ignore[arg-type]
+
+
+def elements(cmds: list[dict], verb: str = "add") -> dict[str, list]:
+    out: dict[str, list] = {}
+    for c in cmds:
+        if verb in c and "element" in c[verb]:
+            out.setdefault(c[verb]["element"]["name"], []).extend(c[verb]["element"]["elem"])
+    return out
+
+
+def test_full_sync_is_elements_not_rules_per_service() -> None:
+    many = ProxyState(tuple(port(3, group=group_of(i, 0, 4), frontends=(Frontend(f"10.96.{i // 250}.{i % 250 + 1}", 80),))
+                            for i in range(500)), ("10.1.0.0/24",), ("10.96.0.0/16",))
+    cmds, shared = ruleset.full_commands(many, ruleset.Existing())
+    rules = [c for c in cmds if "add" in c and "rule" in c["add"]]
+    assert len(rules) < 60, "the rule count does not grow with the number of Services"
+    els = elements(cmds)
+    assert len(els["service-ips4"]) == 500 and len(els["backend-addrs4"]) == 1500 and len(els["backend-ports"]) == 500
+    assert shared.picks == {3} and shared.backends == 3
+    assert all(r["add"]["rule"].get("comment") for r in rules), "every rule says why"
+
+
+def test_no_endpoints_go_to_the_reject_sets() -> None:
+    cmds, _ = ruleset.full_commands(ProxyState((port(0),)), ruleset.Existing())
+    els = elements(cmds)
+    assert els["no-endpoints4"] == [{"concat": ["10.96.0.1", "tcp", 80]}]
+    assert els["no-endpoint-nodeports4"] == [{"concat": ["tcp", 30080]}]
+    assert "service-ips4" not in els
+
+
+def test_affinity_takes_per_backend_chains_and_sets() -> None:
+    objs = ruleset.port_objects(port(2, affinity_timeout=600))
+    assert len(objs.chains) == 3 and len(objs.affinity_sets) == 2 and set(objs.affinity_sets.values()) == {600}
+    text = json.dumps(objs.rules)
+    assert '"op": "update"' in text and "numgen" in text
+
+
+def test_delta_touches_only_the_changed_service() -> None:
+    old, new = [port(3)], [port(2)]
+    shared = ruleset.Shared({3}, 3)
+    cmds = ruleset.delta_commands(old, new, shared)
+    deleted = elements(cmds, "delete")
+    assert deleted["backend-addrs4"] == [mark_base(old[0].group) | i for i in range(3)]
+    added = elements(cmds)
+    assert [e[0] for e in added["backend-addrs4"]] == [mark_base(new[0].group) | i for i in range(2)]
+    assert shared.picks == {2, 3}
+    assert all("flush" not in c or c["flush"].get("chain", {}).get("name", "").startswith("svc-") for c in cmds)
+    assert len(json.dumps(cmds)) < 6000
+
+
+def test_conntrack_lines_and_stale_flows() -> None:
+    line = ("udp      17 29 src=10.40.0.2 dst=10.96.0.1 sport=41000 dport=53 src=10.40.0.3 dst=10.40.0.2 "
+            "sport=5353 dport=41000 mark=0 use=1")
+    flow = conntrack.parse(line, 4)
+    assert flow == conntrack.Flow(4, "10.40.0.2", "10.96.0.1", 41000, 53, "10.40.0.3", 5353)
+    fronts = {Frontend("10.96.0.1", 53)}
+    assert conntrack.stale([flow], [(fronts, {("10.40.0.3", 5353)})]) == []
+    assert conntrack.stale([flow], [(fronts, {("10.40.0.4", 5353)})]) == [flow]
+    assert conntrack.stale([flow], [({Frontend(None, 53)}, set())]) == [flow], "a NodePort matches any local address"
+    assert conntrack.parse("garbage", 4) is None
