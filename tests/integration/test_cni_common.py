@@ -42,6 +42,9 @@ def mount(*args):
     subprocess.run(["mount", *args], check=True)
 covered = set()
 for path in sys.argv[1:]:
+    if path.startswith("/run/"):  # the Host's /run is a private tmpfs already
+        os.makedirs(path, exist_ok=True)
+        continue
     if os.path.isdir(path):
         mount("-t", "tmpfs", "-o", "mode=755", "tmpfs", path)
         continue
