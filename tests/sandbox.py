@@ -60,7 +60,10 @@ class Host:
             self.proc.kill()
             raise RuntimeError("the sandbox holder did not start (needs root and unshare)")
         self.pid = self.proc.pid
-        self.mnt_ns = os.stat(f"/proc/{self.pid}/ns/mnt").st_ino
+        # Hold the mount namespace open until close() is done: once freed, the kernel hands its
+        # inode number to the next new namespace, and the kill loop would match strangers.
+        self._mnt_fd = os.open(f"/proc/{self.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        self.mnt_ns = os.fstat(self._mnt_fd).st_ino
         self.run(["hostname", name])
 
     # --- running things on this host -------------------------------------------------
@@ -160,6 +163,7 @@ class Host:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        os.close(self._mnt_fd)
         for root in CGROUP_ROOTS:
             parent = Path(root) / self.cgroup_parent
             if parent.is_dir():

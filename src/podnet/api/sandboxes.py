@@ -157,9 +157,10 @@ def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
                 raise
             sandbox, endpoints = create(ctx, req, sandbox_id)
         try:
+            # No setup_network here: attach makes a missing bridge, and checking an existing
+            # one's addresses dumps every address of the host (it grew with each sandbox);
+            # reconcile is where a bridge's configuration is repaired.
             nets = realize.networks_by_id(ctx)
-            for net in {nets[e.network].id: nets[e.network] for e in endpoints}.values():
-                driver_for(net.driver).setup_network(net)
             etc_dir = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
             if sandbox.network_mode == "netns":
                 realize.attach_all(ctx, sandbox, endpoints, nets)

@@ -32,20 +32,19 @@ def _path(name: str) -> Path:
     return config.paths().netns_dir / check_name("network namespace name", name)
 
 
-def _mounts() -> list[tuple[str, str]]:
-    """(mount point, fstype) of every mount in this mount namespace, innermost last."""
-    out = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            left, _, right = line.partition(b" - ")
-            point = left.split()[4].decode("unicode_escape")
-            out.append((point, right.split()[0].decode()))
-    return out
+def _nsfs_device() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
 
 
 def _is_nsfs_mount(path: Path) -> bool:
-    target = os.path.join(os.path.realpath(path.parent), path.name)
-    return any(p == target and t == "nsfs" for p, t in _mounts())
+    """A namespace bind mount is a file on nsfs: one stat, not a scan of every mount.
+
+    (Reading /proc/self/mountinfo grew with every sandbox: 3.7 ms per create at 500.)
+    """
+    try:
+        return os.stat(path).st_dev == _nsfs_device()
+    except OSError:
+        return False
 
 
 def _prepare_dir(directory: Path) -> None:
