@@ -102,11 +102,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from podnet.api import sandboxes
 
     req = sandboxes.RunRequest(**fields)
+    sandbox = sandboxes.start(ctx, req, foreground=not args.detach)
+    if args.root is None and sandbox.network_mode == "netns" and not {"none"} & set(args.network):
+        from podnet.agent.client import running
+
+        if not running():
+            print("podnet: note: no agent is running, so names do not resolve inside this sandbox; "
+                  "start it with `podnet agent`", file=sys.stderr)
     if args.detach:
-        sandbox = sandboxes.start(ctx, req)
         print(sandbox.id)
         return 0
-    sandbox = sandboxes.start(ctx, req, foreground=True)
     return sandboxes.wait(ctx, sandbox)
 
 

@@ -1,12 +1,27 @@
 """pydantic models of what a user asked for: the desired state the store holds.
 
-Read-only commands (ps, network ls) render the stored JSON directly and never import
-this package: pydantic costs ~80 ms at start-up, which a command meant to feel instant
-cannot pay (measured on this project's machine).
+The models load on first use (PEP 562): building them costs ~0.2 s of start-up, which
+commands that only parse flags (`podnet run -d` handing over to the agent) or read the
+store (ps, network ls, exec) must not pay.
 """
 
-from podnet.model.network import Network, SubnetConfig
-from podnet.model.sandbox import Attachment, PortMapping, Sandbox
-from podnet.model.endpoint import Endpoint
+from __future__ import annotations
 
-__all__ = ["Attachment", "Endpoint", "Network", "PortMapping", "Sandbox", "SubnetConfig"]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "Network": "network", "SubnetConfig": "network",
+    "Attachment": "sandbox", "PortMapping": "sandbox", "Sandbox": "sandbox",
+    "Endpoint": "endpoint",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'podnet.model' has no attribute {name!r}")
+    value = getattr(import_module(f"podnet.model.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
