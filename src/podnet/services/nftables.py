@@ -56,7 +56,10 @@ class NftablesProxier:
             self._remember(state)
             return
         self._route(state)
-        existing = list_existing() or ruleset.Existing()
+        if self.applied:  # what our last transaction made: no listing (2 s at 10,000 Services)
+            existing = ruleset.existing_after([p for ports in self.applied.values() for p in ports], self.shared)
+        else:
+            existing = list_existing() or ruleset.Existing()
         cmds, shared = ruleset.full_commands(state, existing)
         try:
             nft.apply(cmds)

@@ -145,7 +145,13 @@ def backend_id(address: str, port: int) -> str:
 
 def needs_chains(port: ServicePort) -> bool:
     """Affinity, or backends that disagree on the target port, take the per-backend chains."""
-    return bool(port.backends) and (port.affinity_timeout is not None or len({b.port for b in port.backends}) > 1)
+    backends = port.backends
+    if not backends:
+        return False
+    if port.affinity_timeout is not None:
+        return True
+    first = backends[0].port
+    return any(b.port != first for b in backends)
 
 
 # ---- the fixed part ---------------------------------------------------------------------
@@ -266,31 +272,38 @@ class PortObjects:
 def _frontend_key(port: ServicePort, address: str | None, number: int) -> Any:
     if address is None:
         return _concat(port.protocol, number)
-    return _concat(str(ipaddress.ip_address(address)), port.protocol, number)
+    return _concat(address, port.protocol, number)
 
 
-def port_objects(port: ServicePort) -> PortObjects:
-    out = PortObjects()
+def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjects:
+    """What one port puts in the table, added to `out` (a new one by default).
+
+    Addresses are taken as given: the controller hands canonical strings (from IPAM and
+    validated manifests); parsing 110,000 of them again would cost more than the sync.
+    This is the full sync's inner loop at 10,000 Services: plain list appends."""
+    out = out if out is not None else PortObjects()
+    elements = out.elements
     f = port.family
     base = mark_base(port.group)
+    backends = port.backends
+    per_backend = needs_chains(port)
+    if backends:
+        target = _goto(f"svc-{port.group}" if per_backend else pick_chain(len(backends)))
     for front in port.frontends:
         key = _frontend_key(port, front.address, front.port)
-        if not port.backends:
+        if not backends:
             out.add(f"no-endpoints{f}" if front.address is not None else f"no-endpoint-nodeports{f}", key)
-            continue
-        target = f"svc-{port.group}" if needs_chains(port) else pick_chain(len(port.backends))
-        if front.address is not None:
-            out.add(f"service-marks{f}", [key, base])
-            out.add(f"service-ips{f}", [key, _goto(target)])
+        elif front.address is not None:
+            elements.setdefault(f"service-marks{f}", []).append([key, base])
+            elements.setdefault(f"service-ips{f}", []).append([key, target])
         else:
-            out.add(f"nodeport-marks{f}", [key, base])
-            out.add(f"nodeports{f}", [key, _goto(target)])
-    if not port.backends:
+            elements.setdefault(f"nodeport-marks{f}", []).append([key, base])
+            elements.setdefault(f"nodeports{f}", []).append([key, target])
+    if not backends:
         return out
-    if not needs_chains(port):
-        for i, backend in enumerate(port.backends):
-            out.add(f"backend-addrs{f}", [base | i, str(ipaddress.ip_address(backend.address))])
-        out.add("backend-ports", [base, port.backends[0].port])
+    if not per_backend:
+        elements.setdefault(f"backend-addrs{f}", []).extend([base | i, b.address] for i, b in enumerate(backends))
+        elements.setdefault("backend-ports", []).append([base, backends[0].port])
         return out
     # kube-proxy's shape for the few Services that need per-backend state
     svc = f"svc-{port.group}"
@@ -308,8 +321,7 @@ def port_objects(port: ServicePort) -> PortObjects:
             out.rules.append(rule_command(svc, [_match(_addr(f, "saddr"), f"@{aff}"), _goto(sticky)],
                                           f"{port.label}: a client seen lately keeps its backend"))
             exprs.append({"set": {"op": "update", "elem": _addr(f, "saddr"), "set": f"@{aff}"}})
-        exprs += [_match(_L4PROTO, port.protocol),
-                  _dnat_to(f, str(ipaddress.ip_address(backend.address)), backend.port)]
+        exprs += [_match(_L4PROTO, port.protocol), _dnat_to(f, backend.address, backend.port)]
         out.rules.append(rule_command(sticky, exprs, f"{port.label} -> {backend.address} port {backend.port}"))
     choice = [[i, _goto(s)] for i, s in enumerate(stickies)]
     out.rules.append(rule_command(svc, [{"vmap": {"key": {"numgen": {"mode": "random", "mod": len(stickies), "offset": 0}},
@@ -351,10 +363,18 @@ def local_client_elements(state: ProxyState) -> dict[str, list[Any]]:
 
 @dataclass(frozen=True)
 class Existing:
-    """Names of what the table holds now (from a terse listing), for a full sync to clear."""
+    """Names of what the table holds now, for a full sync to clear: from a terse listing,
+    or from what a proxier's last transaction made (`existing_after`)."""
 
     chains: frozenset[str] = frozenset()
     sets: frozenset[str] = frozenset()
+
+
+def existing_after(ports: list[ServicePort], shared: "Shared") -> Existing:
+    """What the table holds after a transaction made `ports` with `shared` chains."""
+    objects = merge([port_objects(p) for p in ports if needs_chains(p)])
+    chains = set(FIXED_CHAINS) | {pick_chain(n) for n in shared.picks} | {backend_chain(i) for i in range(shared.backends)}
+    return Existing(frozenset(chains | set(objects.chains)), frozenset(set(SETS) | set(objects.affinity_sets)))
 
 
 def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command], Shared]:
@@ -365,7 +385,9 @@ def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command],
     longer wanted are deleted; affinity sets that stay keep their clients (an `add` of an
     existing set is a no-op).
     """
-    objects = merge([port_objects(p) for p in state.ports])
+    objects = PortObjects()
+    for p in state.ports:
+        port_objects(p, objects)
     shared = Shared()
     shared_chains, shared_rules = shared_for(list(state.ports), shared)
     wanted_chains = set(FIXED_CHAINS) | {c["add"]["chain"]["name"] for c in shared_chains} | set(objects.chains)
