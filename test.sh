@@ -13,4 +13,5 @@ if [ ! -x "$python" ]; then
   exit 1
 fi
 [ $# -gt 0 ] || set -- tests
-exec unshare --net --mount --propagation private -- "$python" -m pytest -q -p no:cacheprovider "$@"
+# Inside the private namespace only loopback exists (some unit tests talk over it); bring it up.
+exec unshare --net --mount --propagation private -- sh -c 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$@"' "$python" "$@"

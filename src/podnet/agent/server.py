@@ -26,6 +26,7 @@ _STATUS_OF = {"invalid": 400, "not-found": 404, "conflict": 409, "permission": 4
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # runtimes call the CNI entry in bursts (50 ADDs at once)
 
 
 class ApiServer:

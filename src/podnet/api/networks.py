@@ -128,7 +128,8 @@ def create(
         require_privilege()
         drv.validate(net)
     host_routes: list[Any] = []
-    if driver == "bridge" and (not any(c.version == 4 for c in configs) or (net.ipv6 and not any(c.version == 6 for c in configs))):
+    picks_subnet = driver in ("bridge", "routed")
+    if picks_subnet and (not any(c.version == 4 for c in configs) or (net.ipv6 and not any(c.version == 6 for c in configs))):
         from podnet.dataplane import netlink
 
         host_routes = netlink.route_destinations()
@@ -144,7 +145,7 @@ def create(
                         f"subnet {cfg.subnet} overlaps {other} of network {other_name!r}",
                         "choose another --subnet, or leave it out to get a free one",
                     )
-        if driver == "bridge":
+        if picks_subnet:
             avoid = [t for t, _ in taken] + host_routes
             if not any(c.version == 4 for c in configs):
                 configs.insert(0, SubnetConfig(subnet=str(pools.pick_free(4, avoid + [c.network for c in configs]))))
@@ -226,7 +227,8 @@ def remove(ctx: Context, ref: str) -> Network:
     net = find(ctx, ref)
     if net.default and net.name in PREDEFINED:
         raise Conflict(f"network {net.name!r} is predefined and cannot be removed", "")
-    users = sandboxes_on(ctx, net)
+    users = sandboxes_on(ctx, net) + [{"name": f"pod {doc['sandbox'][:12]}"} for doc in endpoints_on(ctx, net)
+                                      if not ctx.store.get(keys.sandbox(doc["sandbox"]))]
     if users:
         names = ", ".join(u["name"] for u in users[:5])
         raise Conflict(
