@@ -227,7 +227,7 @@ def add(ctx: Context, req: PodRequest, ipam_add: Any = None) -> dict[str, Any]:
             driver = driver_for(net.driver)
             driver.attach(net, ep, Path(req.netns), default_route=True)
             _add_routes(req.netns, ep, [r for r in routes if not _is_default(r["dst"])])
-            result = _result(net, ep, req.netns, routes, dns)
+            result = _result(net, ep, req.netns, routes, dns or _embedded_dns(net, req.args))
             with ctx.store.transaction() as txn:
                 doc["state"], doc["result"] = "ready", result
                 txn.put(keys.pod(req.container_id, req.ifname), doc)
@@ -272,6 +272,16 @@ def _mac(name: str) -> str | None:
         return netlink.host().link("get", ifname=name)[0].get_attr("IFLA_ADDRESS")
     except netlink._netlink_error():  # noqa: SLF001 - gone meanwhile: the result just has no MAC for it
         return None
+
+
+def _embedded_dns(net: Network, args: dict[str, str]) -> dict[str, Any]:
+    """The network's own DNS for the result, when the agent serves it (the runtime writes it
+    into the pod's resolv.conf); empty otherwise, and the config's "dns" applies."""
+    from podnet.agent.client import running
+    from podnet.dns.resolvconf import for_network
+
+    conf = for_network(net, namespace=args.get("K8S_POD_NAMESPACE") or "default") if running() else None
+    return {"nameservers": conf.nameservers, "search": conf.search, "options": conf.options} if conf else {}
 
 
 def _result(net: Network, ep: Endpoint, netns: str, routes: list[dict[str, Any]], dns: dict[str, Any]) -> dict[str, Any]:
