@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -17,13 +18,18 @@ pytestmark = pytest.mark.privileged
 
 
 def start_agent(host: Host) -> subprocess.Popen[str]:
-    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    """The agent with its log in a file (`proc.log`): a pipe nobody reads would stall it once full."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=log, stdout=subprocess.DEVNULL)
+    proc.log = log  # type: ignore[attr-defined]
     for _ in range(100):
         if host.podnet("agent", "status", check=False).returncode == 0:
             return proc
         time.sleep(0.05)
     proc.kill()
-    raise AssertionError(f"the agent did not come up: {proc.communicate()[0]}")
+    proc.wait()
+    log.seek(0)
+    raise AssertionError(f"the agent did not come up: {log.read()}")
 
 
 def test_agent_status_single_instance_and_clean_stop(host: Host) -> None:
@@ -34,8 +40,9 @@ def test_agent_status_single_instance_and_clean_stop(host: Host) -> None:
     second = host.podnet("agent", check=False)
     assert second.returncode != 0 and "already running" in second.stderr and len(second.stderr.splitlines()) == 1
     agent.send_signal(signal.SIGTERM)
-    _, err = agent.communicate(timeout=10)
-    assert agent.returncode == 0 and "stopped" in err
+    agent.wait(timeout=10)
+    agent.log.seek(0)  # type: ignore[attr-defined]
+    assert agent.returncode == 0 and "stopped" in agent.log.read()  # type: ignore[attr-defined]
     assert host.run(["test", "-e", "/run/podnet/agent.sock"], check=False).returncode != 0, "socket removed"
     assert host.podnet("agent", "status", check=False).returncode == 1
 

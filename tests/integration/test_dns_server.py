@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import sys
 import time
 from collections.abc import Iterator
@@ -37,11 +38,16 @@ GAI = ("import socket,sys,time\nt=time.monotonic()\ntry:\n ips=sorted({a[4][0] f
 
 
 def wait_ready(proc: subprocess.Popen[str]) -> None:
+    """Wait for "ready", then keep draining the server's pipes: a full pipe nobody reads would
+    block the server on its next log line, and it would stop answering mid-test."""
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line.strip() != "ready":
         proc.kill()
         raise AssertionError(f"the DNS server did not start: {line!r} {proc.communicate()[1]}")
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            threading.Thread(target=lambda p=pipe: [None for _ in p], daemon=True).start()
 
 
 @pytest.fixture(scope="module")

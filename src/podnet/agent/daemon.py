@@ -72,20 +72,22 @@ class Agent:
     def run(self) -> int:
         require_privilege()
         self._take_lock()
+        # From the first moment: a SIGTERM during start-up is a clean stop, not a kill.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
         log(f"starting (podnet {__version__}, pid {os.getpid()}, state {self.paths.root})")
         api = ApiServer(self.paths.run / "agent.sock", self.routes())
         api.start()
         log(f"API on {api.path}")
-        self.sync(full=True)
-        self._point_sandboxes_at_dns()
         self.loop = asyncio.new_event_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self.stopping.set)
         watcher = threading.Thread(target=self._watch, name="sync", daemon=True)
         try:
-            self.loop.run_until_complete(self._start_dns())
-            watcher.start()
-            self.loop.run_until_complete(self._wait_for_stop())
+            self.sync(full=True)
+            self._point_sandboxes_at_dns()
+            if not self.stopping.is_set():
+                self.loop.run_until_complete(self._start_dns())
+                watcher.start()
+                self.loop.run_until_complete(self._wait_for_stop())
         finally:
             self.stopping.set()
             api.stop()
