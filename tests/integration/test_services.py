@@ -2,9 +2,7 @@
 follow sandboxes, affinity, NodePort from the LAN, hairpin, refusal without endpoints,
 UDP flows that move when their endpoint goes, manifests, and nothing left behind.
 
-Each endpoint sandbox answers with its hostname, so a test counts who answered. Label
-changes on a running sandbox are not tested: podnet has no command that changes a
-sandbox's labels yet; endpoints following start, stop and rm is what is tested.
+Each endpoint sandbox answers with its hostname, so a test counts who answered.
 """
 
 from __future__ import annotations
@@ -313,3 +311,17 @@ def test_bad_manifests_say_one_line_and_change_nothing(app: Host) -> None:
     assert "podnet-services" not in host.run(["nft", "list", "tables"]).stdout
     bad_flag = host.podnet("service", "create", "x", "--port", "eighty", check=False)
     assert bad_flag.returncode == 2 and "--port" in bad_flag.stderr and len(bad_flag.stderr.splitlines()) == 1
+
+
+def test_endpoints_follow_label_changes(app: Host) -> None:
+    host = app
+    web_servers(host)
+    apply(host, WEB)
+    ip = vip(host, "web")
+    host.podnet("label", "web2", "app-")
+    host.podnet("label", "web3", "app=other", "tier=front")
+    assert set(answers(host, "client", ip, 80, 20)) == {"web1"}, "only the sandbox still labelled app=web answers"
+    host.podnet("label", "web2", "app=web")
+    assert set(answers(host, "client", ip, 80, 30)) == {"web1", "web2"}
+    bad = host.podnet("label", "web2", "bad key!=x", check=False)
+    assert bad.returncode != 0 and len(bad.stderr.splitlines()) == 1 and "invalid label" in bad.stderr

@@ -178,6 +178,33 @@ def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
     return sandbox
 
 
+def relabel(ctx: Context, ref: str, changes: list[str]) -> dict[str, str]:
+    """`podnet label NAME k=v k2-`: set or remove labels, as `kubectl label` does.
+
+    Services select by label, so their endpoints follow at once.
+    """
+    from podnet.model.common import LABEL_KEY_RE, parse_labels
+
+    if not changes:
+        raise InvalidArgument("no label change given", "write key=value to set a label, key- to remove one")
+    removals = [c[:-1] for c in changes if c.endswith("-") and "=" not in c]
+    for key in removals:
+        if not LABEL_KEY_RE.match(key):
+            raise InvalidArgument(f"invalid label {key!r}", "write key=value to set a label, key- to remove one")
+    sets = parse_labels([c for c in changes if not (c.endswith("-") and "=" not in c)])
+    sandbox = find(ctx, ref)
+    with ctx.store.transaction() as txn:
+        doc = txn.get(keys.sandbox(sandbox.id))
+        if doc is None:
+            raise NotFound(f"no such sandbox: {ref}", "list sandboxes with `podnet ps -a`")
+        labels = {k: v for k, v in doc.get("labels", {}).items() if k not in removals}
+        labels.update(sets)
+        doc["labels"] = labels
+        txn.put(keys.sandbox(sandbox.id), doc)
+    services_follow(ctx)
+    return labels
+
+
 def services_follow(ctx: Context) -> None:
     """Services select sandboxes by label: their endpoints follow a sandbox that starts,
     stops or goes. The agent does the same on every store change; this keeps a host

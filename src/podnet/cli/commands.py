@@ -227,6 +227,14 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from podnet.api import sandboxes
+
+    labels = sandboxes.relabel(_ctx(args), args.name, args.changes)
+    print(" ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    return 0
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from podnet.api.reconcile import reconcile
 
