@@ -137,3 +137,18 @@ def test_nothing_left_after_rm_and_network_rm(internet_host: Host) -> None:
     left = leftovers(host)
     assert left == {"links": [], "netns": [], "nft_elements": []}, left
     assert json.loads(host.podnet("ps", "-a", "--json").stdout) == []
+
+
+def test_the_gateway_mac_does_not_change_when_sandboxes_join(host: Host) -> None:
+    """A bridge left to itself takes its lowest port MAC: each new sandbox could move the
+    gateway's MAC and blackhole everyone's traffic to it until ARP catches up."""
+    host.podnet("network", "create", "app")
+    bridge = json.loads(host.podnet("network", "inspect", "app").stdout)[0]["Interface"]
+
+    def mac() -> str:
+        return json.loads(host.run(["ip", "-j", "link", "show", bridge]).stdout)[0]["address"]
+
+    before = mac()
+    for i in range(6):
+        host.podnet("run", "-d", "--name", f"s{i}", "--network", "app", "--", "sleep", "infinity")
+        assert mac() == before

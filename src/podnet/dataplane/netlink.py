@@ -85,14 +85,22 @@ def link_attrs(name: str, ipr: Any | None = None) -> dict[str, Any] | None:
     return attrs
 
 
-def ensure_bridge(name: str, mtu: int | None, addresses: list[str], alias: str) -> int:
-    """The bridge exists, is up, carries the gateway addresses and nothing else of ours."""
+def ensure_bridge(name: str, mtu: int | None, addresses: list[str], alias: str, mac: str | None = None) -> int:
+    """The bridge exists, is up, carries the gateway addresses and nothing else of ours.
+
+    A bridge without a MAC of its own takes the lowest of its ports' MACs, so it changes
+    whenever a sandbox with a lower one joins: every sandbox's ARP entry for the gateway
+    goes stale and its packets to the gateway (DNS, NAT) are lost for seconds. Giving the
+    bridge a fixed MAC (as Docker does) stops that.
+    """
     ipr = host()
     NetlinkError = _netlink_error()
     index = link_index(name)
     if index is None:
         try:
             kwargs: dict[str, Any] = {"ifname": name, "kind": "bridge"}
+            if mac:
+                kwargs["address"] = mac
             if mtu:
                 kwargs["mtu"] = mtu
             ipr.link("add", **kwargs)

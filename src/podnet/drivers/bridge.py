@@ -18,6 +18,13 @@ def bridge_name(net: Network) -> str:
     return net.interface or f"{LINK_PREFIX}br-{net.id[:8]}"
 
 
+def bridge_mac(net: Network) -> str:
+    """A fixed, locally administered MAC derived from the network's id (stable across restarts)."""
+    octets = bytearray(bytes.fromhex(net.id[:12]))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
+
+
 def host_veth_name(ep: Endpoint) -> str:
     return ep.host_ifname or f"{LINK_PREFIX}ve{ep.id[:10]}"
 
@@ -41,7 +48,7 @@ class BridgeDriver:
             f"{s.gateway}/{ipaddress.ip_network(s.subnet).prefixlen}" for s in net.subnets if s.gateway
         ]
         name = bridge_name(net)
-        netlink.ensure_bridge(name, net.mtu, gateways, f"{LINK_ALIAS_PREFIX}net:{net.id}")
+        netlink.ensure_bridge(name, net.mtu, gateways, f"{LINK_ALIAS_PREFIX}net:{net.id}", bridge_mac(net))
         if not net.internal:
             sysctl.set_value("net.ipv4.ip_forward", "1")
             if any(s.version == 6 for s in net.subnets):
