@@ -22,6 +22,11 @@ NFT_TABLE = "podnet"
 LINK_ALIAS_PREFIX = "podnet:"
 
 
+def veth_name(endpoint_id: str) -> str:
+    """The host side of an endpoint's veth: 14 characters, within the kernel's 15."""
+    return f"{LINK_PREFIX}ve{endpoint_id[:10]}"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path

@@ -52,6 +52,8 @@ class Agent:
         self.dns: Any = None
         self.dns_addresses: list[str] = []
         self._lock_fd: int | None = None
+        self._running: list[str] = []
+        self._running_rev = -1
 
     # --- lifecycle ------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -135,12 +137,16 @@ class Agent:
         self.errors = (self.errors + [line])[-20:]
 
     def _ended_sandboxes(self, ctx: Context) -> list[str]:
-        """Running sandboxes whose command has ended: one stat() each, cheap enough every tick."""
-        ended = []
-        for _, doc in ctx.store.list(keys.SANDBOXES):
-            if doc["state"] == "running" and (self.paths.sandbox_state_dir(doc["id"]) / "exit.json").exists():
-                ended.append(doc["id"])
-        return ended
+        """Running sandboxes whose command has ended: one stat() each per tick.
+
+        Which sandboxes run is read from the store only when its revision moved, not on
+        every tick (parsing every sandbox's document 20 times a second grew with the host).
+        """
+        rev = ctx.store.revision()
+        if rev != self._running_rev:
+            self._running = [doc["id"] for _, doc in ctx.store.list(keys.SANDBOXES) if doc["state"] == "running"]
+            self._running_rev = rev
+        return [i for i in self._running if (self.paths.sandbox_state_dir(i) / "exit.json").exists()]
 
     def sync(self, full: bool = False, ctx: Context | None = None) -> None:
         """Make the host follow the store: everything here is idempotent."""

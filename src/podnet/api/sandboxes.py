@@ -208,9 +208,13 @@ def relabel(ctx: Context, ref: str, changes: list[str]) -> dict[str, str]:
 def services_follow(ctx: Context) -> None:
     """Services select sandboxes by label: their endpoints follow a sandbox that starts,
     stops or goes. The agent does the same on every store change; this keeps a host
-    without an agent right. Cheap when the host has no Service (no nft call)."""
+    without an agent right. Cheap when the host has no Service (no nft call). With an agent
+    running (this includes calls made inside the agent) its sync loop does it: not twice."""
+    from podnet.agent.client import running
     from podnet.services import controller
 
+    if running():
+        return
     controller.sync(ctx.store)
 
 

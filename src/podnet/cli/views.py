@@ -9,6 +9,7 @@ from typing import Any
 
 from podnet.api import keys
 from podnet.api.context import Context
+from podnet.config import veth_name
 
 
 def sandbox_status(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +53,8 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
                 "NetworkId": att["network"],
                 "EndpointId": (ep := by_network.get(att["network"], {})).get("id"),
                 "Interface": ep.get("ifname"),
-                "HostInterface": ep.get("host_ifname") or (f"pnve{ep['id'][:10]}" if ep and nets.get(att["network"], {}).get("driver") == "bridge" else None),
+                "HostInterface": ep.get("host_ifname") or (
+                    veth_name(ep["id"]) if ep and nets.get(att["network"], {}).get("driver") in ("bridge", "routed") else None),
                 "MacAddress": ep.get("mac"),
                 "Addresses": ep.get("addresses", []),
                 "Gateways": ep.get("gateways", []),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from podnet.config import LINK_ALIAS_PREFIX, LINK_PREFIX
+from podnet.config import LINK_ALIAS_PREFIX, LINK_PREFIX, veth_name
 from podnet.dataplane import netlink, sysctl
 from podnet.model import Endpoint, Network
 
@@ -26,7 +26,7 @@ def bridge_mac(net: Network) -> str:
 
 
 def host_veth_name(ep: Endpoint) -> str:
-    return ep.host_ifname or f"{LINK_PREFIX}ve{ep.id[:10]}"
+    return ep.host_ifname or veth_name(ep.id)
 
 
 class BridgeDriver:

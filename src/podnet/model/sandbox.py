@@ -22,12 +22,6 @@ class PortMapping(BaseModel):
         count = (self.host_port_end or self.host_port) - self.host_port + 1
         return [(self.host_port + i, self.container_port + i) for i in range(count)]
 
-    def text(self) -> str:
-        host = f"{self.host_ip}:" if self.host_ip else ""
-        hp = f"{self.host_port}-{self.host_port_end}" if self.host_port_end else str(self.host_port)
-        cp = f"{self.container_port}-{self.container_port_end}" if self.container_port_end else str(self.container_port)
-        return f"{host}{hp}->{cp}/{self.protocol}"
-
 
 class Attachment(BaseModel):
     """A sandbox's membership of one network, with what the user asked of it."""
