@@ -34,6 +34,9 @@ def podnet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["run", "-p", "99999:80", "--", "true"], "invalid port"),
     (["run", "--memory", "lots", "--", "true"], "invalid size"),
     (["inspect", "nope"], "no such sandbox"),
+    (["run", "--ip", "999.1.1.1", "--", "true"], "not an IPv4 address"),
+    (["run", "--ip6", "10.0.0.1", "--", "true"], "not an IPv6 address"),
+    (["network"], "give a network command"),
 ])
 def test_one_line_and_nonzero(tmp_path: Path, args: list[str], needle: str) -> None:
     result = podnet(tmp_path, *args)

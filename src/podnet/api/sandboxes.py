@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,15 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     hostname = check_hostname(req.hostname) if req.hostname else None
     if req.pids_limit is not None and req.pids_limit < 1:
         raise InvalidArgument(f"invalid --pids-limit {req.pids_limit}", "give a positive number")
+    for flag, text, version in (("--ip", req.ip, 4), ("--ip6", req.ip6, 6)):
+        if text is not None:
+            try:
+                ok = ipaddress.ip_address(text).version == version
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidArgument(f"invalid {flag} {text!r}: not an IPv{version} address",
+                                      "write it like 10.89.0.5" if version == 4 else "write it like fd00::5")
     require_privilege()
     nets = _resolve_networks(ctx, req.networks)
     mode = "host" if nets[0].driver == "host" else "netns"

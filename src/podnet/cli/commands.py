@@ -77,7 +77,8 @@ def cmd_network(args: argparse.Namespace) -> int:
         for name in networks.prune(ctx):
             print(f"Deleted network {name}")
     else:
-        print("usage: podnet network {create,ls,inspect,rm,prune}", file=sys.stderr)
+        print("podnet: give a network command: create, ls, inspect, rm or prune; see `podnet network --help`",
+              file=sys.stderr)
         return 2
     return 0
 
