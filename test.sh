@@ -13,5 +13,7 @@ if [ ! -x "$python" ]; then
   exit 1
 fi
 [ $# -gt 0 ] || set -- tests
+# Test the tree this script is in (a git worktree too), not whatever the venv was installed from.
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 # Inside the private namespace only loopback exists (some unit tests talk over it); bring it up.
 exec unshare --net --mount --propagation private -- sh -c 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$@"' "$python" "$@"
