@@ -56,7 +56,7 @@ PHASE_ORDER = [
     "  ensure_bridge > netlink.ensure_addresses",
     "attach_all",
     "  attach_all > netns.create",
-    "  netns.create > _is_nsfs_mount (parses /proc/self/mountinfo)",
+    "  netns.create > is_live (one stat of the nsfs file)",
     "  netns.create > _bind_new_netns (fork, unshare, bind mount)",
     "  attach_all > netlink.create_veth_into",
     "  attach_all > netlink.configure_inside",
@@ -170,13 +170,13 @@ def driver_inprocess(count: int, profile: str | None) -> None:
     timed(realize, "networks_by_id", "networks_by_id")
     timed(BridgeDriver, "setup_network", "setup_network")
     timed(realize, "attach_all", "attach_all")
-    from podnet.dataplane import netlink as _nl
+    from podnet.dataplane import netlink as _nl, netns as _kernel_netns
     from podnet.runtime import netns as _netns
 
     timed(_nl, "ensure_bridge", "  setup_network > netlink.ensure_bridge")
     timed(_netns, "create", "  attach_all > netns.create")
-    timed(_netns, "_is_nsfs_mount", "  netns.create > _is_nsfs_mount (parses /proc/self/mountinfo)")
-    timed(_netns, "_bind_new_netns", "  netns.create > _bind_new_netns (fork, unshare, bind mount)")
+    timed(_kernel_netns, "is_live", "  netns.create > is_live (one stat of the nsfs file)")
+    timed(_kernel_netns, "_bind_new_netns", "  netns.create > _bind_new_netns (fork, unshare, bind mount)")
     timed(_nl, "create_veth_into", "  attach_all > netlink.create_veth_into")
     timed(_nl, "configure_inside", "  attach_all > netlink.configure_inside")
     inner_addresses, inner_in_netns = _nl.ensure_addresses, _nl.in_netns
@@ -265,8 +265,7 @@ def _min_ms(fn: object, repeat: int = 15) -> float:
 
 def growth_probes() -> dict[str, float]:
     """Operations suspected to cost more with every sandbox, each alone: min of 15 runs (load-robust)."""
-    from podnet.dataplane import netlink
-    from podnet.runtime import netns, process
+    from podnet.dataplane import netlink, syscalls
 
     ipr = netlink.host()
     bridge = next(link["index"] for link in ipr.get_links() if (link.get_attr("IFLA_IFNAME") or "").startswith("pnbr-"))
@@ -275,7 +274,7 @@ def growth_probes() -> dict[str, float]:
         pid = os.fork()
         if pid == 0:
             try:
-                process.unshare(process.CLONE_NEWNS)
+                syscalls.unshare(syscalls.CLONE_NEWNS)
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)

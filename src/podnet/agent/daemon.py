@@ -21,10 +21,14 @@ from typing import Any
 
 from podnet import __version__
 from podnet.agent.server import ApiServer
-from podnet.api import keys
+from podnet.api import context
 from podnet.api.context import Context, open_context, require_privilege
+from podnet.cni import delegate
 from podnet.config import Paths
+from podnet.dns import resolvconf
 from podnet.errors import Conflict, PodnetError
+from podnet.services import controller
+from podnet.store import keys
 
 TICK = 0.05  # how often the store and the sandboxes are looked at: names follow within 100 ms
 # The full pass (GC of links, namespaces, cgroups) is insurance against what the event
@@ -74,6 +78,9 @@ class Agent:
     def run(self) -> int:
         require_privilege()
         self._take_lock()
+        # Every api call in this process (CNI, run, reconcile, the sync loop) is served by this agent.
+        context.announce(context.Served(dns=resolvconf, agent_follows_services=True, services=controller,
+                                        ipam_plugin=delegate.run))
         # From the first moment: a SIGTERM during start-up is a clean stop, not a kill.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
@@ -170,10 +177,6 @@ class Agent:
         self.syncs += 1
 
     def _sync_services(self, ctx: Context) -> None:
-        try:
-            from podnet.services import controller
-        except ModuleNotFoundError:
-            return
         controller.sync(ctx.store)
 
     def _point_sandboxes_at_dns(self) -> None:
@@ -204,9 +207,11 @@ class Agent:
     def _sync_dns(self, ctx: Context) -> None:
         if self.dns is None or self.loop is None:
             return
-        from podnet.dns import agent_glue
+        from podnet.dns.records import index_from_store
+        from podnet.runtime.etcfiles import host_nameservers
 
-        index, addresses, upstreams = agent_glue.build(ctx)
+        index = index_from_store(ctx.store, list(controller.dns_records(ctx.store)))
+        addresses, upstreams = index.listen_addresses, host_nameservers()
         self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)
         if addresses != self.dns_addresses:
             future = asyncio.run_coroutine_threadsafe(self.dns.reconfigure(addresses), self.loop)

@@ -1,10 +1,19 @@
-"""What every api call works with: the store and the host's paths."""
+"""What every api call works with: the store, the host's paths, and what the layers above do.
+
+api/ sits below the agent and the front doors (dns/, services/, cni/) and never imports
+them. What it must know of them is told to it once per process, by the layer that runs it
+(`announce`): the agent says it serves DNS and follows Services; the CLI, on its first
+question, asks the agent and says what it heard, and hands over the Services controller
+so that a host without an agent keeps its Services right.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from podnet.config import Paths, paths
 from podnet.errors import PermissionDenied
@@ -36,10 +45,63 @@ def require_privilege() -> None:
         )
 
 
+class ResolverChoice(Protocol):
+    """A sandbox's or pod's resolv.conf when the agent's DNS serves it (podnet.dns.resolvconf):
+    an object with nameservers, search and options, or None where the DNS cannot serve."""
+
+    def for_sandbox(self, sandbox: Any, networks: Mapping[str, Any], host_search: Sequence[str] = (),
+                    namespace: str | None = None) -> Any: ...
+
+    def for_network(self, network: Any, namespace: str = "default", host_search: Sequence[str] = ()) -> Any: ...
+
+
+class ServicesSync(Protocol):
+    """Makes the kernel's Services follow the store (podnet.services.controller)."""
+
+    def sync(self, store: Store) -> Any: ...
+
+    def full_sync(self, store: Store) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """What runs above api/ in this process or on this host."""
+
+    dns: ResolverChoice | None = None  # the agent's DNS answers on each network: point sandboxes at it
+    agent_follows_services: bool = False  # the agent syncs Services on every store change: do not twice
+    services: ServicesSync | None = None  # how this process syncs Services itself (None: it cannot)
+    # Runs a CNI IPAM plugin (plugin, verb, env, config) -> its answer (podnet.cni.delegate.run):
+    # a pod's delegated addresses are released through it, by DEL, GC and reconcile alike.
+    ipam_plugin: Callable[[str, str, dict[str, str], dict[str, Any]], Any] | None = None
+
+
+NOTHING = Served()
+_served: Served | Callable[[], Served] = NOTHING
+
+
+def announce(served: Served | Callable[[], Served]) -> None:
+    """Say, once per process, what runs above api/; a callable is asked on first need only
+    (the CLI's question to the agent costs a round trip that `podnet ps` must not pay)."""
+    global _served
+    _served = served
+
+
+def served() -> Served:
+    global _served
+    if callable(_served):
+        _served = _served()
+    return _served
+
+
 @dataclass
 class Context:
     paths: Paths
     _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def served(self) -> Served:
+        """What the layers above do (see `announce`)."""
+        return served()
 
     @property
     def store(self) -> Store:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from podnet.api import keys
 from podnet.api.context import Context
 from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.store import keys
 from podnet.util import locks
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from podnet.api import keys
 from podnet.errors import InvalidArgument, NotFound
+from podnet.store import keys
 
 
 def sandbox_doc(store: Any, ref: str) -> dict[str, Any]:

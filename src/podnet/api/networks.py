@@ -6,13 +6,13 @@ import ipaddress
 import time
 from typing import Any
 
-from podnet.api import keys
 from podnet.api.context import Context, require_privilege
 from podnet.drivers import DRIVER_NAMES, driver_for
 from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
 from podnet.ipam import pools
 from podnet.model import Network, SubnetConfig
 from podnet.model.common import check_name
+from podnet.store import keys
 from podnet.util.ids import new_id
 
 DEFAULT_NETWORK = "podnet"

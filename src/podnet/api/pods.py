@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.api import keys, networks
+from podnet.api import networks
 from podnet.api.context import Context, require_privilege
 from podnet.drivers import driver_for
-from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
+from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError, Unsupported
 from podnet.ipam import allocator
 from podnet.model import Endpoint, Network
+from podnet.store import keys
 from podnet.util import locks
 from podnet.util.ids import new_id, random_mac
 
@@ -227,7 +228,7 @@ def add(ctx: Context, req: PodRequest, ipam_add: Any = None) -> dict[str, Any]:
             driver = driver_for(net.driver)
             driver.attach(net, ep, Path(req.netns), default_route=True)
             _add_routes(req.netns, ep, [r for r in routes if not _is_default(r["dst"])])
-            result = _result(net, ep, req.netns, routes, dns or _embedded_dns(net, req.args))
+            result = _result(net, ep, req.netns, routes, dns or _embedded_dns(ctx, net, req.args))
             with ctx.store.transaction() as txn:
                 doc["state"], doc["result"] = "ready", result
                 txn.put(keys.pod(req.container_id, req.ifname), doc)
@@ -274,13 +275,11 @@ def _mac(name: str) -> str | None:
         return None
 
 
-def _embedded_dns(net: Network, args: dict[str, str]) -> dict[str, Any]:
+def _embedded_dns(ctx: Context, net: Network, args: dict[str, str]) -> dict[str, Any]:
     """The network's own DNS for the result, when the agent serves it (the runtime writes it
     into the pod's resolv.conf); empty otherwise, and the config's "dns" applies."""
-    from podnet.agent.client import running
-    from podnet.dns.resolvconf import for_network
-
-    conf = for_network(net, namespace=args.get("K8S_POD_NAMESPACE") or "default") if running() else None
+    dns = ctx.served.dns
+    conf = dns.for_network(net, namespace=args.get("K8S_POD_NAMESPACE") or "default") if dns else None
     return {"nameservers": conf.nameservers, "search": conf.search, "options": conf.options} if conf else {}
 
 
@@ -322,7 +321,7 @@ def _destroy(ctx: Context, doc: dict[str, Any]) -> None:
         if not driver.has_host_side and alive:
             _delete_inside(doc["netns"], ep)
     if doc.get("ipam") not in (None, "podnet"):
-        _release_delegated(doc)
+        _release_delegated(ctx, doc)
     with ctx.store.transaction() as txn:
         for ep in endpoints:
             for ip in ep.ips:
@@ -345,14 +344,16 @@ def _delete_inside(netns: str, ep: Endpoint) -> None:
             netlink.delete_link(ep.ifname, ipr)
 
 
-def _release_delegated(doc: dict[str, Any]) -> None:
-    from podnet.cni import delegate
-
+def _release_delegated(ctx: Context, doc: dict[str, Any]) -> None:
+    run = ctx.served.ipam_plugin
+    if run is None:  # the record stays: the agent, the CLI and the CNI entry can run the plugin
+        raise Unsupported(f"cannot run the IPAM plugin {doc['ipam']!r} from here",
+                          "release the pod with a CNI DEL or `podnet reconcile`")
     env = dict(doc.get("ipam_env") or {})
     env.update(CNI_CONTAINERID=doc["container_id"], CNI_IFNAME=doc["ifname"])
     env["CNI_NETNS"] = doc["netns"] if netns_alive(doc) else ""
     conf = {k: v for k, v in (doc.get("ipam_conf") or {}).items() if k != "prevResult"}
-    delegate.run(doc["ipam"], "DEL", env, conf)
+    run(doc["ipam"], "DEL", env, conf)
 
 
 def delete(ctx: Context, container_id: str, ifname: str) -> bool:

@@ -11,11 +11,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from podnet.api import keys
 from podnet.api.context import Context
 from podnet.drivers import driver_for
 from podnet.errors import PodnetError
 from podnet.model import Endpoint, Network, Sandbox
+from podnet.runtime.etcfiles import host_nameservers, host_search
+from podnet.store import keys
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
@@ -81,36 +82,11 @@ def resolver_for(ctx: Context, sandbox: Sandbox) -> tuple[list[str], list[str], 
 
     The sandbox's own --dns servers are not lost: the embedded DNS forwards to them.
     """
-    from podnet.agent.client import running
-    from podnet.dns.resolvconf import for_sandbox
-
-    if running():
-        conf = for_sandbox(sandbox, networks_by_id(ctx), host_search(), namespace=sandbox.namespace)
+    if (dns := ctx.served.dns) is not None:
+        conf = dns.for_sandbox(sandbox, networks_by_id(ctx), host_search(), namespace=sandbox.namespace)
         if conf is not None:
             return conf.nameservers, conf.search, conf.options
     return sandbox.dns or host_nameservers(), host_search(), []
-
-
-def _resolv_lines(prefix: str) -> list[str]:
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        return []
-    return [line.split()[1:] for line in text.splitlines() if line.startswith(prefix)]  # type: ignore[misc]
-
-
-def host_nameservers() -> list[str]:
-    """The host's resolvers, less loopback ones a sandbox cannot reach (systemd-resolved's 127.0.0.53)."""
-    out = []
-    for fields in _resolv_lines("nameserver"):
-        if fields and not fields[0].startswith("127.") and fields[0] != "::1":
-            out.append(fields[0])
-    return out
-
-
-def host_search() -> list[str]:
-    lines = _resolv_lines("search")
-    return list(lines[-1]) if lines else []
 
 
 def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = False) -> Any:

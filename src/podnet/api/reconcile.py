@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from podnet.api import firewall_sync, keys, realize, sandboxes
+from podnet.api import firewall_sync, realize, sandboxes
 from podnet.api.context import Context, require_privilege
 from podnet.config import LINK_ALIAS_PREFIX, NETNS_PREFIX
 from podnet.drivers import driver_for
 from podnet.errors import PodnetError
 from podnet.model import Sandbox
+from podnet.store import keys
 from podnet.util import locks
 
 
@@ -52,9 +53,8 @@ def reconcile(ctx: Context) -> Report:
         except PodnetError as exc:
             report.errors.append(exc.line())
         try:
-            from podnet.services import controller
-
-            controller.full_sync(ctx.store)
+            if (services := ctx.served.services) is not None:
+                services.full_sync(ctx.store)
         except PodnetError as exc:
             report.errors.append(f"services: {exc.line()}")
     return report

@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.api import keys, networks, ports as portspec, realize
+from podnet.api import networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
 from podnet.drivers import driver_for
 from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning, PodnetError
 from podnet.ipam import allocator
 from podnet.model import Attachment, Endpoint, Network, PortMapping, Sandbox
 from podnet.model.common import check_name
+from podnet.store import keys
 from podnet.store.base import Txn
 from podnet.util import locks
 from podnet.util.ids import new_id, random_mac, random_name
@@ -220,12 +221,10 @@ def services_follow(ctx: Context) -> None:
     stops or goes. The agent does the same on every store change; this keeps a host
     without an agent right. Cheap when the host has no Service (no nft call). With an agent
     running (this includes calls made inside the agent) its sync loop does it: not twice."""
-    from podnet.agent.client import running
-    from podnet.services import controller
-
-    if running():
+    served = ctx.served
+    if served.agent_follows_services or served.services is None:
         return
-    controller.sync(ctx.store)
+    served.services.sync(ctx.store)
 
 
 def _publish(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:

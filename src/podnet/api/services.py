@@ -4,7 +4,8 @@ Every change is validated completely first (all documents of a file), then recor
 ONE store transaction that also allocates what the Services get (virtual IPs through the
 IPAM allocator, a slot numbering their nft groups, NodePorts), so a refused request, or a
 conflict met half way through a file, changes nothing. Then the proxier is synced
-in-process (`podnet.services.controller.sync`), which the agent also does on every change.
+in-process by the Services controller the caller announced (`ctx.served.services`, that is
+`podnet.services.controller`), which the agent also does on every change.
 """
 
 from __future__ import annotations
@@ -14,31 +15,14 @@ import time
 import zlib
 from typing import Any
 
-from podnet.api import keys
 from podnet.api.context import Context, require_privilege
 from podnet.errors import Conflict, InvalidArgument, NotFound
 from podnet.ipam import allocator
 from podnet.model.network import SubnetConfig
-from podnet.model.service import NODEPORT_RANGE, Service, ServiceSpec, from_manifest
-from podnet.services.proxy import MAX_SLOTS
+from podnet.model.service import MAX_SERVICES, NODEPORT_RANGE, Service, ServiceSpec, from_manifest, service_cidrs
+from podnet.store import keys
 from podnet.store.base import Txn
 from podnet.util.ids import new_id
-
-
-def service_cidrs() -> tuple[str, ...]:
-    """The service CIDRs in force: PODNET_SERVICE_CIDRS (comma separated) or the defaults."""
-    import os
-
-    from podnet.model.service import DEFAULT_SERVICE_CIDRS
-
-    text = os.environ.get("PODNET_SERVICE_CIDRS")
-    cidrs = tuple(c.strip() for c in text.split(",") if c.strip()) if text else DEFAULT_SERVICE_CIDRS
-    for c in cidrs:
-        try:
-            ipaddress.ip_network(c)
-        except ValueError:
-            raise InvalidArgument(f"PODNET_SERVICE_CIDRS: {c!r} is not a CIDR", "write it like 10.96.0.0/16") from None
-    return cidrs
 
 
 def _cidr_for(family: int) -> SubnetConfig | None:
@@ -95,12 +79,12 @@ def parse_all(docs: list[Any], source: str = "-") -> list[ServiceSpec]:
 def _claim_slot(txn: Txn, service_id: str) -> int:
     cursor = txn.get("service-slots-cursor")
     start = cursor + 1 if isinstance(cursor, int) else 0
-    for step in range(MAX_SLOTS):
-        slot = (start + step) % MAX_SLOTS
+    for step in range(MAX_SERVICES):
+        slot = (start + step) % MAX_SERVICES
         if txn.create(keys.service_slot(slot), service_id):
             txn.put("service-slots-cursor", slot)
             return slot
-    raise Conflict(f"no free Service slot: podnet handles up to {MAX_SLOTS} Services on a host", "remove unused Services")
+    raise Conflict(f"no free Service slot: podnet handles up to {MAX_SERVICES} Services on a host", "remove unused Services")
 
 
 def _cluster_ips(txn: Txn, spec: ServiceSpec, old: Service | None, service_id: str) -> list[str]:
@@ -194,9 +178,8 @@ def _forget(txn: Txn, service: Service) -> None:
 
 
 def _sync(ctx: Context) -> None:
-    from podnet.services import controller
-
-    controller.sync(ctx.store)
+    if (services := ctx.served.services) is not None:
+        services.sync(ctx.store)
 
 
 def apply(ctx: Context, specs: list[ServiceSpec]) -> list[tuple[Service, str]]:

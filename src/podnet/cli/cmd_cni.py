@@ -125,9 +125,9 @@ def install(args: argparse.Namespace) -> int:
 
 def list_pods(args: argparse.Namespace) -> int:
     """Attachments from the store's JSON (no pydantic, so it stays fast)."""
-    from podnet.api import keys
     from podnet.api.context import open_context
     from podnet.cli.render import table
+    from podnet.store import keys
 
     ctx = open_context(args.root)
     pods = [doc for _, doc in ctx.store.list(keys.PODS)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from podnet.api import keys
 from podnet.api.context import Context, open_context
 from podnet.cli import render, views
 from podnet.cli.main import _command, _kv, _size
+from podnet.store import keys
 
 
 def _privileged() -> bool:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from podnet.api import context
 from podnet.errors import InvalidArgument, PodnetError
 
 
@@ -146,7 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _served_here() -> context.Served:
+    """What runs above api/ for this command: asked on the api's first need only, so read
+    commands never pay for the question (nor for importing the Services controller)."""
+    from podnet.agent import client
+    from podnet.cni import delegate
+    from podnet.dns import resolvconf
+    from podnet.services import controller
+
+    agent = client.running()
+    return context.Served(dns=resolvconf if agent else None, agent_follows_services=agent, services=controller,
+                          ipam_plugin=delegate.run)
+
+
 def main(argv: list[str] | None = None) -> int:
+    context.announce(_served_here)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.cmd:

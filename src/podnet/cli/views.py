@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from podnet.api import keys
 from podnet.api.context import Context
 from podnet.config import veth_name
+from podnet.store import keys
 
 
 def sandbox_status(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:

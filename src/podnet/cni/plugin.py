@@ -237,6 +237,10 @@ VERBS: dict[str, Callable[[Env, NetConf], Any]] = {
 
 def main() -> int:
     """One call in this process: the fallback when no agent runs, and `python -m podnet.cni`."""
+    from podnet.api.context import Served, announce
+    from podnet.cni import delegate
+
+    announce(Served(ipam_plugin=delegate.run))  # no agent answered: no DNS to point at, no Services here
     env = {k: v for k, v in os.environ.items() if k.startswith("CNI_")}
     try:
         stdin = sys.stdin.buffer.read()

@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from podnet.dataplane import netns
 from podnet.errors import KernelError, PermissionDenied, Unsupported
 
 IFA_F_NODAD = 0x02  # a new address is usable at once; podnet hands out unique addresses itself
@@ -46,8 +47,6 @@ def in_netns(path: Path | str) -> Iterator[Any]:
     The socket is opened while this thread visits the namespace (setns there and back),
     which costs ~10 ms against ~45 ms for pyroute2's netns= option, which forks a helper.
     """
-    from podnet.runtime import netns
-
     with netns.enter(path):
         ipr = _iproute_cls()()
     try:

@@ -6,6 +6,5 @@
     upstream.py    forwarding with per-query sockets, dead-upstream memory, bounded time
     service.py     DnsService: what the agent starts, updates and reconfigures
     resolvconf.py  a sandbox's resolv.conf when the agent serves DNS
-    agent_glue.py  build(ctx): index, listen addresses and host upstreams from the store
     wire.py        the DNS wire format pieces used here
 """

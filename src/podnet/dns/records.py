@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from podnet.api import keys
+from podnet.store import keys
 
 CLUSTER_DOMAIN = "cluster.local"
 Addrs = tuple[tuple[str, ...], tuple[str, ...]]  # (IPv4 addresses, IPv6 addresses), as strings

@@ -14,13 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from podnet.dns.records import RecordIndex
 from podnet.dns.server import Core, TcpListener, UdpListener
 from podnet.dns.upstream import Forwarder
-
-
-def host_upstreams() -> list[str]:
-    """The host's resolv.conf nameservers less loopback ones (unreachable from a sandbox's view)."""
-    from podnet.api.realize import host_nameservers
-
-    return host_nameservers()
+from podnet.runtime.etcfiles import host_nameservers
 
 
 class DnsService:
@@ -31,7 +25,7 @@ class DnsService:
         upstreams_provider: the host's resolvers, asked at start and on every `update` that
         does not pass them (default: /etc/resolv.conf less loopback addresses)."""
         self.records_provider = records_provider
-        self.upstreams_provider = upstreams_provider or host_upstreams
+        self.upstreams_provider = upstreams_provider or host_nameservers
         self.port = port
         self.reuse_port = reuse_port
         self.core = Core(RecordIndex(), (), forwarder)

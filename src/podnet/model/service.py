@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from typing import Any, Literal
 
@@ -29,6 +30,9 @@ NODEPORT_RANGE = (30000, 32767)
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP (3 hours)
 PORT_LABEL_PREFIX = "port.podnet.io/"
 MAX_PORTS = 16
+# A Service holds a slot (api/services claims one in the store) that numbers its nft groups:
+# the proxier has 2**20 mark groups, MAX_PORTS x 2 families per slot (services/proxy.py).
+MAX_SERVICES = (1 << 20) // (MAX_PORTS * 2)
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -45,6 +49,19 @@ KNOWN_SPEC = {"selector", "ports", "type", "clusterIP", "clusterIPs", "externalI
 KNOWN_METADATA = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
                   "creationTimestamp", "managedFields", "finalizers", "ownerReferences", "generateName"}
 KNOWN_PORT = {"name", "protocol", "port", "targetPort", "nodePort", "appProtocol"}
+
+
+def service_cidrs() -> tuple[str, ...]:
+    """The service CIDRs in force: PODNET_SERVICE_CIDRS (comma separated) or the defaults."""
+    text = os.environ.get("PODNET_SERVICE_CIDRS")
+    cidrs = tuple(c.strip() for c in text.split(",") if c.strip()) if text else DEFAULT_SERVICE_CIDRS
+    for c in cidrs:
+        try:
+            ipaddress.ip_network(c)
+        except ValueError:
+            raise InvalidArgument(f"PODNET_SERVICE_CIDRS: {c!r} is not a CIDR", "write it like 10.96.0.0/16") from None
+    return cidrs
+
 
 
 class ServicePortSpec(BaseModel):

@@ -87,6 +87,28 @@ def resolv_text(nameservers: Iterable[str] = (), search: Sequence[str] = (), opt
     return "".join(lines)
 
 
+def _resolv_lines(prefix: str) -> list[str]:
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return []
+    return [line.split()[1:] for line in text.splitlines() if line.startswith(prefix)]  # type: ignore[misc]
+
+
+def host_nameservers() -> list[str]:
+    """The host's resolvers, less loopback ones a sandbox cannot reach (systemd-resolved's 127.0.0.53)."""
+    out = []
+    for fields in _resolv_lines("nameserver"):
+        if fields and not fields[0].startswith("127.") and fields[0] != "::1":
+            out.append(fields[0])
+    return out
+
+
+def host_search() -> list[str]:
+    lines = _resolv_lines("search")
+    return list(lines[-1]) if lines else []
+
+
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace path by rename so a reader sees the old file or the new one, never half."""
     tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"

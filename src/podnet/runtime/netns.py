@@ -1,138 +1,39 @@
-"""Named network namespaces, laid out as iproute2 lays them out.
+"""Sandboxes' named network namespaces: their names, where they live, which are podnet's.
 
-A named netns is an nsfs bind mount on a file in the netns dir (default /run/netns),
-so `ip netns list/exec` see podnet's sandboxes and a netns outlives every process in
-it. The netns dir is made a shared mount point, like iproute2 does, so that a later
-umount here propagates into the private mount namespaces of sandboxes (which are
-rslave): without that, a sandbox's copy of the mount would keep a deleted netns alive.
-
-Creation unshares in a forked child and bind-mounts its /proc/self/ns/net: about a
-millisecond, where importing pyroute2 alone costs ~250 ms. The child, not the caller,
-changes namespace, so the caller can never be left in the wrong one.
-
-Kill-safety: killed during create(), at worst an empty file (no mount) is left in the
-netns dir; create() repairs it and delete() removes it. Every function is idempotent.
+The kernel side (unshare, bind mount, setns) is dataplane/netns; this module maps a
+sandbox's netns name to its file in the netns dir (PODNET_NETNS_DIR, default /run/netns,
+where `ip netns` looks) and refuses names that are not one path component.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from podnet import config
-from podnet.errors import KernelError, PermissionDenied
-from podnet.runtime import check_name, process
+from podnet.dataplane import netns as kernel
+from podnet.dataplane.netns import enter, join
+from podnet.runtime import check_name
+
+__all__ = ["create", "delete", "enter", "exists", "join", "list_names"]
 
 
 def _path(name: str) -> Path:
     return config.paths().netns_dir / check_name("network namespace name", name)
 
 
-def _nsfs_device() -> int:
-    return os.stat("/proc/self/ns/net").st_dev
-
-
-def _is_nsfs_mount(path: Path) -> bool:
-    """A namespace bind mount is a file on nsfs: one stat, not a scan of every mount.
-
-    (Reading /proc/self/mountinfo grew with every sandbox: 3.7 ms per create at 500.)
-    """
-    try:
-        return os.stat(path).st_dev == _nsfs_device()
-    except OSError:
-        return False
-
-
-def _prepare_dir(directory: Path) -> None:
-    """Make the netns dir exist and be a shared mount point, as `ip netns add` does."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    try:
-        process.mount(None, directory, None, process.MS_SHARED | process.MS_REC)
-        return
-    except OSError as e:
-        if e.errno != errno.EINVAL:  # EINVAL: not a mount point yet
-            raise
-    process.mount(directory, directory, None, process.MS_BIND | process.MS_REC)
-    process.mount(None, directory, None, process.MS_SHARED | process.MS_REC)
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialise create/delete so two racing creates cannot stack two mounts on one file."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _bind_new_netns(path: Path) -> None:
-    """In a forked child: unshare a fresh netns and bind it onto path."""
-    pid = os.fork()
-    if pid == 0:  # child: only async-signal-safe-ish work, then _exit
-        code = 0
-        try:
-            process.unshare(process.CLONE_NEWNET)
-            process.mount("/proc/self/ns/net", path, None, process.MS_BIND)
-        except OSError as e:
-            code = e.errno or 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise _kernel_error(f"could not create network namespace at {path}", code)
-
-
-def _kernel_error(what: str, err: int) -> Exception:
-    if err in (errno.EPERM, errno.EACCES):
-        return PermissionDenied(f"{what}: {os.strerror(err)}", "run podnet as root (CAP_SYS_ADMIN)")
-    return KernelError(f"{what}: {os.strerror(err)}")
-
-
 def create(name: str) -> Path:
     """Create the named netns (or repair a file left without its mount); return its path."""
-    path = _path(name)
-    try:
-        _prepare_dir(path.parent)
-        with _locked(path.parent):
-            if _is_nsfs_mount(path):
-                return path
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
-            os.close(fd)
-            _bind_new_netns(path)
-    except OSError as e:
-        raise _kernel_error(f"could not create network namespace {name}", e.errno or 0) from e
-    return path
+    return kernel.create(_path(name))
 
 
 def delete(name: str) -> None:
-    """Unmount and unlink the named netns; nothing there is fine.
-
-    The namespace itself dies once no process and no other mount holds it.
-    """
-    path = _path(name)
-    if not path.parent.is_dir():
-        return
-    with _locked(path.parent):
-        while True:  # unmount every stacked mount a crashed creator might have left
-            try:
-                process.umount(path, process.MNT_DETACH)
-            except OSError as e:
-                if e.errno in (errno.EINVAL, errno.ENOENT):
-                    break
-                raise _kernel_error(f"could not unmount network namespace {name}", e.errno or 0) from e
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    """Unmount and unlink the named netns; nothing there is fine."""
+    kernel.delete(_path(name))
 
 
 def exists(name: str) -> bool:
     """True only for a live netns: a leftover file without its mount does not count."""
-    return _is_nsfs_mount(_path(name))
+    return kernel.is_live(_path(name))
 
 
 def list_names(prefix: str = "") -> list[str]:
@@ -143,26 +44,3 @@ def list_names(prefix: str = "") -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(prefix) and not p.name.startswith("."))
-
-
-def join(path: str | os.PathLike[str]) -> None:
-    """Move the calling thread into the netns at path: for a forked child before exec."""
-    process.setns_path(path, process.CLONE_NEWNET)
-
-
-@contextlib.contextmanager
-def enter(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Run a block in the netns at path, then return the calling thread to where it was.
-
-    Only the calling thread moves (namespaces are per thread); sockets opened inside
-    stay in that netns after the block.
-    """
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        join(path)
-        try:
-            yield
-        finally:
-            process.setns(home, process.CLONE_NEWNET)
-    finally:
-        os.close(home)

@@ -1,78 +1,25 @@
-"""The kernel calls a sandbox process makes on itself, through libc.
+"""What a sandbox process is and sees: its identity (pid and start time) and its isolation.
 
-Python 3.11 has no os.setns/os.unshare and no mount(2) at all, and pyroute2 costs
-~250 ms to import; these thin ctypes wrappers cost nothing and are safe to call in a
-freshly forked child, which is where most of them run. Stdlib only: the detached
-supervisor imports this module and must start fast.
+Stdlib only: the detached supervisor imports this module and must start fast.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWNET = 0x40000000
-
-MS_RDONLY = 0x1
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MNT_DETACH = 0x2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-
-
-def _check(ret: int, what: str, path: object = None) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        if path is None:
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-        raise OSError(err, f"{what}: {os.strerror(err)}", str(path))
-
-
-def _b(value: str | os.PathLike[str] | None) -> bytes | None:
-    return None if value is None else os.fsencode(value)
-
-
-def mount(source: str | os.PathLike[str] | None, target: str | os.PathLike[str],
-          fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
-
-
-def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), "umount", target)
-
-
-def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
-
-
-def setns(fd: int, nstype: int) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
-
-
-def setns_path(path: str | os.PathLike[str], nstype: int) -> None:
-    """Join the namespace a /proc/PID/ns/* file or a bind-mounted netns file names."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns(fd, nstype)
-    finally:
-        os.close(fd)
-
-
-def sethostname(name: str) -> None:
-    raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+from podnet.dataplane.syscalls import (
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    MS_BIND,
+    MS_REC,
+    MS_SLAVE,
+    mount,
+    sethostname,
+    setns_path,
+    unshare,
+)
 
 
 def start_time(pid: int, zombie_ok: bool = False) -> int | None:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from podnet.dataplane import syscalls
 from podnet.errors import (
     Conflict,
     InvalidArgument,
@@ -334,7 +335,7 @@ def stop(sandbox_id: str, state_dir: Path, timeout: float = 10) -> None:
 
 def _ns_fds(pid: int) -> dict[int, int]:
     fds = {}
-    for name, flag in (("net", process.CLONE_NEWNET), ("uts", process.CLONE_NEWUTS), ("mnt", process.CLONE_NEWNS)):
+    for name, flag in (("net", syscalls.CLONE_NEWNET), ("uts", syscalls.CLONE_NEWUTS), ("mnt", syscalls.CLONE_NEWNS)):
         if os.stat(f"/proc/{pid}/ns/{name}").st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
             fds[flag] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
     return fds
@@ -370,7 +371,7 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
                 with open(path, "w") as f:
                     f.write("0")
             for flag, fd in fds.items():
-                process.setns(fd, flag)
+                syscalls.setns(fd, flag)
             os.chdir("/")
 
         full_env = spec.environment()

@@ -7,15 +7,3 @@ kernel facts a Service needs (stale UDP flows, a route for the service CIDR).
 
 Importing this package is cheap: nothing heavy is imported until a function runs.
 """
-
-from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import Any
-
-
-def dns_records(store: Any) -> Iterator[Any]:
-    """What the DNS server needs of every Service (`podnet.dns.records.ServiceRecord`)."""
-    from podnet.services import controller
-
-    return controller.dns_records(store)

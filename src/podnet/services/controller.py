@@ -27,9 +27,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from podnet.api import keys
-from podnet.model.service import PORT_LABEL_PREFIX, Service
+from podnet.model.service import PORT_LABEL_PREFIX, Service, service_cidrs
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of
+from podnet.store import keys
 from podnet.store.base import Store
 
 
@@ -147,8 +147,6 @@ def local_clients(store: Store) -> tuple[str, ...]:
 
 
 def proxy_state(store: Store) -> ProxyState:
-    from podnet.api.services import service_cidrs
-
     services, endpoints = desired(store)
     ports = [p for svc in services for p in service_ports(svc, endpoints[svc.key])]
     return ProxyState(tuple(ports), local_clients(store), service_cidrs())

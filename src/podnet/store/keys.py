@@ -1,4 +1,4 @@
-"""The store's key layout in one place."""
+"""The store's key layout in one place: every layer that reads or writes documents names them here."""
 
 from __future__ import annotations
 
