@@ -57,6 +57,12 @@ class NotRunning(PodnetError):
     code = "not-running"
 
 
+class Busy(PodnetError):
+    """The store's write lock stayed taken longer than the caller would wait: try again later."""
+
+    code = "busy"
+
+
 class KernelError(PodnetError):
     """The kernel refused an operation podnet expected to work: not the user's input."""
 

@@ -27,7 +27,7 @@ from typing import Any
 from podnet.api import networks
 from podnet.api.context import Context, require_privilege
 from podnet.drivers import driver_for
-from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError, Unsupported
+from podnet.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from podnet.ipam import allocator
 from podnet.model import Endpoint, Network
 from podnet.store import keys
@@ -76,8 +76,12 @@ def _nsfs_dev() -> int:
     return os.stat("/proc/self/ns/net").st_dev
 
 
-def netns_identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of a live network namespace at path; None when there is none there."""
+_NS_GET_NSTYPE = 0xB703  # ioctl: the kind of namespace an nsfs file is (linux/nsfs.h)
+_CLONE_NEWNET = 0x40000000
+
+
+def _nsfs_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a namespace file at path (any kind); None when there is none."""
     try:
         st = os.stat(path)
     except OSError:
@@ -85,10 +89,41 @@ def netns_identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if st.st_dev == _nsfs_dev() else None
 
 
+def netns_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a live *network* namespace at path; None otherwise.
+
+    /proc/self/ns/mnt is a namespace file too: only NS_GET_NSTYPE tells a network namespace
+    from the others, and a pod must never be "attached" to a mount namespace.
+    """
+    ident = _nsfs_identity(path)
+    if ident is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        import fcntl
+
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return ident if kind == _CLONE_NEWNET else None
+
+
 def netns_alive(doc: dict[str, Any]) -> bool:
-    """The pod's namespace is still the one it was made in (a reused path does not count)."""
-    ident = netns_identity(doc["netns"])
+    """The pod's namespace is still the one it was made in (a reused path does not count).
+    One stat: the identity recorded at ADD was checked to be a network namespace then."""
+    ident = _nsfs_identity(doc["netns"])
     return ident is not None and list(ident) == list(doc.get("netns_id") or [])
+
+
+class AttachmentExists(Conflict):
+    """A second ADD for a live attachment: refused, and the first one is left as it was."""
+
+    code = "attachment-exists"
 
 
 # --- the network a pod joins ---------------------------------------------------------------
@@ -209,7 +244,11 @@ def add(ctx: Context, req: PodRequest, ipam_add: Any = None) -> dict[str, Any]:
     pid = pod_id(req.container_id, req.ifname)
     with locks.held(lock_path(ctx, pid)):
         old = ctx.store.get(keys.pod(req.container_id, req.ifname))
-        if old is not None:  # an ADD after a crash, without the DEL the spec asks for: start clean
+        if old is not None and old.get("state") == "ready" and netns_alive(old):
+            raise AttachmentExists(
+                f"container {req.container_id[:12]} already has {req.ifname} attached (network {old.get('network_name')}, "
+                f"namespace {old['netns']})", "DEL the attachment before adding it again")
+        if old is not None:  # left by a crash or a lost namespace, without the DEL the spec asks for: start clean
             _destroy(ctx, old)
         try:
             doc, ep = _record(ctx, pid, net, req, ident)
@@ -234,9 +273,9 @@ def add(ctx: Context, req: PodRequest, ipam_add: Any = None) -> dict[str, Any]:
                 txn.put(keys.pod(req.container_id, req.ifname), doc)
             return result
         except BaseException:
-            try:
-                _destroy(ctx, doc)
-            except (PodnetError, OSError):
+            try:  # undo all of it: nothing of a failed ADD may block a later DEL, GC, reconcile or the agent
+                _destroy(ctx, doc, strict=False)
+            except Exception:  # noqa: BLE001 - the store itself failed; reconcile finds the "creating" record
                 pass
             raise
 
@@ -305,8 +344,14 @@ def _result(net: Network, ep: Endpoint, netns: str, routes: list[dict[str, Any]]
 
 # --- DEL, GC, reconcile -----------------------------------------------------------------------
 
-def _destroy(ctx: Context, doc: dict[str, Any]) -> None:
-    """Everything of one pod, kernel and store; each step tolerates what is already gone."""
+def _destroy(ctx: Context, doc: dict[str, Any], strict: bool = True) -> None:
+    """Everything of one pod, kernel and store; each step tolerates what is already gone.
+
+    strict (DEL, GC, reconcile): a delegated IPAM plugin that refuses to release keeps the
+    record, state "releasing" and no endpoint left, and its error is raised, so that the
+    next DEL or GC asks the plugin again. Not strict (undoing a failed ADD): every error is
+    swallowed and the record goes; the runtime's DEL after a failed ADD reaches the plugin.
+    """
     from podnet.api import realize
 
     nets = realize.networks_by_id(ctx)
@@ -317,11 +362,19 @@ def _destroy(ctx: Context, doc: dict[str, Any]) -> None:
         if net is None:
             continue
         driver = driver_for(net.driver)
-        driver.detach(net, ep)
-        if not driver.has_host_side and alive:
-            _delete_inside(doc["netns"], ep)
+        try:
+            driver.detach(net, ep)
+            if not driver.has_host_side and alive:
+                _delete_inside(doc["netns"], ep)
+        except Exception:
+            if strict:
+                raise
+    refused: Exception | None = None
     if doc.get("ipam") not in (None, "podnet"):
-        _release_delegated(ctx, doc)
+        try:
+            _release_delegated(ctx, doc)
+        except Exception as exc:  # noqa: BLE001 - the plugin's own error, passed on below
+            refused = exc
     with ctx.store.transaction() as txn:
         for ep in endpoints:
             for ip in ep.ips:
@@ -329,7 +382,13 @@ def _destroy(ctx: Context, doc: dict[str, Any]) -> None:
             txn.delete(keys.endpoint(doc["id"], ep.network))
         current = txn.get(keys.pod(doc["container_id"], doc["ifname"]))
         if current is not None and current.get("id") == doc["id"] and current.get("endpoint") == doc.get("endpoint"):
-            txn.delete(keys.pod(doc["container_id"], doc["ifname"]))
+            if refused is not None and strict:
+                txn.put(keys.pod(doc["container_id"], doc["ifname"]),
+                        {**current, "state": "releasing", "error": str(refused)})
+            else:
+                txn.delete(keys.pod(doc["container_id"], doc["ifname"]))
+    if refused is not None and strict:
+        raise refused
 
 
 def _delete_inside(netns: str, ep: Endpoint) -> None:
@@ -395,7 +454,7 @@ def release_lost(ctx: Context) -> list[str]:
         try:
             if _release_if(ctx, doc, lost):
                 done.append(f"{doc['container_id'][:12]}/{doc['ifname']}")
-        except PodnetError:
+        except Exception:  # noqa: BLE001 - e.g. its IPAM plugin refuses: kept as "releasing", tried next time
             continue
     return done
 
@@ -413,7 +472,7 @@ def gc(ctx: Context, cni_network: str, valid: set[tuple[str, str]]) -> tuple[lis
         try:
             if _release_if(ctx, doc, lambda d: (d["container_id"], d["ifname"]) not in valid):
                 released.append(f"{doc['container_id']}/{doc['ifname']}")
-        except (PodnetError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one refusal stops no other release (SPEC GC)
             errors.append(f"{doc['container_id'][:12]}/{doc['ifname']}: {exc}")
     return released, errors
 

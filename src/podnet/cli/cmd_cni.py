@@ -49,7 +49,9 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
 
     name = spec.check_network_name(args.name or args.network)
     spec.check_network_name(args.network)
-    main: dict[str, Any] = {"type": "podnet", "network": args.network}
+    # Runtimes pass runtimeConfig only to plugins that declare the capability.
+    capabilities = {"ips": True, "mac": True}
+    main: dict[str, Any] = {"type": "podnet", "network": args.network, "capabilities": capabilities}
     if args.mode:
         main["mode"] = args.mode
     if args.master:

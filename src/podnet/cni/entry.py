@@ -74,7 +74,8 @@ def _fallback(stdin: bytes) -> int:
 def main() -> int:
     stdin = sys.stdin.buffer.read()
     run_dir = os.environ.get("PODNET_RUN") or "/run/podnet"
-    env = {k: v for k, v in os.environ.items() if k.startswith("CNI_")}
+    # PODNET_DEBUG travels with the call: the hint tells users to set it in the runtime's environment.
+    env = {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PODNET_DEBUG"}
     try:
         text = stdin.decode("utf-8")
     except UnicodeDecodeError:

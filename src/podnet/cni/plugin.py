@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from podnet.cni import netconf, spec
+from podnet.cni import delegate, netconf, spec
 from podnet.cni.netconf import NetConf
 from podnet.cni.spec import CniError
 
@@ -25,7 +25,17 @@ Env = dict[str, str]
 
 
 def handle(env: Env, stdin: bytes) -> tuple[int, bytes, bytes]:
-    """(exit code, stdout, stderr) of one plugin call, exactly what a runtime reads."""
+    """(exit code, stdout, stderr) of one plugin call, exactly what a runtime reads.
+
+    stderr carries what a delegated IPAM plugin wrote there (the runtime logs it), then,
+    with PODNET_DEBUG set in the runtime's environment, the traceback of an internal error.
+    """
+    with delegate.collect_stderr() as delegate_stderr:
+        code, out, err = _handle(env, stdin)
+    return code, out, b"".join(delegate_stderr) + err
+
+
+def _handle(env: Env, stdin: bytes) -> tuple[int, bytes, bytes]:
     version = spec.PREFERRED_VERSION
     try:
         command = env.get("CNI_COMMAND", "")
@@ -47,8 +57,13 @@ def handle(env: Env, stdin: bytes) -> tuple[int, bytes, bytes]:
         return 1, _dump(exc.to_json(version)), b""
     except Exception as exc:  # the api's errors, or a bug: still the spec's JSON, never a traceback
         error = as_cni_error(exc)
-        detail = traceback.format_exc().encode() if os.environ.get("PODNET_DEBUG") else b""
+        detail = traceback.format_exc().encode() if _debug(env) else b""
         return 1, _dump(error.to_json(version)), detail
+
+
+def _debug(env: Env) -> bool:
+    """PODNET_DEBUG from the runtime's environment: the thin entry forwards it with the CNI_* variables."""
+    return bool(env.get("PODNET_DEBUG") or os.environ.get("PODNET_DEBUG"))
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
@@ -73,6 +88,8 @@ def as_cni_error(exc: BaseException) -> CniError:
             errors.InvalidArgument.code: spec.E_INVALID_CONFIG,
             errors.Conflict.code: spec.E_IPAM,
             errors.NotFound.code: spec.E_UNKNOWN_CONTAINER,
+            errors.Busy.code: spec.E_TRY_AGAIN,
+            "attachment-exists": spec.E_EXISTS,
         }.get(exc.code, spec.E_INTERNAL)
         return CniError(code, exc.message, exc.hint)
     return CniError(spec.E_INTERNAL, f"internal error: {type(exc).__name__}: {exc}",
@@ -81,10 +98,15 @@ def as_cni_error(exc: BaseException) -> CniError:
 
 # --- helpers shared by the verbs ------------------------------------------------------------
 
+STORE_WAIT = 5.0  # seconds a call waits for another writer of the store before answering 11, "try again"
+
+
 def _context() -> Any:
     from podnet.api.context import open_context
 
-    return open_context()
+    ctx = open_context()
+    ctx.store.wait_at_most(STORE_WAIT)
+    return ctx
 
 
 def _with_context(work: Callable[[Any], Any]) -> Any:
@@ -135,10 +157,10 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, Any]:
 
     request = _request(env, conf)
     request.netns = _require_netns(env)
+    if conf.delegated:  # a delegate that cannot speak this version would fail half-way, and at DEL
+        delegate.require_version(conf.ipam_type, env, conf.version)
 
     def ipam_add() -> dict[str, Any]:
-        from podnet.cni import delegate
-
         answer = delegate.run(conf.ipam_type, "ADD", env, _without_prev(conf.raw))
         if not answer or not answer.get("ips"):
             raise CniError(spec.E_IPAM, f"IPAM plugin {conf.ipam_type} gave no address")
@@ -147,6 +169,8 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, Any]:
     result = _with_context(lambda ctx: pods.add(ctx, request, ipam_add if conf.delegated else None))
     if not result.get("dns") and conf.dns:
         result["dns"] = conf.dns  # as the reference bridge does: the config's dns, unless IPAM gave one
+    if conf.prev_result is not None:
+        result = spec.chain_result(conf.prev_result, result)
     return spec.format_result(result, conf.version)
 
 
@@ -155,10 +179,9 @@ def cmd_del(env: Env, conf: NetConf) -> None:
     from podnet.api import pods
 
     known = _with_context(lambda ctx: pods.delete(ctx, env["CNI_CONTAINERID"], env["CNI_IFNAME"]))
-    if not known and conf.delegated and env.get("CNI_PATH"):
+    if not known and conf.delegated and env.get("CNI_PATH") and delegate.supports(conf.ipam_type, env, conf.version):
         # No record (a store wiped, a crash before it): the IPAM plugin may still hold an address.
-        from podnet.cni import delegate
-
+        # A delegate that does not speak this version was refused at ADD: it holds nothing of ours.
         delegate.run(conf.ipam_type, "DEL", env, _without_prev(conf.raw))
     return None
 
@@ -187,17 +210,18 @@ def cmd_check(env: Env, conf: NetConf) -> None:
 
 
 def cmd_status(env: Env, conf: NetConf) -> None:
-    """Can an ADD be served now? Error 50 when not (SPEC 1.1.0 STATUS)."""
+    """Can an ADD be served now? Error 50 when not (SPEC 1.1.0 STATUS).
+
+    A delegated IPAM plugin must speak the config's version (else every ADD is refused with
+    error 1), and its own STATUS answer is passed on.
+    """
     from podnet.api import pods
 
     try:
         _with_context(lambda ctx: pods.status(ctx, conf.network))
         if conf.delegated:
-            from podnet.cni import delegate
-
-            delegate.find(conf.ipam_type, env)
-            if delegate.supports(conf.ipam_type, env, "1.1.0"):
-                delegate.run(conf.ipam_type, "STATUS", env, conf.raw)
+            delegate.require_version(conf.ipam_type, env, conf.version)
+            delegate.run(conf.ipam_type, "STATUS", env, conf.raw)
     except CniError as exc:
         if exc.code in (spec.E_NOT_AVAILABLE, spec.E_LIMITED_CONNECTIVITY):
             raise
@@ -209,20 +233,26 @@ def cmd_status(env: Env, conf: NetConf) -> None:
 
 
 def cmd_gc(env: Env, conf: NetConf) -> None:
-    """Release every attachment of this network that the runtime does not list as valid."""
+    """Release every attachment of this network that the runtime does not list as valid.
+
+    One attachment that cannot be released (its IPAM plugin refuses) stops nothing: the
+    others are released, the delegate gets GC with the same valid list when it speaks 1.1.0,
+    and the failures are named in one error at the end (SPEC 1.1.0 GC).
+    """
     from podnet.api import pods
 
     assert conf.valid_attachments is not None
     valid = conf.valid_attachments
     _, errors = _with_context(lambda ctx: pods.gc(ctx, conf.name, valid))
-    if conf.delegated and env.get("CNI_PATH"):
-        from podnet.cni import delegate
-
-        if delegate.supports(conf.ipam_type, env, "1.1.0"):
+    if conf.delegated and env.get("CNI_PATH") and delegate.supports(conf.ipam_type, env, conf.version):
+        try:
             delegate.run(conf.ipam_type, "GC", env, conf.raw)
+        except CniError as exc:
+            errors.append(f"IPAM plugin GC: {exc.msg}")
     if errors:
-        raise CniError(spec.E_INTERNAL, f"GC released what it could, but not: {'; '.join(errors[:5])}",
-                       "run GC again, or `podnet reconcile`")
+        raise CniError(spec.E_INTERNAL, f"GC released all it could, but not: {'; '.join(errors[:5])}"
+                       + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""),
+                       "fix the cause and run GC again; the runtime's next GC or `podnet reconcile` retries")
     return None
 
 
@@ -238,10 +268,9 @@ VERBS: dict[str, Callable[[Env, NetConf], Any]] = {
 def main() -> int:
     """One call in this process: the fallback when no agent runs, and `python -m podnet.cni`."""
     from podnet.api.context import Served, announce
-    from podnet.cni import delegate
 
     announce(Served(ipam_plugin=delegate.run))  # no agent answered: no DNS to point at, no Services here
-    env = {k: v for k, v in os.environ.items() if k.startswith("CNI_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PODNET_DEBUG"}
     try:
         stdin = sys.stdin.buffer.read()
     except OSError as exc:

@@ -31,6 +31,7 @@ E_LIMITED_CONNECTIVITY = 51
 E_INTERNAL = 100  # the kernel or the host refused something podnet expected to work
 E_IPAM = 101  # no free address, or an address already taken
 E_CHECK = 102  # CHECK found drift between prevResult and the kernel
+E_EXISTS = 103  # ADD for an attachment that exists and works: DEL it first
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 # The environment each verb needs (SPEC.md section 2); CNI_PATH is needed by ours only to
@@ -177,6 +178,25 @@ def format_result(result: dict[str, Any], version: str) -> dict[str, Any]:
         out["routes"] = result["routes"]
     out["dns"] = result.get("dns") or {}
     return out
+
+
+def chain_result(prev: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """prevResult passed through with this plugin's entries added (SPEC: a chained plugin
+    passes prevResult on or modifies it): the earlier interfaces keep their indexes, ours
+    follow them, and our IPs point at ours; DNS is ours when we have one."""
+    offset = len(prev["interfaces"])
+    ips = [dict(ip) for ip in prev["ips"]]
+    for ip in own["ips"]:
+        moved = dict(ip)
+        if isinstance(ip.get("interface"), int):
+            moved["interface"] = ip["interface"] + offset
+        ips.append(moved)
+    return {
+        "interfaces": [*prev["interfaces"], *own["interfaces"]],
+        "ips": ips,
+        "routes": [*prev["routes"], *[r for r in own["routes"] if r not in prev["routes"]]],
+        "dns": own.get("dns") or prev.get("dns") or {},
+    }
 
 
 def parse_result(doc: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from podnet.errors import PermissionDenied
+from podnet.errors import Busy, PermissionDenied
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL);
@@ -94,9 +94,18 @@ class SqliteStore:
     def list(self, prefix: str) -> list[tuple[str, Any]]:
         return SqliteTxn(self._db).list(prefix)
 
+    def wait_at_most(self, seconds: float) -> None:
+        self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
     @contextmanager
     def transaction(self) -> Iterator[SqliteTxn]:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise Busy(f"podnet's store {self.path} is busy: another process holds its write lock",
+                       "try again in a moment") from None
         try:
             yield SqliteTxn(self._db)
         except BaseException:

@@ -1,0 +1,286 @@
+"""The CNI spec point by point: failed ADDs undo themselves, DEL/GC always finish what is
+gone, delegated IPAM speaks the whole protocol, prevResult is passed on, a busy store is
+"try again", and a repeated ADD leaves the working attachment alone.
+
+Debian's IPAM plugins stop at CNI 1.0.0, so STATUS and GC forwarding are shown with
+`stub-ipam`, a real plugin executable written here (30 lines of Python): it speaks 1.1.0,
+logs every call it gets, and fails DEL or STATUS on request.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
+    CNI_PATH, EMPTY, PLUGIN, cni, conf, ip_of, netns, node, nothing_left, ping, served, start_agent, stop_agent,
+    store_keys,
+)
+from tests.sandbox import Host
+
+pytestmark = pytest.mark.privileged
+
+STUB_DIR = "/run/stub-ipam"  # the Host's private /run
+STUB = r'''#!/usr/bin/python3 -S
+import json, os, sys
+state, cmd, cid = "/run/stub-ipam", os.environ.get("CNI_COMMAND"), os.environ.get("CNI_CONTAINERID", "")
+conf = json.loads(sys.stdin.read() or "{}")
+os.makedirs(state + "/alloc", exist_ok=True)
+with open(state + "/calls", "a") as log:
+    log.write(json.dumps({"command": cmd, "cid": cid, "conf": conf}) + "\n")
+sys.stderr.write("stub-ipam: %s %s\n" % (cmd, cid))
+def fail(code, msg):
+    print(json.dumps({"cniVersion": conf.get("cniVersion", "1.1.0"), "code": code, "msg": msg}))
+    sys.exit(1)
+if cmd == "VERSION":
+    print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}))
+elif cmd == "ADD":
+    n = len(os.listdir(state + "/alloc")) + 10
+    prefix = conf["ipam"]["subnet"].rsplit(".", 1)[0]
+    open(state + "/alloc/" + cid, "w").write("%s.%d" % (prefix, n))
+    print(json.dumps({"cniVersion": conf["cniVersion"], "ips": [{"address": "%s.%d/24" % (prefix, n), "gateway": prefix + ".1"}],
+                      "routes": conf["ipam"].get("routes", [])}))
+elif cmd == "DEL":
+    if os.path.exists(state + "/fail-del-" + cid):
+        fail(11, "stub-ipam cannot release %s now" % cid)
+    if os.path.exists(state + "/alloc/" + cid):
+        os.unlink(state + "/alloc/" + cid)
+elif cmd == "STATUS":
+    if os.path.exists(state + "/not-ready"):
+        fail(50, "stub-ipam has no addresses left")
+elif cmd == "GC":
+    valid = {a["containerID"] for a in conf.get("cni.dev/valid-attachments", [])}
+    for held in os.listdir(state + "/alloc"):
+        if held not in valid:
+            os.unlink(state + "/alloc/" + held)
+'''
+
+
+def install_stub(host: Host) -> None:
+    host.run(["mkdir", "-p", STUB_DIR])
+    host.run(["sh", "-c", 'cat > "$0" && chmod 755 "$0"', f"{CNI_PATH}/stub-ipam"], input=STUB)
+
+
+def stub_calls(host: Host) -> list[dict[str, Any]]:
+    text = host.run(["sh", "-c", f"cat {STUB_DIR}/calls 2>/dev/null || true"]).stdout
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def stub_held(host: Host) -> list[str]:
+    return sorted(host.run(["ls", f"{STUB_DIR}/alloc"]).stdout.split())
+
+
+def stub_conf(**fields: Any) -> dict[str, Any]:
+    return conf("1.1.0", name="st", **{"ipam": {"type": "stub-ipam", "subnet": "10.66.0.0/24"}, **fields})
+
+
+def call(host: Host, command: str, config: dict[str, Any], cid: str = "c1", ns: str | None = None,
+         extra: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
+    """A plugin call that also returns its stderr (cni() drops it)."""
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0", "CNI_PATH": CNI_PATH, **(extra or {})}
+    if ns:
+        env["CNI_NETNS"] = ns
+    result = host.run(["env", *(f"{k}={v}" for k, v in env.items()), PLUGIN], input=json.dumps(config), check=False)
+    out = result.stdout.strip()
+    return result.returncode, (json.loads(out) if out else None), result.stderr
+
+
+# --- item 1: a failed ADD poisons nothing ---------------------------------------------------------
+
+def test_version_mismatch_with_delegate_is_refused_before_anything(served: Host) -> None:
+    """Debian's host-local speaks up to 1.0.0: a 1.1.0 config is refused at ADD (code 1) and
+    STATUS says why; DEL, GC, reconcile and the agent carry on as if it never happened."""
+    host = served
+    hl = conf("1.1.0", name="hl", ipam={"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]],
+                                        "dataDir": "/var/lib/cni/networks-test"})
+    ns = netns(host, "p1")
+    code, err = cni(host, "ADD", hl, netns=ns)
+    assert code == 1 and err["code"] == 1 and "host-local" in err["msg"] and "1.0.0" in err["msg"], err
+    assert nothing_left(host) == EMPTY
+    assert "hl" not in host.podnet("network", "ls").stdout, "no network was made for a refused ADD"
+    assert host.run(["ip", "-n", "p1", "-o", "link"]).stdout.count("\n") == 1, "only lo in the pod"
+    code, err = cni(host, "STATUS", hl)
+    assert code == 1 and err["code"] == 50 and "does not speak CNI 1.1.0" in err["msg"], err
+    assert cni(host, "DEL", hl, netns=ns) == (0, None)
+    assert cni(host, "DEL", hl, cid="never-added") == (0, None)
+    assert cni(host, "GC", {**hl, "cni.dev/valid-attachments": []}) == (0, None)
+    assert host.podnet("reconcile", check=False).returncode == 0
+    good = {**hl, "cniVersion": "1.0.0"}
+    code, result = cni(host, "ADD", good, netns=ns)
+    assert code == 0 and ping(host, "p1", "10.99.0.1"), result
+    assert cni(host, "DEL", good, netns=ns) == (0, None)
+    assert nothing_left(host) == EMPTY
+
+
+def test_agent_starts_and_reconcile_works_past_a_refusing_ipam(node: Host) -> None:
+    """A pod whose IPAM plugin refuses to release stays "releasing"; it blocks neither the
+    agent's start, nor reconcile, nor other pods' DEL; once the plugin agrees, DEL finishes."""
+    host = node
+    install_stub(host)
+    ns = netns(host, "p1")
+    code, result = cni(host, "ADD", stub_conf(), netns=ns)
+    assert code == 0, result
+    host.run(["touch", f"{STUB_DIR}/fail-del-c1"])
+    code, err = cni(host, "DEL", stub_conf(), netns=ns)
+    assert code == 1 and err["code"] == 11 and "cannot release" in err["msg"], "the plugin's own error is passed on"
+    assert podnet_links_of(host) == [] and store_keys(host, "endpoints/") == [], "podnet's own part is gone"
+    assert [p["state"] for p in json.loads(host.podnet("cni", "ls", "--json").stdout)] == ["releasing"]
+    assert host.podnet("reconcile", check=False).returncode == 0
+    agent = start_agent(host)
+    try:
+        time.sleep(1)
+        assert agent.poll() is None, "the agent keeps running"
+        code, other = cni(host, "ADD", stub_conf(), cid="c2", netns=netns(host, "p2"))
+        assert code == 0 and ping(host, "p2", "10.66.0.1"), other
+        assert cni(host, "DEL", stub_conf(), cid="c2", netns="/run/netns/p2") == (0, None)
+        host.run(["rm", f"{STUB_DIR}/fail-del-c1"])
+        assert cni(host, "DEL", stub_conf(), netns=ns) == (0, None), "the next DEL asks the plugin again"
+    finally:
+        stop_agent(agent)
+    assert stub_held(host) == [] and nothing_left(host) == EMPTY
+
+
+def podnet_links_of(host: Host) -> list[str]:
+    return [name for name in nothing_left(host)["links"]]
+
+
+def test_add_failing_late_undoes_itself_and_blocks_nothing(served: Host) -> None:
+    """The stub hands out a route the kernel refuses (its gateway is unreachable): ADD fails
+    after the veth and the address were made. All of it is undone, the delegate's address
+    too; DEL, GC and reconcile succeed; even a delegate that refuses that DEL blocks nothing."""
+    host = served
+    install_stub(host)
+    bad = stub_conf(ipam={"type": "stub-ipam", "subnet": "10.66.0.0/24",
+                          "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.99"}]})
+    ns = netns(host, "p1")
+    code, err = cni(host, "ADD", bad, netns=ns)
+    assert code == 1 and "10.200.0.0/16" in err["msg"], err
+    assert nothing_left(host) == EMPTY and stub_held(host) == []
+    assert [c["command"] for c in stub_calls(host) if c["command"] in ("ADD", "DEL")] == ["ADD", "DEL"]
+    assert host.run(["ip", "-n", "p1", "-o", "link"]).stdout.count("\n") == 1, "only lo in the pod"
+    host.run(["touch", f"{STUB_DIR}/fail-del-c2"])
+    code, err = cni(host, "ADD", bad, cid="c2", netns=ns)
+    assert code == 1 and "10.200.0.0/16" in err["msg"], "the ADD's own error, not the undo's"
+    assert nothing_left(host) == EMPTY, "a refused release during the undo keeps no record"
+    for verb_conf, cid in ((bad, "c1"), (stub_conf(), "never-added")):
+        assert cni(host, "DEL", verb_conf, cid=cid, netns=ns) == (0, None)
+    assert cni(host, "GC", stub_conf(**{"cni.dev/valid-attachments": []})) == (0, None)
+    assert host.podnet("reconcile", check=False).returncode == 0
+
+
+def test_gc_goes_on_past_a_failed_release_and_names_it(served: Host) -> None:
+    host = served
+    install_stub(host)
+    for i in range(3):
+        code, result = cni(host, "ADD", stub_conf(), cid=f"c{i}", netns=netns(host, f"p{i}"))
+        assert code == 0, result
+    host.run(["touch", f"{STUB_DIR}/fail-del-c1"])
+    code, err = cni(host, "GC", stub_conf(**{"cni.dev/valid-attachments": []}))
+    assert code == 1 and "c1/eth0" in err["msg"] and "c0" not in err["msg"] and "c2" not in err["msg"], err
+    assert store_keys(host, "pods/") == ["pods/c1/eth0"], "the others are released"
+    assert store_keys(host, "endpoints/") == [] and podnet_links_of(host) == []
+    gc = [c for c in stub_calls(host) if c["command"] == "GC"]
+    assert gc and gc[-1]["conf"]["cni.dev/valid-attachments"] == [], "GC was forwarded with the valid list"
+    host.run(["rm", f"{STUB_DIR}/fail-del-c1"])
+    assert cni(host, "GC", stub_conf(**{"cni.dev/valid-attachments": []})) == (0, None)
+    assert nothing_left(host) == EMPTY and stub_held(host) == []
+
+
+# --- item 3: the delegate's stderr, STATUS and GC ----------------------------------------------
+
+def test_delegate_stderr_status_and_gc_are_forwarded(served: Host) -> None:
+    host = served
+    install_stub(host)
+    ns = netns(host, "p1")
+    code, result, stderr = call(host, "ADD", stub_conf(), ns=ns)
+    assert code == 0 and "stub-ipam: ADD c1" in stderr, stderr
+    assert call(host, "STATUS", stub_conf())[0] == 0
+    assert [c["command"] for c in stub_calls(host)].count("STATUS") == 1
+    host.run(["touch", f"{STUB_DIR}/not-ready"])
+    code, err, stderr = call(host, "STATUS", stub_conf())
+    assert code == 1 and err["code"] == 50 and "stub-ipam has no addresses left" in err["msg"], err
+    assert "stub-ipam: STATUS" in stderr
+    code, _, stderr = call(host, "GC", stub_conf(**{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}))
+    assert code == 0 and "stub-ipam: GC" in stderr
+    assert stub_held(host) == ["c1"] and ping(host, "p1", "10.66.0.1"), "GC kept the valid attachment"
+    code, _, stderr = call(host, "DEL", stub_conf(), ns=ns)
+    assert code == 0 and "stub-ipam: DEL c1" in stderr
+    assert nothing_left(host) == EMPTY and stub_held(host) == []
+
+
+# --- item 2: prevResult -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["1.0.0", "0.4.0"])
+def test_prev_result_is_passed_through_on_add(served: Host, version: str) -> None:
+    host = served
+    ns = netns(host, "t2")
+    prev = {"cniVersion": version, "interfaces": [{"name": "hold0", "sandbox": ns}],
+            "ips": [{"address": "192.0.2.10/32", "interface": 0, **({"version": "4"} if version == "0.4.0" else {})}],
+            "routes": [{"dst": "198.51.100.0/24"}], "dns": {"nameservers": ["192.0.2.53"]}}
+    code, result = cni(host, "ADD", conf(version, name="pnet", network="pnet", subnet="10.70.0.0/24", prevResult=prev),
+                       cid="c2", netns=ns)
+    assert code == 0, result
+    assert result["interfaces"][0] == {"name": "hold0", "sandbox": ns}
+    assert result["ips"][0]["address"] == "192.0.2.10/32" and result["ips"][0]["interface"] == 0
+    own = result["ips"][1]
+    assert own["address"].startswith("10.70.0.") and result["interfaces"][own["interface"]]["name"] == "eth0"
+    assert result["interfaces"][own["interface"]]["sandbox"] == ns
+    assert {"dst": "198.51.100.0/24"} in result["routes"] and any(r["dst"] == "0.0.0.0/0" for r in result["routes"])
+    agent = host.podnet("agent", "status", check=False).returncode == 0
+    expected = ["10.70.0.1"] if agent else ["192.0.2.53"]
+    assert result["dns"]["nameservers"] == expected, "podnet's DNS when the agent serves it, else prevResult's"
+    assert cni(host, "DEL", conf(version, name="pnet", network="pnet", subnet="10.70.0.0/24"), cid="c2", netns=ns) == (0, None)
+
+
+# --- item 5: a busy store -------------------------------------------------------------------------
+
+HOLD_LOCK = ("import sqlite3, sys, time\n"
+             "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "db.execute('BEGIN IMMEDIATE')\nprint('held', flush=True)\ntime.sleep(120)\n")
+
+
+def test_busy_store_answers_try_again_within_seconds(served: Host) -> None:
+    host = served
+    ns = netns(host, "p1")
+    assert cni(host, "ADD", conf(subnet="10.244.9.0/24"), netns=ns)[0] == 0
+    holder = host.popen([sys.executable, "-c", HOLD_LOCK, "/var/lib/podnet/podnet.db"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        code, err = cni(host, "DEL", conf(subnet="10.244.9.0/24"), netns=ns)
+        took = time.monotonic() - started
+        assert code == 1 and err["code"] == 11 and "busy" in err["msg"], err
+        assert took < 10, f"answered after {took:.1f} s"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cni(host, "DEL", conf(subnet="10.244.9.0/24"), netns=ns) == (0, None), "once free, DEL works"
+    assert nothing_left(host) == EMPTY
+
+
+# --- issue 9 item 7: a repeated ADD leaves the working attachment alone ---------------------------
+
+def test_repeated_add_leaves_the_live_attachment(served: Host) -> None:
+    host = served
+    ns = netns(host, "p1")
+    config = conf(subnet="10.244.4.0/24")
+    code, first = cni(host, "ADD", config, netns=ns)
+    assert code == 0, first
+    before = json.loads(host.run(["ip", "-n", "p1", "-j", "addr", "show", "eth0"]).stdout)
+    code, err = cni(host, "ADD", config, netns="/proc/self/ns/mnt")
+    assert code == 1 and err["code"] == 3, err
+    code, err = cni(host, "ADD", config, netns=netns(host, "p2"))
+    assert code == 1 and err["code"] == 103 and "DEL" in err["details"], err
+    code, err = cni(host, "ADD", config, netns=ns)
+    assert code == 1 and err["code"] == 103, "the same namespace again: refused too, nothing changed"
+    assert json.loads(host.run(["ip", "-n", "p1", "-j", "addr", "show", "eth0"]).stdout) == before
+    assert ping(host, "p1", "10.244.4.1"), "the first attachment still works"
+    assert cni(host, "CHECK", {**config, "prevResult": first}, netns=ns) == (0, None)
+    assert host.run(["ip", "-n", "p2", "-o", "link"]).stdout.count("\n") == 1, "nothing made in the second namespace"
+    assert cni(host, "DEL", config, netns=ns) == (0, None)
+    assert nothing_left(host) == EMPTY
