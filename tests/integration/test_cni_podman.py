@@ -105,3 +105,16 @@ def test_podman_containers_on_a_podnet_network(podman_node: Host) -> None:
     assert json.loads(host.podnet("cni", "ls", "--json").stdout) == [], "podman's DEL released the pod"
     native_veth = json.loads(host.podnet("inspect", "native").stdout)[0]["Networks"]["app"]["HostInterface"]
     assert podnet_links(host) == [native_veth], "only the podnet run sandbox's veth is left"
+
+
+def test_podman_ip_and_mac_address_reach_the_container(podman_node: Host) -> None:
+    """`podnet cni config` declares the ips and mac capabilities (runtimeConfig); podman 4.3
+    passes one --ip and --mac-address as CNI_ARGS IP= and MAC=: the container gets exactly those."""
+    host = podman_node
+    conflist = json.loads(host.podnet("cni", "config", "app", "--subnet", "10.244.1.0/24").stdout)
+    assert conflist["plugins"][0]["capabilities"] == {"ips": True, "mac": True}
+    assert "portMappings" not in conflist["plugins"][0]["capabilities"], "portmap publishes the ports in this list"
+    host.run(["tee", "/etc/cni/net.d/app.conflist"], input=json.dumps(conflist))
+    out = run(host, "--rm", "--network", "app", "--ip", "10.244.1.50", "--mac-address", "02:42:0a:f4:01:32",
+              IMAGE, "ip", "addr", "show", "eth0").stdout
+    assert "inet 10.244.1.50/24" in out and "02:42:0a:f4:01:32" in out, out

@@ -237,6 +237,21 @@ def test_prev_result_is_passed_through_on_add(served: Host, version: str) -> Non
     assert cni(host, "DEL", conf(version, name="pnet", network="pnet", subnet="10.70.0.0/24"), cid="c2", netns=ns) == (0, None)
 
 
+# --- item 8: PODNET_DEBUG in the runtime's environment ----------------------------------------
+
+def test_podnet_debug_from_the_runtime_reaches_the_plugin(served: Host) -> None:
+    """The hint says to set PODNET_DEBUG in the runtime's environment: the thin entry forwards
+    it to the agent, so the traceback comes with the answer either way."""
+    host = served
+    host.podnet("network", "create", "app", "--subnet", "10.77.0.0/24")
+    mismatch = conf(subnet="10.88.0.0/24")
+    code, err, stderr = call(host, "ADD", mismatch, ns=netns(host, "p1"))
+    assert code == 1 and err["code"] == 7 and "Traceback" not in stderr
+    code, err, stderr = call(host, "ADD", mismatch, ns="/run/netns/p1", extra={"PODNET_DEBUG": "1"})
+    assert code == 1 and err["code"] == 7 and "Traceback" in stderr, stderr
+    assert nothing_left(host) == EMPTY
+
+
 # --- item 5: a busy store -------------------------------------------------------------------------
 
 HOLD_LOCK = ("import sqlite3, sys, time\n"

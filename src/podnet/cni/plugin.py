@@ -10,8 +10,10 @@ per verb over podnet's api (api.pods), then the spec's result or error JSON.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -133,14 +135,36 @@ def _ipam_env(env: Env) -> Env:
     return {k: env[k] for k in ("CNI_PATH", "CNI_ARGS") if env.get(k)}
 
 
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _requested(args: dict[str, str], conf: NetConf) -> tuple[list[str], str | None]:
+    """Static IPs and MAC: runtimeConfig (the ips/mac capabilities), else CNI_ARGS IP= and MAC=,
+    which is how podman passes a single --ip and --mac-address (as host-local and tuning read them)."""
+    ips = conf.requested_ips or [ip.strip().split("/")[0] for ip in args.get("IP", "").split(",") if ip.strip()]
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise CniError(spec.E_INVALID_ENV, f"invalid IP {ip!r} in CNI_ARGS", "IP= takes addresses, comma-separated") from None
+    mac = conf.requested_mac or args.get("MAC") or None
+    if mac is not None and not _MAC.match(mac):
+        raise CniError(spec.E_INVALID_CONFIG, f"invalid MAC address {mac!r}", "write it as 02:42:ac:11:00:02")
+    if mac is not None and int(mac[:2], 16) & 1:
+        raise CniError(spec.E_INVALID_CONFIG, f"MAC address {mac} is a multicast address", "use a unicast MAC (first octet even)")
+    return ips, mac
+
+
 def _request(env: Env, conf: NetConf) -> Any:
     from podnet.api.pods import PodRequest
 
+    args = spec.parse_cni_args(env.get("CNI_ARGS", ""))
+    ips, mac = _requested(args, conf)
     return PodRequest(
         container_id=env["CNI_CONTAINERID"], ifname=env["CNI_IFNAME"], netns=env.get("CNI_NETNS", ""),
         network=conf.network, cni_network=conf.name, mode=conf.mode, subnets=conf.subnets, gateway=conf.gateway,
-        mtu=conf.mtu, parent=conf.parent, args=spec.parse_cni_args(env.get("CNI_ARGS", "")), labels=conf.labels,
-        requested_ips=conf.requested_ips, mac=conf.requested_mac, ipam=conf.ipam_type,
+        mtu=conf.mtu, parent=conf.parent, args=args, labels=conf.labels,
+        requested_ips=ips, mac=mac.lower() if mac else None, ipam=conf.ipam_type,
         ipam_conf=_without_prev(conf.raw) if conf.delegated else None,
         ipam_env=_ipam_env(env) if conf.delegated else None,
     )
