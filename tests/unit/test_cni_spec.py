@@ -120,10 +120,11 @@ def test_conflist_puts_podnet_first_and_chains_what_was_asked() -> None:
 
     doc = conflist(_config_args(subnet=["10.244.1.0/24"], tuning=True, bandwidth=True, firewall=True))
     assert [p["type"] for p in doc["plugins"]] == ["podnet", "portmap", "tuning", "bandwidth", "firewall"]
-    assert doc["plugins"][0] == {"type": "podnet", "network": "app", "subnet": "10.244.1.0/24"}
+    assert doc["plugins"][0] == {"type": "podnet", "network": "app", "subnet": "10.244.1.0/24",
+                                 "capabilities": {"ips": True, "mac": True}}
     assert doc["plugins"][1]["capabilities"] == {"portMappings": True}
     delegated = conflist(_config_args(ipam="host-local", subnet=["10.9.0.0/24"], no_portmap=True))
-    assert delegated["plugins"] == [{"type": "podnet", "network": "app",
+    assert delegated["plugins"] == [{"type": "podnet", "network": "app", "capabilities": {"ips": True, "mac": True},
                                      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}}]
     from podnet.cni.spec import CniError
 
