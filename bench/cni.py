@@ -9,6 +9,11 @@ pods, one plugin process per call, timed from spawn to exit as a runtime sees it
             the process start and the socket (and what --profile profiles)
   reference /usr/lib/cni/bridge + host-local with ipMasq (iptables), cniVersion 1.0.0
 
+With --parallel N, one more phase: N ADDs at once through the thin entry and the agent (a
+runtime starting N pods), then N DELs at once; it prints each call's p50/p95 and the
+wall time of the burst. --compare DIR runs that phase a second time, in the same run, with
+the podnet source tree DIR/src (e.g. /work/main) for the agent and the plugin: before/after.
+
 The namespace of each pod is made beforehand with `ip netns add` (untimed, as a runtime
 does). ADDs run 1..N; DELs run N..1, so "DEL at k" is a DEL with k pods on the network.
 Each row is the p50/p95 of the 10 calls around the k-th (pods k-5..k+4, clipped), so a
@@ -18,6 +23,7 @@ and the script checks this machine's `ip netns`, `ip link`, `nft list tables` an
 /var/lib/cni are unchanged.
 
     sudo /work/main/.venv/bin/python bench/cni.py [--count 1000] [--fallback-count 100] [--profile]
+    sudo /opt/podnet/venv/bin/python bench/cni.py --parallel 20 --compare /work/main   # parallel only
 """
 
 from __future__ import annotations
@@ -80,6 +86,43 @@ def _startup(env_extra: dict[str, str], runs: int = 20) -> list[float]:
     return [_spawn([PLUGIN], env, '{"cniVersion": "1.0.0"}') for _ in range(runs)]
 
 
+def _start_agent() -> subprocess.Popen[bytes]:
+    agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
+                             stderr=open("/run/bench-agent.log", "w"))
+    for _ in range(200):
+        if os.path.exists("/run/podnet/agent.sock"):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return agent
+
+
+def parallel_driver(count: int) -> None:
+    """count ADDs at once, then count DELs at once, each a thin-entry process talking to the agent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _private_dirs()
+    subprocess.run([sys.executable, "-m", "podnet", "cni", "install", "--dir", "/opt/cni/bin"], check=True,
+                   capture_output=True)
+    agent = _start_agent()
+    conf = json.dumps(PODNET_CONF)
+    # The network exists before the burst (a runtime's first pod made it long ago): one ADD, one DEL.
+    subprocess.run(["ip", "netns", "add", "b0"], check=True)
+    _spawn([PLUGIN], _env("ADD", 0), conf)
+    _spawn([PLUGIN], _env("DEL", 0), conf)
+    for i in range(1, count + 1):
+        subprocess.run(["ip", "netns", "add", f"b{i}"], check=True)
+    out: dict = {"kind": "parallel"}
+    for verb, key in (("ADD", "adds"), ("DEL", "dels")):
+        t = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            out[key] = list(pool.map(lambda i: _spawn([PLUGIN], _env(verb, i), conf), range(1, count + 1)))
+        out[f"{key}_wall"] = time.perf_counter() - t
+    agent.terminate()
+    agent.wait(timeout=20)
+    print(json.dumps(out))
+
+
 def driver(kind: str, count: int, profile: bool) -> None:
     _private_dirs()
     agent = None
@@ -95,13 +138,7 @@ def driver(kind: str, count: int, profile: bool) -> None:
             base.append(time.perf_counter() - t)
         out["startup_python"] = base
     if kind == "agent":
-        agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
-                                 stderr=open("/run/bench-agent.log", "w"))
-        for _ in range(200):
-            if os.path.exists("/run/podnet/agent.sock"):
-                break
-            time.sleep(0.05)
-        time.sleep(0.5)
+        agent = _start_agent()
         out["startup_agent"] = _startup({})
     conf = json.dumps(REFERENCE_CONF if kind == "reference" else PODNET_CONF)
     argv = [f"{REF_DIR}/bridge"] if kind == "reference" else [PLUGIN]
@@ -165,14 +202,21 @@ def machine_state() -> dict[str, str]:
             "/var/lib/cni": cni}
 
 
-def run_phase(kind: str, count: int, profile: bool) -> dict:
+def run_phase(kind: str, count: int, profile: bool, tree: Path | None = None) -> dict:
+    """One phase in its own Host; tree: another podnet checkout whose src/ the agent and plugin run."""
     from tests.sandbox import Host
 
-    log(f"phase {kind}: {count} pods")
+    log(f"phase {kind}: {count} pods" + (f" ({tree})" if tree else ""))
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str((tree or REPO) / "src")
     with Host(f"bench-{kind}") as host:
         proc = host.popen([sys.executable, str(Path(__file__).resolve()), "_driver", kind, str(count), str(int(profile))],
                           stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         out, _ = proc.communicate(timeout=7200)
+    if saved is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = saved
     if proc.returncode != 0:
         raise SystemExit(f"the {kind} phase failed (exit {proc.returncode})")
     return json.loads(out.strip().splitlines()[-1])
@@ -217,10 +261,22 @@ def main() -> int:
     ap.add_argument("--fallback-count", type=int, default=100, help="pods for the in-process fallback (~0.4 s each)")
     ap.add_argument("--skip", action="append", default=[], choices=KINDS)
     ap.add_argument("--profile", action="store_true", help="cProfile the handle phase's ADDs and print the top")
+    ap.add_argument("--parallel", type=int, metavar="N", help="only the burst phase: N ADDs at once, then N DELs")
+    ap.add_argument("--compare", type=Path, metavar="DIR", help="with --parallel: also run it with DIR/src (before)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run it as root: it makes network namespaces (inside private sandboxes)")
     before = machine_state()
+    if args.parallel:
+        runs = [(str(args.compare), args.compare)] if args.compare else []
+        runs.append((str(REPO), None))
+        print(f"\n{args.parallel} CNI calls at once through the thin entry and the agent, ms per call (spawn to exit)\n")
+        print(f"{'tree':<28} | {'ADD p50':>8} {'p95':>8} {'wall':>8} | {'DEL p50':>8} {'p95':>8} {'wall':>8}")
+        for label, tree in runs:
+            r = run_phase("parallel", args.parallel, False, tree)
+            print(f"{label:<28} | {p(r['adds'], 0.5):8.1f} {p(r['adds'], 0.95):8.1f} {1000 * r['adds_wall']:8.1f} | "
+                  f"{p(r['dels'], 0.5):8.1f} {p(r['dels'], 0.95):8.1f} {1000 * r['dels_wall']:8.1f}")
+        return _check_unchanged(before)
     results: dict[str, dict] = {}
     for kind in KINDS:
         if kind in args.skip:
@@ -246,6 +302,10 @@ def main() -> int:
                   f"last 10 / first 10 (excl. the 1st) = {p(adds[-10:], 0.5) / p(adds[1:11], 0.5):.2f}x")
     if "profile" in results.get("handle", {}):
         print("\nprofile of handle() ADDs (pods 11..N), by cumulative time:\n" + results["handle"]["profile"])
+    return _check_unchanged(before)
+
+
+def _check_unchanged(before: dict[str, str]) -> int:
     after = machine_state()
     changed = [k for k in before if before[k] != after[k]]
     print("this machine unchanged: " + ("yes" if not changed else f"NO, changed: {', '.join(changed)}"))
@@ -254,6 +314,9 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_driver":
-        driver(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")
+        if sys.argv[2] == "parallel":
+            parallel_driver(int(sys.argv[3]))
+        else:
+            driver(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")
     else:
         sys.exit(main())

@@ -112,7 +112,7 @@ def iptables_rules(n: int, real: list[str]) -> str:
 
 def driver(args: argparse.Namespace) -> dict[str, object]:
     from podnet.services import route
-    from podnet.services.nftables import NftablesProxier
+    from podnet.services.proxier import NftablesProxier
 
     sh(sys.executable, "-m", "podnet", "network", "create", "bench", "--subnet", "10.77.0.0/16")
     for j in range(ENDPOINTS):

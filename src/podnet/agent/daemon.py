@@ -3,8 +3,10 @@
 Threads: the API server answers requests; the sync thread watches the store and the
 sandboxes and makes the host follow (reap ended sandboxes, DNS records and listeners,
 Services, a full reconcile now and then); the main thread runs the asyncio loop that the
-DNS servers live on. Work that changes the kernel is serialised by one lock, because it
-shares one netlink socket and one view of the store.
+DNS servers live on. Requests (a CNI call, a `run`) run in parallel, each on its own thread
+with its own netlink socket and store connection: the store's transactions and the
+per-object file locks keep them apart, as they keep separate podnet processes apart. The
+reaping and the full reconcile of the sync loop are serialised by one lock (`work`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from podnet.api import context
 from podnet.api.context import Context, open_context, require_privilege
 from podnet.cni import delegate
 from podnet.config import Paths
+from podnet.dataplane import netlink
 from podnet.dns import resolvconf
 from podnet.errors import Conflict, PodnetError
 from podnet.services import controller
@@ -221,12 +224,13 @@ class Agent:
 
     # --- the API --------------------------------------------------------------------------
     def routes(self) -> dict[tuple[str, str], Any]:
-        return {
+        routes = {
             ("GET", "/v1/status"): self.status,
             ("POST", "/v1/reconcile"): self.api_reconcile,
             ("POST", "/v1/cni"): self.api_cni,
             ("POST", "/v1/sandboxes"): self.api_run,
         }
+        return {key: _closing_netlink(route) for key, route in routes.items()}
 
     def status(self, _: Any) -> tuple[int, Any]:
         return 200, {
@@ -257,8 +261,7 @@ class Agent:
             raise InvalidArgument(f"bad run request: {exc}", "use the podnet CLI of the same version") from None
         ctx = open_context(self.root)
         try:
-            with self.work:
-                sandbox = sandboxes.start(ctx, req)
+            sandbox = sandboxes.start(ctx, req)
             return 201, {"id": sandbox.id, "name": sandbox.name}
         finally:
             ctx.close()
@@ -268,9 +271,20 @@ class Agent:
 
         env = {str(k): str(v) for k, v in (body or {}).get("env", {}).items()}
         stdin = str((body or {}).get("stdin", "")).encode()
-        with self.work:
-            code, out, err = handle(env, stdin)
+        code, out, err = handle(env, stdin)
         return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
+
+
+def _closing_netlink(route: Any) -> Any:
+    """Each request has a thread of its own (ThreadingMixIn) that ends with it: close the
+    netlink socket the thread opened, if any, rather than leave it to the garbage collector."""
+    def run(body: Any) -> tuple[int, Any]:
+        try:
+            return route(body)
+        finally:
+            netlink.close_host()
+
+    return run
 
 
 def status_line(info: dict[str, Any]) -> str:

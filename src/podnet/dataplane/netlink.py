@@ -10,9 +10,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,28 @@ def _netlink_error() -> type[Exception]:
     return NetlinkError
 
 
-@cache
+_thread = threading.local()
+
+
 def host() -> Any:
-    """One netlink socket in the host's namespace for the life of the process."""
-    return _iproute_cls()()
+    """This thread's netlink socket in the host's namespace, opened on its first use.
+
+    One per thread, not one per process: a pyroute2 socket must not be shared between
+    threads, and sharing one made the agent serialise every CNI call and sandbox start
+    behind one lock. Opening one costs ~1 ms. A thread that ends calls `close_host()`.
+    """
+    ipr = getattr(_thread, "ipr", None)
+    if ipr is None:
+        ipr = _thread.ipr = _iproute_cls()()
+    return ipr
+
+
+def close_host() -> None:
+    """Close this thread's host socket, if it opened one (an agent request's thread, at its end)."""
+    ipr = getattr(_thread, "ipr", None)
+    if ipr is not None:
+        _thread.ipr = None
+        ipr.close()
 
 
 @contextmanager
@@ -198,7 +216,7 @@ def create_sublink_into(
     if parent_index is None:
         raise KernelError(f"parent interface {parent} is gone", "recreate it, or remove the network")
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-    tmp = f"pnt{os.getpid() % 10**9:x}"[:15]
+    tmp = f"pnt{threading.get_native_id():x}"[:15]  # per thread: the agent makes links in parallel
     try:
         kwargs: dict[str, Any] = {"ifname": tmp, "kind": kind, "link": parent_index, "ifalias": alias}
         kwargs[f"{kind}_mode"] = mode
@@ -220,7 +238,7 @@ def probe_kind(kind: str, parent: str | None = None) -> None:
     """Refuse a link kind the kernel lacks before any state is recorded."""
     ipr = host()
     NetlinkError = _netlink_error()
-    name = f"pnprobe{os.getpid() % 100000}"
+    name = f"pnprobe{threading.get_native_id() % 100000}"
     kwargs: dict[str, Any] = {"ifname": name, "kind": kind}
     if parent is not None:
         kwargs["link"] = link_index(parent)
@@ -289,3 +307,30 @@ def route_destinations() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
                 continue
             nets.append(net)
     return nets
+
+
+def ensure_link_routes(index: int, wanted: set[ipaddress.IPv4Network | ipaddress.IPv6Network], what: str) -> None:
+    """The main table's routes out of link `index` (both families) are exactly `wanted`."""
+    ipr = host()
+    NetlinkError = _netlink_error()
+    try:
+        have = set()
+        for family in (2, 10):
+            for r in ipr.route("dump", family=family, oif=index):
+                dst = r.get_attr("RTA_DST")
+                if dst is not None and r.get_attr("RTA_TABLE") == 254:
+                    have.add(ipaddress.ip_network(f"{dst}/{r['dst_len']}"))
+        for net in wanted - have:
+            _link_route(ipr, "add", net, index)
+        for net in have - wanted:
+            _link_route(ipr, "del", net, index)
+    except NetlinkError as exc:
+        raise _kernel_error(what, exc) from None
+
+
+def _link_route(ipr: Any, verb: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, index: int) -> None:
+    try:
+        ipr.route(verb, dst=str(net), oif=index)
+    except _netlink_error() as exc:
+        if exc.code not in (errno.EEXIST, errno.ESRCH, errno.ENOENT):  # made or gone meanwhile
+            raise

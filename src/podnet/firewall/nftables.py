@@ -42,7 +42,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from podnet import config
-from podnet.dataplane import nftables as nft
+from podnet.dataplane import nft
 from podnet.errors import Conflict, InvalidArgument, KernelError
 from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
 

@@ -8,68 +8,18 @@ of the port's frontends and whose reply source is not one of its backends now: t
 packet makes a new entry and takes a live backend.
 
 This is level-triggered (it compares conntrack with the wanted backends; it needs no
-memory of what was removed). It uses `conntrack` from conntrack-tools (install.sh installs
-it); entries come from the kernel, and a deletion names one exact tuple.
+memory of what was removed). The entries are read and deleted by dataplane/conntrack
+(`conntrack` from conntrack-tools, which install.sh installs); a deletion names one exact tuple.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import shutil
-import subprocess
-from dataclasses import dataclass
 
+from podnet.dataplane.conntrack import Flow, delete, parse, udp_dnat_flows
 from podnet.services.proxy import Frontend, ServicePort
 
-TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Flow:
-    family: int
-    src: str
-    dst: str
-    sport: int
-    dport: int
-    reply_src: str
-    reply_sport: int
-
-
-def parse(line: str, family: int) -> Flow | None:
-    """One line of `conntrack -L -o` default output: the first src/dst/sport/dport are the
-    original direction, the second ones the reply."""
-    fields: dict[str, list[str]] = {}
-    for token in line.split():
-        key, sep, value = token.partition("=")
-        if sep and key in ("src", "dst", "sport", "dport"):
-            fields.setdefault(key, []).append(value)
-    try:
-        return Flow(family, fields["src"][0], fields["dst"][0], int(fields["sport"][0]), int(fields["dport"][0]),
-                    fields["src"][1], int(fields["sport"][1]))
-    except (KeyError, IndexError, ValueError):
-        return None
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess[str] | None:
-    binary = shutil.which("conntrack")
-    if binary is None:
-        return None
-    try:
-        return subprocess.run([binary, *args], capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def udp_dnat_flows(family: int) -> list[Flow]:
-    proc = _run(["-L", "-p", "udp", "--dst-nat", "-f", "ipv4" if family == 4 else "ipv6"])
-    if proc is None:
-        return []
-    return [f for line in proc.stdout.splitlines() if (f := parse(line, family))]
-
-
-def delete(flow: Flow) -> None:
-    _run(["-D", "-p", "udp", "-f", "ipv4" if flow.family == 4 else "ipv6", "-s", flow.src, "-d", flow.dst,
-          "--sport", str(flow.sport), "--dport", str(flow.dport)])
+__all__ = ["Flow", "forget_stale", "parse", "stale"]
 
 
 def _hits(flow: Flow, frontends: set[Frontend]) -> bool:

@@ -161,7 +161,7 @@ def proxier() -> Any:
     """The process's proxier: long-lived in the agent, so its changes are incremental."""
     global _proxier
     if _proxier is None:
-        from podnet.services.nftables import NftablesProxier
+        from podnet.services.proxier import NftablesProxier
 
         _proxier = NftablesProxier()
     return _proxier

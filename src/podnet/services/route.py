@@ -13,9 +13,7 @@ collection knows it is podnet's; it goes when the last Service goes.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
-from typing import Any
 
 from podnet.config import LINK_ALIAS_PREFIX
 from podnet.dataplane import netlink
@@ -25,32 +23,9 @@ ALIAS = f"{LINK_ALIAS_PREFIX}svc:routes"
 
 
 def ensure(cidrs: tuple[str, ...] | list[str]) -> None:
-    """The dummy link is up and routes exactly `cidrs`."""
-    ipr = netlink.host()
-    NetlinkError = netlink._netlink_error()
+    """The link is up and routes exactly `cidrs`."""
     index = netlink.ensure_bridge(LINK, None, [], ALIAS)
-    try:
-        wanted = {ipaddress.ip_network(c) for c in cidrs}
-        have = set()
-        for family in (2, 10):
-            for r in ipr.route("dump", family=family, oif=index):
-                dst = r.get_attr("RTA_DST")
-                if dst is not None and r.get_attr("RTA_TABLE") == 254:
-                    have.add(ipaddress.ip_network(f"{dst}/{r['dst_len']}"))
-        for net in wanted - have:
-            _route(ipr, "add", net, index)
-        for net in have - wanted:
-            _route(ipr, "del", net, index)
-    except NetlinkError as exc:
-        raise netlink._kernel_error(f"route the service CIDRs to {LINK}", exc) from None
-
-
-def _route(ipr: Any, verb: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, index: int) -> None:
-    try:
-        ipr.route(verb, dst=str(net), oif=index)
-    except netlink._netlink_error() as exc:
-        if exc.code not in (errno.EEXIST, errno.ESRCH, errno.ENOENT):
-            raise
+    netlink.ensure_link_routes(index, {ipaddress.ip_network(c) for c in cidrs}, f"route the service CIDRs to {LINK}")
 
 
 def remove() -> None:

@@ -15,10 +15,9 @@ podnet's stays in the kernel.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from podnet.dataplane import nftables as nft
+from podnet.dataplane import nft
 from podnet.errors import KernelError
 from podnet.services import ruleset
 from podnet.services.proxy import ProxyState, ServicePort
@@ -26,13 +25,9 @@ from podnet.services.proxy import ProxyState, ServicePort
 
 def list_existing() -> ruleset.Existing | None:
     """Names of the chains and sets the table holds (terse: no elements), None if absent."""
-    try:
-        out = nft._run(["-j", "-t", "list", "table", ruleset.FAMILY, ruleset.TABLE], None, "list table")
-    except KernelError as exc:
-        if nft.is_missing(exc):
-            return None
-        raise
-    objects = json.loads(out)["nftables"]
+    objects = nft.list_table(ruleset.FAMILY, ruleset.TABLE, terse=True)
+    if objects is None:
+        return None
     chains = frozenset(o["chain"]["name"] for o in objects if "chain" in o)
     sets = frozenset(o["set"]["name"] for o in objects if "set" in o) | frozenset(o["map"]["name"] for o in objects if "map" in o)
     return ruleset.Existing(chains, sets)

@@ -74,10 +74,12 @@ def is_missing(error: KernelError) -> bool:
     return ENOENT_TEXT in error.message
 
 
-def list_table(family: str, name: str) -> list[dict[str, Any]] | None:
-    """The table's objects as nft JSON (`nftables` list minus metainfo), or None if absent."""
+def list_table(family: str, name: str, terse: bool = False) -> list[dict[str, Any]] | None:
+    """The table's objects as nft JSON (`nftables` list minus metainfo), or None if absent.
+
+    terse: without the elements of sets and maps (what a table declares, cheaply)."""
     try:
-        out = _run(["-j", "list", "table", family, name], None, f"list table {family} {name}")
+        out = _run(["-j", *(["-t"] if terse else []), "list", "table", family, name], None, f"list table {family} {name}")
     except KernelError as exc:
         if is_missing(exc):
             return None
