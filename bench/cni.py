@@ -62,7 +62,7 @@ def log(msg: str) -> None:
 
 def _private_dirs() -> None:
     """/opt/cni/bin, /var/lib/cni, /etc/cni/net.d as private tmpfs, creating nothing on this machine."""
-    from tests.integration.test_cni_common import private_dirs
+    from tests.integration.conftest import private_dirs
 
     private_dirs(None, ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d"))
 
@@ -89,11 +89,11 @@ def _startup(env_extra: dict[str, str], runs: int = 20) -> list[float]:
 def _start_agent() -> subprocess.Popen[bytes]:
     agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
                              stderr=open("/run/bench-agent.log", "w"))
-    for _ in range(200):
-        if os.path.exists("/run/podnet/agent.sock"):
-            break
-        time.sleep(0.05)
-    time.sleep(0.5)
+    from tests.conftest import wait_for
+
+    wait_for(lambda: subprocess.run([sys.executable, "-m", "podnet", "agent", "status"],
+                                    capture_output=True).returncode == 0, 10, "the agent to answer")
+    time.sleep(0.5)  # the agent's first reconcile and sync settle: what is timed is its steady state
     return agent
 
 

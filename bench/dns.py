@@ -25,7 +25,6 @@ with 10,000 sandboxes. Nothing leaves the Host; every process started is killed 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -119,12 +118,13 @@ def dnsperf(host, netns: str, seconds: float, verbose: bool) -> dict:  # type: i
 
 
 def wait_answer(host, netns: str, want: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(100):
+    from tests.conftest import wait_for
+
+    def answered() -> bool:
         r = host.run(["ip", "netns", "exec", netns, "dig", f"@{GW}", "+short", "+time=1", "+tries=1", "target"], check=False)
-        if r.stdout.split() == [want]:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"the server never answered target -> {want}")
+        return r.stdout.split() == [want]
+
+    wait_for(answered, 10, f"the server to answer target -> {want}", interval=0.1)
 
 
 def start_server(host, kind: str, target_ip: str, docs: dict, processes: int = 1) -> list[subprocess.Popen]:  # type: ignore[no-untyped-def]
@@ -157,13 +157,16 @@ def stop_server(host, procs: list[subprocess.Popen], kind: str) -> None:  # type
     for p in procs:
         p.kill()
         p.wait()
-    time.sleep(0.3)
+    from tests.conftest import wait_for
+
+    wait_for(lambda: not host.run(["ss", "-Hlnu", "sport", "=", ":53"]).stdout.strip(), 10,
+             "port 53 to be free for the next server")
 
 
 def docs_of(host) -> dict:  # type: ignore[no-untyped-def]
-    script = ("import json\nfrom podnet.store import open_store\ns=open_store()\n"
-              "print(json.dumps({k: [d for _, d in s.list(k + '/')] for k in ('sandboxes', 'endpoints')}))")
-    return json.loads(host.run([sys.executable, "-c", script]).stdout)
+    from tests.integration.conftest import store_docs
+
+    return {kind: store_docs(host, kind + "/") for kind in ("sandboxes", "endpoints")}
 
 
 def main() -> int:

@@ -37,9 +37,8 @@ sys.path.insert(0, str(REPO / "src"))
 ENDPOINTS = 10
 REAL_PORT = 8080
 VIP_PORT = 80
-# An accept-and-close server for the real endpoints. Fixed text.
-SERVER = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-          "s.bind(('0.0.0.0',8080));s.listen(512)\nwhile True:\n c,_=s.accept();c.close()\n")
+# An accept-and-close server for the real endpoints.
+SERVER = REPO / "tests" / "programs" / "accept_close.py"
 TARGETS = {"full sync (s)": 2.0, "one change (ms)": 50.0, "latency ratio": 1.10}
 
 
@@ -110,23 +109,27 @@ def iptables_rules(n: int, real: list[str]) -> str:
     return "\n".join(lines + body + ["COMMIT", ""])
 
 
+def accepts(addr: str, port: int) -> bool:
+    try:
+        socket.create_connection((addr, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def driver(args: argparse.Namespace) -> dict[str, object]:
     from podnet.services import route
     from podnet.services.proxier import NftablesProxier
+    from tests.conftest import wait_for
 
     sh(sys.executable, "-m", "podnet", "network", "create", "bench", "--subnet", "10.77.0.0/16")
     for j in range(ENDPOINTS):
         sh(sys.executable, "-m", "podnet", "run", "-d", "--name", f"ep{j}", "--network", "bench", "--",
-           "/usr/bin/python3", "-S", "-c", SERVER)
+           "/usr/bin/python3", "-S", str(SERVER), str(REAL_PORT))
     real = [json.loads(sh(sys.executable, "-m", "podnet", "inspect", f"ep{j}"))[0]["Networks"]["bench"]["Addresses"][0]
             .split("/")[0] for j in range(ENDPOINTS)]
     for addr in real:  # every server listens before anything is timed
-        for _ in range(200):
-            try:
-                socket.create_connection((addr, REAL_PORT), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for(lambda: accepts(addr, REAL_PORT), 10, f"the endpoint at {addr} to listen")
     n = args.services
     res: dict[str, object] = {"services": n}
     proxier = NftablesProxier(clear_conntrack=False)

@@ -1,10 +1,46 @@
-"""Shared fixtures: `host` is a fresh simulated machine per test (see tests/sandbox.py)."""
+"""Shared fixtures and helpers: `host` is a fresh simulated machine per test (see tests/sandbox.py);
+`wait_for` polls a condition instead of sleeping; `program` names a test program (tests/programs/)."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.sandbox import Host, have_root
+
+T = TypeVar("T")
+
+# Debian's python starts fast and needs nothing from the venv: it runs every test program that
+# does not import podnet, with -S (no site-packages to scan).
+PY = "/usr/bin/python3"
+PROGRAMS = Path(__file__).with_name("programs")
+
+
+def program(name: str) -> str:
+    """The path of a test program (tests/programs/NAME), as an argument for a command line."""
+    path = PROGRAMS / name
+    assert path.is_file(), f"no test program {path}"
+    return str(path)
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll condition until it returns something true, and return that.
+
+    Why not sleep: a fixed sleep is either too short on a loaded machine (a flake) or too long
+    everywhere else. When timeout seconds pass first, fail with what was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,25 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-HOLDER = r"""
-import ctypes, os, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-def mount(src, dst, fstype, flags=0, data=None):
-    if libc.mount(src.encode(), dst.encode(), fstype.encode() if fstype else None, flags, data.encode() if data else None):
-        raise OSError(ctypes.get_errno(), f"mount {dst}")
-MS_BIND = 4096
-for d in ("/run", "/var/lib/podnet", "/etc/netns"):
-    os.makedirs(d, exist_ok=True)
-    mount("tmpfs", d, "tmpfs", 0, "mode=755")
-os.makedirs("/run/netns", exist_ok=True)
-os.makedirs("/run/podnet-test", exist_ok=True)
-open("/run/podnet-test/resolv.conf", "w").write("nameserver 198.51.100.53\n")
-mount("/run/podnet-test/resolv.conf", "/etc/resolv.conf", None, MS_BIND)
-os.system("ip link set lo up")
-sys.stdout.write("ready\n"); sys.stdout.flush()
-while True:
-    time.sleep(3600)
-"""
+# The process holding a Host's namespaces (a real module: see its docstring).
+HOLDER = Path(__file__).with_name("programs") / "holder.py"
 
 CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified")
 
@@ -51,7 +34,7 @@ class Host:
         self.name = name
         self.cgroup_parent = f"podnet-test-{secrets.token_hex(4)}"
         self.proc = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--uts", "--propagation", "private", "--", "/usr/bin/python3", "-c", HOLDER],
+            ["unshare", "--net", "--mount", "--uts", "--propagation", "private", "--", "/usr/bin/python3", "-S", str(HOLDER)],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         assert self.proc.stdout is not None

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import tempfile
-import time
 
 import pytest
 
-from tests.integration.conftest import inspect
+from tests.conftest import wait_for
+from tests.integration.conftest import inspect, start_agent
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
-
-
-def start_agent(host: Host) -> subprocess.Popen[str]:
-    """The agent with its log in a file (`proc.log`): a pipe nobody reads would stall it once full."""
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=log, stdout=subprocess.DEVNULL)
-    proc.log = log  # type: ignore[attr-defined]
-    for _ in range(100):
-        if host.podnet("agent", "status", check=False).returncode == 0:
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    log.seek(0)
-    raise AssertionError(f"the agent did not come up: {log.read()}")
 
 
 def test_agent_status_single_instance_and_clean_stop(host: Host) -> None:
@@ -51,9 +33,7 @@ def test_agent_releases_a_sandbox_as_soon_as_it_ends(host: Host) -> None:
     agent = start_agent(host)
     try:
         host.podnet("run", "-d", "--name", "brief", "--", "sleep", "0.2")
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and inspect(host, "brief")["State"]["Desired"] != "exited":
-            time.sleep(0.05)
+        wait_for(lambda: inspect(host, "brief")["State"]["Desired"] == "exited", 3, "the agent to notice the ended sandbox")
         view = inspect(host, "brief")
         assert view["State"]["Desired"] == "exited" and view["Networks"]["podnet"]["Addresses"] == []
     finally:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.integration.conftest import address
-from tests.integration.test_agent import start_agent
+from tests.conftest import wait_for
+from tests.integration.conftest import address, start_agent
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -47,10 +45,7 @@ def test_names_resolve_within_a_network_and_follow_sandboxes(host: Host) -> None
         assert ptr.startswith("web"), ptr
         assert resolve(host, "client", "www.example.test") == "198.51.100.7", "other names go upstream"
         host.podnet("rm", "-f", "web")
-        deadline = time.monotonic() + 2
-        while resolve(host, "client", "web") is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert resolve(host, "client", "web") is None, "the name is gone with its sandbox"
+        wait_for(lambda: resolve(host, "client", "web") is None, 2, "the name to be gone with its sandbox")
     finally:
         agent.terminate()
         agent.communicate(timeout=10)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.integration.test_agent import start_agent
-from tests.integration.test_services import MANY, PY, WEB, answers, app, apply, vip, web_servers  # noqa: F401
+from tests.conftest import PY, program, wait_for
+from tests.integration.conftest import WEB, answers, apply, start_agent, vip, web_servers
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -20,7 +19,7 @@ def dig(host: Host, sandbox: str, *args: str) -> str:
     return host.podnet("exec", sandbox, "--", "dig", "+short", *args).stdout.strip()
 
 
-def test_service_names_in_dns(app: Host) -> None:  # noqa: F811
+def test_service_names_in_dns(app: Host) -> None:
     host = app
     agent = start_agent(host)
     try:
@@ -43,15 +42,16 @@ def test_service_names_in_dns(app: Host) -> None:  # noqa: F811
         agent.communicate(timeout=10)
 
 
-def test_agent_killed_and_restarted_while_traffic_flows(app: Host) -> None:  # noqa: F811
+def test_agent_killed_and_restarted_while_traffic_flows(app: Host) -> None:
     host = app
     agent = start_agent(host)
     web_servers(host)
     apply(host, WEB)
     ip = vip(host, "web")
     traffic = host.popen([sys.executable, "-m", "podnet", "exec", "client", "--",
-                          PY, "-S", "-c", MANY, ip, "80", "tcp", "400"], stdout=subprocess.PIPE)
-    time.sleep(0.3)
+                          PY, "-S", program("many.py"), ip, "80", "tcp", "400"], stdout=subprocess.PIPE)
+    wait_for(lambda: host.run(["conntrack", "-L", "-p", "tcp", "--orig-dst", ip], check=False).stdout.strip(), 20,
+             "the client's first connections through the VIP")
     agent.send_signal(signal.SIGKILL)
     agent.wait()
     # while the agent is down: the Service keeps working, and a change is made

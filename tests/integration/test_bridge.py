@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.integration.conftest import PY, SERVE_TCP, address, inspect, leftovers, ping, probe, serve
+from tests.conftest import PY, program
+from tests.integration.conftest import address, inspect, leftovers, ping, probe, serve
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -31,7 +32,7 @@ def test_two_sandboxes_talk_icmp_tcp_udp(host: Host) -> None:
 def test_nat_to_the_internet_and_published_ports(internet_host: Host) -> None:
     host = internet_host
     # a server on the "internet" that prints who connected
-    server = host.popen([PY, "-S", "-c", SERVE_TCP, "80"], netns="inet")
+    server = host.popen([PY, "-S", program("serve_tcp.py"), "80"], netns="inet")
     try:
         host.podnet("network", "create", "app")
         serve(host, "web", "app", 80, extra=("-p", "8080:80", "-p", "9000-9001:80-81", "-p", "127.0.0.1:8081:80"))

@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import PROBE_TCP, PY, SERVE_TCP
-from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
-    EMPTY, cni, ip_of, netns, node, nothing_left, ping, served,
-)
+from tests.conftest import PY, program, wait_for
+from tests.integration.conftest import EMPTY, cni, ip_of, netns, nothing_left, ping_in_netns, probe
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -73,15 +71,12 @@ def test_podnet_then_portmap_tuning_bandwidth_firewall(served: Host) -> None:
     # firewall: the pod's address in the reference plugin's FORWARD chain
     assert pod_ip in host.run(["iptables", "-S", "CNI-FORWARD"]).stdout + host.run(["iptables-save"]).stdout
     # portmap: a server in the pod, reached from another machine through the host's port 8080
-    server = host.popen([PY, "-S", "-c", SERVE_TCP, "80"], netns="p1")
+    server = host.popen([PY, "-S", program("serve_tcp.py"), "80"], netns="p1")
     try:
-        reply = host.run([PY, "-S", "-c", PROBE_TCP, "203.0.113.2", "8080"], netns="peer", check=False)
-        for _ in range(20):
-            if reply.returncode == 0:
-                break
-            reply = host.run([PY, "-S", "-c", PROBE_TCP, "203.0.113.2", "8080"], netns="peer", check=False)
+        reply = wait_for(lambda: (r := probe(host, None, "203.0.113.2", 8080, netns="peer")).returncode == 0 and r, 20,
+                         "the pod's server to answer on the host's port 8080 from the LAN")
         assert reply.returncode == 0 and reply.stdout.split()[1] == "203.0.113.3", reply.stdout
-        assert ping(host, "p1", "203.0.113.1"), "podnet's masquerade takes the pod out"
+        assert ping_in_netns(host, "p1", "203.0.113.1"), "podnet's masquerade takes the pod out"
     finally:
         server.kill()
         server.wait()

@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 
 import pytest
 
-from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
-    HTTPD, NATIVE_HTTPD, busybox_rootfs, node, podnet_links, served, store_keys, sweep_cgroups,
-)
+from tests.conftest import wait_for
+from tests.integration.conftest import HTTPD, NATIVE_HTTPD, busybox_rootfs, podnet_links, store_keys, sweep_cgroups
 from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,
@@ -56,10 +54,7 @@ def containerd(served: Host):
     host.run(["tee", "/run/containerd-test/config.toml"], input=CONFIG)
     daemon = host.popen(["containerd", "--config", "/run/containerd-test/config.toml"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if ctr(host, "version", check=False).returncode == 0:
-            break
-        time.sleep(0.1)
+    wait_for(lambda: ctr(host, "version", check=False).returncode == 0, 10, "containerd to answer `ctr version`")
     try:
         yield host
     finally:
@@ -98,10 +93,7 @@ def test_ctr_run_cni_on_a_podnet_network(containerd: Host) -> None:
 
     # ctr deletes a detached task without CNI DEL: the pod's namespace is gone, its address is not
     ctr(host, "task", "kill", "-s", "KILL", "web")
-    for _ in range(50):
-        if ctr(host, "task", "delete", "web", check=False).returncode == 0:
-            break
-        time.sleep(0.1)
+    wait_for(lambda: ctr(host, "task", "delete", "web", check=False).returncode == 0, 5, "ctr to delete the killed task")
     ctr(host, "container", "delete", "web")
     assert store_keys(host, "pods/") == ["pods/default-web/eth0"]
     host.podnet("reconcile")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_cni_common import cni, conf, netns, node, start_agent, stop_agent  # noqa: F401
+from tests.integration.conftest import cni, conf, netns, start_agent, stop_agent
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
 
 
-def test_result_carries_dns_and_names_resolve(node: Host) -> None:  # noqa: F811
+def test_result_carries_dns_and_names_resolve(node: Host) -> None:
     host = node
     agent = start_agent(host)
     try:

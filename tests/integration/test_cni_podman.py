@@ -14,9 +14,7 @@ import shutil
 
 import pytest
 
-from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
-    HTTPD, NATIVE_HTTPD, busybox_rootfs, node, podnet_links, served, sweep_cgroups,
-)
+from tests.integration.conftest import HTTPD, NATIVE_HTTPD, busybox_rootfs, podnet_links, sweep_cgroups
 from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,

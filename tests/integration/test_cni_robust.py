@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
-    CNI_PATH, EMPTY, PLUGIN, cni, conf, ip_of, netns, node, nothing_left, ping, served, start_agent, stop_agent,
-    store_keys,
+from tests.integration.conftest import (
+    CNI_PATH, EMPTY, PLUGIN, cni, conf, ip_of, netns, nothing_left, ping_in_netns, start_agent, stop_agent, store_keys,
 )
 from tests.sandbox import Host
 
@@ -87,7 +86,7 @@ def test_50_parallel_adds_share_no_address(node: Host, path: str) -> None:
         assert all(code == 0 for code, _ in results), [r for r in results if r[0]]
         ips = [ip_of(r) for _, r in results]
         assert len(set(ips)) == 50
-        assert ping(host, "p0", ips[49]) and ping(host, "p49", ips[0])
+        assert ping_in_netns(host, "p0", ips[49]) and ping_in_netns(host, "p49", ips[0])
         with ThreadPoolExecutor(50) as pool:
             dels = list(pool.map(lambda i: cni(host, "DEL", config, cid=f"c{i}", netns=spaces[i]), range(50)))
         assert all(d == (0, None) for d in dels), [d for d in dels if d != (0, None)][:3]
@@ -119,7 +118,7 @@ def test_lost_pods_never_leak_addresses(node: Host) -> None:
         assert store_keys(host, "pods/") == [] and store_keys(host, "ipam/") == []
         assert cni(host, "STATUS", conf("1.1.0", subnet="10.244.5.0/28")) == (0, None), "the subnet has room"
         code, result = cni(host, "ADD", config, cid="after", netns=netns(host, "after"))
-        assert code == 0 and ping(host, "after", "10.244.5.1")
+        assert code == 0 and ping_in_netns(host, "after", "10.244.5.1")
         valid = [{"containerID": "after", "ifname": "eth0"}]
         assert cni(host, "GC", conf("1.1.0", subnet="10.244.5.0/28", **{"cni.dev/valid-attachments": valid})) == (0, None)
         assert store_keys(host, "pods/") == ["pods/after/eth0"]

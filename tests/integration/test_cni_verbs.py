@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
-    EMPTY, cni, conf, ip_of, netns, node, nothing_left, ping, served, store_keys,
-)
+from tests.integration.conftest import EMPTY, cni, conf, ip_of, netns, nothing_left, ping_in_netns, store_keys
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -29,7 +27,7 @@ def test_add_check_del_in_every_version(served: Host, version: str) -> None:
     assert inside["name"] == "eth0" and inside["sandbox"] == ns and inside["mac"]
     assert ("mtu" in inside) == (version == "1.1.0")
     assert json.loads(host.run(["ip", "-n", "p1", "-j", "addr", "show", "eth0"]).stdout)[0]["addr_info"][0]["local"] == ip_of(result)
-    assert ping(host, "p1", "10.244.1.1")
+    assert ping_in_netns(host, "p1", "10.244.1.1")
     listed = json.loads(host.podnet("cni", "ls", "--json").stdout)
     assert [(p["container"], p["pod"], p["state"]) for p in listed] == [("c1", "default/web", "ready")]
     if version != "0.3.1":  # CHECK came with 0.4.0
@@ -123,8 +121,8 @@ def test_gc_with_a_partial_valid_list(served: Host) -> None:
     assert cni(host, "GC", conf("1.1.0", **{"cni.dev/valid-attachments": valid})) == (0, None)
     assert sorted(store_keys(host, "pods/")) == ["pods/c0/eth0", "pods/c2/eth0", "pods/c9/eth0"], \
         "GC releases only its own network's attachments that are not valid"
-    assert ping(host, "p0", ip_of(results[2])), "the valid ones still work"
-    assert not ping(host, "p0", ip_of(results[1]))
+    assert ping_in_netns(host, "p0", ip_of(results[2])), "the valid ones still work"
+    assert not ping_in_netns(host, "p0", ip_of(results[1]))
     assert cni(host, "GC", conf("1.1.0", **{"cni.dev/valid-attachments": []})) == (0, None)
     assert store_keys(host, "pods/") == ["pods/c9/eth0"]
 
@@ -137,7 +135,7 @@ def test_pods_and_run_sandboxes_share_a_network(served: Host) -> None:
     assert code == 0
     web = json.loads(host.podnet("inspect", "web").stdout)[0]["Networks"]["app"]["Addresses"][0].split("/")[0]
     assert ip_of(result) != web and ip_of(result).startswith("10.77.0.")
-    assert ping(host, "p1", web)
+    assert ping_in_netns(host, "p1", web)
     assert host.podnet("exec", "web", "--", "ping", "-c1", "-W2", ip_of(result), check=False).returncode == 0
     host.podnet("run", "-d", "--name", "web2", "--network", "app", "--", "sleep", "infinity")
     web2 = json.loads(host.podnet("inspect", "web2").stdout)[0]["Networks"]["app"]["Addresses"][0].split("/")[0]
@@ -155,7 +153,7 @@ def test_routed_mode(served: Host) -> None:
     assert a["ips"][0]["address"].endswith("/32") and a["ips"][0]["gateway"] == "169.254.1.1"
     route = json.loads(host.run(["ip", "-j", "route", "show", ip_of(a)]).stdout)
     assert route and route[0]["dev"] == a["interfaces"][0]["name"], "the host routes the pod's /32 to its veth"
-    assert ping(host, "pa", ip_of(b)), "pods reach each other through the host's routes"
+    assert ping_in_netns(host, "pa", ip_of(b)), "pods reach each other through the host's routes"
     assert host.run(["ping", "-c1", "-W2", ip_of(a)], check=False).returncode == 0, "the host reaches a pod"
     assert cni(host, "CHECK", {**routed, "prevResult": a}, cid="a", netns="/run/netns/pa") == (0, None)
     host.run(["ip", "route", "del", f"{ip_of(a)}/32"])
@@ -176,7 +174,7 @@ def test_macvlan_mode(node: Host) -> None:
     assert code == 0, b
     kind = json.loads(host.run(["ip", "-n", "pa", "-j", "-d", "link", "show", "eth0"]).stdout)[0]["linkinfo"]["info_kind"]
     assert kind == "macvlan"
-    assert ping(host, "pa", ip_of(b))
+    assert ping_in_netns(host, "pa", ip_of(b))
     assert cni(host, "CHECK", {**lan, "prevResult": a}, cid="a", netns="/run/netns/pa") == (0, None)
     for cid, ns in (("a", "/run/netns/pa"), ("b", "/run/netns/pb")):
         assert cni(host, "DEL", lan, cid=cid, netns=ns) == (0, None)
@@ -193,7 +191,7 @@ def test_delegated_host_local_ipam(served: Host) -> None:
     assert ip_of(a).startswith("10.99.0.") and a["ips"][0]["gateway"] == "10.99.0.1"
     files = host.run(["ls", "/var/lib/cni/networks-test/hl"]).stdout.split()
     assert ip_of(a) in files, "host-local recorded the address"
-    assert ping(host, "pa", "10.99.0.1"), "the bridge carries host-local's gateway"
+    assert ping_in_netns(host, "pa", "10.99.0.1"), "the bridge carries host-local's gateway"
     assert store_keys(host, "ipam/"), "podnet claims the address too, so `podnet run` cannot take it"
     assert cni(host, "CHECK", {**delegated, "prevResult": a}, cid="a", netns="/run/netns/pa") == (0, None)
     assert cni(host, "DEL", delegated, cid="a", netns="/run/netns/pa") == (0, None)

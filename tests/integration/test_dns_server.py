@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import PY, address
+from tests.conftest import PY, program, wait_for
+from tests.integration.conftest import address, store_docs
 from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
@@ -31,10 +32,6 @@ OTHER_GW = "10.90.0.1"
 BIG_TXT = ",".join(f'"{c * 200}"' for c in "abcd")  # ~800 bytes: more than 512
 DNSMASQ = ["dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
            "--user=root", "--pid-file"]
-# Fixed script: time getaddrinfo (glibc: A and AAAA in parallel from one socket) in a sandbox.
-GAI = ("import socket,sys,time\nt=time.monotonic()\ntry:\n ips=sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1],80,"
-       "proto=socket.IPPROTO_TCP)})\nexcept socket.gaierror as e:\n ips=['ERR',str(e)]\n"
-       "print(round(time.monotonic()-t,3),' '.join(ips))\n")
 
 
 def wait_ready(proc: subprocess.Popen[str]) -> None:
@@ -61,8 +58,7 @@ def dns_host() -> Iterator[Host]:
         upstream = host.popen(DNSMASQ + [f"--listen-address={UPSTREAM}", "--address=/example.test/198.51.100.7",
                                          f"--txt-record=big.example.test,{BIG_TXT}"],
                               netns="inet", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        silent = host.popen([PY, "-c", f"import socket,time;s=socket.socket(2,2);s.bind(('{SILENT}',53));time.sleep(3600)"],
-                            netns="inet")
+        silent = host.popen([PY, "-S", program("silent_udp.py"), SILENT, "53"], netns="inet")
         host.sh("ip addr add 127.0.0.53/8 dev lo")
         local = host.popen(DNSMASQ + ["--listen-address=127.0.0.53", "--address=/#/127.0.0.1"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,13 +121,13 @@ def test_real_resolvers_in_the_sandbox(dns_host: Host) -> None:
     from podnet.runtime.etcfiles import resolv_text
 
     web = address(dns_host, "web", "app")
-    sandbox = next(doc for doc in _docs(dns_host, "sandboxes/") if doc["name"] == "client")
-    conf = for_sandbox(sandbox, {d["id"]: d for d in _docs(dns_host, "networks/")})
+    sandbox = next(doc for doc in store_docs(dns_host, "sandboxes/") if doc["name"] == "client")
+    conf = for_sandbox(sandbox, {d["id"]: d for d in store_docs(dns_host, "networks/")})
     assert conf is not None and conf.nameservers == [GW]
     path = f"/run/podnet/sandboxes/{sandbox['id']}/etc/resolv.conf"
     dns_host.run(["sh", "-c", f'printf "%s" "$1" > {path}', "-", resolv_text(conf.nameservers, conf.search, conf.options)])
     for name, want in (("web", web), ("www.example.test", "198.51.100.7")):
-        seconds, found = dns_host.podnet("exec", "client", "--", PY, "-S", "-c", GAI, name).stdout.split(maxsplit=1)
+        seconds, found = dns_host.podnet("exec", "client", "--", PY, "-S", program("getaddrinfo.py"), name).stdout.split(maxsplit=1)
         assert found.strip() == want and float(seconds) < 1.0, (name, seconds, found)
     out = dns_host.podnet("exec", "client", "--", "nslookup", "www").stdout
     assert web in out
@@ -164,17 +160,6 @@ def test_names_follow_sandboxes_starting_and_stopping(dns_host: Host) -> None:
 
     dns_host.podnet("run", "-d", "--name", "late", "--network", "app", "--", "sleep", "infinity")
     late = address(dns_host, "late", "app")
-    deadline = time.monotonic() + 5
-    while lookup() != [late]:
-        assert time.monotonic() < deadline, "late never resolved"
+    wait_for(lambda: lookup() == [late], 5, "the name late to resolve", interval=0)
     dns_host.podnet("stop", "late")
-    time.sleep(0.2)
-    assert late not in lookup()
-
-
-def _docs(host: Host, prefix: str) -> list[dict]:
-    script = ("import json,sys\nfrom podnet.store import open_store\n"
-              "print(json.dumps([d for _, d in open_store().list(sys.argv[1])]))")
-    import json
-
-    return json.loads(host.run([sys.executable, "-c", script, prefix]).stdout)
+    wait_for(lambda: late not in lookup(), 2, "the stopped sandbox's name to go")

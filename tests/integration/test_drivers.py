@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.integration.conftest import PY, SERVE_TCP, address, ping, probe
+from tests.conftest import PY, program
+from tests.integration.conftest import address, ping, probe
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -25,11 +26,11 @@ def test_macvlan_sandboxes_sit_on_the_lan(host: Host, mode: str) -> None:
     host.podnet("network", "create", "lan", "--driver", "macvlan", "--subnet", "192.168.77.0/24",
                 "--gateway", "192.168.77.1", "--ip-range", "192.168.77.128/25", "-o", "parent=lan0", "-o", f"macvlan_mode={mode}")
     host.podnet("run", "-d", "--name", "a", "--network", "lan", "--", "sleep", "infinity")
-    host.podnet("run", "-d", "--name", "b", "--network", "lan", "--", PY, "-S", "-c", SERVE_TCP, "80")
+    host.podnet("run", "-d", "--name", "b", "--network", "lan", "--", PY, "-S", program("serve_tcp.py"), "80")
     a, b = address(host, "a", "lan"), address(host, "b", "lan")
     assert a.startswith("192.168.77.1") and int(a.rsplit(".", 1)[1]) >= 128, "from the ip-range"
     assert ping(host, "a", "192.168.77.1"), "the LAN's router answers a macvlan sandbox"
-    server = host.popen([PY, "-S", "-c", SERVE_TCP, "81"], netns="router")
+    server = host.popen([PY, "-S", program("serve_tcp.py"), "81"], netns="router")
     try:
         out = probe(host, "b", "192.168.77.1", 81)
         assert out.returncode == 0 and out.stdout.split()[1] == b, "no NAT on macvlan: the LAN sees the sandbox's own address"

@@ -143,31 +143,12 @@ def test_nothing_left_on_the_host(facts: dict[str, Any]) -> None:
 
 # ---- the child: runs inside `unshare --net --mount` ------------------------------------
 
-SERVER = r"""
-import socket, sys, threading
-def serve(port):
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind(("::", port)); s.listen(16)
-    while True:
-        c, peer = s.accept()
-        c.sendall((peer[0].removeprefix("::ffff:") + "\n").encode()); c.close()
-for p in sys.argv[1:]:
-    threading.Thread(target=serve, args=(int(p),), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"""
-
-CLIENT = r"""
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)
-    s.settimeout(1.5)
-    print(s.recv(100).decode().strip())
-except OSError:
-    print("")
-"""
+# The servers and the client (real modules). This file also runs as a script outside the
+# tests package (the child above), so it names them by path rather than through tests.conftest.
+PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
+SERVERS = str(PROGRAMS / "peer_servers.py")
+CLIENT = str(PROGRAMS / "peer_client.py")
+PY = "/usr/bin/python3"
 
 
 def _sh(*args: str, ns: str | None = None) -> str:
@@ -177,7 +158,7 @@ def _sh(*args: str, ns: str | None = None) -> str:
 
 def _connect(ns: str | None, host: str, port: int) -> str | None:
     """The address the server saw us as, or None if the connection did not get through."""
-    out = _sh(sys.executable, "-c", CLIENT, host, str(port), ns=ns).strip()
+    out = _sh(PY, "-S", CLIENT, host, str(port), ns=ns).strip()
     return out or None
 
 
@@ -228,7 +209,7 @@ def _build(servers: list[subprocess.Popen[str]]) -> None:
     # only the internal network is routed back: its control run proves the route works
     _sh("ip", "route", "add", "10.3.0.0/24", "via", "203.0.113.1", ns="inet")
     for ns in [*sandboxes, "inet", None]:
-        cmd = (["ip", "netns", "exec", ns] if ns else []) + [sys.executable, "-c", SERVER]
+        cmd = (["ip", "netns", "exec", ns] if ns else []) + [PY, "-S", SERVERS]
         cmd += ["9999"] if ns is None else ["80", "81", "9000"]
         # own pipes, so a server never holds pytest's pipes open after the scenario ends
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

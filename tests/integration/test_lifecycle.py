@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import PY, SERVE_TCP, address, inspect, leftovers, ping, probe, serve
+from tests.conftest import PY, program, wait_for
+from tests.integration.conftest import address, inspect, leftovers, ping, probe, serve
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -42,6 +43,14 @@ def test_stop_then_rm_and_running_rm_refused(host: Host) -> None:
     assert json.loads(host.podnet("ps", "-a", "--json").stdout) == []
 
 
+def ended(host: Host, sandbox_id: str) -> None:
+    """Wait until the sandbox's command has ended, read from its state dir (exit.json, written by
+    its supervisor) and not through podnet, which would notice the end and release the sandbox."""
+    exit_file = f"/run/podnet/sandboxes/{sandbox_id}/exit.json"
+    wait_for(lambda: host.run(["test", "-e", exit_file], check=False).returncode == 0, 10,
+             f"the command of sandbox {sandbox_id} to end")
+
+
 def test_ports_and_names_conflict_without_change_of_state(host: Host) -> None:
     host.podnet("network", "create", "app")
     serve(host, "web", "app", extra=("-p", "8080:80"))
@@ -53,9 +62,9 @@ def test_ports_and_names_conflict_without_change_of_state(host: Host) -> None:
     ]:
         r = host.podnet("run", "-d", "--network", "app", *args, "--", "sleep", "1", check=False)
         assert r.returncode != 0 and needle in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
-    listener = host.popen([PY, "-S", "-c", SERVE_TCP, "9090"])
+    listener = host.popen([PY, "-S", program("serve_tcp.py"), "9090"])
     try:
-        time.sleep(0.3)
+        wait_for(lambda: probe(host, None, "127.0.0.1", 9090).returncode == 0, 10, "the host's own listener on port 9090")
         busy = host.podnet("run", "-d", "--network", "app", "-p", "9090:80", "--", "sleep", "1", check=False)
         assert busy.returncode != 0 and "in use on the host by another program" in busy.stderr
     finally:
@@ -111,8 +120,7 @@ def test_reconcile_repairs_and_collects(host: Host) -> None:
     assert "pnvestray" in report["removed_links"] and "podnet-0123456789ab" in report["removed_netns"]
     assert json.loads(host.podnet("reconcile", "--json").stdout)["removed_links"] == [], "idempotent"
     # a command that ended on its own is noticed: its network is given back
-    host.podnet("run", "-d", "--name", "short", "--network", "app", "--", "true")
-    time.sleep(0.5)
+    ended(host, host.podnet("run", "-d", "--name", "short", "--network", "app", "--", "true").stdout.strip())
     report = json.loads(host.podnet("reconcile", "--json").stdout)
     assert report["exited_sandboxes"] == ["short"]
     assert inspect(host, "short")["Networks"]["app"]["Addresses"] == []
@@ -122,7 +130,7 @@ def _kill_run_at(host: Host, delay: float, name: str) -> None:
     proc = host.popen([sys.executable, "-m", "podnet", "run", "-d", "--name", name, "--network", "app", "-p",
                        f"{20000 + int(delay * 1000)}:80", "--", "sleep", "infinity"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
+    time.sleep(delay)  # the moment of the crash: time passing is the point
     # nsenter runs podnet as its child: kill the whole group at once, as a crash would
     subprocess.run(["pkill", "-KILL", "-f", f"--name {name} "], check=False)
     proc.kill()
@@ -191,8 +199,8 @@ def test_without_privilege_one_line(host: Host) -> None:
 
 def test_port_and_name_of_an_ended_sandbox_are_not_left_allocated(host: Host) -> None:
     """Docker's "port is already allocated" after a container died: here the claim is given back."""
-    host.podnet("run", "-d", "--name", "once", "-p", "8080:80", "--", "true")
-    time.sleep(0.5)  # the command has ended; nobody ran reconcile
+    ended(host, host.podnet("run", "-d", "--name", "once", "-p", "8080:80", "--", "true").stdout.strip())
+    # the command has ended; nobody ran reconcile
     again = host.podnet("run", "-d", "--name", "twice", "-p", "8080:80", "--", "sleep", "infinity", check=False)
     assert again.returncode == 0, again.stderr
     assert inspect(host, "once")["State"]["status"] == "Exited (0)"
@@ -206,10 +214,10 @@ def test_network_ls_shows_the_predefined_networks(host: Host) -> None:
 
 
 def test_cgroup_limits_apply_to_the_command(host: Host) -> None:
-    hog = "b = bytearray(256 * 1024 * 1024); print('allocated')"
-    oom = host.podnet("run", "--memory", "64m", "--", PY, "-S", "-c", hog, check=False)
+    hog = program("allocate.py")  # 256 MiB at once
+    oom = host.podnet("run", "--memory", "64m", "--", PY, "-S", hog, "256", check=False)
     assert oom.returncode == 137 and "allocated" not in oom.stdout, "the memory limit kills the hog"
-    fine = host.podnet("run", "--memory", "512m", "--", PY, "-S", "-c", hog, check=False)
+    fine = host.podnet("run", "--memory", "512m", "--", PY, "-S", hog, "256", check=False)
     assert fine.returncode == 0 and "allocated" in fine.stdout
     forks = host.podnet("run", "--pids-limit", "5", "--", "sh", "-c",
                         "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait", check=False)

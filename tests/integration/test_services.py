@@ -15,90 +15,11 @@ from collections import Counter
 
 import pytest
 
-from tests.integration.conftest import PY, SERVE_TCP, SERVE_UDP, address, leftovers, serve
+from tests.conftest import PY, program, wait_for
+from tests.integration.conftest import WEB, address, answers, apply, leftovers, run_in, serve, vip, web_servers
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
-
-# Many connections from one process: prints who answered each, or FAIL. Fixed text.
-MANY = ("import socket,sys\nudp=sys.argv[3]=='udp'\n"
-        "for i in range(int(sys.argv[4])):\n"
-        " try:\n"
-        "  if udp:\n   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(2);s.connect((sys.argv[1],int(sys.argv[2])));s.send(b'hi');print(s.recv(200).decode().split()[0])\n"
-        "  else:\n   c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2);print(c.recv(200).decode().split()[0]);c.close()\n"
-        " except OSError as e:\n  print('FAIL',type(e).__name__)\n")
-# One UDP socket (one conntrack flow) sending every 50 ms for argv[3] seconds. Fixed text.
-STREAM = ("import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.2)\n"
-          "end=time.time()+float(sys.argv[3])\n"
-          "while time.time()<end:\n t=time.time()\n try:\n  s.sendto(b'x',(sys.argv[1],int(sys.argv[2])));d=s.recv(200).decode().split()[0]\n"
-          " except OSError:\n  d='-'\n print(f'{t:.3f} {d}',flush=True);time.sleep(0.05)\n")
-# Time one TCP connect: prints "refused <seconds>", "ok <seconds>" or "other <seconds> <error>". Fixed text.
-CONNECT = ("import socket,sys,time\nt=time.time()\ntry:\n socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5);print('ok',time.time()-t)\n"
-           "except ConnectionRefusedError:\n print('refused',time.time()-t)\nexcept OSError as e:\n print('other',time.time()-t,e)\n")
-
-WEB = """\
-# web tier: three replicas behind one Service, and a UDP echo
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: default
-  labels:
-    app.kubernetes.io/name: web
-spec:
-  type: ClusterIP
-  selector:
-    app: web
-  ports:
-    - name: http
-      protocol: TCP
-      port: 80
-      targetPort: 8080
-    - name: echo
-      protocol: UDP
-      port: 53
-      targetPort: 5353
-"""
-
-
-def run_in(host: Host, sandbox: str, *argv: str, timeout: float = 60) -> str:
-    return host.podnet("exec", sandbox, "--", PY, "-S", "-c", *argv, timeout=timeout).stdout
-
-
-def answers(host: Host, sandbox: str | None, ip: str, port: int, count: int, udp: bool = False,
-            netns: str | None = None) -> Counter[str]:
-    args = [ip, str(port), "udp" if udp else "tcp", str(count)]
-    if sandbox:
-        out = run_in(host, sandbox, MANY, *args)
-    else:
-        out = host.run([PY, "-S", "-c", MANY, *args], netns=netns).stdout
-    return Counter(line.split()[0] for line in out.splitlines())
-
-
-def apply(host: Host, text: str, check: bool = True):
-    host.run(["sh", "-c", "cat > /tmp/manifest.yaml"], input=text)
-    return host.podnet("apply", "-f", "/tmp/manifest.yaml", check=check)
-
-
-def vip(host: Host, name: str) -> str:
-    return json.loads(host.podnet("service", "inspect", name).stdout)[0]["spec"]["clusterIP"]
-
-
-def web_servers(host: Host, names: tuple[str, ...] = ("web1", "web2", "web3"), label: str = "app=web") -> None:
-    for n in names:
-        host.podnet("run", "-d", "--name", n, "--hostname", n, "--network", "app", "--label", label, "--",
-                    "sh", "-c", f"{PY} -S -c \"$0\" 8080 & exec {PY} -S -c \"$1\" 5353", SERVE_TCP, SERVE_UDP)
-    for n in names:  # a loaded machine may take a while to start Python: wait until each serves
-        deadline = time.time() + 20
-        while answers(host, n, "127.0.0.1", 8080, 1) != Counter({n: 1}) and time.time() < deadline:
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def app(host: Host) -> Host:
-    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
-    host.podnet("run", "-d", "--name", "client", "--network", "app", "--", "sleep", "infinity")
-    return host
 
 
 def test_tcp_and_udp_spread_over_endpoints(app: Host) -> None:
@@ -154,7 +75,7 @@ def test_nodeport_answers_on_the_hosts_address_from_the_lan(app: Host) -> None:
     seen = answers(host, None, "203.0.113.2", 30080, 30, netns="peer")
     assert set(seen) == {"web1", "web2", "web3"}, seen
     # the client keeps its address (every endpoint is local: nothing to masquerade)
-    out = host.run([PY, "-S", "-c", MANY.replace(".split()[0]", ""), "203.0.113.2", "30080", "tcp", "1"], netns="peer").stdout
+    out = host.run([PY, "-S", program("many.py"), "203.0.113.2", "30080", "tcp", "1", "whole"], netns="peer").stdout
     assert out.split()[1] == "203.0.113.3", out
     # an external IP the LAN routes to this host
     apply(host, WEB.replace("  type: ClusterIP\n", "  type: ClusterIP\n  externalIPs: [192.0.2.10]\n").replace("name: web\n", "name: web-ext\n", 1))
@@ -179,12 +100,12 @@ def test_no_endpoints_refuses_at_once(app: Host) -> None:
     apply(host, WEB)
     ip = vip(host, "web")
     for where in ("client", None):
-        out = run_in(host, where, CONNECT, ip, "80") if where else host.run([PY, "-S", "-c", CONNECT, ip, "80"]).stdout
+        out = run_in(host, where, "connect.py", ip, "80") if where else host.run([PY, "-S", program("connect.py"), ip, "80"]).stdout
         verdict, seconds = out.split()[:2]
         assert verdict == "refused" and float(seconds) < 0.2, out
     udp = answers(host, "client", ip, 53, 1, udp=True)
     assert udp == Counter({"FAIL": 1})
-    assert "ConnectionRefusedError" in run_in(host, "client", MANY, ip, "53", "udp", "1")
+    assert "ConnectionRefusedError" in run_in(host, "client", "many.py", ip, "53", "udp", "1")
 
 
 def test_udp_stream_moves_within_a_second_when_its_endpoint_goes(app: Host) -> None:
@@ -192,15 +113,13 @@ def test_udp_stream_moves_within_a_second_when_its_endpoint_goes(app: Host) -> N
     web_servers(host, ("web1", "web2"))
     apply(host, WEB)
     ip = vip(host, "web")
-    stream = host.popen([sys.executable, "-m", "podnet", "exec", "client", "--", PY, "-S", "-c", STREAM, ip, "53", "8"],
+    stream = host.popen([sys.executable, "-m", "podnet", "exec", "client", "--", PY, "-S", program("stream.py"), ip, "53", "8"],
                         stdout=subprocess.PIPE)
     try:
         # the endpoint the stream's one conntrack flow goes to: the reply direction's source
-        deadline = time.time() + 20
-        while not (flow := host.run(["conntrack", "-L", "-p", "udp", "--orig-dst", ip]).stdout.split()) \
-                and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(1)
+        flow = wait_for(lambda: host.run(["conntrack", "-L", "-p", "udp", "--orig-dst", ip]).stdout.split(), 20,
+                        "the stream's conntrack flow")
+        time.sleep(1)  # the stream runs a second on its first endpoint: time passing is the point
         replying = [t[4:] for t in flow if t.startswith("src=")][1]
         first = {address(host, n, "app"): n for n in ("web1", "web2")}[replying]
         removed_at = time.time()
@@ -223,7 +142,7 @@ def test_udp_stream_moves_within_a_second_when_its_endpoint_goes(app: Host) -> N
 def test_named_target_port_resolves_through_a_label(app: Host) -> None:
     host = app
     host.podnet("run", "-d", "--name", "named", "--hostname", "named", "--network", "app", "--label", "app=api",
-                "--label", "port.podnet.io/http=8080", "--", PY, "-S", "-c", SERVE_TCP, "8080")
+                "--label", "port.podnet.io/http=8080", "--", PY, "-S", program("serve_tcp.py"), "8080")
     serve(host, "unnamed", "app", 8080, extra=("--label", "app=api"))  # no port label: not an endpoint of port http
     host.podnet("service", "create", "api", "--selector", "app=api", "--port", "http=80:http/tcp")
     assert set(answers(host, "client", vip(host, "api"), 80, 15)) == {"named"}
