@@ -147,9 +147,13 @@ def answers(host: Host, sandbox: str | None, ip: str, port: int, count: int, udp
     return Counter(line.split()[0] for line in out.splitlines())
 
 
+# Under the Host's private /run: this machine's /tmp is shared with every other test run.
+MANIFEST = "/run/podnet-test/manifest.yaml"
+
+
 def apply(host: Host, text: str, check: bool = True):
-    host.run(["sh", "-c", "cat > /tmp/manifest.yaml"], input=text)
-    return host.podnet("apply", "-f", "/tmp/manifest.yaml", check=check)
+    host.run(["sh", "-c", f"cat > {MANIFEST}"], input=text)
+    return host.podnet("apply", "-f", MANIFEST, check=check)
 
 
 def vip(host: Host, name: str) -> str:

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import PY, program, wait_for
-from tests.integration.conftest import WEB, address, answers, apply, leftovers, run_in, serve, vip, web_servers
+from tests.integration.conftest import MANIFEST, WEB, address, answers, apply, leftovers, run_in, serve, vip, web_servers
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -192,7 +192,7 @@ spec:
     assert len(docs["web-headless"]["status"]["endpoints"]) == 3
     public = docs["web-public"]["spec"]
     assert len(public["clusterIPs"]) == 2 and public["clusterIPs"][1].startswith("fd00:96::"), public
-    deleted = host.podnet("delete", "-f", "/tmp/manifest.yaml").stdout.splitlines()
+    deleted = host.podnet("delete", "-f", MANIFEST).stdout.splitlines()
     assert deleted == ['service "web" deleted', 'service "web-headless" deleted', 'service "web-public" deleted']
     tables = host.run(["nft", "list", "tables"]).stdout
     assert "podnet-services" not in tables
