@@ -3,7 +3,7 @@ gone, delegated IPAM speaks the whole protocol, prevResult is passed on, a busy 
 "try again", and a repeated ADD leaves the working attachment alone.
 
 Debian's IPAM plugins stop at CNI 1.0.0, so STATUS and GC forwarding are shown with
-`stub-ipam`, a real plugin executable written here (30 lines of Python): it speaks 1.1.0,
+`stub-ipam`, a real plugin executable (tests/programs/stub_ipam.py): it speaks 1.1.0,
 logs every call it gets, and fails DEL or STATUS on request.
 """
 
@@ -11,59 +11,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.integration.test_cni_common import (  # noqa: F401 - fixtures
-    CNI_PATH, EMPTY, PLUGIN, cni, conf, ip_of, netns, node, nothing_left, ping, served, start_agent, stop_agent,
-    store_keys,
+from tests.conftest import PY, program
+from tests.integration.conftest import (
+    CNI_PATH, EMPTY, PLUGIN, cni, conf, netns, nothing_left, ping_in_netns, start_agent, stop_agent, store_keys,
 )
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
 
 STUB_DIR = "/run/stub-ipam"  # the Host's private /run
-STUB = r'''#!/usr/bin/python3 -S
-import json, os, sys
-state, cmd, cid = "/run/stub-ipam", os.environ.get("CNI_COMMAND"), os.environ.get("CNI_CONTAINERID", "")
-conf = json.loads(sys.stdin.read() or "{}")
-os.makedirs(state + "/alloc", exist_ok=True)
-with open(state + "/calls", "a") as log:
-    log.write(json.dumps({"command": cmd, "cid": cid, "conf": conf}) + "\n")
-sys.stderr.write("stub-ipam: %s %s\n" % (cmd, cid))
-def fail(code, msg):
-    print(json.dumps({"cniVersion": conf.get("cniVersion", "1.1.0"), "code": code, "msg": msg}))
-    sys.exit(1)
-if cmd == "VERSION":
-    print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}))
-elif cmd == "ADD":
-    n = len(os.listdir(state + "/alloc")) + 10
-    prefix = conf["ipam"]["subnet"].rsplit(".", 1)[0]
-    open(state + "/alloc/" + cid, "w").write("%s.%d" % (prefix, n))
-    print(json.dumps({"cniVersion": conf["cniVersion"], "ips": [{"address": "%s.%d/24" % (prefix, n), "gateway": prefix + ".1"}],
-                      "routes": conf["ipam"].get("routes", [])}))
-elif cmd == "DEL":
-    if os.path.exists(state + "/fail-del-" + cid):
-        fail(11, "stub-ipam cannot release %s now" % cid)
-    if os.path.exists(state + "/alloc/" + cid):
-        os.unlink(state + "/alloc/" + cid)
-elif cmd == "STATUS":
-    if os.path.exists(state + "/not-ready"):
-        fail(50, "stub-ipam has no addresses left")
-elif cmd == "GC":
-    valid = {a["containerID"] for a in conf.get("cni.dev/valid-attachments", [])}
-    for held in os.listdir(state + "/alloc"):
-        if held not in valid:
-            os.unlink(state + "/alloc/" + held)
-'''
-
-
 def install_stub(host: Host) -> None:
     host.run(["mkdir", "-p", STUB_DIR])
-    host.run(["sh", "-c", 'cat > "$0" && chmod 755 "$0"', f"{CNI_PATH}/stub-ipam"], input=STUB)
+    host.run(["install", "-m", "755", program("stub_ipam.py"), f"{CNI_PATH}/stub-ipam"])
 
 
 def stub_calls(host: Host) -> list[dict[str, Any]]:
@@ -112,7 +76,7 @@ def test_version_mismatch_with_delegate_is_refused_before_anything(served: Host)
     assert host.podnet("reconcile", check=False).returncode == 0
     good = {**hl, "cniVersion": "1.0.0"}
     code, result = cni(host, "ADD", good, netns=ns)
-    assert code == 0 and ping(host, "p1", "10.99.0.1"), result
+    assert code == 0 and ping_in_netns(host, "p1", "10.99.0.1"), result
     assert cni(host, "DEL", good, netns=ns) == (0, None)
     assert nothing_left(host) == EMPTY
 
@@ -133,10 +97,10 @@ def test_agent_starts_and_reconcile_works_past_a_refusing_ipam(node: Host) -> No
     assert host.podnet("reconcile", check=False).returncode == 0
     agent = start_agent(host)
     try:
-        time.sleep(1)
+        time.sleep(1)  # the agent used to exit within a second: time passing is the point
         assert agent.poll() is None, "the agent keeps running"
         code, other = cni(host, "ADD", stub_conf(), cid="c2", netns=netns(host, "p2"))
-        assert code == 0 and ping(host, "p2", "10.66.0.1"), other
+        assert code == 0 and ping_in_netns(host, "p2", "10.66.0.1"), other
         assert cni(host, "DEL", stub_conf(), cid="c2", netns="/run/netns/p2") == (0, None)
         host.run(["rm", f"{STUB_DIR}/fail-del-c1"])
         assert cni(host, "DEL", stub_conf(), netns=ns) == (0, None), "the next DEL asks the plugin again"
@@ -207,7 +171,7 @@ def test_delegate_stderr_status_and_gc_are_forwarded(served: Host) -> None:
     assert "stub-ipam: STATUS" in stderr
     code, _, stderr = call(host, "GC", stub_conf(**{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}))
     assert code == 0 and "stub-ipam: GC" in stderr
-    assert stub_held(host) == ["c1"] and ping(host, "p1", "10.66.0.1"), "GC kept the valid attachment"
+    assert stub_held(host) == ["c1"] and ping_in_netns(host, "p1", "10.66.0.1"), "GC kept the valid attachment"
     code, _, stderr = call(host, "DEL", stub_conf(), ns=ns)
     assert code == 0 and "stub-ipam: DEL c1" in stderr
     assert nothing_left(host) == EMPTY and stub_held(host) == []
@@ -254,16 +218,11 @@ def test_podnet_debug_from_the_runtime_reaches_the_plugin(served: Host) -> None:
 
 # --- item 5: a busy store -------------------------------------------------------------------------
 
-HOLD_LOCK = ("import sqlite3, sys, time\n"
-             "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-             "db.execute('BEGIN IMMEDIATE')\nprint('held', flush=True)\ntime.sleep(120)\n")
-
-
 def test_busy_store_answers_try_again_within_seconds(served: Host) -> None:
     host = served
     ns = netns(host, "p1")
     assert cni(host, "ADD", conf(subnet="10.244.9.0/24"), netns=ns)[0] == 0
-    holder = host.popen([sys.executable, "-c", HOLD_LOCK, "/var/lib/podnet/podnet.db"], stdout=subprocess.PIPE)
+    holder = host.popen([PY, "-S", program("hold_sqlite_lock.py"), "/var/lib/podnet/podnet.db"], stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         started = time.monotonic()
@@ -299,7 +258,7 @@ def test_repeated_add_leaves_the_live_attachment(served: Host) -> None:
     code, err = cni(host, "ADD", config, netns=ns)
     assert code == 1 and err["code"] == 103, "the same namespace again: refused too, nothing changed"
     assert eth0() == before
-    assert ping(host, "p1", "10.244.4.1"), "the first attachment still works"
+    assert ping_in_netns(host, "p1", "10.244.4.1"), "the first attachment still works"
     assert cni(host, "CHECK", {**config, "prevResult": first}, netns=ns) == (0, None)
     assert host.run(["ip", "-n", "p2", "-o", "link"]).stdout.count("\n") == 1, "nothing made in the second namespace"
     assert cni(host, "DEL", config, netns=ns) == (0, None)
