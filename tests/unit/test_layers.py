@@ -132,11 +132,6 @@ def test_the_check_sees_every_form_of_import(tmp_path: Path) -> None:
                                                     "podnet.services.controller", "podnet.cni"}
 
 
-# Files that still reach into dataplane's private names; the drivers rework (issue 8, item 1)
-# moves their kernel calls into dataplane/ and takes them off this list.
-PRIVATE_ACCESS_PENDING = {"podnet/api/pods.py", "podnet/drivers/routed.py"}
-
-
 def _module_aliases(tree: ast.Module) -> set[str]:
     """Names this file binds to podnet modules (`from podnet.dataplane import netlink`, `import podnet.x as y`)."""
     names = set()
@@ -172,8 +167,6 @@ def test_no_module_reaches_into_another_modules_private_names() -> None:
     found = []
     for path in sorted(SRC.rglob("*.py")):
         rel = str(path.relative_to(SRC.parent))
-        if rel in PRIVATE_ACCESS_PENDING:
-            continue
         tree = ast.parse(path.read_text(), str(path))
         modules = _module_aliases(tree)
         for node in ast.walk(tree):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from podnet import drivers
 from podnet.api.context import Context
 from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
 from podnet.store import keys
@@ -31,12 +32,12 @@ def bridge_rules(net_doc: dict[str, Any]) -> BridgeRules:
 
 
 def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], networks: dict[str, dict[str, Any]]) -> list[PortMapping]:
-    """Published ports of one sandbox, DNATed to its address on its first bridge network."""
+    """Published ports of one sandbox, DNATed to its address on its first network that publishes ports."""
     if not sandbox.get("ports"):
         return []
     target = next(
         (ep for att in sandbox["networks"] for ep in endpoints
-         if ep["network"] == att["network"] and networks.get(ep["network"], {}).get("driver") == "bridge"),
+         if ep["network"] == att["network"] and drivers.supports(networks.get(ep["network"], {}).get("driver")).publishes_ports),
         None,
     )
     if target is None:
@@ -61,7 +62,7 @@ def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], netw
 
 def desired(ctx: Context) -> FirewallState:
     networks = {doc["id"]: doc for _, doc in ctx.store.list(keys.NETWORKS)}
-    bridges = tuple(bridge_rules(n) for n in networks.values() if n["driver"] == "bridge" and n.get("interface"))
+    bridges = tuple(bridge_rules(n) for n in networks.values() if drivers.supports(n["driver"]).nat and n.get("interface"))
     endpoints_by_sandbox: dict[str, list[dict[str, Any]]] = {}
     for _, ep in ctx.store.list(keys.ENDPOINTS):
         endpoints_by_sandbox.setdefault(ep["sandbox"], []).append(ep)

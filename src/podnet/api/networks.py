@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from podnet.api.context import Context, require_privilege
-from podnet.drivers import DRIVER_NAMES, driver_for
+from podnet import drivers
 from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
 from podnet.ipam import pools
 from podnet.model import Network, SubnetConfig
@@ -17,7 +17,7 @@ from podnet.util.ids import new_id
 
 DEFAULT_NETWORK = "podnet"
 DEFAULT_BRIDGE = "podnet0"
-PREDEFINED = ("host", "none")
+PREDEFINED = drivers.PREDEFINED  # "host" and "none": one network each, named after its driver
 
 
 def _parse_net(text: str, flag: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -87,7 +87,7 @@ def _taken_subnets(ctx: Context, txn: Any) -> list[tuple[ipaddress.IPv4Network |
 def create(
     ctx: Context,
     name: str,
-    driver: str = "bridge",
+    driver: str = drivers.DEFAULT,
     subnets: list[str] | None = None,
     gateways: list[str] | None = None,
     ip_ranges: list[str] | None = None,
@@ -102,33 +102,26 @@ def create(
 ) -> Network:
     """Validate everything, record the network, then make it in the kernel (undoing the record on failure)."""
     check_name("network", name)
-    if driver not in DRIVER_NAMES:
-        raise InvalidArgument(f"unknown network driver {driver!r}", f"use one of: {', '.join(DRIVER_NAMES)}")
+    drv = drivers.get(driver)
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InvalidArgument(f"invalid --mtu {mtu}", "use a value between 68 and 65535")
     options = dict(options or {})
     configs = build_subnets(subnets or [], gateways or [], ip_ranges or [], aux_addresses or {})
-    drv = driver_for(driver)
-    if driver in ("host", "none"):
-        if name not in PREDEFINED or not default:
-            raise Conflict(f"only one {driver} network can exist, and it is predefined", f"use --network {driver}")
-    if driver in ("macvlan", "ipvlan") and not any(c.version == 4 for c in configs) and not ipv6:
-        raise InvalidArgument(f"a {driver} network needs --subnet (the parent's LAN)", "add --subnet CIDR and --gateway IP of the LAN's router")
-    bridge = options.pop("bridge_name", None) or (DEFAULT_BRIDGE if default and driver == "bridge" else None)
+    if drv.supports.exclusive and (name not in PREDEFINED or not default):
+        raise Conflict(f"only one {driver} network can exist, and it is predefined", f"use --network {driver}")
     net = Network(
-        id=new_id(), name=name, driver=driver, subnets=[], ipv6=ipv6 or any(c.version == 6 for c in configs),
-        internal=internal, mtu=mtu, labels=labels or {}, options=options, interface=bridge,
-        created=time.time(), default=default,
+        id=new_id(), name=name, driver=driver, subnets=configs, ipv6=ipv6, internal=internal, mtu=mtu,
+        labels=labels or {}, options=options, interface=options.pop("bridge_name", None), created=time.time(),
+        default=default,
     )
-    if driver == "bridge":
-        net.interface = drv.interface_name(net)
-    elif driver in ("macvlan", "ipvlan"):
-        net.interface = options.get("parent")
-    if driver != "none" and driver != "host":
+    drv.validate(net)  # net.subnets and net.ipv6 as the user gave them
+    net.ipv6 = ipv6 or any(c.version == 6 for c in configs)
+    net.interface = drv.interface_name(net)
+    if drv.supports.kernel_objects:
         require_privilege()
-        drv.validate(net)
+        drv.probe(net)
     host_routes: list[Any] = []
-    picks_subnet = driver in ("bridge", "routed")
+    picks_subnet = drv.supports.picks_subnet
     if picks_subnet and (not any(c.version == 4 for c in configs) or (net.ipv6 and not any(c.version == 6 for c in configs))):
         from podnet.dataplane import netlink
 
@@ -152,7 +145,7 @@ def create(
             if net.ipv6 and not any(c.version == 6 for c in configs):
                 configs.append(SubnetConfig(subnet=str(pools.pick_free(6, avoid + [c.network for c in configs]))))
         for cfg in configs:
-            if cfg.gateway is None and driver in ("bridge", "macvlan", "ipvlan"):
+            if cfg.gateway is None and drv.supports.gateway_in_subnet:
                 cfg.gateway = _first_host(cfg.network)
         net.subnets = configs
         txn.put(keys.network(net.id), net.model_dump())
@@ -204,9 +197,12 @@ def ensure_predefined(ctx: Context, name: str = DEFAULT_NETWORK) -> Network:
     net_id = ctx.store.get(keys.network_name(name))
     if net_id and (doc := ctx.store.get(keys.network(net_id))):
         return Network(**doc)
-    driver = "bridge" if name == DEFAULT_NETWORK else name
+    if name in PREDEFINED:
+        driver, options = name, {}
+    else:
+        driver, options = drivers.DEFAULT, {"bridge_name": DEFAULT_BRIDGE}
     try:
-        return create(ctx, name, driver=driver, default=True)
+        return create(ctx, name, driver=driver, options=options, default=True)
     except Conflict:
         # Another podnet made it at the same moment.
         return find(ctx, name)
@@ -237,7 +233,7 @@ def remove(ctx: Context, ref: str) -> Network:
         )
     require_privilege()
     _forget(ctx, net)
-    driver_for(net.driver).teardown_network(net)
+    drivers.get(net.driver).teardown_network(net)
     from podnet.api import firewall_sync
 
     firewall_sync.sync(ctx)

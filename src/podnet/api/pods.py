@@ -24,18 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.api import networks
+from podnet import drivers
+from podnet.api import networks, realize
 from podnet.api.context import Context, require_privilege
-from podnet.drivers import driver_for
+from podnet.dataplane import readback, routes as kernel_routes
+from podnet.drivers import EndpointReport
 from podnet.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from podnet.ipam import allocator
 from podnet.model import Endpoint, Network
 from podnet.store import keys
 from podnet.util import locks
 from podnet.util.ids import new_id, random_mac
-
-MODES = ("bridge", "macvlan", "routed")
-
 
 @dataclass
 class PodRequest:
@@ -139,25 +138,30 @@ def _check_requested(req: PodRequest, subnets: list[str]) -> None:
 
 def ensure_network(ctx: Context, req: PodRequest) -> Network:
     """The podnet network named by the config, made from it on first use; refuse a mismatch."""
+    wanted = drivers.for_cni_mode(req.mode) if req.mode else None
     try:
         net = networks.find(ctx, req.network)
         _check_requested(req, [s.subnet for s in net.subnets])
     except NotFound:
         _check_requested(req, req.subnets)
-        if req.mode == "routed" and not req.subnets:
-            raise InvalidArgument(f"a routed network needs \"subnet\" (its pod CIDR) to make network {req.network!r}",
+        maker = wanted or drivers.get(drivers.DEFAULT)
+        # A driver that would pick a free subnet by itself would pick one per node: under CNI
+        # it must be told this node's pod CIDR. (One that cannot pick, macvlan, is refused by
+        # networks.create.)
+        if maker.supports.cni_needs_subnet and maker.supports.picks_subnet and not req.subnets:
+            raise InvalidArgument(f"a {maker.name} network needs \"subnet\" (its pod CIDR) to make network {req.network!r}",
                                   "add \"subnet\": \"10.244.1.0/24\" (this node's pod CIDR) to the config") from None
         options = {"parent": req.parent} if req.parent else {}
         try:
-            net = networks.create(ctx, req.network, driver=req.mode or "bridge", subnets=req.subnets,
+            net = networks.create(ctx, req.network, driver=maker.name, subnets=req.subnets,
                                   gateways=[req.gateway] if req.gateway else [], mtu=req.mtu, options=options,
                                   labels={"podnet.cni": "true"})
         except Conflict:
             net = networks.find(ctx, req.network)  # made by a concurrent ADD
-    if net.driver not in MODES:
+    if not drivers.supports(net.driver).cni_mode:
         raise InvalidArgument(f"network {net.name!r} has driver {net.driver}, which pods cannot join",
-                              f"use a network with one of: {', '.join(MODES)}")
-    if req.mode and net.driver != req.mode:
+                              f"use a network with one of: {', '.join(drivers.CNI_MODES)}")
+    if wanted is not None and net.driver != wanted.name:
         raise InvalidArgument(f"network {net.name!r} exists with driver {net.driver}, not {req.mode}",
                               "drop \"mode\" from the config, or name another network")
     have = {s.subnet for s in net.subnets}
@@ -176,19 +180,16 @@ def _new_endpoint(pid: str, net: Network, req: PodRequest) -> Endpoint:
 
 
 def _allocate(txn: Any, net: Network, ep: Endpoint, req: PodRequest) -> None:
-    """podnet's IPAM: one address per subnet of the network, in the caller's transaction."""
-    from podnet.drivers.routed import gateway_for
-
+    """podnet's IPAM: one address per subnet of the network, in the caller's transaction;
+    the driver says how the endpoint holds it (its prefix, its gateway)."""
+    driver = drivers.get(net.driver)
     for subnet in net.subnets:
         wanted = next((ip for ip in req.requested_ips if ipaddress.ip_address(ip).version == subnet.version), None)
         address = allocator.allocate(txn, net.id, subnet, ep.id, wanted)
-        if net.driver == "routed":
-            ep.addresses.append(f"{address}/{32 if subnet.version == 4 else 128}")
-            ep.gateways.append(gateway_for(subnet.version))
-        else:
-            ep.addresses.append(f"{address}/{subnet.network.prefixlen}")
-            if subnet.gateway:
-                ep.gateways.append(subnet.gateway)
+        cidr, gateway = driver.assign(str(address), subnet.network.prefixlen, subnet.gateway)
+        ep.addresses.append(cidr)
+        if gateway:
+            ep.gateways.append(gateway)
 
 
 def _record(ctx: Context, pid: str, net: Network, req: PodRequest, ident: tuple[int, int]) -> tuple[dict[str, Any], Endpoint]:
@@ -211,22 +212,19 @@ def _record(ctx: Context, pid: str, net: Network, req: PodRequest, ident: tuple[
 def _claim_delegated(ctx: Context, net: Network, ep: Endpoint, ipam_result: dict[str, Any]) -> None:
     """Addresses a delegated IPAM gave: claimed in podnet's IPAM too where they fall in the
     network's subnets, so that `podnet run` on the same network can never take them."""
+    driver = drivers.get(net.driver)
     with ctx.store.transaction() as txn:
         for ip in ipam_result["ips"]:
             iface = ipaddress.ip_interface(ip["address"])
             subnet = net.subnet_for(iface.version)
             if subnet is not None and iface.ip in subnet.network:
                 allocator.allocate(txn, net.id, subnet, ep.id, str(iface.ip))
-            if net.driver == "routed":
-                from podnet.drivers.routed import gateway_for
-
-                ep.addresses.append(f"{iface.ip}/{32 if iface.version == 4 else 128}")
-                ep.gateways.append(gateway_for(iface.version))
-            else:
-                ep.addresses.append(str(iface))
-                if ip.get("gateway"):
-                    ep.gateways.append(ip["gateway"])
+            cidr, gateway = driver.assign(str(iface.ip), iface.network.prefixlen, ip.get("gateway"))
+            ep.addresses.append(cidr)
+            if gateway:
+                ep.gateways.append(gateway)
         txn.put(keys.endpoint(ep.sandbox, net.id), ep.model_dump())
+
 
 
 # --- ADD ----------------------------------------------------------------------------------
@@ -264,10 +262,10 @@ def add(ctx: Context, req: PodRequest, ipam_add: Any = None) -> dict[str, Any]:
                 ipam_result = ipam_add()
                 _claim_delegated(ctx, net, ep, ipam_result)
                 routes, dns = ipam_result["routes"], ipam_result["dns"]
-            driver = driver_for(net.driver)
+            driver = drivers.get(net.driver)
             driver.attach(net, ep, Path(req.netns), default_route=True)
-            _add_routes(req.netns, ep, [r for r in routes if not _is_default(r["dst"])])
-            result = _result(net, ep, req.netns, routes, dns or _embedded_dns(ctx, net, req.args))
+            _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])
+            result = _result(driver.report(net, ep, req.netns), routes, dns or _embedded_dns(ctx, net, req.args))
             with ctx.store.transaction() as txn:
                 doc["state"], doc["result"] = "ready", result
                 txn.put(keys.pod(req.container_id, req.ifname), doc)
@@ -284,34 +282,14 @@ def _is_default(dst: str) -> bool:
     return ipaddress.ip_network(dst, strict=False).prefixlen == 0
 
 
-def _add_routes(netns: str, ep: Endpoint, routes: list[dict[str, Any]]) -> None:
+def _add_routes(netns: str, ifname: str, gateways: list[str], routes: list[dict[str, Any]]) -> None:
     """Routes a delegated IPAM asked for besides the default one, via the endpoint's gateway."""
-    if not routes:
-        return
-    from podnet.dataplane import netlink
-
-    with netlink.in_netns(netns) as ipr:
-        index = netlink.link_index(ep.ifname, ipr)
-        for route in routes:
-            dst = ipaddress.ip_network(route["dst"], strict=False)
-            gw = route.get("gw") or next((g for g in ep.gateways if ipaddress.ip_address(g).version == dst.version), None)
-            kwargs: dict[str, Any] = {"dst": str(dst), "oif": index, "family": 10 if dst.version == 6 else 2}
-            if gw:
-                kwargs["gateway"] = gw
-            try:
-                ipr.route("replace", **kwargs)
-            except netlink._netlink_error() as exc:  # noqa: SLF001
-                raise netlink._kernel_error(f"add route {dst} inside the pod", exc) from None  # noqa: SLF001
-
-
-def _mac(name: str) -> str | None:
-    """One RTM_GETLINK by name (link_attrs would be two netlink round trips)."""
-    from podnet.dataplane import netlink
-
-    try:
-        return netlink.host().link("get", ifname=name)[0].get_attr("IFLA_ADDRESS")
-    except netlink._netlink_error():  # noqa: SLF001 - gone meanwhile: the result just has no MAC for it
-        return None
+    wanted = []
+    for route in routes:
+        dst = ipaddress.ip_network(route["dst"], strict=False)
+        gw = route.get("gw") or next((g for g in gateways if ipaddress.ip_address(g).version == dst.version), None)
+        wanted.append((str(dst), gw))
+    kernel_routes.replace_routes_inside(netns, ifname, wanted)
 
 
 def _embedded_dns(ctx: Context, net: Network, args: dict[str, str]) -> dict[str, Any]:
@@ -322,23 +300,18 @@ def _embedded_dns(ctx: Context, net: Network, args: dict[str, str]) -> dict[str,
     return {"nameservers": conf.nameservers, "search": conf.search, "options": conf.options} if conf else {}
 
 
-def _result(net: Network, ep: Endpoint, netns: str, routes: list[dict[str, Any]], dns: dict[str, Any]) -> dict[str, Any]:
-    from podnet.drivers.bridge import bridge_name, host_veth_name
-
-    interfaces: list[dict[str, Any]] = []
-    if net.driver == "bridge":
-        interfaces.append({"name": bridge_name(net), "mac": _mac(bridge_name(net))})
-    if net.driver in ("bridge", "routed"):
-        interfaces.append({"name": host_veth_name(ep), "mac": _mac(host_veth_name(ep))})
-    interfaces.append({"name": ep.ifname, "mac": ep.mac, "sandbox": netns, "mtu": ep.mtu})
+def _result(got: EndpointReport, routes: list[dict[str, Any]], dns: dict[str, Any]) -> dict[str, Any]:
+    """CNI 1.x shape: host-side interfaces with the MAC the kernel gave them, the sandbox's
+    interface last; each address with its family's gateway; the IPAM's routes, or a default
+    route via each gateway."""
+    interfaces: list[dict[str, Any]] = [{"name": i.name, "mac": readback.link_mac(i.name)} for i in got.interfaces[:-1]]
+    inside = got.sandbox_interface
+    interfaces.append({"name": inside.name, "mac": inside.mac, "sandbox": inside.sandbox, "mtu": inside.mtu})
     index = len(interfaces) - 1
-    ips = []
-    for address in ep.addresses:
-        version = ipaddress.ip_interface(address).version
-        gw = next((g for g in ep.gateways if ipaddress.ip_address(g).version == version), None)
-        ips.append({"address": address, "gateway": gw, "interface": index})
+    ips = [{"address": address, "gateway": got.gateway_for(ipaddress.ip_interface(address).version), "interface": index}
+           for address in got.addresses]
     if not routes:
-        routes = [{"dst": "::/0" if ":" in g else "0.0.0.0/0", "gw": g} for g in ep.gateways]
+        routes = [{"dst": r.dst, "gw": r.gw} for r in got.routes]
     return {"interfaces": interfaces, "ips": ips, "routes": routes, "dns": dns}
 
 
@@ -352,20 +325,15 @@ def _destroy(ctx: Context, doc: dict[str, Any], strict: bool = True) -> None:
     next DEL or GC asks the plugin again. Not strict (undoing a failed ADD): every error is
     swallowed and the record goes; the runtime's DEL after a failed ADD reaches the plugin.
     """
-    from podnet.api import realize
-
     nets = realize.networks_by_id(ctx)
-    endpoints = [Endpoint(**d) for _, d in ctx.store.list(keys.endpoints_of(doc["id"]))]
-    alive = netns_alive(doc)
+    endpoints = realize.endpoints_of(ctx, doc["id"])
+    netns = doc["netns"] if netns_alive(doc) else None
     for ep in endpoints:
         net = nets.get(ep.network)
         if net is None:
             continue
-        driver = driver_for(net.driver)
         try:
-            driver.detach(net, ep)
-            if not driver.has_host_side and alive:
-                _delete_inside(doc["netns"], ep)
+            drivers.get(net.driver).detach(net, ep, netns)  # inside the namespace too, while it is the pod's
         except Exception:
             if strict:
                 raise
@@ -389,18 +357,6 @@ def _destroy(ctx: Context, doc: dict[str, Any], strict: bool = True) -> None:
                 txn.delete(keys.pod(doc["container_id"], doc["ifname"]))
     if refused is not None and strict:
         raise refused
-
-
-def _delete_inside(netns: str, ep: Endpoint) -> None:
-    """A macvlan/ipvlan child lives in the pod's namespace: remove CNI_IFNAME there, as the
-    reference macvlan plugin does, when it is still that kind of link. (Its ifalias cannot
-    be the mark: the kernel ignores IFLA_IFALIAS when a link is created, so sublink's is lost.)"""
-    from podnet.dataplane import netlink
-
-    with netlink.in_netns(netns) as ipr:
-        attrs = netlink.link_attrs(ep.ifname, ipr)
-        if attrs and attrs.get("kind") in ("macvlan", "ipvlan"):
-            netlink.delete_link(ep.ifname, ipr)
 
 
 def _release_delegated(ctx: Context, doc: dict[str, Any]) -> None:
@@ -489,10 +445,8 @@ def get(ctx: Context, container_id: str, ifname: str) -> dict[str, Any] | None:
 
 
 def check(ctx: Context, container_id: str, ifname: str, netns: str, expected_ips: list[str]) -> list[str]:
-    """What differs between the pod as recorded (and as prevResult says) and the kernel."""
-    from podnet.dataplane import netlink
-    from podnet.drivers.bridge import bridge_name, host_veth_name
-
+    """What differs between the pod as recorded (and as prevResult says) and the kernel:
+    the store's claims here, the endpoint by its driver."""
     doc = get(ctx, container_id, ifname)
     if doc is None:
         raise NotFound(f"no attachment {container_id[:12]}/{ifname}", "CHECK follows an ADD")
@@ -502,7 +456,7 @@ def check(ctx: Context, container_id: str, ifname: str, netns: str, expected_ips
     if os.path.realpath(netns) != os.path.realpath(doc["netns"]) or not netns_alive(doc):
         return [f"the network namespace {netns} is not the one the pod was added in, or is gone"]
     nets = {n.id: n for n in networks.all_networks(ctx)}
-    endpoints = [Endpoint(**d) for _, d in ctx.store.list(keys.endpoints_of(doc["id"]))]
+    endpoints = realize.endpoints_of(ctx, doc["id"])
     if not endpoints:
         return ["the pod's endpoint record is gone"]
     ep = endpoints[0]
@@ -514,41 +468,7 @@ def check(ctx: Context, container_id: str, ifname: str, netns: str, expected_ips
     for ip in ep.ips:
         if claims.get(str(ipaddress.ip_address(ip))) != ep.id and doc.get("ipam") == "podnet":
             problems.append(f"address {ip} is no longer reserved for this pod")
-    with netlink.in_netns(doc["netns"]) as ipr:
-        attrs = netlink.link_attrs(ifname, ipr)
-        if attrs is None:
-            problems.append(f"interface {ifname} is missing inside the pod")
-        else:
-            have = {f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=attrs["index"])}
-            for address in sorted(set(ep.addresses) | set(expected_ips)):
-                if str(ipaddress.ip_interface(address)) not in {str(ipaddress.ip_interface(h)) for h in have}:
-                    problems.append(f"address {address} is missing on {ifname}")
-            if not attrs["flags"] & 1:
-                problems.append(f"interface {ifname} is down")
-            for gw in ep.gateways:
-                family = 10 if ":" in gw else 2
-                routes = ipr.route("dump", family=family)
-                if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gw and r.get_attr("RTA_TABLE") == 254
-                           for r in routes):
-                    problems.append(f"the default route via {gw} is missing")
-    if net.driver in ("bridge", "routed"):
-        host_if = host_veth_name(ep)
-        host_attrs = netlink.link_attrs(host_if)
-        if host_attrs is None:
-            problems.append(f"the host side {host_if} of the pod's veth is missing")
-        elif net.driver == "bridge" and host_attrs.get("IFLA_MASTER") != netlink.link_index(bridge_name(net)):
-            problems.append(f"{host_if} is not on bridge {bridge_name(net)}")
-        elif net.driver == "routed":
-            from podnet.drivers.routed import host_routes
-
-            for dst in host_routes(ep):
-                family = 10 if ":" in dst else 2
-                found = [r for r in netlink.host().route("dump", family=family)
-                         if r["dst_len"] == int(dst.split("/")[1]) and r.get_attr("RTA_DST") == dst.split("/")[0]
-                         and r.get_attr("RTA_OIF") == host_attrs["index"]]
-                if not found:
-                    problems.append(f"the host route {dst} dev {host_if} is missing")
-    return problems
+    return problems + drivers.get(net.driver).check(net, ep, doc["netns"], expected_ips)
 
 
 def status(ctx: Context, network: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.api.context import Context
-from podnet.drivers import driver_for
+from podnet import drivers
 from podnet.errors import PodnetError
 from podnet.model import Endpoint, Network, Sandbox
 from podnet.runtime.etcfiles import host_nameservers, host_search
@@ -38,7 +38,7 @@ def default_route_network(sandbox: Sandbox, nets: dict[str, Network]) -> str | N
     """Docker's rule: the first attached network that can reach outside carries the default route."""
     for att in sandbox.networks:
         net = nets.get(att.network)
-        if net and not net.internal and net.driver in ("bridge", "macvlan", "ipvlan"):
+        if net and not net.internal and drivers.get(net.driver).supports.default_route:
             return net.id
     return None
 
@@ -50,7 +50,7 @@ def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: 
     gw_net = default_route_network(sandbox, nets)
     for ep in endpoints:
         net = nets[ep.network]
-        driver_for(net.driver).attach(net, ep, path, default_route=ep.network == gw_net)
+        drivers.get(net.driver).attach(net, ep, path, default_route=ep.network == gw_net)
 
 
 def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], running: bool = False) -> Path:
@@ -125,7 +125,7 @@ def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], 
         if net is None:
             continue
         try:
-            driver_for(net.driver).detach(net, ep)
+            drivers.get(net.driver).detach(net, ep)  # the namespace and what is in it go below
         except PodnetError as exc:
             errors.append(exc)
     netns.delete(sandbox.netns_name)

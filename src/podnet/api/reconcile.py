@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from podnet.api import firewall_sync, realize, sandboxes
 from podnet.api.context import Context, require_privilege
-from podnet.config import LINK_ALIAS_PREFIX, NETNS_PREFIX
-from podnet.drivers import driver_for
+from podnet import drivers
+from podnet.config import NETNS_PREFIX
+from podnet.drivers import marks
 from podnet.errors import PodnetError
 from podnet.model import Sandbox
 from podnet.store import keys
@@ -84,14 +85,14 @@ def _sandboxes(ctx: Context, report: Report) -> None:
 def _repair(ctx: Context, sandbox: Sandbox, nets: dict, report: Report) -> None:
     """A running sandbox whose links went missing (deleted by hand, a crash mid-connect) gets them back."""
     from podnet.dataplane import netlink
-    from podnet.drivers.bridge import host_veth_name
 
     for ep in realize.endpoints_of(ctx, sandbox.id):
         net = nets.get(ep.network)
         if net is None:
             continue
-        driver = driver_for(net.driver)
-        if driver.has_host_side and netlink.link_index(host_veth_name(ep)) is None:
+        driver = drivers.get(net.driver)
+        host_if = driver.host_interface(ep)
+        if host_if is not None and netlink.link_index(host_if) is None:
             driver.setup_network(net)
             with netlink.in_netns(realize.netns_path(ctx, sandbox)) as ipr:
                 netlink.delete_link(ep.ifname, ipr)
@@ -110,7 +111,7 @@ def _pods(ctx: Context, report: Report) -> None:
 def _networks(ctx: Context, report: Report) -> None:
     for net in realize.networks_by_id(ctx).values():
         try:
-            driver_for(net.driver).setup_network(net)
+            drivers.get(net.driver).setup_network(net)
         except PodnetError as exc:
             report.errors.append(f"network {net.name}: {exc.line()}")
 
@@ -138,24 +139,23 @@ def _store_garbage(ctx: Context, report: Report) -> None:
 
 def _kernel_garbage(ctx: Context, report: Report) -> None:
     """Links, namespaces and cgroups that carry podnet's mark but belong to nothing in the store."""
-    from podnet.dataplane import netlink
     from podnet.runtime import cgroups, netns
 
     # Kernel first, store second: podnet records an object before it makes it, so anything
     # a concurrent `run` made after this snapshot is absent here, and anything it made
     # before is already in the store read below.
-    links = netlink.owned_links(LINK_ALIAS_PREFIX)
+    links = marks.owned()
     namespaces = netns.list_names(NETNS_PREFIX)
     cgroup_ids = cgroups.list_ids()
     live_sandboxes = {doc["id"]: doc for _, doc in ctx.store.list(keys.SANDBOXES)}
     wanted_netns = {Sandbox(**d).netns_name for d in live_sandboxes.values() if d["state"] != "exited"}
     endpoint_ids = {doc["id"] for _, doc in ctx.store.list(keys.ENDPOINTS)}
     network_ids = set(realize.networks_by_id(ctx))
-    for ifname, alias in links.items():
-        kind, _, object_id = alias[len(LINK_ALIAS_PREFIX):].partition(":")
-        if (kind == "ep" and object_id not in endpoint_ids) or (kind == "net" and object_id not in network_ids):
-            netlink.delete_link(ifname)
-            report.removed_links.append(ifname)
+    for link in links:
+        if ((link.kind == marks.ENDPOINT and link.object_id not in endpoint_ids)
+                or (link.kind == marks.NETWORK and link.object_id not in network_ids)):
+            marks.remove(link)
+            report.removed_links.append(link.ifname)
     for name in namespaces:
         if name not in wanted_netns:
             netns.delete(name)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from podnet.api import networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
-from podnet.drivers import driver_for
+from podnet import drivers
 from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning, PodnetError
 from podnet.ipam import allocator
 from podnet.model import Attachment, Endpoint, Network, PortMapping, Sandbox
@@ -47,16 +47,17 @@ def _resolve_networks(ctx: Context, refs: list[str]) -> list[Network]:
     nets = [networks.find(ctx, r) for r in refs] if refs else [networks.ensure_predefined(ctx)]
     if len({n.id for n in nets}) != len(nets):
         raise InvalidArgument("a network is given twice with --network", "give each network once")
-    for special in ("host", "none"):
-        if any(n.driver == special for n in nets) and len(nets) > 1:
-            raise InvalidArgument(f"--network {special} cannot be combined with other networks", f"use --network {special} alone")
+    exclusive = next((n for n in nets if drivers.get(n.driver).supports.exclusive), None)
+    if exclusive is not None and len(nets) > 1:
+        raise InvalidArgument(f"--network {exclusive.driver} cannot be combined with other networks",
+                              f"use --network {exclusive.driver} alone")
     return nets
 
 
 def _make_endpoint(txn: Txn, sandbox_id: str, net: Network, index: int, att: Attachment) -> Endpoint:
     ep = Endpoint(id=new_id(), sandbox=sandbox_id, network=net.id, ifname=f"eth{index}", mac=random_mac(),
                   aliases=att.aliases, mtu=net.mtu or 1500)
-    if not driver_for(net.driver).allocates_addresses:
+    if not drivers.get(net.driver).supports.allocates_addresses:
         return ep
     for subnet in net.subnets:
         requested = att.ip if subnet.version == 4 else att.ip6
@@ -118,13 +119,14 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
                                       "write it like 10.89.0.5" if version == 4 else "write it like fd00::5")
     require_privilege()
     nets = _resolve_networks(ctx, req.networks)
-    mode = "host" if nets[0].driver == "host" else "netns"
-    if mode == "host" and req.ports:
+    first = drivers.get(nets[0].driver).supports
+    network_mode = "host" if first.shares_host_netns else "netns"
+    if first.shares_host_netns and req.ports:
         raise InvalidArgument("-p has no meaning with --network host", "the sandbox already uses the host's ports; drop -p")
-    if (req.ip or req.ip6) and not driver_for(nets[0].driver).allocates_addresses:
+    if (req.ip or req.ip6) and not first.allocates_addresses:
         raise InvalidArgument(f"--ip needs a network with addresses, not {nets[0].driver}", "leave --ip out")
     mappings = _prepare_ports(ctx, parsed_ports)
-    if mappings and not any(n.driver == "bridge" for n in nets):
+    if mappings and not any(drivers.get(n.driver).supports.publishes_ports for n in nets):
         raise InvalidArgument("-p needs a bridge network", "attach the sandbox to a bridge network to publish ports")
     hostname = hostname or sandbox_id[:12]
     attachments = [Attachment(network=n.id, ip=req.ip if i == 0 else None, ip6=req.ip6 if i == 0 else None,
@@ -133,7 +135,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
         id=sandbox_id, name=name, argv=req.argv, hostname=hostname, networks=attachments, ports=mappings,
         labels=req.labels, namespace=req.namespace, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
         env=req.env, dns=req.dns, state="creating", auto_remove=req.auto_remove, created=time.time(),
-        network_mode=mode,
+        network_mode=network_mode,
     )
     endpoints: list[Endpoint] = []
     with ctx.store.transaction() as txn:
@@ -142,7 +144,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
             raise Conflict(f"the name {name!r} is already in use by sandbox {holder[:12]}",
                            f"remove it (`podnet rm -f {name}`) or choose another --name")
         _claim_ports(txn, sandbox_id, mappings)
-        if mode == "netns":
+        if network_mode == "netns":
             for index, (net, att) in enumerate(zip(nets, attachments)):
                 ep = _make_endpoint(txn, sandbox_id, net, index, att)
                 txn.put(keys.endpoint(sandbox_id, net.id), ep.model_dump())
@@ -345,7 +347,7 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
     require_privilege()
     net = networks.find(ctx, net_ref)
     sandbox = find(ctx, ref)
-    if sandbox.network_mode == "host" or net.driver in ("host", "none"):
+    if sandbox.network_mode == "host" or drivers.get(net.driver).supports.exclusive:
         raise InvalidArgument(f"cannot connect {sandbox.name!r} to {net.name!r}", "host and none networks cannot be combined with others")
     if not is_running(ctx, sandbox):
         raise NotRunning(f"sandbox {sandbox.name!r} is not running", "start a new one with `podnet run`")
@@ -364,9 +366,10 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
         sandbox = Sandbox(**doc)
         try:
             nets = realize.networks_by_id(ctx)
-            driver_for(net.driver).setup_network(net)
+            driver = drivers.get(net.driver)
+            driver.setup_network(net)
             gw = realize.default_route_network(sandbox, nets) == net.id
-            driver_for(net.driver).attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
+            driver.attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
             realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
         except BaseException:
             _detach_one(ctx, sandbox, net, ep)
@@ -375,12 +378,7 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
 
 
 def _detach_one(ctx: Context, sandbox: Sandbox, net: Network, ep: Endpoint) -> None:
-    driver_for(net.driver).detach(net, ep)
-    if not driver_for(net.driver).has_host_side:
-        from podnet.dataplane import netlink
-
-        with netlink.in_netns(realize.netns_path(ctx, sandbox)) as ipr:
-            netlink.delete_link(ep.ifname, ipr)
+    drivers.get(net.driver).detach(net, ep, realize.netns_path(ctx, sandbox))
     with ctx.store.transaction() as txn:
         for ip in ep.ips:
             allocator.release(txn, net.id, ip, owner=ep.id)
@@ -398,8 +396,9 @@ def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
     doc = ctx.store.get(keys.endpoint(sandbox.id, net.id))
     if doc is None:
         raise NotFound(f"sandbox {sandbox.name!r} is not connected to network {net.name!r}", "see `podnet inspect` for its networks")
-    if sandbox.ports and net.driver == "bridge" and sum(
-        1 for a in sandbox.networks if realize.networks_by_id(ctx).get(a.network, net).driver == "bridge"
+    publishes = drivers.get(net.driver).supports.publishes_ports
+    if sandbox.ports and publishes and sum(
+        1 for a in sandbox.networks if drivers.get(realize.networks_by_id(ctx).get(a.network, net).driver).supports.publishes_ports
     ) == 1:
         raise Conflict(f"sandbox {sandbox.name!r} publishes ports through network {net.name!r}", "remove the sandbox instead")
     with locks.held(lock_path(ctx, sandbox.id)):

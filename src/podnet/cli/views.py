@@ -5,10 +5,12 @@ They never import pydantic or pyroute2, so a read command starts in tens of mill
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+from podnet import drivers
 from podnet.api.context import Context
-from podnet.config import veth_name
+from podnet.drivers.endpoint import report as bare_report
 from podnet.store import keys
 
 
@@ -31,6 +33,22 @@ def networks(ctx: Context) -> dict[str, dict[str, Any]]:
     return {doc["id"]: doc for _, doc in ctx.store.list(keys.NETWORKS)}
 
 
+def endpoint_view(net: dict[str, Any] | None, ep: dict[str, Any] | None, aliases: list[str]) -> dict[str, Any]:
+    """One network of a sandbox in `inspect`: what its driver reports the endpoint got
+    (from the records alone: no kernel call, no pydantic)."""
+    if not ep:
+        return {"EndpointId": None, "Interface": None, "HostInterface": None, "MacAddress": None,
+                "Addresses": [], "Gateways": [], "Aliases": aliases}
+    record = SimpleNamespace(**{"host_ifname": None, "mtu": None, **ep})
+    if net is not None:
+        got = drivers.get(net["driver"]).report(SimpleNamespace(**{"interface": None, **net}), record, None)
+    else:  # the network was removed meanwhile: what the endpoint recorded
+        got = bare_report(record, None, host_interface=ep.get("host_ifname"))
+    return {"EndpointId": ep["id"], "Interface": got.sandbox_interface.name, "HostInterface": got.host_interface,
+            "MacAddress": got.sandbox_interface.mac, "Addresses": list(got.addresses), "Gateways": list(got.gateways),
+            "Aliases": aliases}
+
+
 def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, Any]],
                  endpoints: list[dict[str, Any]]) -> dict[str, Any]:
     """What `inspect` and `ps --json` print for one sandbox."""
@@ -51,14 +69,7 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
         "Networks": {
             nets.get(att["network"], {}).get("name", att["network"][:12]): {
                 "NetworkId": att["network"],
-                "EndpointId": (ep := by_network.get(att["network"], {})).get("id"),
-                "Interface": ep.get("ifname"),
-                "HostInterface": ep.get("host_ifname") or (
-                    veth_name(ep["id"]) if ep and nets.get(att["network"], {}).get("driver") in ("bridge", "routed") else None),
-                "MacAddress": ep.get("mac"),
-                "Addresses": ep.get("addresses", []),
-                "Gateways": ep.get("gateways", []),
-                "Aliases": att.get("aliases", []),
+                **endpoint_view(nets.get(att["network"]), by_network.get(att["network"]), att.get("aliases", [])),
             }
             for att in doc.get("networks", [])
         },

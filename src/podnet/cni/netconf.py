@@ -23,8 +23,7 @@ from typing import Any
 
 from podnet.cni import spec
 from podnet.cni.spec import E_INVALID_CONFIG, CniError
-
-MODES = ("bridge", "macvlan", "routed")
+from podnet.drivers import CNI_MODES as MODES
 _PLUGIN_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 

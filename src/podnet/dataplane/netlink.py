@@ -334,3 +334,9 @@ def _link_route(ipr: Any, verb: str, net: ipaddress.IPv4Network | ipaddress.IPv6
     except _netlink_error() as exc:
         if exc.code not in (errno.EEXIST, errno.ESRCH, errno.ENOENT):  # made or gone meanwhile
             raise
+
+
+# Public names for the other dataplane modules (routes.py, readback.py): they catch the
+# same pyroute2 error and translate it the same way.
+netlink_error = _netlink_error
+kernel_error = _kernel_error

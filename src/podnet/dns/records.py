@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet import drivers
 from podnet.store import keys
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -234,7 +235,7 @@ def build_index(networks: Iterable[Mapping[str, Any]], sandboxes: Iterable[Mappi
     """
     index = RecordIndex()
     for doc in networks:
-        if doc.get("driver", "bridge") != "bridge":
+        if not drivers.supports(doc.get("driver", drivers.DEFAULT)).dns:
             continue  # macvlan/ipvlan/host/none: the host cannot serve their members (see resolvconf)
         view = _view_for_network(doc)
         index.networks[view.network_id] = view

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from podnet import drivers
 from podnet.dns.records import CLUSTER_DOMAIN
 
 OPTIONS = ("ndots:2",)
@@ -54,8 +55,9 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def gateways(network: Any) -> list[str]:
-    """A bridge network's gateway addresses, IPv4 first: where its DNS listens."""
-    if _get(network, "driver", "bridge") != "bridge":
+    """The gateway addresses of a network the embedded DNS serves (a bridge), IPv4 first:
+    where its DNS listens."""
+    if not drivers.supports(_get(network, "driver", drivers.DEFAULT)).dns:
         return []
     subnets = [s if isinstance(s, Mapping) else s.model_dump() for s in _get(network, "subnets", [])]
     found = [s["gateway"] for s in subnets if s.get("gateway")]

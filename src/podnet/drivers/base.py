@@ -1,36 +1,149 @@
-"""The Driver protocol (netavark's one trait per driver).
+"""The Driver protocol: one module per kind of network covering its whole life (netavark's
+NetworkDriver, the CNI reference plugins' cmdAdd/cmdCheck/cmdDel).
 
-A driver turns a Network and its Endpoints into kernel objects. Every method is
-idempotent: reconcile calls them again after a crash and expects convergence.
+A driver turns a Network and its Endpoints into kernel objects and says what it made.
+Layers above never ask which driver a network has: they ask the driver (`drivers.get`)
+to act, to check, to report, or what it `supports`. Every kernel method is idempotent:
+reconcile calls them again after a crash and expects convergence.
+
+Network and Endpoint are only annotations here (no pydantic at import): `podnet ps` and
+`inspect` read the registry and `report` from plain store documents (see cli/views.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from podnet.model import Endpoint, Network
+if TYPE_CHECKING:
+    from podnet.model import Endpoint, Network
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What a driver can do: the only facts about a driver the layers above branch on."""
+
+    # Makes kernel objects: validating and setting it up needs privilege (host and none do not).
+    kernel_objects: bool = True
+    # IPAM gives its endpoints addresses (host and none have none).
+    allocates_addresses: bool = True
+    # Endpoints have a host-side link (a veth) that podnet names and the firewall can see.
+    host_side: bool = False
+    # `-p` publishes ports to its endpoints (DNAT to the endpoint's address on net.interface).
+    publishes_ports: bool = False
+    # The firewall masquerades, isolates and forwards its subnets on net.interface.
+    nat: bool = False
+    # The agent's embedded DNS can serve its members (it listens on the network's gateway).
+    dns: bool = False
+    # May carry a sandbox's default route (Docker's rule: the first such network does).
+    default_route: bool = False
+    # A free subnet is picked when none is given.
+    picks_subnet: bool = False
+    # The subnet's first host is the gateway unless one is given.
+    gateway_in_subnet: bool = False
+    # The sandbox shares the host's network namespace (it gets none of its own).
+    shares_host_netns: bool = False
+    # Cannot be combined with other networks; exists once, predefined under its own name.
+    exclusive: bool = False
+    # A CNI config's "mode" may name it.
+    cni_mode: bool = False
+    # Under CNI the subnet must be given (a pod CIDR, the parent's LAN).
+    cni_needs_subnet: bool = False
+    # Needs a parent interface (-o parent=, CNI "master").
+    needs_parent: bool = False
+
+
+NOTHING = Supports(kernel_objects=False, allocates_addresses=False)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One interface of an endpoint; `sandbox` is the namespace path of the one inside it."""
+
+    name: str
+    mac: str | None = None
+    sandbox: str | None = None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str
+    gw: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointReport:
+    """What an endpoint got, from its records: the CNI result and `inspect` are built from it.
+
+    interfaces: the host-side ones first (bridge, veth), the sandbox's own last (CNI order).
+    """
+
+    interfaces: tuple[Interface, ...]
+    addresses: tuple[str, ...]
+    gateways: tuple[str, ...]
+    routes: tuple[Route, ...]
+    host_interface: str | None = None
+
+    @property
+    def sandbox_interface(self) -> Interface:
+        return self.interfaces[-1]
+
+    def gateway_for(self, version: int) -> str | None:
+        return next((g for g in self.gateways if (6 if ":" in g else 4) == version), None)
 
 
 class Driver(Protocol):
     name: str
-    # True when endpoints are veths with a host side on a bridge podnet owns (firewall, GC).
-    has_host_side: bool
-    # False for host/none: no addresses, no endpoints.
-    allocates_addresses: bool
+    supports: Supports
+
+    # --- the network ---------------------------------------------------------------------
 
     def interface_name(self, net: Network) -> str | None:
         """The kernel interface that carries the network (bridge or parent), if any."""
         ...
 
     def validate(self, net: Network) -> None:
-        """Refuse what this kernel or this host cannot do, before anything is recorded."""
+        """Refuse a configuration this driver cannot serve (options, subnets: no kernel, no
+        privilege), before anything is recorded. net.subnets are the ones the user gave."""
         ...
 
-    def setup_network(self, net: Network) -> None: ...
+    def probe(self, net: Network) -> None:
+        """Refuse what this host's kernel cannot do (a missing parent, a missing module)."""
+        ...
+
+    def setup_network(self, net: Network) -> None:
+        """Make (or repair) the network's own kernel objects."""
+        ...
 
     def teardown_network(self, net: Network) -> None: ...
 
-    def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None: ...
+    # --- one endpoint ----------------------------------------------------------------------
 
-    def detach(self, net: Network, ep: Endpoint) -> None: ...
+    def assign(self, address: str, prefixlen: int, gateway: str | None) -> tuple[str, str | None]:
+        """The (CIDR, gateway) a pod's endpoint records for an address IPAM gave it in a
+        subnet of prefixlen whose gateway is gateway."""
+        ...
+
+    def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None:
+        """Set the endpoint up in the sandbox's namespace (CNI ADD)."""
+        ...
+
+    def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
+        """Tear the endpoint down (CNI DEL); netns is given when the namespace outlives it."""
+        ...
+
+    def check(self, net: Network, ep: Endpoint, netns: Path | str, expected: list[str]) -> list[str]:
+        """What differs between the endpoint as recorded and the kernel (CNI CHECK); expected
+        are addresses the runtime's prevResult also names."""
+        ...
+
+    def host_interface(self, ep: Any) -> str | None:
+        """The endpoint's host-side link, if it has one."""
+        ...
+
+    def report(self, net: Any, ep: Any, netns: str | None) -> EndpointReport:
+        """What the endpoint got, from its records (no kernel call). net and ep may be the
+        models or anything with their attributes (cli/views passes store documents)."""
+        ...

@@ -11,51 +11,46 @@ only an address pool (for example a per-node pod CIDR).
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from podnet.config import LINK_ALIAS_PREFIX
-from podnet.dataplane import netlink, sysctl
-from podnet.drivers.bridge import host_veth_name
-from podnet.model import Endpoint, Network
+from podnet.dataplane import netlink, readback, routes, sysctl
+from podnet.drivers import endpoint, marks
+from podnet.drivers.base import EndpointReport, Interface, Supports
+from podnet.drivers.bridge import check_host_veth, host_veth_name
+from podnet.errors import KernelError
+
+if TYPE_CHECKING:
+    from podnet.model import Endpoint, Network
 
 GATEWAY4 = "169.254.1.1"
 GATEWAY6 = "fe80::1"
-NUD_PERMANENT = 0x80
-RT_SCOPE_LINK = 253
+WHAT = "configure a routed endpoint"
 
 
 def gateway_for(version: int) -> str:
     return GATEWAY4 if version == 4 else GATEWAY6
 
 
-def host_routes(ep: Endpoint) -> list[str]:
+def host_routes(ep: Any) -> list[str]:
     """The host-side routes of one endpoint: its addresses as /32 and /128."""
     return [f"{ipaddress.ip_interface(a).ip}/{32 if ':' not in a else 128}" for a in ep.addresses]
 
 
-def _ignore_exists(call: Any, *args: Any, **kwargs: Any) -> None:
-    try:
-        call(*args, **kwargs)
-    except netlink._netlink_error() as exc:  # noqa: SLF001 - the dataplane's lazy pyroute2 import
-        if exc.code != errno.EEXIST:
-            raise netlink._kernel_error("configure a routed endpoint", exc) from None  # noqa: SLF001
-
-
 class RoutedDriver:
     name = "routed"
-    has_host_side = True
-    allocates_addresses = True
+    supports = Supports(host_side=True, picks_subnet=True, cni_mode=True, cni_needs_subnet=True)
 
     def interface_name(self, net: Network) -> str | None:
-        return None
+        return net.interface
 
     def validate(self, net: Network) -> None:
-        """Nothing to probe: veths and routes are in every kernel. (networks.create calls this
-        before the subnets are settled, so the "a routed network needs a subnet" rule lives
-        with whoever makes one: api.pods for CNI.)"""
+        """Nothing to refuse: under CNI the pod CIDR must be given (supports.cni_needs_subnet),
+        elsewhere a free subnet is picked."""
+
+    def probe(self, net: Network) -> None:
+        """Veths and routes are in every kernel."""
 
     def setup_network(self, net: Network) -> None:
         if any(s.version == 4 for s in net.subnets):
@@ -66,38 +61,53 @@ class RoutedDriver:
     def teardown_network(self, net: Network) -> None:
         """Nothing is shared between routed endpoints."""
 
+    def assign(self, address: str, prefixlen: int, gateway: str | None) -> tuple[str, str | None]:
+        """The pod holds its address alone; the host is its gateway at a link-local address."""
+        version = ipaddress.ip_address(address).version
+        return f"{address}/{32 if version == 4 else 128}", gateway_for(version)
+
     def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None:
         host_if = host_veth_name(ep)
         mtu = ep.mtu or net.mtu or 1500
-        netlink.create_veth_into(host_if, ep.ifname, netns, None, mtu, ep.mac, f"{LINK_ALIAS_PREFIX}ep:{ep.id}")
-        ipr = netlink.host()
+        netlink.create_veth_into(host_if, ep.ifname, netns, None, mtu, ep.mac, marks.endpoint_mark(ep.id))
         host_index = netlink.link_index(host_if)
         host_mac = netlink.link_attrs(host_if)["IFLA_ADDRESS"]  # type: ignore[index]
         singles = host_routes(ep)
         with netlink.in_netns(netns) as inner:
             index = netlink.link_index(ep.ifname, inner)
             if index is None:
-                from podnet.errors import KernelError
-
                 raise KernelError(f"interface {ep.ifname} is missing inside the pod", "run `podnet reconcile`")
-            inner.link("set", index=netlink.link_index("lo", inner), state="up")
+            routes.link_up(inner, netlink.link_index("lo", inner), what=WHAT)  # type: ignore[arg-type]
             netlink.ensure_addresses(index, singles, inner)
-            inner.link("set", index=index, state="up", mtu=mtu)
+            routes.link_up(inner, index, mtu, what=WHAT)
             for address in singles:
-                version = 6 if ":" in address else 4
-                gw = gateway_for(version)
-                family = 10 if version == 6 else 2
-                _ignore_exists(inner.neigh, "add", dst=gw, lladdr=host_mac, ifindex=index, state=NUD_PERMANENT, family=family)
-                if version == 4:
-                    _ignore_exists(inner.route, "add", dst=f"{gw}/32", oif=index, scope=RT_SCOPE_LINK)
+                gw = gateway_for(ipaddress.ip_interface(address).version)
+                routes.add_neighbour(inner, gw, host_mac, index, what=WHAT)
+                if ":" not in gw:
+                    routes.add_route(inner, f"{gw}/32", index, link_scope=True, what=WHAT)
                 if default_route:
-                    _ignore_exists(inner.route, "add", dst="default", gateway=gw, oif=index, family=family)
+                    routes.add_route(inner, "default", index, gateway=gw, what=WHAT)
+        host = netlink.host()
         for address in singles:
-            family = 10 if ":" in address else 2
-            _ignore_exists(ipr.route, "replace", dst=address, oif=host_index, scope=RT_SCOPE_LINK, family=family)
-            _ignore_exists(ipr.neigh, "replace", dst=address.split("/")[0], lladdr=ep.mac, ifindex=host_index,
-                           state=NUD_PERMANENT, family=family)
+            routes.add_route(host, address, host_index, link_scope=True, replace=True, what=WHAT)  # type: ignore[arg-type]
+            routes.add_neighbour(host, address.split("/")[0], ep.mac, host_index, replace=True, what=WHAT)  # type: ignore[arg-type]
 
-    def detach(self, net: Network, ep: Endpoint) -> None:
+    def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
         """Deleting the host veth takes its routes and neighbour entries with it."""
         netlink.delete_link(host_veth_name(ep))
+
+    def check(self, net: Network, ep: Endpoint, netns: Path | str, expected: list[str]) -> list[str]:
+        problems = endpoint.check_inside(ep, netns, expected)
+        attrs, missing = check_host_veth(ep)
+        if attrs is not None:
+            for prefix in host_routes(ep):
+                if not readback.has_route(netlink.host(), prefix, attrs["index"]):
+                    missing.append(f"the host route {prefix} dev {host_veth_name(ep)} is missing")
+        return problems + missing
+
+    def host_interface(self, ep: Any) -> str | None:
+        return host_veth_name(ep)
+
+    def report(self, net: Any, ep: Any, netns: str | None) -> EndpointReport:
+        host_if = host_veth_name(ep)
+        return endpoint.report(ep, netns, (Interface(host_if),), host_if)

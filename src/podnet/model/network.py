@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
-
 from pydantic import BaseModel, Field
-
-Driver = Literal["bridge", "host", "none", "macvlan", "ipvlan", "routed"]
 
 
 class SubnetConfig(BaseModel):
@@ -30,7 +26,7 @@ class SubnetConfig(BaseModel):
 class Network(BaseModel):
     id: str
     name: str
-    driver: Driver = "bridge"
+    driver: str = "bridge"  # a name in podnet.drivers.REGISTRY (checked by api.networks.create)
     subnets: list[SubnetConfig] = Field(default_factory=list)
     ipv6: bool = False
     internal: bool = False
