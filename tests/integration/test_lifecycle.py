@@ -185,6 +185,8 @@ def test_demo_runs_and_comes_down(host: Host) -> None:
     up = host.podnet("demo", timeout=300)
     assert "every path behaves as designed" in up.stdout, up.stdout + up.stderr
     assert probe(host, None, "127.0.0.1", 8080).returncode == 0, "the demo stays up for the user"
+    page = host.run(["curl", "-s", "localhost:8080"], check=False)  # what README and the demo suggest
+    assert page.returncode == 0 and page.stdout == "hello from demo-web\n", (page.returncode, page.stdout, page.stderr)
     host.podnet("demo", "--down")
     host.podnet("network", "rm", "podnet", check=False)
     assert leftovers(host) == {"links": [], "netns": [], "nft_elements": []}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from podnet.api import networks, ports
+from podnet.cli.main import build_parser
+from podnet.drivers import DRIVER_NAMES
 from podnet.errors import InvalidArgument
 
 
@@ -29,7 +33,7 @@ def podnet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["network", "create", "bad name!"], "invalid network name"),
     (["network", "create", "x", "--driver", "vxlanx"], "unknown network driver"),
     (["network", "create", "x", "--mtu", "5"], "--mtu"),
-    (["network", "create", "x", "--bogus"], "unrecognized arguments"),
+    (["network", "create", "x", "--bogus"], "unknown option --bogus"),
     (["network", "inspect", "nope"], "not found"),
     (["run", "-p", "99999:80", "--", "true"], "invalid port"),
     (["run", "--memory", "lots", "--", "true"], "invalid size"),
@@ -76,3 +80,50 @@ def test_gateway_pairs_with_its_subnet() -> None:
 def test_overlapping_subnets_in_one_request() -> None:
     with pytest.raises(InvalidArgument, match="overlap"):
         networks.build_subnets(["10.1.0.0/16", "10.1.2.0/24"], [], [], {})
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parser and every subcommand's parser under it (aliases once)."""
+    yield parser
+    for sub in {id(p): p for p in getattr(parser, "subcommands", {}).values()}.values():
+        yield from _parsers(sub)
+
+
+def test_every_option_of_every_subcommand_has_one_line_of_help() -> None:
+    missing = []
+    parsers = list(_parsers(build_parser()))
+    assert {"podnet network create", "podnet run", "podnet service create", "podnet cni config"} <= {p.prog for p in parsers}
+    for parser in parsers:
+        for action in parser.arguments:
+            text = action.help or ""
+            if not text.strip() or text == argparse.SUPPRESS or "\n" in text:
+                missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, f"options without a one-line help: {missing}"
+
+
+def test_driver_help_lists_the_registrys_drivers_and_publish_shows_its_syntax(tmp_path: Path) -> None:
+    create = podnet(tmp_path, "network", "create", "--help")
+    assert create.returncode == 0
+    listed = " ".join(create.stdout.split())  # argparse wraps lines
+    assert "one of: " + ", ".join(DRIVER_NAMES) in listed, create.stdout
+    run = " ".join(podnet(tmp_path, "run", "--help").stdout.split())
+    assert "-p [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], --publish" in run and "for example 8080:80" in run, run
+
+
+@pytest.mark.parametrize("args,line", [
+    (["network", "create", "x", "--subnt", "10.9.0.0/24"],
+     "podnet: unknown option --subnt for 'network create'; did you mean --subnet? (see podnet network create --help)"),
+    (["run", "--nmae", "web", "--", "true"],
+     "podnet: unknown option --nmae for 'run'; did you mean --name? (see podnet run --help)"),
+    (["run", "--publsh=8080:80", "--", "true"],
+     "podnet: unknown option --publsh for 'run'; did you mean --publish? (see podnet run --help)"),
+    (["service", "create", "x", "--selectr", "app=x"],
+     "podnet: unknown option --selectr for 'service create'; did you mean --selector? (see podnet service create --help)"),
+    (["network", "create", "x", "--bogus"],
+     "podnet: unknown option --bogus for 'network create' (see podnet network create --help)"),
+])
+def test_a_flag_typo_names_the_closest_flag_and_the_subcommands_help(tmp_path: Path, args: list[str], line: str) -> None:
+    result = podnet(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [line]
+    assert "x" not in podnet(tmp_path, "network", "ls", "-q").stdout.split(), "nothing was made"

@@ -13,7 +13,7 @@ def register(sub: Any) -> None:
     agent.set_defaults(handler=run)
     cmds = agent.add_subparsers(dest="agentcmd", metavar="COMMAND")
     st = cmds.add_parser("status", help="is the agent running, and how is it doing")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
     st.set_defaults(handler=status)
 
 

@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     c.add_argument("--mode", choices=drivers.CNI_MODES, help="driver when the network is made by CNI")
     c.add_argument("--subnet", action="append", default=[], help="pod CIDR, for example 10.244.1.0/24 (repeatable)")
     c.add_argument("--master", help="macvlan parent interface")
-    c.add_argument("--mtu", type=int)
+    c.add_argument("--mtu", type=int, help="the MTU of the pods' interfaces")
     c.add_argument("--ipam", default="podnet", help="podnet (default) or host-local (delegated, with --subnet)")
     c.add_argument("--cni-version", default="1.0.0", choices=CNI_VERSIONS,
                    help="1.0.0 suits podman 4, containerd 1.6 and Debian's reference plugins; 1.1.0 adds STATUS and GC")
@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     i.set_defaults(handler=install)
 
     ls = cmds.add_parser("ls", help="list the attachments made through CNI")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(handler=list_pods)
 
 

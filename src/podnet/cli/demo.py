@@ -7,12 +7,13 @@ web sits on both, like a reverse proxy; the client must not reach api or db dire
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
+from pathlib import Path
 
 from podnet.api import execute, networks, realize, sandboxes
 from podnet.api.context import Context
+from podnet.cli import demo_web
 from podnet.errors import NotFound
 
 FRONT, BACK = "demo-front", "demo-back"
@@ -24,18 +25,9 @@ TIERS: dict[str, tuple[list[str], int | None, list[str]]] = {
     "demo-api": ([BACK], 8000, []),
     "demo-db": ([BACK], 5432, []),
 }
-# A tiny TCP server: answers every connection with the sandbox's hostname. Fixed text, no user input.
-SERVER = (
-    "import socket,sys\n"
-    "s=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-    "s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0);s.bind(('::',int(sys.argv[1])));s.listen(64)\n"
-    "while True:\n c,_=s.accept();c.sendall((socket.gethostname()+'\\n').encode());c.close()\n"
-)
-PROBE = (
-    "import socket,sys\n"
-    "try:\n c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=1);print(c.recv(100).decode().strip())\n"
-    "except OSError as e:\n print('-',e);sys.exit(1)\n"
-)
+# The tiers' HTTP server and the probe's client: a program run by path inside the sandboxes
+# (it imports nothing from podnet), so `curl -s localhost:8080` prints the web tier's page.
+WEB_PROGRAM = str(Path(__file__).with_name("demo_web.py"))
 
 
 def _python() -> str:
@@ -57,7 +49,7 @@ def up(ctx: Context) -> int:
               f"{'  (internal)' if net.internal else ''}  bridge {net.interface}")
     addresses: dict[str, dict[str, str]] = {}
     for name, (nets, port, published) in TIERS.items():
-        argv = [py, "-S", "-c", SERVER, str(port)] if port else ["sleep", "infinity"]
+        argv = [py, "-S", WEB_PROGRAM, "serve", str(port)] if port else ["sleep", "infinity"]
         req = sandboxes.RunRequest(argv=argv, name=name, networks=nets, ports=published, hostname=name,
                                    labels={"podnet.demo": "1", "tier": name.split("-")[1]})
         sandbox = sandboxes.start(ctx, req)
@@ -67,8 +59,8 @@ def up(ctx: Context) -> int:
         pub = f"  publishes {published[0]}" if published else ""
         print(f"  sandbox {name:<12} {shown}{pub}")
 
-    time.sleep(0.3)  # let the servers bind
-    print("\nconnectivity (real TCP connections; ok = answered, -- = refused or dropped):\n")
+    _wait_serving(ctx, py)
+    print("\nconnectivity (real HTTP requests; ok = answered, -- = refused or dropped):\n")
     targets = [(n, p) for n, (_, p, _) in TIERS.items() if p]
     header = f"  {'from / to':<14}" + "".join(f"{n + ':' + str(p):<16}" for n, p in targets) + f"{'host:' + str(HOST_PORT):<12}"
     print(header)
@@ -85,7 +77,7 @@ def up(ctx: Context) -> int:
             # use the destination's address on a network the source shares, else its first address
             shared = [n for n in addresses[dst] if n in addresses[src]]
             ip = addresses[dst][shared[0] if shared else next(iter(addresses[dst]))]
-            result = execute.exec_in(ctx, src, [py, "-S", "-c", PROBE, ip, str(port)], capture=True)
+            result = execute.exec_in(ctx, src, [py, "-S", WEB_PROGRAM, "get", ip, str(port)], capture=True)
             ok = result.returncode == 0
             failures += ok != expected[src][dst]
             row += f"{'ok' if ok else '--':<16}"
@@ -103,6 +95,18 @@ def up(ctx: Context) -> int:
     print(f"and the host reaches the web tier on localhost:{HOST_PORT}.")
     print("\nTry: podnet ps   podnet exec demo-web -- ip addr   curl -s localhost:8080   podnet demo --down")
     return 0
+
+
+def _wait_serving(ctx: Context, py: str, timeout: float = 10) -> None:
+    """Each serving tier answers on its own loopback before the paths between tiers are judged
+    (a server still starting would count as a path that does not work)."""
+    deadline = time.monotonic() + timeout
+    for name, (_, port, _) in TIERS.items():
+        while port and time.monotonic() < deadline:
+            probe = [py, "-S", WEB_PROGRAM, "get", "127.0.0.1", str(port)]
+            if execute.exec_in(ctx, name, probe, capture=True).returncode == 0:
+                break
+            time.sleep(0.1)
 
 
 def _check_names(ctx: Context, addresses: dict[str, dict[str, str]]) -> int:
@@ -125,10 +129,10 @@ def _check_names(ctx: Context, addresses: dict[str, dict[str, str]]) -> int:
 
 
 def _probe_host(address: str, port: int) -> bool:
+    """What `curl -s localhost:8080` shows a user: the web tier's page."""
     try:
-        with socket.create_connection((address, port), timeout=1) as conn:
-            return bool(conn.recv(100))
-    except OSError:
+        return bool(demo_web.get(address, port))
+    except (OSError, ValueError):
         return False
 
 

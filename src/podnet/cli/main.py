@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from podnet.api import context
 from podnet.errors import InvalidArgument, PodnetError
@@ -48,12 +49,68 @@ def _command(args: argparse.Namespace) -> list[str]:
 EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service")
 
 
+DRIVERS_PLACEHOLDER = "{drivers}"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills in the list of network drivers only when help is printed: importing podnet.drivers
+    costs more than the whole start-up of a read command, which must not pay for it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and DRIVERS_PLACEHOLDER in text:
+            from podnet.drivers import DRIVER_NAMES  # lazy: see the class docstring
+
+            text = text.replace(DRIVERS_PLACEHOLDER, ", ".join(DRIVER_NAMES))
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake in one line, like every other podnet error."""
+    """argparse that reports a usage mistake in one line, like every other podnet error.
+
+    Every parser records itself in the namespace it fills (the innermost one wins), so that an
+    unknown option is reported against the subcommand it was given to (see `unknown_option`);
+    it keeps its arguments and its subcommands in public attributes, as argparse does not.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: list[argparse.Action] = []
+        self.subcommands: dict[str, argparse.ArgumentParser] = {}
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_parser=self)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.subcommands = action.choices  # filled in as subcommands are added (aliases too)
+        return action
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"podnet: {message}; see `{self.prog} --help`\n")
         raise SystemExit(2)
+
+
+def unknown_option(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """One line for arguments the subcommand does not take: the closest option it does take,
+    and where its help is. Only runs on a mistake, so difflib is imported here."""
+    import difflib
+
+    command = parser.prog.removeprefix("podnet").strip()
+    where = f" for '{command}'" if command else ""
+    see = f"(see {parser.prog} --help)"
+    flags = [e for e in extras if e.startswith("-") and e != "-"]
+    if not flags:
+        return f"podnet: unexpected argument{'s' if len(extras) > 1 else ''} {' '.join(extras)}{where} {see}"
+    given = flags[0].split("=", 1)[0]
+    known = [opt for action in getattr(parser, "arguments", []) for opt in action.option_strings]
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"podnet: unknown option {given}{where}{hint} {see}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,76 +120,93 @@ def build_parser() -> argparse.ArgumentParser:
 
     net = sub.add_parser("network", help="manage networks").add_subparsers(dest="netcmd", metavar="COMMAND", parser_class=_Parser)
     c = net.add_parser("create", help="create a network")
-    c.add_argument("name")
-    c.add_argument("-d", "--driver", default="bridge")
-    c.add_argument("--subnet", action="append", default=[])
-    c.add_argument("--gateway", action="append", default=[])
-    c.add_argument("--ip-range", action="append", default=[])
-    c.add_argument("--aux-address", action="append", default=[], metavar="HOST=IP")
-    c.add_argument("--ipv6", action="store_true")
-    c.add_argument("--internal", action="store_true")
-    c.add_argument("--mtu", type=int)
-    c.add_argument("--label", action="append", default=[])
-    c.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("name", help="the network's name (letters, digits, . _ -)")
+    c.add_argument("-d", "--driver", default="bridge", metavar="DRIVER",
+                   help="one of: " + DRIVERS_PLACEHOLDER + " (default %(default)s)")
+    c.add_argument("--subnet", action="append", default=[], metavar="CIDR",
+                   help="a subnet, for example 10.10.0.0/24 or fd00:10::/64 (repeatable; default: a free one)")
+    c.add_argument("--gateway", action="append", default=[], metavar="IP",
+                   help="the gateway of the --subnet it falls in (default: its first address)")
+    c.add_argument("--ip-range", action="append", default=[], metavar="CIDR",
+                   help="hand out addresses only from this part of a --subnet")
+    c.add_argument("--aux-address", action="append", default=[], metavar="HOST=IP",
+                   help="an address the network must never hand out (repeatable)")
+    c.add_argument("--ipv6", action="store_true", help="add an IPv6 subnet too (picked if no --subnet gives one)")
+    c.add_argument("--internal", action="store_true", help="no way out: no masquerade, no route to the outside")
+    c.add_argument("--mtu", type=int, help="the MTU of the network's interfaces")
+    c.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label on the network (repeatable)")
+    c.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a driver option, for example parent=eth0 or macvlan_mode=bridge (repeatable)")
     ls = net.add_parser("ls", help="list networks")
-    ls.add_argument("--json", action="store_true")
-    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("-q", "--quiet", action="store_true", help="print names only")
     i = net.add_parser("inspect", help="show a network as JSON")
-    i.add_argument("names", nargs="+")
+    i.add_argument("names", nargs="+", metavar="NAME", help="networks to show")
     r = net.add_parser("rm", help="remove networks")
-    r.add_argument("names", nargs="+")
+    r.add_argument("names", nargs="+", metavar="NAME", help="networks to remove (no sandbox may use them)")
     net.add_parser("prune", help="remove every network no sandbox uses")
 
     run = sub.add_parser("run", help="run a command in a new sandbox")
-    run.add_argument("-d", "--detach", action="store_true")
-    run.add_argument("--name")
-    run.add_argument("--network", "--net", action="append", default=[])
-    run.add_argument("--ip")
-    run.add_argument("--ip6")
-    run.add_argument("--alias", "--network-alias", action="append", default=[])
-    run.add_argument("-p", "--publish", action="append", default=[])
-    run.add_argument("--hostname")
-    run.add_argument("--label", "-l", action="append", default=[])
-    run.add_argument("--namespace", default="default")
-    run.add_argument("--pids-limit", type=int)
-    run.add_argument("--memory", "-m")
-    run.add_argument("--env", "-e", action="append", default=[])
-    run.add_argument("--dns", action="append", default=[])
-    run.add_argument("--rm", action="store_true")
-    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.add_argument("-d", "--detach", action="store_true", help="run in the background and print the sandbox's id")
+    run.add_argument("--name", help="the sandbox's name (default: a generated one)")
+    run.add_argument("--network", "--net", action="append", default=[], metavar="NETWORK",
+                     help="attach to this network, or host or none (repeatable; default: podnet)")
+    run.add_argument("--ip", help="the IPv4 address on the first network (default: the next free one)")
+    run.add_argument("--ip6", help="the IPv6 address on the first network (default: the next free one)")
+    run.add_argument("--alias", "--network-alias", action="append", default=[], metavar="NAME",
+                     help="another name the sandbox answers to in DNS (repeatable)")
+    run.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]",
+                     help="publish a port on the host, for example 8080:80, 127.0.0.1:5353:53/udp or "
+                          "9000-9001:80-81 (repeatable)")
+    run.add_argument("--hostname", help="the hostname inside the sandbox (default: its name)")
+    run.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE",
+                     help="a label on the sandbox, as Service selectors match them (repeatable)")
+    run.add_argument("--namespace", default="default",
+                     help="its Kubernetes-style namespace: Service names resolve in NAMESPACE.svc.cluster.local first "
+                          "(default %(default)s)")
+    run.add_argument("--pids-limit", type=int, metavar="N", help="at most N processes inside the sandbox")
+    run.add_argument("--memory", "-m", metavar="SIZE", help="memory limit, for example 512m or 1g")
+    run.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                     help="an environment variable for the command (repeatable)")
+    run.add_argument("--dns", action="append", default=[], metavar="IP",
+                     help="a nameserver for the sandbox instead of the network's (repeatable)")
+    run.add_argument("--rm", action="store_true", help="remove the sandbox when its command ends")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
     e = sub.add_parser("exec", help="run a command inside a running sandbox")
-    e.add_argument("name")
-    e.add_argument("command", nargs=argparse.REMAINDER)
+    e.add_argument("name", help="the sandbox's name or id")
+    e.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     ps = sub.add_parser("ps", help="list sandboxes")
-    ps.add_argument("-a", "--all", action="store_true")
-    ps.add_argument("-q", "--quiet", action="store_true")
-    ps.add_argument("--json", action="store_true")
+    ps.add_argument("-a", "--all", action="store_true", help="show ended sandboxes too")
+    ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+    ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ins = sub.add_parser("inspect", help="show sandboxes as JSON")
-    ins.add_argument("names", nargs="+")
+    ins.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to show (name or id)")
     lg = sub.add_parser("logs", help="print a sandbox's output")
-    lg.add_argument("name")
-    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("name", help="the sandbox's name or id")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output until interrupted")
     st = sub.add_parser("stop", help="stop sandboxes")
-    st.add_argument("names", nargs="+")
-    st.add_argument("-t", "--time", type=float, default=10)
+    st.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to stop (name or id)")
+    st.add_argument("-t", "--time", type=float, default=10, metavar="SECONDS",
+                    help="wait this long after SIGTERM before SIGKILL (default %(default)s)")
     rm = sub.add_parser("rm", help="remove sandboxes")
-    rm.add_argument("names", nargs="+")
-    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to remove (name or id)")
+    rm.add_argument("-f", "--force", action="store_true", help="stop running sandboxes first")
     cn = sub.add_parser("connect", help="connect a running sandbox to a network")
-    cn.add_argument("network")
-    cn.add_argument("name")
-    cn.add_argument("--ip")
-    cn.add_argument("--ip6")
-    cn.add_argument("--alias", action="append", default=[])
+    cn.add_argument("network", help="the network to join")
+    cn.add_argument("name", help="the sandbox's name or id")
+    cn.add_argument("--ip", help="its IPv4 address on that network (default: the next free one)")
+    cn.add_argument("--ip6", help="its IPv6 address on that network (default: the next free one)")
+    cn.add_argument("--alias", action="append", default=[], metavar="NAME",
+                    help="another name it answers to on that network (repeatable)")
     dc = sub.add_parser("disconnect", help="disconnect a sandbox from a network")
-    dc.add_argument("network")
-    dc.add_argument("name")
+    dc.add_argument("network", help="the network to leave")
+    dc.add_argument("name", help="the sandbox's name or id")
     lb = sub.add_parser("label", help="set (key=value) or remove (key-) labels of a sandbox")
-    lb.add_argument("name")
-    lb.add_argument("changes", nargs="*", metavar="KEY=VALUE|KEY-")
+    lb.add_argument("name", help="the sandbox's name or id")
+    lb.add_argument("changes", nargs="*", metavar="KEY=VALUE|KEY-", help="labels to set or (with a trailing -) remove")
     rc = sub.add_parser("reconcile", help="make the host match the store; remove leftovers")
-    rc.add_argument("--json", action="store_true")
+    rc.add_argument("--json", action="store_true", help="print what was done as JSON")
     dm = sub.add_parser("demo", help="bring up a small multi-tier application and check every path")
     dm.add_argument("--down", action="store_true", help="remove the demo")
     sub.add_parser("version", help="print podnet's version")
@@ -163,7 +237,10 @@ def _served_here() -> context.Served:
 def main(argv: list[str] | None = None) -> int:
     context.announce(_served_here)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sys.stderr.write(unknown_option(getattr(args, "_parser", parser), extras) + "\n")
+        return 2
     if not args.cmd:
         parser.print_help()
         return 2
