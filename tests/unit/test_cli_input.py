@@ -13,7 +13,7 @@ import pytest
 
 from podnet.api import networks, ports
 from podnet.cli.main import build_parser
-from podnet.drivers import DRIVER_NAMES
+from podnet.drivers import CNI_MODES, DRIVER_NAMES
 from podnet.errors import InvalidArgument
 
 
@@ -101,11 +101,13 @@ def test_every_option_of_every_subcommand_has_one_line_of_help() -> None:
     assert not missing, f"options without a one-line help: {missing}"
 
 
-def test_driver_help_lists_the_registrys_drivers_and_publish_shows_its_syntax(tmp_path: Path) -> None:
+def test_help_lists_the_registrys_drivers_and_modes_and_publish_shows_its_syntax(tmp_path: Path) -> None:
     create = podnet(tmp_path, "network", "create", "--help")
     assert create.returncode == 0
     listed = " ".join(create.stdout.split())  # argparse wraps lines
     assert "one of: " + ", ".join(DRIVER_NAMES) in listed, create.stdout
+    cni = " ".join(podnet(tmp_path, "cni", "config", "--help").stdout.split())
+    assert "one of " + ", ".join(CNI_MODES) in cni, cni
     run = " ".join(podnet(tmp_path, "run", "--help").stdout.split())
     assert "-p [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], --publish" in run and "for example 8080:80" in run, run
 

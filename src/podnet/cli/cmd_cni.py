@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from podnet import drivers
+from podnet.cli.main import CNI_MODES_PLACEHOLDER
 
 DEFAULT_DIRS = ("/opt/cni/bin", "/usr/lib/cni")  # the CNI default, and Debian's plugin directory
 CNI_VERSIONS = ("1.0.0", "1.1.0", "0.4.0", "0.3.1")
@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     c = cmds.add_parser("config", help="print a conflist for /etc/cni/net.d that attaches pods to NETWORK")
     c.add_argument("network", help="the podnet network (made on the first ADD if it does not exist)")
     c.add_argument("--name", help="the CNI network name (default: NETWORK)")
-    c.add_argument("--mode", choices=drivers.CNI_MODES, help="driver when the network is made by CNI")
+    c.add_argument("--mode", help=f"the driver when the network is made by CNI: one of {CNI_MODES_PLACEHOLDER}")
     c.add_argument("--subnet", action="append", default=[], help="pod CIDR, for example 10.244.1.0/24 (repeatable)")
     c.add_argument("--master", help="macvlan parent interface")
     c.add_argument("--mtu", type=int, help="the MTU of the pods' interfaces")
@@ -61,6 +61,9 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
     if args.mtu:
         main["mtu"] = args.mtu
     subnets = [str(spec.cidr(s, "--subnet")) for s in args.subnet]
+    # lazy: the drivers' registry is imported by this command only, not by every start-up
+    from podnet import drivers
+
     needs = drivers.for_cni_mode(args.mode).supports if args.mode else drivers.NOTHING
     if needs.cni_needs_subnet and not subnets:
         raise spec.CniError(spec.E_INVALID_CONFIG, f"--mode {args.mode} needs --subnet",

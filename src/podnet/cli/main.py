@@ -49,19 +49,27 @@ def _command(args: argparse.Namespace) -> list[str]:
 EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service")
 
 
+# Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).
 DRIVERS_PLACEHOLDER = "{drivers}"
+CNI_MODES_PLACEHOLDER = "{cni_modes}"
+
+
+def _registry_lists() -> dict[str, tuple[str, ...]]:
+    # lazy: importing podnet.drivers (every driver, and dataplane/ under them) costs more than
+    # the whole start-up of a read command, which must not pay for it; only --help does.
+    from podnet import drivers
+
+    return {DRIVERS_PLACEHOLDER: drivers.DRIVER_NAMES, CNI_MODES_PLACEHOLDER: drivers.CNI_MODES}
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Fills in the list of network drivers only when help is printed: importing podnet.drivers
-    costs more than the whole start-up of a read command, which must not pay for it."""
+    """Fills in the registry's lists of drivers and CNI modes only when help is printed."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
-        if text and DRIVERS_PLACEHOLDER in text:
-            from podnet.drivers import DRIVER_NAMES  # lazy: see the class docstring
-
-            text = text.replace(DRIVERS_PLACEHOLDER, ", ".join(DRIVER_NAMES))
+        if text and (DRIVERS_PLACEHOLDER in text or CNI_MODES_PLACEHOLDER in text):
+            for placeholder, names in _registry_lists().items():
+                text = text.replace(placeholder, ", ".join(names))
         return text
 
 
