@@ -162,3 +162,36 @@ def test_a_clash_reported_by_nft_becomes_a_conflict() -> None:
     assert isinstance(_as_conflict(clash), Conflict)
     other = KernelError("nft transaction failed: Error: Could not process rule: Operation not permitted")
     assert _as_conflict(other) is other
+
+
+def test_gateway_modes_and_exemptions_are_set_elements() -> None:
+    routed = BridgeRules("pnbr-r", ("10.5.0.0/24", "fd00:5::/64"), False, "routed", "nat-unprotected")
+    state = FirewallState(bridges=(NET, routed), ports=(WEB, PortMapping("tcp", None, 8082, "10.5.0.2", 80, "pnbr-r")),
+                          trusted_interfaces=("vxlan0",), peer_blocks=("10.244.2.0/24", "fd00:244:2::/64"))
+    el = state_elements(state)
+    subnet = {"prefix": {"addr": "10.5.0.0", "len": 24}}
+    assert [e["elem"]["val"] for e in el["direct4"]] == [subnet], "routed v4: direct routing, no masquerade"
+    assert [e["elem"]["val"] for e in el["open6"]] == [{"prefix": {"addr": "fd00:5::", "len": 64}}]
+    assert "open4" not in el and "direct6" not in el, "the default network stays nat: no exemption"
+    assert {"concat": ["10.5.0.2", "tcp", 80]} in el["targets4"]
+    assert el["trusted_ifaces"] == ["vxlan0"] and el["peers4"] == [{"prefix": {"addr": "10.244.2.0", "len": 24}}]
+    # the rule count stays fixed: modes and exemptions never add rules
+    assert sum(1 for v in verbs(sync_commands(state)) if v[1] == "rule") == len(rules())
+
+
+def test_gateway_modes_read_back() -> None:
+    listed = [
+        {"set": {"name": "bridges", "type": "ifname", "elem": ["pnbr-r"]}},
+        {"set": {"name": "masq4", "elem": [{"elem": {"val": {"prefix": {"addr": "10.5.0.0", "len": 24}}, "comment": "pnbr-r"}}]}},
+        {"set": {"name": "direct4", "elem": [{"elem": {"val": {"prefix": {"addr": "10.5.0.0", "len": 24}}, "comment": "pnbr-r"}}]}},
+        {"set": {"name": "trusted_ifaces", "elem": ["vxlan0"]}},
+        {"set": {"name": "peers6", "elem": [{"prefix": {"addr": "fd00:244:2::", "len": 64}}]}},
+    ]
+    state = state_from_table(listed)
+    assert state.bridges == (BridgeRules("pnbr-r", ("10.5.0.0/24",), False, "routed", "nat"),)
+    assert state.trusted_interfaces == ("vxlan0",) and state.peer_blocks == ("fd00:244:2::/64",)
+
+
+def test_unknown_gateway_mode_is_refused_before_the_kernel() -> None:
+    with pytest.raises(InvalidArgument):
+        state_elements(FirewallState(bridges=(BridgeRules("pnbr-x", ("10.6.0.0/24",), False, "isolated"),)))

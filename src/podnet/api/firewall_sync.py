@@ -23,12 +23,34 @@ def backend() -> Any:
     return NftablesFirewall()
 
 
+GATEWAY_MODE_OPTIONS = {4: "com.docker.network.bridge.gateway_mode_ipv4", 6: "com.docker.network.bridge.gateway_mode_ipv6"}
+
+
 def bridge_rules(net_doc: dict[str, Any]) -> BridgeRules:
+    options = net_doc.get("options") or {}
     return BridgeRules(
         bridge=net_doc["interface"],
         subnets=tuple(s["subnet"] for s in net_doc.get("subnets", [])),
         internal=bool(net_doc.get("internal")),
+        mode4=options.get(GATEWAY_MODE_OPTIONS[4], "nat"),
+        mode6=options.get(GATEWAY_MODE_OPTIONS[6], "nat"),
     )
+
+
+def check_gateway_modes(driver: str, internal: bool, options: dict[str, str]) -> None:
+    """Docker's gateway_mode options: only on bridge networks, only the modes podnet implements."""
+    from podnet.errors import InvalidArgument
+    from podnet.firewall.model import GATEWAY_MODES
+
+    for option in GATEWAY_MODE_OPTIONS.values():
+        if option not in options:
+            continue
+        value = options[option]
+        if not drivers.supports(driver).nat or internal:
+            raise InvalidArgument(f"-o {option} applies to non-internal bridge networks only",
+                                  "leave it out, or use --driver bridge without --internal")
+        if value not in GATEWAY_MODES:
+            raise InvalidArgument(f"invalid -o {option}={value!r}", f"use one of: {', '.join(GATEWAY_MODES)}")
 
 
 def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], networks: dict[str, dict[str, Any]]) -> list[PortMapping]:

@@ -106,6 +106,9 @@ def create(
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InvalidArgument(f"invalid --mtu {mtu}", "use a value between 68 and 65535")
     options = dict(options or {})
+    from podnet.api import firewall_sync
+
+    firewall_sync.check_gateway_modes(driver, internal, options)
     configs = build_subnets(subnets or [], gateways or [], ip_ranges or [], aux_addresses or {})
     if drv.supports.exclusive and (name not in PREDEFINED or not default):
         raise Conflict(f"only one {driver} network can exist, and it is predefined", f"use --network {driver}")

@@ -16,6 +16,15 @@ class BridgeRules:
     bridge: str  # the Linux bridge's ifname, e.g. "pnbr-1a2b3c4d"
     subnets: tuple[str, ...]  # CIDRs of the network, v4 and/or v6
     internal: bool = False  # no traffic in or out except within the bridge, no masquerade
+    # Docker's com.docker.network.bridge.gateway_mode_ipv4/_ipv6, per family:
+    #   "nat"             masquerade out; from outside only published ports (after DNAT) and replies
+    #   "nat-unprotected" masquerade out; every port reachable by direct routing (Docker's legacy)
+    #   "routed"          no masquerade; published container ports reachable by direct routing
+    mode4: str = "nat"
+    mode6: str = "nat"
+
+    def mode(self, version: int) -> str:
+        return self.mode4 if version == 4 else self.mode6
 
 
 @dataclass(frozen=True)
@@ -34,9 +43,20 @@ class PortMapping:
     bridge: str  # the bridge the target sits on
 
 
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed")
+
+
 @dataclass(frozen=True)
 class FirewallState:
-    """The whole podnet firewall: every bridge network and every published port."""
+    """The whole podnet firewall: every bridge network and every published port.
+
+    `trusted_interfaces` and `peer_blocks` are where traffic from outside the host may
+    reach any sandbox port on a bridge network: an overlay device, the pod CIDRs of known
+    peer hosts. Both are set elements of the one forward rule that guards the bridges, so a
+    cluster adds exemptions without new chains or rules.
+    """
 
     bridges: tuple[BridgeRules, ...] = ()
     ports: tuple[PortMapping, ...] = ()
+    trusted_interfaces: tuple[str, ...] = ()  # ifnames
+    peer_blocks: tuple[str, ...] = ()  # source CIDRs, v4 and/or v6

@@ -11,7 +11,10 @@ have policy accept, so they only ever drop what they name.
 Layout:
   raw_prerouting  (filter, prerouting, raw)    drop 127.0.0.0/8 and ::1 not from lo
   filter_forward  (filter, forward, filter)    same bridge ok; internal drop;
-                                               published ports ok; bridge<->bridge drop
+                                               published ports ok; bridge<->bridge drop;
+                                               into a bridge from outside: replies,
+                                               published ports and the exemptions below,
+                                               else drop (Docker 28's direct-routing fix)
   nat_prerouting  (nat, prerouting, dstnat)    local destination -> jump published
   nat_output      (nat, output, dstnat)        local destination -> jump published
   published       (regular)                    dnat via the port maps, miss = no change
@@ -19,7 +22,12 @@ Layout:
                                                podnet subnet into a bridge), localhost
                                                and outbound masquerade
 Sets: bridges, internal (ifname); same_bridge (ifname . ifname); masq4/masq6 and
-internal4/internal6 (interval, element comment = bridge). Port maps, each a pair
+internal4/internal6 (interval, element comment = bridge). Direct routing into a bridge from
+outside the host is refused except where a set says otherwise: open4/open6 (subnets of
+gateway mode nat-unprotected), direct4/direct6 (subnets of gateway mode routed: published
+container ports, targets4/targets6 = address . l4proto . port, and no masquerade),
+trusted_ifaces (ifname) and peers4/peers6 (source CIDRs): a cluster's overlay device and
+its peers' pod blocks are elements there, never new chains. Port maps, each a pair
 <name>_addr -> target address and <name>_port -> target port with the same key:
 dnat4/dnat6 (l4proto . port) and dnat4_ip/dnat6_ip (daddr . l4proto . port); the
 _addr element's comment is the bridge. Comments let `current()` read the state back.
@@ -44,7 +52,7 @@ from typing import Any, Iterable
 from podnet import config
 from podnet.dataplane import nft
 from podnet.errors import Conflict, InvalidArgument, KernelError
-from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.firewall.model import GATEWAY_MODES, BridgeRules, FirewallState, PortMapping
 
 FAMILY = "inet"
 PROTOCOLS = ("tcp", "udp")
@@ -61,6 +69,15 @@ SETS: dict[str, tuple[str | list[str], str | None, list[str]]] = {
     "masq6": ("ipv6_addr", None, ["interval"]),
     "internal4": ("ipv4_addr", None, ["interval"]),
     "internal6": ("ipv6_addr", None, ["interval"]),
+    "open4": ("ipv4_addr", None, ["interval"]),
+    "open6": ("ipv6_addr", None, ["interval"]),
+    "direct4": ("ipv4_addr", None, ["interval"]),
+    "direct6": ("ipv6_addr", None, ["interval"]),
+    "targets4": (["ipv4_addr", "inet_proto", "inet_service"], None, []),
+    "targets6": (["ipv6_addr", "inet_proto", "inet_service"], None, []),
+    "trusted_ifaces": ("ifname", None, []),
+    "peers4": ("ipv4_addr", None, ["interval"]),
+    "peers6": ("ipv6_addr", None, ["interval"]),
 }
 # Published ports: nft 1.0.6's JSON parser cannot declare a map whose data is a
 # concatenation (ipv4_addr . inet_service), so each port map is a pair with the same key:
@@ -74,6 +91,9 @@ PORT_MAPS = {  # name -> (key type, address type)
 for _name, (_key, _addr) in PORT_MAPS.items():
     SETS[f"{_name}_addr"] = (_key, _addr, [])
     SETS[f"{_name}_port"] = (_key, "inet_service", [])
+
+# Gateway modes other than nat, by the set (+ "4"/"6") that holds their subnets.
+MODE_SETS = {"nat-unprotected": "open", "routed": "direct"}
 
 # name -> (type, hook, priority) for base chains; None for a regular chain.
 CHAINS: dict[str, tuple[str, str, int] | None] = {
@@ -124,6 +144,7 @@ _IIF_OIF = _concat(_meta("iifname"), _meta("oifname"))
 _L4_PORT = _concat(_meta("l4proto"), _payload("th", "dport"))
 _LOCAL_DST = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
 _CT_DNAT = _match({"ct": {"key": "status"}}, "dnat", op="in")
+_CT_REPLY = _match({"ct": {"key": "state"}}, ["established", "related"], op="in")
 _MASQUERADE: Expr = {"masquerade": None}
 _ACCEPT: Expr = {"accept": None}
 _DROP: Expr = {"drop": None}
@@ -133,6 +154,7 @@ _COUNTER: Expr = {"counter": None}
 def rules() -> list[tuple[str, list[Expr], str]]:
     """The fixed rules as (chain, expressions, comment); they never depend on the state."""
     not_lo = _match(_meta("iifname"), "lo", op="!=")
+    into_bridge = _match(_meta("oifname"), "@bridges")
     return [
         ("raw_prerouting", [not_lo, _match(_payload("ip", "daddr"), _prefix("127.0.0.0/8")),
                             _COUNTER, _DROP],
@@ -152,6 +174,28 @@ def rules() -> list[tuple[str, list[Expr], str]]:
         ("filter_forward", [_match(_meta("iifname"), "@bridges"), _match(_meta("oifname"), "@bridges"),
                             _COUNTER, _DROP],
          "isolation: no traffic between two different podnet networks"),
+        ("filter_forward", [into_bridge, _CT_REPLY, _ACCEPT],
+         "from outside: replies to connections the sandboxes made"),
+        ("filter_forward", [into_bridge, _CT_DNAT, _ACCEPT],
+         "from outside: published ports (DNATed on the way in)"),
+        ("filter_forward", [into_bridge, _match(_meta("iifname"), "@trusted_ifaces"), _ACCEPT],
+         "from outside: trusted devices (a cluster's overlay) reach every port"),
+        ("filter_forward", [into_bridge, _match(_payload("ip", "saddr"), "@peers4"), _ACCEPT],
+         "from outside: known peers' pod blocks reach every port"),
+        ("filter_forward", [into_bridge, _match(_payload("ip6", "saddr"), "@peers6"), _ACCEPT],
+         "from outside: known peers' pod blocks reach every port"),
+        ("filter_forward", [into_bridge, _match(_payload("ip", "daddr"), "@open4"), _ACCEPT],
+         "from outside: gateway mode nat-unprotected opens every port to direct routing"),
+        ("filter_forward", [into_bridge, _match(_payload("ip6", "daddr"), "@open6"), _ACCEPT],
+         "from outside: gateway mode nat-unprotected opens every port to direct routing"),
+        ("filter_forward", [into_bridge, _match(_payload("ip", "daddr"), "@direct4"),
+                            _match(_concat(_payload("ip", "daddr"), *_L4_PORT["concat"]), "@targets4"), _ACCEPT],
+         "from outside: gateway mode routed, published container ports by direct routing"),
+        ("filter_forward", [into_bridge, _match(_payload("ip6", "daddr"), "@direct6"),
+                            _match(_concat(_payload("ip6", "daddr"), *_L4_PORT["concat"]), "@targets6"), _ACCEPT],
+         "from outside: gateway mode routed, published container ports by direct routing"),
+        ("filter_forward", [into_bridge, _COUNTER, _DROP],
+         "from outside: nothing else reaches a sandbox (unpublished ports stay private)"),
         ("nat_prerouting", [_LOCAL_DST, {"jump": {"target": "published"}}],
          "published ports, for packets to one of this host's addresses"),
         ("nat_output", [_LOCAL_DST, {"jump": {"target": "published"}}],
@@ -182,6 +226,12 @@ def rules() -> list[tuple[str, list[Expr], str]]:
                              _match(_meta("oifname"), "@bridges"), _MASQUERADE],
          "ports published on 127.0.0.1: the sandbox cannot answer 127.0.0.1 "
          "(needs route_localnet=1 on the bridge)"),
+        ("nat_postrouting", [_match(_payload("ip", "saddr"), "@direct4"),
+                             _match(_meta("oifname"), "@bridges", op="!="), {"return": None}],
+         "gateway mode routed: outbound IPv4 keeps the sandbox's address (no NAT)"),
+        ("nat_postrouting", [_match(_payload("ip6", "saddr"), "@direct6"),
+                             _match(_meta("oifname"), "@bridges", op="!="), {"return": None}],
+         "gateway mode routed: outbound IPv6 keeps the sandbox's address (no NAT)"),
         ("nat_postrouting", [_match(_payload("ip", "saddr"), "@masq4"),
                              _match(_meta("oifname"), "@bridges", op="!="), _MASQUERADE],
          "outbound IPv4 from non-internal networks leaves with the host's address"),
@@ -218,8 +268,30 @@ def bridge_elements(bridge: BridgeRules) -> dict[str, list[Any]]:
             net = ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise InvalidArgument(f"{cidr!r} is not a subnet", "give a CIDR like 10.89.0.0/24") from None
-        name = ("internal" if bridge.internal else "masq") + str(net.version)
-        out.setdefault(name, []).append({"elem": {"val": _prefix(str(net)), "comment": bridge.bridge}})
+        element = {"elem": {"val": _prefix(str(net)), "comment": bridge.bridge}}
+        if bridge.internal:
+            out.setdefault(f"internal{net.version}", []).append(element)
+            continue
+        mode = bridge.mode(net.version)
+        if mode not in GATEWAY_MODES:
+            raise InvalidArgument(f"unknown gateway mode {mode!r}", f"use one of: {', '.join(GATEWAY_MODES)}")
+        # masq keeps naming every non-internal subnet (hairpin uses it); routed subnets
+        # skip the outbound masquerade through direct4/direct6
+        out.setdefault(f"masq{net.version}", []).append(element)
+        if mode in MODE_SETS:
+            out.setdefault(f"{MODE_SETS[mode]}{net.version}", []).append(element)
+    return out
+
+
+def exemption_elements(state: FirewallState) -> dict[str, list[Any]]:
+    """Where traffic from outside may reach every sandbox port: trusted devices, peers' blocks."""
+    out: dict[str, list[Any]] = {"trusted_ifaces": list(state.trusted_interfaces)}
+    for cidr in state.peer_blocks:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise InvalidArgument(f"{cidr!r} is not a subnet", "give a CIDR like 10.244.2.0/24") from None
+        out.setdefault(f"peers{net.version}", []).append(_prefix(str(net)))
     return out
 
 
@@ -246,6 +318,9 @@ def port_elements(ports: Iterable[PortMapping]) -> dict[str, list[Any]]:
         name, key = _port_key(port)
         out[f"{name}_addr"].append([{"elem": {"val": key, "comment": port.bridge}}, _canonical_ip(port.target_ip)])
         out[f"{name}_port"].append([key, port.target_port])
+        target = _concat(_canonical_ip(port.target_ip), port.protocol, port.target_port)
+        if target not in out[f"targets{_family_of(port.target_ip)}"]:
+            out[f"targets{_family_of(port.target_ip)}"].append(target)
     return dict(out)
 
 
@@ -255,6 +330,8 @@ def state_elements(state: FirewallState) -> dict[str, list[Any]]:
         for name, elems in bridge_elements(bridge).items():
             out[name].extend(elems)
     for name, elems in port_elements(state.ports).items():
+        out[name].extend(elems)
+    for name, elems in exemption_elements(state).items():
         out[name].extend(elems)
     return dict(out)
 
@@ -361,10 +438,17 @@ def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
         for value in elems.get(name, []):
             subnets[_comment(value)].append(_cidr(value))
     internal = set(elems.get("internal", []))
+    modes: dict[tuple[str, int], str] = {}
+    for mode, prefix in MODE_SETS.items():
+        for version in (4, 6):
+            for value in elems.get(f"{prefix}{version}", []):
+                modes[(_comment(value), version)] = mode
     bridges = tuple(
-        BridgeRules(name, tuple(subnets.get(name, ())), name in internal)
+        BridgeRules(name, tuple(subnets.get(name, ())), name in internal,
+                    modes.get((name, 4), "nat"), modes.get((name, 6), "nat"))
         for name in elems.get("bridges", [])
     )
+    peers = tuple(_cidr(v) for name in ("peers4", "peers6") for v in elems.get(name, []))
     ports: list[PortMapping] = []
     for name in PORT_MAPS:
         target_ports = {_key_parts(key): data for key, data in elems.get(f"{name}_port", [])}
@@ -374,7 +458,7 @@ def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
             proto, port = parts[-2], parts[-1]
             target_port = int(target_ports.get(parts, 0))  # 0: the pair is torn, show it
             ports.append(PortMapping(proto, host_ip, int(port), target_ip, target_port, _comment(key)))
-    return normalized(FirewallState(bridges, tuple(ports)))
+    return normalized(FirewallState(bridges, tuple(ports), tuple(elems.get("trusted_ifaces", [])), peers))
 
 
 def normalized(state: FirewallState) -> FirewallState:
@@ -384,10 +468,15 @@ def normalized(state: FirewallState) -> FirewallState:
         net = ipaddress.ip_network(cidr, strict=False)
         return net.version, net
 
+    def mode(b: BridgeRules, version: int) -> str:
+        """A mode the kernel cannot hold (internal, or no subnet of that family) reads as nat."""
+        has = any(subnet_key(s)[0] == version for s in b.subnets)
+        return b.mode(version) if has and not b.internal else "nat"
+
     bridges = tuple(sorted(
         (BridgeRules(b.bridge,
                      tuple(str(ipaddress.ip_network(s, strict=False)) for s in sorted(b.subnets, key=subnet_key)),
-                     b.internal)
+                     b.internal, mode(b, 4), mode(b, 6))
          for b in state.bridges),
         key=lambda b: b.bridge,
     ))
@@ -397,7 +486,8 @@ def normalized(state: FirewallState) -> FirewallState:
          for p in state.ports},
         key=lambda p: (p.protocol, p.host_port, p.host_ip or "", p.target_ip, p.target_port, p.bridge),
     ))
-    return FirewallState(bridges, ports)
+    peers = tuple(sorted((str(ipaddress.ip_network(c, strict=False)) for c in set(state.peer_blocks)), key=subnet_key))
+    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers)
 
 
 # ---- the backend ----------------------------------------------------------------------------
