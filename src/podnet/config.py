@@ -10,6 +10,7 @@ shows podnet's sandboxes too.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,25 @@ LINK_PREFIX = "pn"
 NETNS_PREFIX = "podnet-"
 NFT_TABLE = "podnet"
 LINK_ALIAS_PREFIX = "podnet:"
+
+
+# Service virtual IPs come from these (Kubernetes' kind/kubeadm defaults); PODNET_SERVICE_CIDRS
+# (comma separated) overrides them. Networks may not overlap them: a VIP must never be a sandbox.
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/16", "fd00:96::/112")
+
+
+def service_cidrs() -> tuple[str, ...]:
+    """The service CIDRs in force: PODNET_SERVICE_CIDRS (comma separated) or the defaults."""
+    text = os.environ.get("PODNET_SERVICE_CIDRS")
+    cidrs = tuple(c.strip() for c in text.split(",") if c.strip()) if text else DEFAULT_SERVICE_CIDRS
+    for c in cidrs:
+        try:
+            ipaddress.ip_network(c)
+        except ValueError:
+            from podnet.errors import InvalidArgument
+
+            raise InvalidArgument(f"PODNET_SERVICE_CIDRS: {c!r} is not a CIDR", "write it like 10.96.0.0/16") from None
+    return cidrs
 
 
 def veth_name(endpoint_id: str) -> str:

@@ -129,3 +129,45 @@ def test_a_flag_typo_names_the_closest_flag_and_the_subcommands_help(tmp_path: P
     assert result.returncode == 2
     assert result.stderr.splitlines() == [line]
     assert "x" not in podnet(tmp_path, "network", "ls", "-q").stdout.split(), "nothing was made"
+
+
+@pytest.mark.parametrize("subnet,needle", [
+    ("127.0.0.0/8", "loopback"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.0/24", "reserved"),
+    ("240.0.0.0/4", "reserved"),
+    ("169.254.0.0/16", "link-local"),
+    ("0.0.0.0/8", "unspecified"),
+    ("0.0.0.0/0", "overlaps"),
+    ("10.96.0.0/16", "Service CIDR"),
+    ("10.96.5.0/24", "Service CIDR"),
+    ("10.1.0.0/31", "no room"),
+    ("10.1.0.1/32", "no room"),
+    ("::1/128", "loopback"),
+    ("ff00::/8", "multicast"),
+    ("fe80::/10", "link-local"),
+    ("::/0", "unspecified"),
+    ("fd00:96::/112", "Service CIDR"),
+    ("fd00:1::/127", "no room"),
+    ("fd00:1::1/128", "no room"),
+])
+def test_dangerous_subnets_refused(tmp_path: Path, subnet: str, needle: str) -> None:
+    """Subnets that would break the host are refused in one line, before anything is made."""
+    result = podnet(tmp_path, "network", "create", "x", "--subnet", subnet)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("podnet: invalid --subnet") and needle in lines[0], result.stderr
+    assert "x" not in podnet(tmp_path, "network", "ls", "-q").stdout.split()
+
+
+def test_service_cidrs_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PODNET_SERVICE_CIDRS moves what networks must avoid: the default range becomes free."""
+    monkeypatch.setenv("PODNET_SERVICE_CIDRS", "10.200.0.0/16")
+    assert networks.build_subnets(["10.96.0.0/24"], [], [], {})[0].subnet == "10.96.0.0/24"
+    with pytest.raises(InvalidArgument, match="Service CIDR 10.200.0.0/16"):
+        networks.build_subnets(["10.200.1.0/24"], [], [], {})
+
+
+def test_smallest_subnets_still_allowed() -> None:
+    """A /30 and a /126 hold a gateway and one sandbox: they stay allowed."""
+    assert [c.subnet for c in networks.build_subnets(["10.1.0.0/30", "fd00:1::/126"], [], [], {})] == ["10.1.0.0/30", "fd00:1::/126"]

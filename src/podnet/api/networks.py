@@ -8,8 +8,10 @@ from typing import Any
 
 from podnet.api.context import Context, require_privilege
 from podnet import drivers
+from podnet.config import service_cidrs
 from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
 from podnet.ipam import pools
+from podnet.ipam import subnets as subnet_rules
 from podnet.model import Network, SubnetConfig
 from podnet.model.common import check_name
 from podnet.store import keys
@@ -46,6 +48,8 @@ def build_subnets(
 ) -> list[SubnetConfig]:
     """Pair each --gateway, --ip-range and --aux-address with the --subnet that contains it (Docker's rule)."""
     nets = [_parse_net(s, "--subnet") for s in subnets]
+    for net in nets:
+        subnet_rules.check_subnet(net, service_cidrs())
     for i, a in enumerate(nets):
         for b in nets[i + 1:]:
             if a.overlaps(b):  # type: ignore[arg-type]
@@ -125,6 +129,14 @@ def create(
         drv.probe(net)
     host_routes: list[Any] = []
     picks_subnet = drv.supports.picks_subnet
+    # Networks that get a subnet of their own (bridge, routed) are routed and NATed by the host:
+    # none may hold the host's own address or its router. macvlan sits on the LAN's subnet.
+    host_addrs: list[Any] = []
+    host_gateways: list[Any] = []
+    if picks_subnet and configs:
+        from podnet.dataplane import hostaddrs
+
+        host_addrs, host_gateways = hostaddrs.addresses(), hostaddrs.default_gateways()
     if picks_subnet and (not any(c.version == 4 for c in configs) or (net.ipv6 and not any(c.version == 6 for c in configs))):
         from podnet.dataplane import netlink
 
@@ -141,6 +153,7 @@ def create(
                         f"subnet {cfg.subnet} overlaps {other} of network {other_name!r}",
                         "choose another --subnet, or leave it out to get a free one",
                     )
+            subnet_rules.check_not_host(cfg.network, host_addrs, host_gateways)
         if picks_subnet:
             avoid = [t for t, _ in taken] + host_routes
             if not any(c.version == 4 for c in configs):

@@ -23,7 +23,10 @@ from typing import Any
 
 from podnet.cni import spec
 from podnet.cni.spec import E_INVALID_CONFIG, CniError
+from podnet.config import service_cidrs
 from podnet.drivers import CNI_MODES as MODES
+from podnet.errors import InvalidArgument
+from podnet.ipam import subnets as subnet_rules
 _PLUGIN_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
@@ -68,6 +71,14 @@ def _labels(conf: dict[str, Any]) -> dict[str, str]:
     return {str(i["key"]): str(i.get("value", "")) for i in items if isinstance(i, dict) and "key" in i} if isinstance(items, list) else {}
 
 
+def _check_subnet(net: ipaddress.IPv4Network | ipaddress.IPv6Network, field: str) -> None:
+    """The rules `network create --subnet` applies (loopback, multicast, Service CIDRs, ...), as error 7."""
+    try:
+        subnet_rules.check_subnet(net, service_cidrs(), field=field)
+    except InvalidArgument as exc:
+        raise CniError(E_INVALID_CONFIG, exc.message, exc.hint) from None
+
+
 def _delegated_subnets(ipam: dict[str, Any], gateway: str | None) -> tuple[list[str], str | None]:
     """The subnets a delegated host-local (or static-range) IPAM hands out from, one per family.
 
@@ -87,6 +98,7 @@ def _delegated_subnets(ipam: dict[str, Any], gateway: str | None) -> tuple[list[
     versions: set[int] = set()
     for text, gw in found:
         net = spec.cidr(text, "ipam subnet", strict=False)  # host-local accepts 10.1.2.3/24
+        _check_subnet(net, "ipam subnet")
         if net.version in versions:
             continue
         versions.add(net.version)
@@ -110,6 +122,8 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
     if not isinstance(subnets_raw, list):
         raise CniError(E_INVALID_CONFIG, "invalid \"subnets\": expected a list of CIDRs")
     subnets = [str(spec.cidr(s, "subnet")) for s in subnets_raw]
+    for text in subnets:
+        _check_subnet(ipaddress.ip_network(text), "subnet")
     gateway = _str_or_none(conf, "gateway")
     if gateway is not None:
         try:
@@ -133,8 +147,10 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
             if key in ipam:
                 raise CniError(E_INVALID_CONFIG, f"ipam.{key} is not read by podnet's own IPAM",
                                "give the pod CIDR as the plugin's \"subnet\", or name a delegated ipam.type")
-    if ipam_type != "podnet" and not subnets:
-        subnets, gateway = _delegated_subnets(ipam, gateway)
+    if ipam_type != "podnet":
+        ranges, range_gateway = _delegated_subnets(ipam, gateway)  # checked even when "subnet" is given
+        if not subnets:
+            subnets, gateway = ranges, range_gateway
     dns = conf.get("dns") if isinstance(conf.get("dns"), dict) else {}
     runtime = conf.get("runtimeConfig") if isinstance(conf.get("runtimeConfig"), dict) else {}
     requested = [str(ip).split("/")[0] for ip in runtime.get("ips") or [] if isinstance(ip, str)]

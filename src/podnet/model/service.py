@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import os
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from podnet.config import DEFAULT_SERVICE_CIDRS, service_cidrs  # noqa: F401 - the one definition, re-exported
 from podnet.errors import InvalidArgument
 
-DEFAULT_SERVICE_CIDRS = ("10.96.0.0/16", "fd00:96::/112")
 NODEPORT_RANGE = (30000, 32767)
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP (3 hours)
 PORT_LABEL_PREFIX = "port.podnet.io/"
@@ -49,19 +48,6 @@ KNOWN_SPEC = {"selector", "ports", "type", "clusterIP", "clusterIPs", "externalI
 KNOWN_METADATA = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
                   "creationTimestamp", "managedFields", "finalizers", "ownerReferences", "generateName"}
 KNOWN_PORT = {"name", "protocol", "port", "targetPort", "nodePort", "appProtocol"}
-
-
-def service_cidrs() -> tuple[str, ...]:
-    """The service CIDRs in force: PODNET_SERVICE_CIDRS (comma separated) or the defaults."""
-    text = os.environ.get("PODNET_SERVICE_CIDRS")
-    cidrs = tuple(c.strip() for c in text.split(",") if c.strip()) if text else DEFAULT_SERVICE_CIDRS
-    for c in cidrs:
-        try:
-            ipaddress.ip_network(c)
-        except ValueError:
-            raise InvalidArgument(f"PODNET_SERVICE_CIDRS: {c!r} is not a CIDR", "write it like 10.96.0.0/16") from None
-    return cidrs
-
 
 
 class ServicePortSpec(BaseModel):
