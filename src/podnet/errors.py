@@ -63,6 +63,12 @@ class Busy(PodnetError):
     code = "busy"
 
 
+class StorageError(PodnetError):
+    """The store or a state file could not be read or written: a full disk, a read-only or broken file."""
+
+    code = "storage"
+
+
 class KernelError(PodnetError):
     """The kernel refused an operation podnet expected to work: not the user's input."""
 

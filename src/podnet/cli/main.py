@@ -269,5 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not the user's mistake: still one line unless asked
         if os.environ.get("PODNET_DEBUG"):
             raise
+        from podnet.store.failures import STATE_ERRNOS, os_failure
+
+        if isinstance(exc, OSError) and exc.errno in STATE_ERRNOS:  # a full disk met outside the store
+            error = os_failure(exc, exc.filename or "podnet's state", "write")
+            sys.stderr.write(f"podnet: {error.line()}\n")
+            return error.exit_code
         sys.stderr.write(f"podnet: internal error: {type(exc).__name__}: {exc} (set PODNET_DEBUG=1 for a traceback)\n")
         return 70

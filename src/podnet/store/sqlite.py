@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from podnet.errors import Busy, PermissionDenied
+from podnet.store.failures import os_failure, sqlite_failure
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL);
@@ -75,15 +75,17 @@ class SqliteStore:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_failure(exc, path.parent, "create") from None
+        try:
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-        except (PermissionError, sqlite3.OperationalError) as exc:
-            raise PermissionDenied(
-                f"cannot open podnet's store at {path}: {exc}", "run podnet as root, or point --root at a writable directory"
-            ) from None
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        if not self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone():
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=60000")
+            has_schema = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone()
+        except sqlite3.Error as exc:
+            raise sqlite_failure(exc, path, "open") from None
+        if not has_schema:
             with self.transaction():
                 for statement in _SCHEMA.strip().splitlines():
                     self._db.execute(statement)
@@ -99,19 +101,24 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteTxn]:
+        """One write transaction; a full disk or a broken file ends it as one line, rolled back."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            raise Busy(f"podnet's store {self.path} is busy: another process holds its write lock",
-                       "try again in a moment") from None
+        except sqlite3.Error as exc:
+            raise sqlite_failure(exc, self.path, "write") from None
         try:
             yield SqliteTxn(self._db)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise sqlite_failure(exc, self.path, "write") from None
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def revision(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
