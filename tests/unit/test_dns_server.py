@@ -228,3 +228,28 @@ def test_update_swaps_names_and_reconfigure_moves_listeners() -> None:
         with pytest.raises(asyncio.TimeoutError):
             await h.ask(query("web"), timeout=0.3)
     run(["127.0.0.3"], body)
+
+
+def test_one_client_cannot_starve_tcp_for_others() -> None:
+    """A client holding as many idle TCP connections as it may (and more) leaves others served."""
+    from podnet.dns import server as server_mod
+
+    async def body(h: Harness) -> None:
+        hogs = []
+        for _ in range(server_mod.TCP_MAX_PER_CLIENT + 8):
+            hogs.append(await asyncio.open_connection("127.0.0.1", h.port, local_addr=("127.0.0.6", 0)))
+        try:
+            await asyncio.sleep(0.2)
+            closed = 0
+            for reader, _ in hogs:
+                try:
+                    closed += await asyncio.wait_for(reader.read(1), 0.2) == b""
+                except asyncio.TimeoutError:
+                    pass
+            assert closed == 8, "the hog's connections beyond its share were closed"
+            reply = await h.ask_tcp(query("web"))
+            assert rcode(reply) == wire.NOERROR and ancount(reply) == 1, "another client is still served over TCP"
+        finally:
+            for _, writer in hogs:
+                writer.close()
+    run(["127.0.0.3"], body)

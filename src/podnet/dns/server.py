@@ -30,7 +30,10 @@ IPV6_FREEBIND = 78
 RECV_BUFFER = 4096  # a datagram this big is not a query: dropped
 DRAIN_BATCH = 256  # datagrams per reader callback before yielding to the loop
 TCP_IDLE = 10.0
-TCP_MAX_CONNECTIONS = 256
+# Open TCP connections a listener keeps: per client address (so one sandbox cannot starve
+# TCP DNS for its whole network, RFC 7766 section 6.2.2) and in all (the agent's memory).
+TCP_MAX_PER_CLIENT = 16
+TCP_MAX_CONNECTIONS = 4096
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
 _OPT_TYPE = b"\x00\x29"
 
@@ -215,6 +218,7 @@ class TcpListener:
         self.sock.listen(128)
         self.server: asyncio.AbstractServer | None = None
         self.connections = 0
+        self.per_client: dict[str, int] = {}
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, sock=self.sock)
@@ -227,10 +231,12 @@ class TcpListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if self.connections >= TCP_MAX_CONNECTIONS or not peer:
+        client = peer[0] if peer else ""
+        if not client or self.connections >= TCP_MAX_CONNECTIONS or self.per_client.get(client, 0) >= TCP_MAX_PER_CLIENT:
             writer.close()
             return
         self.connections += 1
+        self.per_client[client] = self.per_client.get(client, 0) + 1
 
         def send(out: bytes) -> None:
             if not writer.is_closing():
@@ -246,4 +252,7 @@ class TcpListener:
             pass
         finally:
             self.connections -= 1
+            left = self.per_client.pop(client) - 1
+            if left:
+                self.per_client[client] = left
             writer.close()
