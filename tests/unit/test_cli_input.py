@@ -41,6 +41,12 @@ def podnet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["run", "--ip", "999.1.1.1", "--", "true"], "not an IPv4 address"),
     (["run", "--ip6", "10.0.0.1", "--", "true"], "not an IPv6 address"),
     (["network"], "give a network command"),
+    (["run", "--memory", "1", "--", "true"], "the minimum is 6 MiB"),
+    (["run", "--dns", "notanip", "--", "true"], "invalid --dns"),
+    (["run", "--alias", "bad alias!", "--", "true"], "invalid --alias"),
+    (["run", "--label", "bad key!=v", "--", "true"], "invalid label"),
+    (["service", "create", "x", "--selector", "bad", "--port", "80"], "invalid --selector 'bad'"),
+    (["service", "create", "x", "--selector", "app=x"], "at least one port"),
 ])
 def test_one_line_and_nonzero(tmp_path: Path, args: list[str], needle: str) -> None:
     result = podnet(tmp_path, *args)

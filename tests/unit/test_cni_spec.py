@@ -40,6 +40,8 @@ def call(env: dict[str, str], conf: object) -> tuple[int, dict]:
     ({**ENV, "CNI_ARGS": "K8S_POD_NAME"}, GOOD, 4, "CNI_ARGS"),
     (ENV, b"{not json", 6, "not valid JSON"),
     (ENV, b"[1, 2]", 6, "not a JSON object"),
+    (ENV, b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}", 6, "nested too deeply"),
+    (ENV, json.dumps({**GOOD, "args": {"x": [[[[[[[[[[]]]]]]]]]] * 1}}).replace("[]", "[" * 80 + "]" * 80).encode(), 7, "deeper than"),
     (ENV, {**GOOD, "cniVersion": "9.9.9"}, 1, "incompatible CNI version 9.9.9"),
     (ENV, {k: v for k, v in GOOD.items() if k != "cniVersion"}, 1, "cniVersion"),
     (ENV, {k: v for k, v in GOOD.items() if k != "name"}, 7, "network name"),

@@ -35,6 +35,10 @@ def test_manifest_defaults_and_fields() -> None:
     ({"clusterIP": "10.96.0.300"}, "spec.clusterIPs[0]"),
     ({"selctor": {}}, "spec.selctor"),
     ({"selector": {"app": "a b"}}, "spec.selector.app"),
+    ({"ports": []}, "spec.ports"),
+    ({"ports": [{"port": 80, "targetPort": "1e400"}]}, "spec.ports[0].targetPort"),
+    ({"ports": [{"port": 80, "targetPort": float("inf")}]}, "spec.ports[0].targetPort"),
+    ({"ports": [{"port": 80, "targetPort": "0x50"}]}, "spec.ports[0].targetPort"),
 ])
 def test_manifest_errors_name_the_field(spec: dict, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
@@ -49,6 +53,25 @@ def test_multi_document_yaml_and_errors() -> None:
         load_manifests("a: 1\nb: : c\n")
     with pytest.raises(InvalidArgument, match="given twice"):
         parse_all([manifest(), manifest()])
+
+
+def test_headless_service_may_have_no_ports_and_names_stay_names() -> None:
+    assert from_manifest(manifest(clusterIP="None", ports=[])).ports == []
+    assert from_manifest(manifest(ports=[{"port": 80, "targetPort": "http-alt"}])).ports[0].target_port == "http-alt"
+
+
+def test_yaml_targetport_1e400_is_refused() -> None:
+    """YAML 1.1 reads 1e400 as a string, which would pass for a port name: refused as a number gone wrong."""
+    text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80, targetPort: 1e400}\n"
+    with pytest.raises(InvalidArgument, match="targetPort: '1e400' is neither"):
+        parse_all(load_manifests(text))
+
+
+@pytest.mark.parametrize("text", ["[" * 100000, "a: " + "[" * 5000 + "]" * 5000])
+def test_deeply_nested_yaml_is_one_line(text: str) -> None:
+    """Nesting past Python's recursion limit ends in a refusal, not RecursionError."""
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        load_manifests(text)
 
 
 def svc(**kw: object) -> Service:

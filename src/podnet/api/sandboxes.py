@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +9,10 @@ from pathlib import Path
 from podnet.api import networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
 from podnet import drivers
+from podnet.api.run_input import check_aliases, check_run
 from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning, PodnetError
 from podnet.ipam import allocator
 from podnet.model import Attachment, Endpoint, Network, PortMapping, Sandbox
-from podnet.model.common import check_name
 from podnet.store import keys
 from podnet.store.base import Txn
 from podnet.util import locks
@@ -99,24 +98,10 @@ def _prepare_ports(ctx: Context, mappings: list[PortMapping]) -> list[PortMappin
 
 def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, list[Endpoint]]:
     """Validate and record a sandbox in state "creating", with its addresses and ports claimed."""
-    if not req.argv:
-        raise InvalidArgument("no command given", "write the command after --, for example: podnet run -- sleep 60")
-    name = check_name("sandbox", req.name) if req.name else random_name()
-    parsed_ports = [portspec.parse(s) for s in req.ports]  # refuse a typo before touching anything
-    from podnet.runtime.etcfiles import check_hostname
-
-    hostname = check_hostname(req.hostname) if req.hostname else None
-    if req.pids_limit is not None and req.pids_limit < 1:
-        raise InvalidArgument(f"invalid --pids-limit {req.pids_limit}", "give a positive number")
-    for flag, text, version in (("--ip", req.ip, 4), ("--ip6", req.ip6, 6)):
-        if text is not None:
-            try:
-                ok = ipaddress.ip_address(text).version == version
-            except ValueError:
-                ok = False
-            if not ok:
-                raise InvalidArgument(f"invalid {flag} {text!r}: not an IPv{version} address",
-                                      "write it like 10.89.0.5" if version == 4 else "write it like fd00::5")
+    check_run(req)  # every field, the CLI's and the agent API's requests alike
+    name = req.name or random_name()
+    parsed_ports = [portspec.parse(s) for s in req.ports]
+    hostname = req.hostname or None
     require_privilege()
     nets = _resolve_networks(ctx, req.networks)
     first = drivers.get(nets[0].driver).supports
@@ -344,6 +329,7 @@ def remove(ctx: Context, ref: str, force: bool = False) -> Sandbox:
 def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: str | None = None,
             aliases: list[str] | None = None) -> Endpoint:
     """Attach a running sandbox to one more network (`docker network connect`)."""
+    check_aliases(aliases)
     require_privilege()
     net = networks.find(ctx, net_ref)
     sandbox = find(ctx, ref)

@@ -44,6 +44,9 @@ def load_manifests(text: str, source: str = "-") -> list[dict[str, Any]]:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InvalidArgument(f"{source}:{where} is not valid YAML: {problem}", "fix the file and apply it again") from None
+    except RecursionError:
+        raise InvalidArgument(f"{source}: nested too deeply to be a Service manifest",
+                              "give Kubernetes v1 Service documents (a few levels of nesting)") from None
     if not docs:
         raise InvalidArgument(f"{source}: no documents", "give a file with at least one Kubernetes v1 Service")
     out = []

@@ -114,6 +114,10 @@ def manifest_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         ports.append(port)
     if len(args.node_port) > len(ports):
         raise InvalidArgument("more --node-port than --port", "give one --node-port per --port, in order")
+    for item in args.selector:
+        if "=" not in item:
+            raise InvalidArgument(f"invalid --selector {item!r}: no value",
+                                  "write it as --selector key=value (the label sandboxes carry)")
     spec: dict[str, Any] = {"type": args.type, "selector": _kv(args.selector, "--selector"), "ports": ports,
                             "sessionAffinity": args.session_affinity}
     if args.cluster_ip:

@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from podnet.util.nesting import MAX_DEPTH, too_deep
+
 # 0.1.0/0.2.0 have another result shape (ip4/ip6): podnet does not speak them.
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 PREFERRED_VERSION = "1.1.0"
@@ -131,8 +133,14 @@ def decode_config(stdin: bytes) -> dict[str, Any]:
         conf = json.loads(stdin.decode("utf-8") if isinstance(stdin, bytes) else stdin)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CniError(E_DECODE, "the network configuration on stdin is not valid JSON", str(exc)) from None
+    except RecursionError:
+        raise CniError(E_DECODE, "the network configuration on stdin is nested too deeply to decode",
+                       f"a CNI configuration needs a few levels, not over {MAX_DEPTH}") from None
     if not isinstance(conf, dict):
         raise CniError(E_DECODE, "the network configuration on stdin is not a JSON object")
+    if too_deep(conf):
+        raise CniError(E_INVALID_CONFIG, f"the network configuration nests deeper than {MAX_DEPTH} levels",
+                       "a CNI configuration needs a few levels; check what wrote it")
     return conf
 
 

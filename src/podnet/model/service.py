@@ -138,6 +138,16 @@ def _ip(value: Any, field: str) -> str:
         raise _fail(field, f"{value!r} is not an IP address") from None
 
 
+def _looks_numeric(text: str) -> bool:
+    """'1e400' or '0x50' would be a legal port name, but its author meant a number (YAML 1.1
+    reads 1e400 as a string): refuse it rather than wait for a port named so."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text.lower().startswith("0x")
+
+
 def _port(doc: Any, field: str, service_type: str) -> ServicePortSpec:
     doc = _mapping(doc, field)
     _unknown(doc, KNOWN_PORT, field)
@@ -155,8 +165,9 @@ def _port(doc: Any, field: str, service_type: str) -> ServicePortSpec:
         target = int(target)
     if isinstance(target, int) and not isinstance(target, bool):
         target = _int(target, f"{field}.targetPort", 1, 65535)
-    elif not isinstance(target, str) or not PORT_NAME.match(target):
-        raise _fail(f"{field}.targetPort", f"{target!r} is neither a port number nor a port name")
+    elif not isinstance(target, str) or not PORT_NAME.match(target) or _looks_numeric(target):
+        raise _fail(f"{field}.targetPort", f"{target!r} is neither a port number nor a port name",
+                    "give a number 1-65535, or the name of a port the endpoints declare")
     node_port = doc.get("nodePort")
     if node_port is not None:
         if service_type != "NodePort":
@@ -219,6 +230,8 @@ def from_manifest(doc: Any) -> ServiceSpec:
     requested = [] if headless else [_ip(ip, f"spec.clusterIPs[{i}]") for i, ip in enumerate(cluster_ips)]
     if cluster_ip not in (None, "", "None") and requested and _ip(cluster_ip, "spec.clusterIP") != requested[0]:
         raise _fail("spec.clusterIP", "differs from spec.clusterIPs[0]")
+    if not ports and not headless:
+        raise _fail("spec.ports", "a Service needs at least one port", "add a port, e.g. --port 80 or ports: [{port: 80}]")
     families = _families(spec, requested)
     external = spec.get("externalIPs") or []
     if not isinstance(external, list):

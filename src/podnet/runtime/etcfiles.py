@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podnet.errors import InvalidArgument
+from podnet.model.common import check_hostname
 
 HOSTS = "hosts"
 RESOLV = "resolv.conf"
@@ -37,19 +38,7 @@ _LOCALHOST = (
     "ff02::1\tip6-allnodes\n"
     "ff02::2\tip6-allrouters\n"
 )
-_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _OPTION = re.compile(r"^[A-Za-z0-9_-]+(:[0-9]+)?$")
-
-
-def check_hostname(name: str, what: str = "hostname") -> str:
-    """RFC 1123 host name (dots allowed, so a FQDN or a search domain passes too)."""
-    labels = name.rstrip(".").split(".") if isinstance(name, str) else []
-    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise InvalidArgument(
-            f"invalid {what}: {name!r}",
-            "use letters, digits and '-' in dot-separated labels of at most 63 characters",
-        )
-    return name
 
 
 def _check_ip(value: str, what: str) -> str:
