@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -253,12 +254,9 @@ class Agent:
     def api_run(self, body: Any) -> tuple[int, Any]:
         """`podnet run -d` through the agent: the CLI skips importing pyroute2 and pydantic (~0.5 s)."""
         from podnet.api import sandboxes
-        from podnet.errors import InvalidArgument
+        from podnet.util.shapes import build
 
-        try:
-            req = sandboxes.RunRequest(**(body or {}))
-        except TypeError as exc:
-            raise InvalidArgument(f"bad run request: {exc}", "use the podnet CLI of the same version") from None
+        req = build(sandboxes.RunRequest, body, "run request")  # then create() checks every value
         ctx = open_context(self.root)
         try:
             sandbox = sandboxes.start(ctx, req)
@@ -269,15 +267,24 @@ class Agent:
     def api_cni(self, body: Any) -> tuple[int, Any]:
         from podnet.cni.plugin import handle
 
-        env = {str(k): str(v) for k, v in (body or {}).get("env", {}).items()}
-        stdin = str((body or {}).get("stdin", "")).encode()
-        code, out, err = handle(env, stdin)
+        from podnet.util.shapes import build
+
+        call = build(CniCall, body, "CNI call")
+        code, out, err = handle(call.env, call.stdin.encode())
         return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
 
 
+@dataclass
+class CniCall:
+    """`POST /v1/cni`, what the thin entry (cni/entry.py) sends: the CNI_* environment and stdin."""
+
+    env: dict[str, str]
+    stdin: str = ""
+
+
 def _closing_netlink(route: Any) -> Any:
-    """Each request has a thread of its own (ThreadingMixIn) that ends with it: close the
-    netlink socket the thread opened, if any, rather than leave it to the garbage collector."""
+    """Routes run on the API's worker pool (agent/server.py): close the netlink socket the
+    request opened on its worker thread, if any, rather than keep one per worker forever."""
     def run(body: Any) -> tuple[int, Any]:
         try:
             return route(body)

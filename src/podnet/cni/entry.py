@@ -19,6 +19,7 @@ import time
 
 PODNET_PYTHON = "/opt/podnet/venv/bin/python"  # `podnet cni install` writes the venv's interpreter here
 TIMEOUT = 300.0  # an ADD waits for the agent's lock; a runtime's own timeout is the real bound
+MAX_AGENT_BODY = 1024 * 1024  # the agent refuses larger requests (agent/server.py MAX_BODY): run those here
 
 
 def _error(code: int, msg: str, details: str = "") -> int:
@@ -81,6 +82,8 @@ def main() -> int:
     except UnicodeDecodeError:
         return _fallback(stdin)  # the plugin itself answers with the spec's decode error
     body = json.dumps({"env": env, "stdin": text}).encode()
+    if len(body) > MAX_AGENT_BODY:
+        return _fallback(stdin)
     try:
         raw = _ask_agent(os.path.join(run_dir, "agent.sock"), body)
     except (FileNotFoundError, ConnectionRefusedError):

@@ -12,9 +12,11 @@ import dataclasses
 import types
 import typing
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from podnet.errors import InvalidArgument
+
+T = TypeVar("T")
 
 
 @cache
@@ -81,3 +83,20 @@ def check_fields(obj: Any, what: str) -> None:
         if not _matches(value, hint):
             raise InvalidArgument(f"invalid {what}: {f.name!r} must be {describe(hint)}, not {json_kind(value)}",
                                   "send the fields with the types `podnet run` sends")
+
+
+def build(cls: type[T], body: Any, what: str) -> T:
+    """The dataclass cls from a decoded JSON object, or one line naming what is unknown, missing or mistyped."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"invalid {what}: expected a JSON object, not {json_kind(body)}", "send a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in body if k not in fields)
+    if unknown:
+        raise InvalidArgument(f"invalid {what}: unknown field {unknown[0]!r}", f"known fields: {', '.join(fields)}")
+    missing = [name for name, f in fields.items() if name not in body
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise InvalidArgument(f"invalid {what}: {missing[0]!r} is missing", f"send {', '.join(missing)}")
+    obj = cls(**body)
+    check_fields(obj, what)
+    return obj
