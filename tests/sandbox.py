@@ -141,6 +141,8 @@ class Host:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            # a kill repeated until nothing is left (a dying process may fork once more), not a
+            # wait a test asserts on: close() must not fail, so it does not use wait_for
             time.sleep(0.05)
         try:
             self.proc.wait(timeout=10)
