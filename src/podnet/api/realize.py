@@ -11,12 +11,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from podnet.api.context import Context
 from podnet import drivers
+from podnet.api.context import Context
 from podnet.errors import PodnetError
 from podnet.model import Endpoint, Network, Sandbox
 from podnet.runtime.etcfiles import host_nameservers, host_search
 from podnet.store import keys
+from podnet.util.undo import Undo
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
@@ -43,14 +44,19 @@ def default_route_network(sandbox: Sandbox, nets: dict[str, Network]) -> str | N
     return None
 
 
-def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
+def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network], steps: Undo) -> None:
+    """The sandbox's namespace, then each endpoint by its network's driver, in order; each
+    one's undo is pushed on steps before it is made."""
     from podnet.runtime import netns
 
+    steps.push(f"delete namespace {sandbox.netns_name}", netns.delete, sandbox.netns_name)
     path = netns.create(sandbox.netns_name)
     gw_net = default_route_network(sandbox, nets)
     for ep in endpoints:
         net = nets[ep.network]
-        drivers.get(net.driver).attach(net, ep, path, default_route=ep.network == gw_net)
+        driver = drivers.get(net.driver)
+        steps.push(f"take down {ep.ifname} on network {net.name}", driver.detach, net, ep)
+        driver.attach(net, ep, path, default_route=ep.network == gw_net)
 
 
 def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], running: bool = False) -> Path:
@@ -107,19 +113,25 @@ def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = Fal
     return shim.start(spec, foreground=foreground)
 
 
-def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
-    """Links, published ports and the namespace of a sandbox; its records stay."""
+def unpublish(sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
+    """Remove the sandbox's published ports from the firewall."""
     from podnet.api import firewall_sync
-    from podnet.runtime import netns
 
-    errors: list[PodnetError] = []
     ports = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
                                         {k: v.model_dump() for k, v in nets.items()})
     if ports:
-        try:
-            firewall_sync.backend().remove_ports(ports)
-        except PodnetError as exc:
-            errors.append(exc)
+        firewall_sync.backend().remove_ports(ports)
+
+
+def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
+    """Links, published ports and the namespace of a sandbox; its records stay."""
+    from podnet.runtime import netns
+
+    errors: list[PodnetError] = []
+    try:
+        unpublish(sandbox, endpoints, nets)
+    except PodnetError as exc:
+        errors.append(exc)
     for ep in endpoints:
         net = nets.get(ep.network)
         if net is None:
@@ -153,6 +165,27 @@ def forget_network_state(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoin
                 txn.delete(key)
 
 
+def end_process(ctx: Context, sandbox: Sandbox) -> None:
+    """Kill the sandbox's command at once and remove its cgroup."""
+    from podnet.runtime import cgroups
+
+    stop_process(ctx, sandbox, timeout=0)
+    cgroups.remove(sandbox.id)
+
+
+def forget(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint] | None = None) -> None:
+    """The store side and the files of a sandbox: its claims, endpoints, record and name,
+    its state directory, log and lock file."""
+    forget_network_state(ctx, sandbox, endpoints_of(ctx, sandbox.id) if endpoints is None else endpoints)
+    with ctx.store.transaction() as txn:
+        txn.delete(keys.sandbox(sandbox.id))
+        if txn.get(keys.sandbox_name(sandbox.name)) == sandbox.id:
+            txn.delete(keys.sandbox_name(sandbox.name))
+    shutil.rmtree(ctx.paths.sandbox_state_dir(sandbox.id), ignore_errors=True)
+    ctx.paths.sandbox_log(sandbox.id).unlink(missing_ok=True)
+    (ctx.paths.lock_dir / f"sandbox-{sandbox.id}").unlink(missing_ok=True)
+
+
 def destroy(ctx: Context, sandbox: Sandbox) -> None:
     """Everything of a sandbox, kernel and store: the end of `rm -f` and of a crashed `run`."""
     from podnet.runtime import cgroups
@@ -162,11 +195,4 @@ def destroy(ctx: Context, sandbox: Sandbox) -> None:
     stop_process(ctx, sandbox, timeout=0)
     teardown_network(ctx, sandbox, endpoints, nets)
     cgroups.remove(sandbox.id)
-    forget_network_state(ctx, sandbox, endpoints)
-    with ctx.store.transaction() as txn:
-        txn.delete(keys.sandbox(sandbox.id))
-        if txn.get(keys.sandbox_name(sandbox.name)) == sandbox.id:
-            txn.delete(keys.sandbox_name(sandbox.name))
-    shutil.rmtree(ctx.paths.sandbox_state_dir(sandbox.id), ignore_errors=True)
-    ctx.paths.sandbox_log(sandbox.id).unlink(missing_ok=True)
-    (ctx.paths.lock_dir / f"sandbox-{sandbox.id}").unlink(missing_ok=True)
+    forget(ctx, sandbox, endpoints)

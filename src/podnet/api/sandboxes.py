@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podnet import drivers
 from podnet.api import networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
-from podnet import drivers
 from podnet.api.run_input import check_aliases, check_run
-from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning, PodnetError
+from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning
 from podnet.ipam import allocator
 from podnet.model import Attachment, Endpoint, Network, PortMapping, Sandbox
 from podnet.store import keys
 from podnet.store.base import Txn
-from podnet.util import locks
+from podnet.util import locks, undo
 from podnet.util.ids import new_id, random_mac, random_name
 
 
@@ -36,6 +37,9 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     dns: list[str] = field(default_factory=list)
     auto_remove: bool = False
+
+
+log = logging.getLogger(__name__)
 
 
 def lock_path(ctx: Context, sandbox_id: str) -> Path:
@@ -139,41 +143,46 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
 
 
 def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
-    """`podnet run`: record, make the kernel follow, start the command; undo it all on failure.
+    """`podnet run` as one sequence, like netavark's setup: validate everything and record
+    it, then make the namespace, set up each network in turn, write /etc, publish the ports,
+    launch the command. Each step's undo is pushed before it runs; on failure exactly what
+    was done is undone, last first, and a clean-up that fails is logged (util.undo).
 
     The sandbox's lock is taken before its record exists, so that no reconcile or reaper
     ever mistakes a sandbox being made for one whose maker died.
     """
     sandbox_id = new_id()
     with locks.held(lock_path(ctx, sandbox_id)):
-        try:
-            sandbox, endpoints = create(ctx, req, sandbox_id)
-        except Conflict:
-            # A name, address or port may be held by a sandbox whose command has ended or whose
-            # maker was killed: give those back (what reconcile would do) and try once more.
-            if not reap(ctx):
-                raise
-            sandbox, endpoints = create(ctx, req, sandbox_id)
-        try:
+        sandbox, endpoints = _create_or_reap(ctx, req, sandbox_id)
+        with undo.on_failure(log, f"run {sandbox.name}") as steps:
+            steps.push("remove its records and files", realize.forget, ctx, sandbox)
             # No setup_network here: attach makes a missing bridge, and checking an existing
             # one's addresses dumps every address of the host (it grew with each sandbox);
             # reconcile is where a bridge's configuration is repaired.
             nets = realize.networks_by_id(ctx)
             etc_dir = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
             if sandbox.network_mode == "netns":
-                realize.attach_all(ctx, sandbox, endpoints, nets)
+                realize.attach_all(ctx, sandbox, endpoints, nets, steps)
                 etc_dir = realize.write_etc(ctx, sandbox, endpoints)
+                steps.push("unpublish its ports", realize.unpublish, sandbox, endpoints, nets)
                 _publish(ctx, sandbox, endpoints, nets)
+            steps.push("stop its command", realize.end_process, ctx, sandbox)
             realize.launch(ctx, sandbox, etc_dir, foreground=foreground)
             _set_state(ctx, sandbox, "running")
-        except BaseException:
-            try:
-                realize.destroy(ctx, sandbox)
-            except PodnetError:
-                pass
-            raise
     services_follow(ctx)
     return sandbox
+
+
+def _create_or_reap(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, list[Endpoint]]:
+    """create(), once more after giving back what dead sandboxes hold when it conflicts."""
+    try:
+        return create(ctx, req, sandbox_id)
+    except Conflict:
+        # A name, address or port may be held by a sandbox whose command has ended or whose
+        # maker was killed: give those back (what reconcile would do) and try once more.
+        if not reap(ctx):
+            raise
+        return create(ctx, req, sandbox_id)
 
 
 def relabel(ctx: Context, ref: str, changes: list[str]) -> dict[str, str]:
