@@ -109,6 +109,7 @@ def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = Fal
         pids_limit=sandbox.pids_limit,
         memory_bytes=sandbox.memory_bytes,
         env=sandbox.env,
+        capabilities=sandbox.capabilities,
     )
     return shim.start(spec, foreground=foreground)
 

@@ -37,6 +37,9 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     dns: list[str] = field(default_factory=list)
     auto_remove: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
 
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,9 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     name = req.name or random_name()
     parsed_ports = [portspec.parse(s) for s in req.ports]
     hostname = req.hostname or None
+    from podnet.runtime import capabilities
+
+    caps = capabilities.resolve(req.cap_add, req.cap_drop, req.privileged)  # a bad name: one line, nothing made
     require_privilege()
     nets = _resolve_networks(ctx, req.networks)
     first = drivers.get(nets[0].driver).supports
@@ -124,7 +130,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
         id=sandbox_id, name=name, argv=req.argv, hostname=hostname, networks=attachments, ports=mappings,
         labels=req.labels, namespace=req.namespace, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
         env=req.env, dns=req.dns, state="creating", auto_remove=req.auto_remove, created=time.time(),
-        network_mode=network_mode,
+        network_mode=network_mode, capabilities=caps, privileged=req.privileged,
     )
     endpoints: list[Endpoint] = []
     with ctx.store.transaction() as txn:

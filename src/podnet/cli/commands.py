@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace,
         pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
         env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
+        cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
     )
     if args.detach and args.root is None:
         from podnet.agent import client

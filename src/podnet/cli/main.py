@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dns", action="append", default=[], metavar="IP",
                      help="a nameserver for the sandbox instead of the network's (repeatable)")
     run.add_argument("--rm", action="store_true", help="remove the sandbox when its command ends")
+    run.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                     help="keep a capability beyond Docker's default set, e.g. NET_ADMIN, or ALL (repeatable)")
+    run.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                     help="drop a capability of the default set, e.g. NET_RAW, or ALL (repeatable)")
+    run.add_argument("--privileged", action="store_true", help="keep every capability")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
     e = sub.add_parser("exec", help="run a command inside a running sandbox")

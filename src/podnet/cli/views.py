@@ -12,6 +12,7 @@ from podnet import drivers
 from podnet.api.context import Context
 from podnet.drivers.endpoint import report as bare_report
 from podnet.store import keys
+from podnet.runtime.capabilities import DEFAULT as DEFAULT_CAPABILITIES
 
 
 def sandbox_status(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +66,8 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
         "NetNS": str(ctx.paths.netns_dir / f"podnet-{doc['id'][:12]}") if doc.get("network_mode") != "host" else None,
         "Ports": doc.get("ports", []),
         "Limits": {"Pids": doc.get("pids_limit"), "MemoryBytes": doc.get("memory_bytes")},
+        "Capabilities": doc.get("capabilities", list(DEFAULT_CAPABILITIES)),
+        "Privileged": doc.get("privileged", False),
         "Created": doc.get("created"),
         "Networks": {
             nets.get(att["network"], {}).get("name", att["network"][:12]): {

@@ -1,4 +1,5 @@
-"""Namespace and mount system calls through libc: setns, unshare, mount, sethostname.
+"""Namespace, mount and capability system calls through libc: setns, unshare, mount,
+sethostname, prctl (bounding and ambient capabilities), capget/capset.
 
 Python 3.11 has no os.setns/os.unshare and no mount(2) at all, and pyroute2 costs
 ~250 ms to import; these thin ctypes wrappers cost nothing and are safe to call in a
@@ -31,6 +32,20 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+CAPABILITY_VERSION_3 = 0x20080522  # 64-bit sets, as two 32-bit halves
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
 def _check(ret: int, what: str, path: object = None) -> None:
@@ -74,3 +89,31 @@ def setns_path(path: str | os.PathLike[str], nstype: int) -> None:
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def drop_bounding(cap: int) -> None:
+    """Remove one capability from the calling thread's bounding set (needs CAP_SETPCAP)."""
+    _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
+
+
+def clear_ambient() -> None:
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities")
+
+
+def capget() -> tuple[int, int, int]:
+    """The calling thread's (effective, permitted, inheritable) sets as 64-bit masks."""
+    header = _CapHeader(CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32  # type: ignore[return-value]
+                 for f in ("effective", "permitted", "inheritable"))
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for half in (0, 1):
+        data[half].effective = (effective >> (32 * half)) & 0xFFFFFFFF
+        data[half].permitted = (permitted >> (32 * half)) & 0xFFFFFFFF
+        data[half].inheritable = (inheritable >> (32 * half)) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capset")

@@ -51,6 +51,11 @@ class Sandbox(BaseModel):
     auto_remove: bool = False
     created: float = 0.0
     network_mode: Literal["netns", "host"] = "netns"
+    # The capabilities its processes keep (bounding, effective, permitted; none inheritable
+    # or ambient), resolved by runtime.capabilities from --cap-add/--cap-drop/--privileged.
+    # None (a record older than capabilities) means Docker's default set, never all.
+    capabilities: list[str] | None = None
+    privileged: bool = False
 
     @property
     def short_id(self) -> str:

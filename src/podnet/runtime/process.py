@@ -15,6 +15,10 @@ from podnet.dataplane.syscalls import (
     MS_BIND,
     MS_REC,
     MS_SLAVE,
+    capget,
+    capset,
+    clear_ambient,
+    drop_bounding,
     mount,
     sethostname,
     setns_path,
@@ -73,3 +77,20 @@ def isolate(netns_path: str | None, hostname: str | None, etc_dir: str | None) -
                 mount(source, target, None, MS_BIND)
     if hostname:
         sethostname(hostname)
+
+
+def limit_capabilities(keep: int, last_cap: int) -> None:
+    """Keep only the capabilities in the bit mask `keep`, in every set, for good.
+
+    Bounding first (dropping from it needs CAP_SETPCAP, still effective here), so that no
+    later exec, file capability or setuid binary can bring a capability back; then the
+    ambient set is emptied, and capset(2) leaves effective and permitted at `keep` and
+    inheritable empty (Docker's choice since CVE-2022-24769). Root's next exec gets the
+    bounding set as its effective set: exactly `keep`.
+    """
+    for cap in range(last_cap + 1):
+        if not keep >> cap & 1:
+            drop_bounding(cap)
+    clear_ambient()
+    effective, permitted, _ = capget()
+    capset(effective & keep, permitted & keep, 0)

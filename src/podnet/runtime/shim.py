@@ -48,7 +48,7 @@ from podnet.errors import (
     PodnetError,
     Unsupported,
 )
-from podnet.runtime import cgroups, check_name, process
+from podnet.runtime import capabilities, cgroups, check_name, process
 from podnet.runtime.etcfiles import atomic_write
 
 if TYPE_CHECKING:  # the supervisor never spawns with subprocess: keep its start-up light
@@ -71,6 +71,9 @@ class LaunchSpec:
     pids_limit: int | None = None
     memory_bytes: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # What the command (and every `podnet exec`) keeps; None (a spec written before podnet
+    # limited them) means Docker's default set, never "all".
+    capabilities: list[str] | None = None
 
     def to_json(self) -> str:
         return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()})
@@ -90,6 +93,10 @@ class LaunchSpec:
             env["HOSTNAME"] = self.hostname
         env.update(self.env)
         return env
+
+    def capability_mask(self) -> int:
+        names = capabilities.DEFAULT if self.capabilities is None else self.capabilities
+        return capabilities.mask(names)
 
 
 @dataclass
@@ -365,6 +372,7 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
         if not process.alive(pid, state["pid_start"]):  # the fds might name a reused pid's namespaces
             raise NotRunning(f"sandbox {spec.sandbox_id} is not running", "start it first")
         procs = [d / "cgroup.procs" for d in cgroups.group_dirs(spec.sandbox_id)]
+        keep, last_cap = spec.capability_mask(), capabilities.last_cap()
 
         def enter() -> None:
             for path in procs:
@@ -373,6 +381,7 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
             for flag, fd in fds.items():
                 syscalls.setns(fd, flag)
             os.chdir("/")
+            process.limit_capabilities(keep, last_cap)  # last: entering needed CAP_SYS_ADMIN
 
         full_env = spec.environment()
         if not capture and "TERM" in os.environ:
@@ -465,6 +474,8 @@ def _child(spec: LaunchSpec, exec_w: int, stdin: int, out: int, err: int) -> Non
                     signal.SIGCHLD, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        stage = "capabilities"
+        process.limit_capabilities(spec.capability_mask(), capabilities.last_cap())
         stage = "exec"
         os.execvpe(spec.argv[0], spec.argv, spec.environment())
     except PodnetError as e:
