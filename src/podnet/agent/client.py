@@ -13,6 +13,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from podnet import errors
+
 
 def socket_path() -> Path:
     return Path(os.environ.get("PODNET_RUN") or "/run/podnet") / "agent.sock"
@@ -71,8 +73,6 @@ def forward(method: str, path: str, body: Any = None, timeout: float = 120.0) ->
     except AgentUnavailable:
         return None
     if status >= 400:
-        from podnet import errors
-
         kinds = {cls.code: cls for cls in (errors.InvalidArgument, errors.NotFound, errors.Conflict,
                                             errors.PermissionDenied, errors.Unsupported, errors.NotRunning,
                                             errors.KernelError)}

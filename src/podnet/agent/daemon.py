@@ -24,15 +24,22 @@ from typing import Any
 
 from podnet import __version__
 from podnet.agent.server import ApiServer
-from podnet.api import context
+from podnet.api import context, realize, sandboxes
 from podnet.api.context import Context, open_context, require_privilege
+from podnet.api.reconcile import reconcile
 from podnet.cni import delegate
+from podnet.cni.plugin import handle
 from podnet.config import Paths
 from podnet.dataplane import netlink
 from podnet.dns import resolvconf
+from podnet.dns.records import index_from_store
+from podnet.dns.service import DnsService
 from podnet.errors import Conflict, PodnetError
+from podnet.model import Sandbox
+from podnet.runtime.etcfiles import host_nameservers
 from podnet.services import controller
 from podnet.store import keys
+from podnet.util.shapes import build
 
 TICK = 0.05  # how often the store and the sandboxes are looked at: names follow within 100 ms
 # The full pass (GC of links, namespaces, cgroups) is insurance against what the event
@@ -163,13 +170,9 @@ class Agent:
         """Make the host follow the store: everything here is idempotent."""
         ctx = ctx or self.ctx
         with self.work:
-            from podnet.api import sandboxes
-
             for name in sandboxes.reap(ctx):
                 log(f"sandbox {name} ended: its addresses and ports are released")
             if full:
-                from podnet.api.reconcile import reconcile
-
                 report = reconcile(ctx)
                 if report.changed():
                     log(f"reconcile: {', '.join(f'{k}={v}' for k, v in report.__dict__.items() if v)}")
@@ -186,9 +189,6 @@ class Agent:
     def _point_sandboxes_at_dns(self) -> None:
         """Sandboxes started while no agent ran resolve through their upstreams: move them to
         the embedded DNS now (their resolv.conf is rewritten in place)."""
-        from podnet.api import realize
-        from podnet.model import Sandbox
-
         with self.work:
             for _, doc in self.ctx.store.list(keys.SANDBOXES):
                 sandbox = Sandbox(**doc)
@@ -200,20 +200,12 @@ class Agent:
 
     # --- DNS ------------------------------------------------------------------------------
     async def _start_dns(self) -> None:
-        try:
-            from podnet.dns.service import DnsService
-        except ModuleNotFoundError:
-            log("DNS is not available in this build")
-            return
         self.dns = DnsService()
         await self.dns.start()
 
     def _sync_dns(self, ctx: Context) -> None:
         if self.dns is None or self.loop is None:
             return
-        from podnet.dns.records import index_from_store
-        from podnet.runtime.etcfiles import host_nameservers
-
         index = index_from_store(ctx.store, list(controller.dns_records(ctx.store)))
         addresses, upstreams = index.listen_addresses, host_nameservers()
         self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)
@@ -242,8 +234,6 @@ class Agent:
         }
 
     def api_reconcile(self, _: Any) -> tuple[int, Any]:
-        from podnet.api.reconcile import reconcile
-
         with self.work:
             ctx = open_context(self.root)
             try:
@@ -253,9 +243,6 @@ class Agent:
 
     def api_run(self, body: Any) -> tuple[int, Any]:
         """`podnet run -d` through the agent: the CLI skips importing pyroute2 and pydantic (~0.5 s)."""
-        from podnet.api import sandboxes
-        from podnet.util.shapes import build
-
         req = build(sandboxes.RunRequest, body, "run request")  # then create() checks every value
         ctx = open_context(self.root)
         try:
@@ -265,10 +252,6 @@ class Agent:
             ctx.close()
 
     def api_cni(self, body: Any) -> tuple[int, Any]:
-        from podnet.cni.plugin import handle
-
-        from podnet.util.shapes import build
-
         call = build(CniCall, body, "CNI call")
         code, out, err = handle(call.env, call.stdin.encode())
         return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
@@ -292,11 +275,6 @@ def _closing_netlink(route: Any) -> Any:
             netlink.close_host()
 
     return run
-
-
-def status_line(info: dict[str, Any]) -> str:
-    return (f"podnet agent {info['version']} running: pid {info['pid']}, up {info['uptime_seconds']} s, "
-            f"{info['syncs']} syncs, DNS on {', '.join(info['dns_listening']) or 'nothing'}")
 
 
 def run(root: str | None = None) -> int:

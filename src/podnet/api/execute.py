@@ -11,6 +11,7 @@ from typing import Any
 from podnet.api.context import Context, require_privilege
 from podnet.api.lookup import sandbox_doc
 from podnet.errors import InvalidArgument, NotRunning
+from podnet.runtime import shim
 
 
 def exec_in(ctx: Context, ref: str, argv: list[str], capture: bool = False, timeout: float | None = None) -> Any:
@@ -18,8 +19,6 @@ def exec_in(ctx: Context, ref: str, argv: list[str], capture: bool = False, time
 
     Works on the stored document, not the model: `podnet exec` must start fast.
     """
-    from podnet.runtime import shim
-
     require_privilege()
     doc = sandbox_doc(ctx.store, ref)
     if not argv:

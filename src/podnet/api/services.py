@@ -15,6 +15,8 @@ import time
 import zlib
 from typing import Any
 
+import yaml
+
 from podnet.api.context import Context, require_privilege
 from podnet.errors import Conflict, InvalidArgument, NotFound
 from podnet.ipam import allocator
@@ -35,8 +37,6 @@ def _cidr_for(family: int) -> SubnetConfig | None:
 def load_manifests(text: str, source: str = "-") -> list[dict[str, Any]]:
     """The documents of a multi-document YAML file (empty ones skipped); a YAML error is one
     line naming the file and the line."""
-    import yaml
-
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:

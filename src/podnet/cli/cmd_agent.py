@@ -18,14 +18,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from podnet.agent.daemon import run as run_agent
+    from podnet.agent.daemon import run as run_agent  # lazy: the agent loads every layer; `agent status` needs none
 
     return run_agent(args.root)
 
 
 def status(args: argparse.Namespace) -> int:
-    from podnet.agent import client
-    from podnet.agent.daemon import status_line
+    from podnet.agent import client  # lazy: every command imports this module to register its flags (http.client)
 
     try:
         code, info = client.call("GET", "/v1/status", timeout=5)
@@ -43,3 +42,8 @@ def status(args: argparse.Namespace) -> int:
         for err in info.get("recent_errors", []):
             print(f"  recent error: {err}")
     return 0
+
+
+def status_line(info: dict[str, Any]) -> str:
+    return (f"podnet agent {info['version']} running: pid {info['pid']}, up {info['uptime_seconds']} s, "
+            f"{info['syncs']} syncs, DNS on {', '.join(info['dns_listening']) or 'nothing'}")

@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from podnet.api.context import open_context
 from podnet.cli.main import CNI_MODES_PLACEHOLDER
+from podnet.cli.render import table
+from podnet.errors import InvalidArgument, PermissionDenied
+from podnet.store import keys
 
 DEFAULT_DIRS = ("/opt/cni/bin", "/usr/lib/cni")  # the CNI default, and Debian's plugin directory
 CNI_VERSIONS = ("1.0.0", "1.1.0", "0.4.0", "0.3.1")
@@ -47,7 +51,7 @@ def register(sub: Any) -> None:
 
 def conflist(args: argparse.Namespace) -> dict[str, Any]:
     """podnet first (it makes the interface and the addresses), then the chained plugins."""
-    from podnet.cni import spec
+    from podnet.cni import spec  # lazy: every command imports this module
 
     name = spec.check_network_name(args.name or args.network)
     spec.check_network_name(args.network)
@@ -93,8 +97,7 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config(args: argparse.Namespace) -> int:
-    from podnet.cni.spec import CniError
-    from podnet.errors import InvalidArgument
+    from podnet.cni.spec import CniError  # lazy: every command imports this module
 
     try:
         doc = conflist(args)
@@ -106,7 +109,7 @@ def config(args: argparse.Namespace) -> int:
 
 def entry_script(python: str) -> str:
     """The thin entry with this installation's interpreter written into it."""
-    from podnet.cni import entry
+    from podnet.cni import entry  # lazy: every command imports this module
 
     text = Path(entry.__file__).read_text()
     marker = 'PODNET_PYTHON = "/opt/podnet/venv/bin/python"'
@@ -115,8 +118,6 @@ def entry_script(python: str) -> str:
 
 
 def install(args: argparse.Namespace) -> int:
-    from podnet.errors import PermissionDenied
-
     script = entry_script(sys.executable)
     for directory in args.dir or DEFAULT_DIRS:
         target = Path(directory) / "podnet"
@@ -134,10 +135,6 @@ def install(args: argparse.Namespace) -> int:
 
 def list_pods(args: argparse.Namespace) -> int:
     """Attachments from the store's JSON (no pydantic, so it stays fast)."""
-    from podnet.api.context import open_context
-    from podnet.cli.render import table
-    from podnet.store import keys
-
     ctx = open_context(args.root)
     pods = [doc for _, doc in ctx.store.list(keys.PODS)]
     addresses = {doc["sandbox"]: doc.get("addresses", []) for _, doc in ctx.store.list(keys.ENDPOINTS)}

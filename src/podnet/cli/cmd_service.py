@@ -12,7 +12,10 @@ import re
 import sys
 from typing import Any
 
+from podnet.api.context import open_context
+from podnet.cli import render
 from podnet.errors import InvalidArgument
+from podnet.model.common import parse_labels
 
 PORT_SPEC = re.compile(r"^(?:(?P<name>[a-z0-9-]+)=)?(?P<port>\d+)(?::(?P<target>[a-z0-9-]+))?(?:/(?P<proto>tcp|udp|TCP|UDP))?$")
 
@@ -69,14 +72,10 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _ctx(args: argparse.Namespace) -> Any:
-    from podnet.api.context import open_context
-
     return open_context(args.root)
 
 
 def _kv(items: list[str], flag: str) -> dict[str, str]:
-    from podnet.model.common import parse_labels
-
     try:
         return parse_labels(items)
     except InvalidArgument:
@@ -134,7 +133,7 @@ def manifest_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from podnet.api import services
+    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
 
     svc = services.create(_ctx(args), manifest_from_flags(args))
     print(f"service/{svc.name} created ({', '.join(svc.cluster_ips) or 'headless'})")
@@ -142,7 +141,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from podnet.api import services
+    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
 
     specs = []
     for source, text in _read(args.filename):
@@ -153,7 +152,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from podnet.api import services
+    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
 
     refs = []
     for source, text in _read(args.filename):
@@ -164,7 +163,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from podnet.api import services
+    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
 
     ctx = _ctx(args)
     found = [services.find(ctx, ref, args.namespace) for ref in args.names]
@@ -174,7 +173,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _view(svc: Any, endpoints: list[Any]) -> dict[str, Any]:
-    from podnet.model.service import to_manifest
+    from podnet.model.service import to_manifest  # lazy: pydantic (~0.2 s); every command imports this module
 
     doc = to_manifest(svc)
     doc["status"] = {"endpoints": [{"name": ep.name, "hostname": ep.hostname, "addresses": list(ep.addresses)}
@@ -183,8 +182,7 @@ def _view(svc: Any, endpoints: list[Any]) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from podnet.cli import render
-    from podnet.services.controller import desired
+    from podnet.services.controller import desired  # lazy: pydantic (~0.2 s); every command imports this module
 
     ctx = _ctx(args)
     services, endpoints = desired(ctx.store)
@@ -208,9 +206,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from podnet.api import services
-    from podnet.cli import render
-    from podnet.services.controller import desired
+    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
+    from podnet.services.controller import desired  # lazy: pydantic (~0.2 s); every command imports this module
 
     ctx = _ctx(args)
     found = [services.find(ctx, ref, args.namespace) for ref in args.names]

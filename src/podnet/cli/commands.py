@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from podnet.api.context import Context, open_context
+from podnet import __version__
+from podnet.api.context import Context, open_context, require_privilege
+from podnet.api.lookup import sandbox_doc
 from podnet.cli import render, views
 from podnet.cli.main import _command, _kv, _size
+from podnet.errors import PermissionDenied
+from podnet.model.common import parse_labels
 from podnet.store import keys
 
 
 def _privileged() -> bool:
-    from podnet.api.context import require_privilege
-    from podnet.errors import PermissionDenied
-
     try:
         require_privilege()
         return True
@@ -27,8 +28,6 @@ def _ctx(args: argparse.Namespace) -> Context:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    from podnet import __version__
-
     print(f"podnet {__version__}")
     return 0
 
@@ -40,7 +39,7 @@ def cmd_network(args: argparse.Namespace) -> int:
         docs = list(views.networks(ctx).values())
         if not any(d.get("default") for d in docs) and _privileged():
             # First use: the default bridge, host and none networks appear, as in Docker.
-            from podnet.api import networks
+            from podnet.api import networks  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
             for name in (networks.DEFAULT_NETWORK, *networks.PREDEFINED):
                 networks.ensure_predefined(ctx, name)
@@ -58,8 +57,7 @@ def cmd_network(args: argparse.Namespace) -> int:
                 for d in docs
             ])
         return 0
-    from podnet.api import networks
-    from podnet.model.common import parse_labels
+    from podnet.api import networks  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     if sub == "create":
         net = networks.create(
@@ -84,8 +82,6 @@ def cmd_network(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from podnet.model.common import parse_labels
-
     ctx = _ctx(args)
     fields = dict(
         argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
@@ -95,18 +91,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
     )
     if args.detach and args.root is None:
-        from podnet.agent import client
+        from podnet.agent import client  # lazy: http.client, only when a run is handed to the agent
 
         answer = client.forward("POST", "/v1/sandboxes", fields)
         if answer is not None:
             print(answer["id"])
             return 0
-    from podnet.api import sandboxes
+    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     req = sandboxes.RunRequest(**fields)
     sandbox = sandboxes.start(ctx, req, foreground=not args.detach)
     if args.root is None and sandbox.network_mode == "netns" and not {"none"} & set(args.network):
-        from podnet.agent.client import running
+        from podnet.agent.client import running  # lazy: http.client, only for an in-process run
 
         if not running():
             print("podnet: note: no agent is running, so names do not resolve inside this sandbox; "
@@ -118,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from podnet.api.execute import exec_in
+    from podnet.api.execute import exec_in  # lazy: the supervisor's module (ctypes), for exec only
 
     return exec_in(_ctx(args), args.name, _command(args))
 
@@ -171,8 +167,6 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from podnet.api.lookup import sandbox_doc
-
     ctx = _ctx(args)
     nets = views.networks(ctx)
     out = []
@@ -184,8 +178,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from podnet.api.lookup import sandbox_doc
-    from podnet.runtime import shim
+    from podnet.runtime import shim  # lazy: the supervisor's module (ctypes), for logs only
 
     ctx = _ctx(args)
     doc = sandbox_doc(ctx.store, args.name)
@@ -198,7 +191,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     ctx = _ctx(args)
     for name in args.names:
@@ -207,7 +200,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     ctx = _ctx(args)
     for name in args.names:
@@ -216,21 +209,21 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     sandboxes.connect(_ctx(args), args.network, args.name, ip=args.ip, ip6=args.ip6, aliases=args.alias)
     return 0
 
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     sandboxes.disconnect(_ctx(args), args.network, args.name)
     return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes
+    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     labels = sandboxes.relabel(_ctx(args), args.name, args.changes)
     print(" ".join(f"{k}={v}" for k, v in sorted(labels.items())))
@@ -238,7 +231,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from podnet.api.reconcile import reconcile
+    from podnet.api.reconcile import reconcile  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     report = reconcile(_ctx(args))
     if args.json:
@@ -255,6 +248,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from podnet.cli import demo
+    from podnet.cli import demo  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     return demo.down(_ctx(args)) if args.down else demo.up(_ctx(args))

@@ -7,10 +7,13 @@ web sits on both, like a reverse proxy; the client must not reach api or db dire
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from podnet.agent.client import running
 from podnet.api import execute, networks, realize, sandboxes
 from podnet.api.context import Context
 from podnet.cli import demo_web
@@ -32,9 +35,6 @@ WEB_PROGRAM = str(Path(__file__).with_name("demo_web.py"))
 
 def _python() -> str:
     """Debian's interpreter starts in ~10 ms; any python3 does."""
-    import os
-    import shutil
-
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else (shutil.which("python3") or sys.executable)
 
 
@@ -111,8 +111,6 @@ def _wait_serving(ctx: Context, py: str, timeout: float = 10) -> None:
 
 def _check_names(ctx: Context, addresses: dict[str, dict[str, str]]) -> int:
     """With the agent running, tiers find each other by name, within their networks only."""
-    from podnet.agent.client import running
-
     if not running():
         print("  (names: no agent runs, so sandboxes resolve no names; start it with `podnet agent`)")
         return 0

@@ -237,10 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _served_here() -> context.Served:
     """What runs above api/ for this command: asked on the api's first need only, so read
     commands never pay for the question (nor for importing the Services controller)."""
-    from podnet.agent import client
-    from podnet.cni import delegate
-    from podnet.dns import resolvconf
-    from podnet.services import controller
+    from podnet.agent import client  # lazy: http.client, paid only by a command that needs the answer
+    from podnet.cni import delegate  # lazy: subprocess and the CNI spec, for those commands only
+    from podnet.dns import resolvconf  # lazy: for those commands only
+    from podnet.services import controller  # lazy: the Service model's pydantic (~0.2 s)
 
     agent = client.running()
     return context.Served(dns=resolvconf if agent else None, agent_follows_services=agent, services=controller,
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
-        from podnet.cli import commands
+        from podnet.cli import commands  # lazy: commands imports this module's flag helpers
 
         handler = getattr(commands, f"cmd_{args.cmd}")
     try:

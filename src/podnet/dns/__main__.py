@@ -19,7 +19,10 @@ import signal
 import sys
 from typing import Any
 
-from podnet.dns.records import RecordIndex, ServiceRecord, build_index, pod_as_sandbox
+from podnet.dns.records import RecordIndex, ServiceRecord, build_index, index_from_store, pod_as_sandbox
+from podnet.dns.service import DnsService
+from podnet.dns.upstream import Forwarder
+from podnet.store import open_store
 
 
 def services_from(docs: list[dict[str, Any]]) -> list[ServiceRecord]:
@@ -38,15 +41,7 @@ def index_from_file(path: str) -> RecordIndex:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from podnet.dns.service import DnsService
-    from podnet.dns.upstream import Forwarder
-
-    store = None
-    if args.store:
-        from podnet.store import open_store
-
-        store = open_store(args.root)
-    from podnet.dns.records import index_from_store
+    store = open_store(args.root) if args.store else None
 
     def records() -> RecordIndex:
         return index_from_store(store) if store is not None else index_from_file(args.records)

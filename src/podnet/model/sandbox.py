@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from podnet.config import NETNS_PREFIX
+
 
 class PortMapping(BaseModel):
     """One `-p [HOSTIP:]HOSTPORT[-END]:PORT[-END][/udp]`, ranges kept as written."""
@@ -63,6 +65,4 @@ class Sandbox(BaseModel):
 
     @property
     def netns_name(self) -> str:
-        from podnet.config import NETNS_PREFIX
-
         return f"{NETNS_PREFIX}{self.id[:12]}"

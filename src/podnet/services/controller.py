@@ -27,10 +27,16 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from podnet.config import paths
+from podnet.dataplane import netlink
+from podnet.dns.records import ServiceRecord
 from podnet.model.service import PORT_LABEL_PREFIX, Service, service_cidrs
+from podnet.services import route
+from podnet.services.proxier import NftablesProxier
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of
 from podnet.store import keys
 from podnet.store.base import Store
+from podnet.util import locks
 
 
 @dataclass(frozen=True)
@@ -161,16 +167,11 @@ def proxier() -> Any:
     """The process's proxier: long-lived in the agent, so its changes are incremental."""
     global _proxier
     if _proxier is None:
-        from podnet.services.proxier import NftablesProxier
-
         _proxier = NftablesProxier()
     return _proxier
 
 
 def _lock() -> Any:
-    from podnet.config import paths
-    from podnet.util import locks
-
     return locks.held(paths().lock_dir / "services")
 
 
@@ -203,16 +204,11 @@ def _worth_syncing(store: Store) -> bool:
         return True
     if _proxier is not None and _proxier.applied == {}:
         return False
-    from podnet.dataplane import netlink
-    from podnet.services import route
-
     return netlink.link_index(route.LINK) is not None
 
 
 def dns_records(store: Store) -> Iterator[Any]:
     """ServiceRecords for the DNS server (podnet.dns.records)."""
-    from podnet.dns.records import ServiceRecord
-
     services, endpoints = desired(store)
     for svc in services:
         yield ServiceRecord(

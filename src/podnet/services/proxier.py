@@ -19,7 +19,7 @@ from typing import Any
 
 from podnet.dataplane import nft
 from podnet.errors import KernelError
-from podnet.services import ruleset
+from podnet.services import conntrack, route, ruleset
 from podnet.services.proxy import ProxyState, ServicePort
 
 
@@ -119,8 +119,6 @@ class NftablesProxier:
         """Remove the table and the service route: nothing of the Services stays."""
         nft.delete_table(ruleset.FAMILY, ruleset.TABLE)
         if self.manage_route:
-            from podnet.services import route
-
             route.remove()
         self.shared = ruleset.Shared()
 
@@ -130,13 +128,9 @@ class NftablesProxier:
 
     def _route(self, state: ProxyState) -> None:
         if self.manage_route:
-            from podnet.services import route
-
             route.ensure(state.service_cidrs)
 
     def _forget_flows(self, old: Any, new: Any) -> None:
         if not self.clear_conntrack:
             return
-        from podnet.services import conntrack
-
         conntrack.forget_stale(list(old), list(new))

@@ -7,13 +7,13 @@ podnet processes never hand out the same address or name.
 
 from __future__ import annotations
 
+from podnet.config import paths
 from podnet.store.base import Store, Txn
 
 
 def open_store(root: str | None = None) -> Store:
     """The store configured for this host (SQLite under the state root)."""
-    from podnet.config import paths
-    from podnet.store.sqlite import SqliteStore
+    from podnet.store.sqlite import SqliteStore  # lazy: the backend is chosen here, and `podnet version` opens none
 
     return SqliteStore(paths(root).store_file)
 
