@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from podnet.api import firewall_sync, realize, sandboxes
-from podnet.api.context import Context, require_privilege
 from podnet import drivers
+from podnet.api import firewall_sync, pods, realize, sandboxes
+from podnet.api.context import Context, require_privilege
 from podnet.config import NETNS_PREFIX
+from podnet.dataplane import netlink
 from podnet.drivers import marks
 from podnet.errors import PodnetError
 from podnet.model import Sandbox
+from podnet.runtime import cgroups, netns
 from podnet.store import keys
 from podnet.util import locks
 
@@ -84,8 +86,6 @@ def _sandboxes(ctx: Context, report: Report) -> None:
 
 def _repair(ctx: Context, sandbox: Sandbox, nets: dict, report: Report) -> None:
     """A running sandbox whose links went missing (deleted by hand, a crash mid-connect) gets them back."""
-    from podnet.dataplane import netlink
-
     for ep in realize.endpoints_of(ctx, sandbox.id):
         net = nets.get(ep.network)
         if net is None:
@@ -103,8 +103,6 @@ def _repair(ctx: Context, sandbox: Sandbox, nets: dict, report: Report) -> None:
 
 def _pods(ctx: Context, report: Report) -> None:
     """CNI attachments whose namespace vanished without a DEL (a reboot) give their addresses back."""
-    from podnet.api import pods
-
     report.released_pods.extend(pods.release_lost(ctx))
 
 
@@ -139,8 +137,6 @@ def _store_garbage(ctx: Context, report: Report) -> None:
 
 def _kernel_garbage(ctx: Context, report: Report) -> None:
     """Links, namespaces and cgroups that carry podnet's mark but belong to nothing in the store."""
-    from podnet.runtime import cgroups, netns
-
     # Kernel first, store second: podnet records an object before it makes it, so anything
     # a concurrent `run` made after this snapshot is absent here, and anything it made
     # before is already in the store read below.

@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from podnet import errors
+from podnet.api.context import Served, announce, open_context
 from podnet.cni import delegate, netconf, spec
 from podnet.cni.netconf import NetConf
 from podnet.cni.spec import CniError
@@ -83,8 +85,6 @@ def _version_of(stdin: bytes) -> str:
 
 def as_cni_error(exc: BaseException) -> CniError:
     """podnet's error family in the spec's codes: the config's fault is 7, IPAM's 101, the host's 100."""
-    from podnet import errors
-
     if isinstance(exc, errors.PodnetError):
         code = {
             errors.InvalidArgument.code: spec.E_INVALID_CONFIG,
@@ -104,8 +104,6 @@ STORE_WAIT = 5.0  # seconds a call waits for another writer of the store before 
 
 
 def _context() -> Any:
-    from podnet.api.context import open_context
-
     ctx = open_context()
     ctx.store.wait_at_most(STORE_WAIT)
     return ctx
@@ -121,7 +119,7 @@ def _with_context(work: Callable[[Any], Any]) -> Any:
 
 def _require_netns(env: Env) -> str:
     """CNI_NETNS must name a live network namespace (error 3 otherwise: nothing to clean up)."""
-    from podnet.api.pods import netns_identity
+    from podnet.api.pods import netns_identity  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     path = env["CNI_NETNS"]
     if netns_identity(path) is None:
@@ -156,7 +154,7 @@ def _requested(args: dict[str, str], conf: NetConf) -> tuple[list[str], str | No
 
 
 def _request(env: Env, conf: NetConf) -> Any:
-    from podnet.api.pods import PodRequest
+    from podnet.api.pods import PodRequest  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     args = spec.parse_cni_args(env.get("CNI_ARGS", ""))
     ips, mac = _requested(args, conf)
@@ -177,7 +175,7 @@ def _without_prev(raw: dict[str, Any]) -> dict[str, Any]:
 # --- the verbs -------------------------------------------------------------------------------
 
 def cmd_add(env: Env, conf: NetConf) -> dict[str, Any]:
-    from podnet.api import pods
+    from podnet.api import pods  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     request = _request(env, conf)
     request.netns = _require_netns(env)
@@ -200,7 +198,7 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, Any]:
 
 def cmd_del(env: Env, conf: NetConf) -> None:
     """Release whatever is there; nothing there is a success too (SPEC: DEL is idempotent)."""
-    from podnet.api import pods
+    from podnet.api import pods  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     known = _with_context(lambda ctx: pods.delete(ctx, env["CNI_CONTAINERID"], env["CNI_IFNAME"]))
     if not known and conf.delegated and env.get("CNI_PATH") and delegate.supports(conf.ipam_type, env, conf.version):
@@ -212,7 +210,7 @@ def cmd_del(env: Env, conf: NetConf) -> None:
 
 def cmd_check(env: Env, conf: NetConf) -> None:
     """Report drift between prevResult, podnet's records and the kernel (error 102)."""
-    from podnet.api import pods
+    from podnet.api import pods  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     if conf.prev_result is None:
         raise CniError(spec.E_INVALID_CONFIG, "CHECK needs prevResult in the configuration",
@@ -227,8 +225,6 @@ def cmd_check(env: Env, conf: NetConf) -> None:
     if problems:
         raise CniError(spec.E_CHECK, "; ".join(problems), "DEL and ADD the container again, or run `podnet reconcile`")
     if conf.delegated:
-        from podnet.cni import delegate
-
         delegate.run(conf.ipam_type, "CHECK", env, conf.raw)
     return None
 
@@ -239,7 +235,7 @@ def cmd_status(env: Env, conf: NetConf) -> None:
     A delegated IPAM plugin must speak the config's version (else every ADD is refused with
     error 1), and its own STATUS answer is passed on.
     """
-    from podnet.api import pods
+    from podnet.api import pods  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     try:
         _with_context(lambda ctx: pods.status(ctx, conf.network))
@@ -263,7 +259,7 @@ def cmd_gc(env: Env, conf: NetConf) -> None:
     others are released, the delegate gets GC with the same valid list when it speaks 1.1.0,
     and the failures are named in one error at the end (SPEC 1.1.0 GC).
     """
-    from podnet.api import pods
+    from podnet.api import pods  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     assert conf.valid_attachments is not None
     valid = conf.valid_attachments
@@ -291,8 +287,6 @@ VERBS: dict[str, Callable[[Env, NetConf], Any]] = {
 
 def main() -> int:
     """One call in this process: the fallback when no agent runs, and `python -m podnet.cni`."""
-    from podnet.api.context import Served, announce
-
     announce(Served(ipam_plugin=delegate.run))  # no agent answered: no DNS to point at, no Services here
     env = {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PODNET_DEBUG"}
     try:
