@@ -263,3 +263,52 @@ def test_repeated_add_leaves_the_live_attachment(served: Host) -> None:
     assert host.run(["ip", "-n", "p2", "-o", "link"]).stdout.count("\n") == 1, "nothing made in the second namespace"
     assert cni(host, "DEL", config, netns=ns) == (0, None)
     assert nothing_left(host) == EMPTY
+
+
+# --- item 4: CHECK verifies what ADD promised -------------------------------------------------------
+
+def test_check_sees_the_bridge_its_gateway_and_the_links(served: Host) -> None:
+    host = served
+    ns = netns(host, "p1")
+    config = conf(subnet="10.244.6.0/24")
+    code, result = cni(host, "ADD", config, netns=ns)
+    assert code == 0, result
+    check = {**config, "prevResult": result}
+    bridge, host_veth = result["interfaces"][0]["name"], result["interfaces"][1]["name"]
+    assert cni(host, "CHECK", check, netns=ns) == (0, None)
+
+    def drift() -> str:
+        code, err = cni(host, "CHECK", check, netns=ns)
+        assert code == 1 and err["code"] == 102, err
+        return err["msg"]
+
+    host.run(["ip", "link", "set", bridge, "down"])
+    assert f"bridge {bridge} is down" in drift()
+    host.run(["ip", "link", "set", bridge, "up"])
+    host.run(["ip", "addr", "del", "10.244.6.1/24", "dev", bridge])
+    assert "gateway address 10.244.6.1/24 is missing" in drift()
+    host.run(["ip", "addr", "add", "10.244.6.1/24", "dev", bridge])
+    host.run(["ip", "link", "set", host_veth, "down"])
+    assert f"{host_veth} of the pod's veth is down" in drift()
+    host.run(["ip", "link", "set", host_veth, "up"])
+    host.run(["ip", "-n", "p1", "route", "replace", "default", "via", "10.244.6.1"])
+    assert cni(host, "CHECK", check, netns=ns) == (0, None)
+    assert cni(host, "DEL", check, netns=ns) == (0, None)
+
+
+def test_check_sees_the_dns_of_the_result_stop(node: Host) -> None:
+    """With the agent, ADD names the network's DNS as nameserver; when the agent stops it no
+    longer answers, and CHECK says so (102)."""
+    host = node
+    agent = start_agent(host)
+    ns = netns(host, "p1")
+    config = conf("1.1.0", subnet="10.244.8.0/24")
+    try:
+        code, result = cni(host, "ADD", config, netns=ns)
+        assert code == 0 and result["dns"]["nameservers"] == ["10.244.8.1"], result
+        assert cni(host, "CHECK", {**config, "prevResult": result}, netns=ns) == (0, None)
+    finally:
+        stop_agent(agent)
+    code, err = cni(host, "CHECK", {**config, "prevResult": result}, netns=ns)
+    assert code == 1 and err["code"] == 102 and "10.244.8.1 of the ADD result does not answer" in err["msg"], err
+    assert cni(host, "DEL", config, netns=ns) == (0, None)

@@ -14,6 +14,8 @@ import ipaddress
 import json
 import os
 import re
+import socket
+import struct
 import sys
 import traceback
 from collections.abc import Callable
@@ -172,6 +174,26 @@ def _without_prev(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "prevResult"}
 
 
+def dns_answers(server: str, timeout: float = 1.0) -> bool:
+    """Whether a DNS server answers a query (". NS", any rcode) on UDP port 53; asked twice,
+    as a resolver would, since one datagram may be lost."""
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    for attempt in range(2):
+        qid = (os.getpid() + attempt) & 0xFFFF
+        query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\x00" + struct.pack("!HH", 2, 1)
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.sendto(query, (server, 53))
+                while True:
+                    answer = sock.recv(4096)
+                    if len(answer) >= 12 and struct.unpack("!H", answer[:2])[0] == qid:
+                        return True
+            except OSError:  # timeout, refused (no listener), unreachable
+                continue
+    return False
+
+
 # --- the verbs -------------------------------------------------------------------------------
 
 def cmd_add(env: Env, conf: NetConf) -> dict[str, Any]:
@@ -222,6 +244,10 @@ def cmd_check(env: Env, conf: NetConf) -> None:
                 if isinstance(ip.get("interface"), int) and 0 <= ip["interface"] < len(interfaces)
                 and interfaces[ip["interface"]].get("name") == ifname and interfaces[ip["interface"]].get("sandbox")]
     problems = _with_context(lambda ctx: pods.check(ctx, env["CNI_CONTAINERID"], ifname, netns, expected))
+    gateways = {ip.get("gateway") for ip in conf.prev_result["ips"]}
+    for server in conf.prev_result["dns"].get("nameservers", []):
+        if server in gateways and not dns_answers(server):  # the network's own DNS, as ADD promised it
+            problems.append(f"the nameserver {server} of the ADD result does not answer (is `podnet agent` running?)")
     if problems:
         raise CniError(spec.E_CHECK, "; ".join(problems), "DEL and ADD the container again, or run `podnet reconcile`")
     if conf.delegated:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podnet.config import LINK_PREFIX, veth_name
-from podnet.dataplane import netlink, sysctl
+from podnet.dataplane import netlink, readback, sysctl
 from podnet.drivers import endpoint, marks
 from podnet.drivers.base import EndpointReport, Interface, Supports
 from podnet.errors import InvalidArgument
@@ -37,10 +37,28 @@ def host_veth_name(ep: Any) -> str:
 
 
 def check_host_veth(ep: Endpoint) -> tuple[dict[str, Any] | None, list[str]]:
-    """The host side of an endpoint's veth: its attributes, or the problem that it is missing."""
+    """The host side of an endpoint's veth: its attributes, or the problem that it is missing or down."""
     name = host_veth_name(ep)
     attrs = netlink.link_attrs(name)
-    return attrs, ([] if attrs is not None else [f"the host side {name} of the pod's veth is missing"])
+    if attrs is None:
+        return None, [f"the host side {name} of the pod's veth is missing"]
+    return attrs, ([] if readback.is_up(attrs) else [f"the host side {name} of the pod's veth is down"])
+
+
+def check_bridge(net: Network) -> list[str]:
+    """The network's side of what ADD promised: the bridge there, up, with its gateway addresses."""
+    name = bridge_name(net)
+    attrs = netlink.link_attrs(name)
+    if attrs is None:
+        return [f"the bridge {name} is missing"]
+    problems = [] if readback.is_up(attrs) else [f"the bridge {name} is down"]
+    have = readback.addresses_of(netlink.host(), attrs["index"])
+    for subnet in net.subnets:
+        if subnet.gateway:
+            gateway = str(ipaddress.ip_interface(f"{subnet.gateway}/{ipaddress.ip_network(subnet.subnet).prefixlen}"))
+            if gateway not in have:
+                problems.append(f"the gateway address {gateway} is missing on the bridge {name}")
+    return problems
 
 
 class BridgeDriver:
@@ -94,7 +112,7 @@ class BridgeDriver:
         attrs, missing = check_host_veth(ep)
         if attrs is not None and attrs.get("IFLA_MASTER") != netlink.link_index(bridge_name(net)):
             missing.append(f"{host_veth_name(ep)} is not on bridge {bridge_name(net)}")
-        return problems + missing
+        return problems + missing + check_bridge(net)
 
     def host_interface(self, ep: Any) -> str | None:
         return host_veth_name(ep)
