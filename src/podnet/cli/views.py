@@ -8,9 +8,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from podnet import drivers
 from podnet.api.context import Context
-from podnet.drivers.endpoint import report as bare_report
 from podnet.store import keys
 from podnet.runtime.capabilities import DEFAULT as DEFAULT_CAPABILITIES
 
@@ -40,6 +38,11 @@ def endpoint_view(net: dict[str, Any] | None, ep: dict[str, Any] | None, aliases
     if not ep:
         return {"EndpointId": None, "Interface": None, "HostInterface": None, "MacAddress": None,
                 "Addresses": [], "Gateways": [], "Aliases": aliases}
+    # Lazy: importing drivers/ loads every driver and dataplane/ (~20 modules, ~10-40 ms), which
+    # `ps` and `network ls` never need; only inspect's per-endpoint view does.
+    from podnet import drivers
+    from podnet.drivers.endpoint import report as bare_report
+
     record = SimpleNamespace(**{"host_ifname": None, "mtu": None, **ep})
     if net is not None:
         got = drivers.get(net["driver"]).report(SimpleNamespace(**{"interface": None, **net}), record, None)
