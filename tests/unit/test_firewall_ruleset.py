@@ -8,7 +8,8 @@ import pytest
 
 from podnet import config
 from podnet.errors import InvalidArgument
-from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.firewall import guard
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
 from podnet.firewall.nftables import (
     CHAINS,
     SETS,
@@ -45,7 +46,7 @@ def test_sync_touches_only_our_table_and_never_flushes_the_ruleset() -> None:
         assert verb in ("add", "flush")
         ((kind, obj),) = body.items()
         assert kind != "ruleset"
-        assert obj["family"] == "inet"
+        assert obj["family"] in ("inet", "bridge"), "ours: table inet podnet and table bridge podnet"
         assert obj.get("table", obj.get("name")) == config.NFT_TABLE
     json.dumps(cmds)  # what goes to nft must be plain JSON
 
@@ -56,7 +57,8 @@ def test_sync_declares_then_flushes_then_fills() -> None:
     first_flush = next(i for i, v in enumerate(seq) if v[0] == "flush")
     assert all(v[0] == "add" and v[1] in ("table", "set", "map", "chain") for v in seq[:first_flush])
     flushed = {v[2] for v in seq if v[0] == "flush"}
-    assert flushed == set(CHAINS) | set(SETS)  # every chain and set starts from empty
+    # every chain and set of both tables starts from empty
+    assert flushed == set(CHAINS) | set(SETS) | set(guard.CHAINS) | set(guard.ALL_SETS)
     last_flush = max(i for i, v in enumerate(seq) if v[0] == "flush" and v[1] in ("set", "map"))
     assert all(v[1] == "element" for v in seq[last_flush + 1:])
 
@@ -68,19 +70,20 @@ def test_rule_count_does_not_grow_with_the_state() -> None:
     )
     def count(state: FirewallState) -> int:
         return sum(1 for v in verbs(sync_commands(state)) if v[1] == "rule")
-    assert count(big) == count(FirewallState()) == len(rules())
+    assert count(big) == count(FirewallState()) == len(rules()) + len(guard.rules())
 
 
 def test_every_rule_has_a_comment_nft_accepts() -> None:
-    for chain, expr, comment in rules():
-        assert chain in CHAINS and expr
+    for chain, expr, comment in rules() + guard.rules():
+        assert chain in CHAINS or chain in guard.CHAINS
+        assert expr
         assert comment and len(comment.encode()) <= 128  # nft's comment limit
 
 
 def test_empty_state_is_the_skeleton_with_empty_sets() -> None:
     seq = verbs(sync_commands(FirewallState()))
     assert not [v for v in seq if v[1] == "element"]
-    assert {v[2] for v in seq if v[0] == "add" and v[1] in ("set", "map")} == set(SETS)
+    assert {v[2] for v in seq if v[0] == "add" and v[1] in ("set", "map")} == set(SETS) | set(guard.SETS)
 
 
 def test_bridge_elements() -> None:
@@ -176,7 +179,7 @@ def test_gateway_modes_and_exemptions_are_set_elements() -> None:
     assert {"concat": ["10.5.0.2", "tcp", 80]} in el["targets4"]
     assert el["trusted_ifaces"] == ["vxlan0"] and el["peers4"] == [{"prefix": {"addr": "10.244.2.0", "len": 24}}]
     # the rule count stays fixed: modes and exemptions never add rules
-    assert sum(1 for v in verbs(sync_commands(state)) if v[1] == "rule") == len(rules())
+    assert sum(1 for v in verbs(sync_commands(state)) if v[1] == "rule") == len(rules()) + len(guard.rules())
 
 
 def test_gateway_modes_read_back() -> None:
@@ -195,3 +198,40 @@ def test_gateway_modes_read_back() -> None:
 def test_unknown_gateway_mode_is_refused_before_the_kernel() -> None:
     with pytest.raises(InvalidArgument):
         state_elements(FirewallState(bridges=(BridgeRules("pnbr-x", ("10.6.0.0/24",), False, "isolated"),)))
+
+
+def test_endpoint_guard_elements() -> None:
+    ep = EndpointGuard("pnve0123456789", "02:42:0A:01:00:02", ("10.1.0.2", "fd00:1::2"))
+    el = guard.endpoint_elements([ep])
+    assert el["guard_ports"] == ["pnve0123456789"]
+    assert el["guard_mac"] == [{"concat": ["pnve0123456789", "02:42:0a:01:00:02"]}]
+    assert el["guard_ip4"] == [{"concat": ["pnve0123456789", "10.1.0.2"]}]
+    # the EUI-64 link-local address: U/L bit flipped, ff:fe in the middle
+    assert guard.link_local("02:42:0a:01:00:02") == "fe80::42:aff:fe01:2"
+    assert {"concat": ["pnve0123456789", "fe80::42:aff:fe01:2"]} in el["guard_ip6"]
+    assert {"concat": ["pnve0123456789", "0xfd000001000000000000000000000002"]} in el["guard_nd"]
+    # a full sync names them in the bridge table
+    cmds = sync_commands(FirewallState(endpoints=(ep,)))
+    adds = [c["add"]["element"] for c in cmds if "add" in c and "element" in c["add"]]
+    assert {(e["family"], e["name"]) for e in adds} == {("bridge", n) for n in guard.ALL_SETS}
+
+
+@pytest.mark.parametrize("bad", [
+    EndpointGuard('x"; flush ruleset', "02:42:0a:01:00:02", ()),
+    EndpointGuard("pnve1", "not-a-mac", ()),
+    EndpointGuard("pnve1", "02:42:0a:01:00:02", ("10.1.0.300",)),
+])
+def test_bad_endpoint_guards_are_refused_before_the_kernel(bad: EndpointGuard) -> None:
+    with pytest.raises(InvalidArgument):
+        guard.endpoint_elements([bad])
+
+
+def test_guards_read_back() -> None:
+    listed = [
+        {"set": {"name": "guard_ports", "elem": ["pnve1"]}},
+        {"set": {"name": "guard_mac", "elem": [{"concat": ["pnve1", "02:42:0a:01:00:02"]}]}},
+        {"set": {"name": "guard_ip4", "elem": [{"concat": ["pnve1", "10.1.0.2"]}]}},
+        {"set": {"name": "guard_ip6", "elem": [{"concat": ["pnve1", "fe80::42:aff:fe01:2"]},
+                                                 {"concat": ["pnve1", "fd00:1::2"]}]}},
+    ]
+    assert guard.guards_from_table(listed) == (EndpointGuard("pnve1", "02:42:0a:01:00:02", ("10.1.0.2", "fd00:1::2")),)

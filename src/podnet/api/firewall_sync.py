@@ -8,11 +8,12 @@ port of a live sandbox. A full sync replaces podnet's table in one transaction; 
 from __future__ import annotations
 
 import ipaddress
+from types import SimpleNamespace
 from typing import Any
 
 from podnet import drivers
 from podnet.api.context import Context
-from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
 from podnet.store import keys
 from podnet.util import locks
 
@@ -82,6 +83,42 @@ def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], netw
     return out
 
 
+def endpoint_guard(ep: dict[str, Any], driver: str | None) -> EndpointGuard | None:
+    """The anti-spoofing view of one endpoint: only veths on a bridge have a port to guard."""
+    support = drivers.supports(driver)
+    if not (support.nat and support.host_side):  # a veth on a bridge; routed veths are not bridge ports
+        return None
+    port = drivers.get(driver).host_interface(SimpleNamespace(id=ep["id"], host_ifname=ep.get("host_ifname")))
+    return EndpointGuard(port=port, mac=ep["mac"],
+                         addresses=tuple(a.split("/")[0] for a in ep.get("addresses", [])))
+
+
+def guard(endpoints: list[Any], networks: dict[str, Any]) -> None:
+    """Anti-spoofing for endpoints (models or dicts) about to be attached: before the veth exists."""
+    guards = _guards(endpoints, networks)
+    if guards:
+        backend().add_endpoints(guards)
+
+
+def unguard(endpoints: list[Any], networks: dict[str, Any]) -> None:
+    """Drop the anti-spoofing elements of endpoints whose veths are gone."""
+    guards = _guards(endpoints, networks)
+    if guards:
+        backend().remove_endpoints(guards)
+
+
+def _guards(endpoints: list[Any], networks: dict[str, Any]) -> list[EndpointGuard]:
+    out = []
+    for ep in endpoints:
+        doc = ep if isinstance(ep, dict) else ep.model_dump()
+        net = networks.get(doc["network"])
+        driver = net.get("driver") if isinstance(net, dict) else getattr(net, "driver", None)
+        found = endpoint_guard(doc, driver)
+        if found is not None:
+            out.append(found)
+    return out
+
+
 def desired(ctx: Context) -> FirewallState:
     networks = {doc["id"]: doc for _, doc in ctx.store.list(keys.NETWORKS)}
     bridges = tuple(bridge_rules(n) for n in networks.values() if drivers.supports(n["driver"]).nat and n.get("interface"))
@@ -92,7 +129,8 @@ def desired(ctx: Context) -> FirewallState:
     for _, sb in ctx.store.list(keys.SANDBOXES):
         if sb.get("state") in ("running", "creating"):
             ports.extend(port_mappings(sb, endpoints_by_sandbox.get(sb["id"], []), networks))
-    return FirewallState(bridges=bridges, ports=tuple(ports))
+    all_endpoints = [ep for eps in endpoints_by_sandbox.values() for ep in eps]
+    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(_guards(all_endpoints, networks)))
 
 
 def sync(ctx: Context) -> None:

@@ -50,8 +50,12 @@ def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: 
     from podnet.runtime import netns
 
     steps.push(f"delete namespace {sandbox.netns_name}", netns.delete, sandbox.netns_name)
+    from podnet.api import firewall_sync
+
     path = netns.create(sandbox.netns_name)
     gw_net = default_route_network(sandbox, nets)
+    steps.push("forget the endpoints' anti-spoofing elements", firewall_sync.unguard, endpoints, nets)
+    firewall_sync.guard(endpoints, nets)
     for ep in endpoints:
         net = nets[ep.network]
         driver = drivers.get(net.driver)
@@ -126,6 +130,7 @@ def unpublish(sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Netwo
 
 def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
     """Links, published ports and the namespace of a sandbox; its records stay."""
+    from podnet.api import firewall_sync
     from podnet.runtime import netns
 
     errors: list[PodnetError] = []
@@ -141,6 +146,10 @@ def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], 
             drivers.get(net.driver).detach(net, ep)  # the namespace and what is in it go below
         except PodnetError as exc:
             errors.append(exc)
+    try:
+        firewall_sync.unguard(endpoints, nets)
+    except PodnetError as exc:
+        errors.append(exc)
     netns.delete(sandbox.netns_name)
     if errors:
         raise errors[0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podnet import drivers
-from podnet.api import networks, ports as portspec, realize
+from podnet.api import firewall_sync, networks, ports as portspec, realize
 from podnet.api.context import Context, require_privilege
 from podnet.api.run_input import check_aliases, check_run
 from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning
@@ -370,6 +370,7 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
             driver = drivers.get(net.driver)
             driver.setup_network(net)
             gw = realize.default_route_network(sandbox, nets) == net.id
+            firewall_sync.guard([ep], nets)
             driver.attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
             realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
         except BaseException:
@@ -380,6 +381,7 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
 
 def _detach_one(ctx: Context, sandbox: Sandbox, net: Network, ep: Endpoint) -> None:
     drivers.get(net.driver).detach(net, ep, realize.netns_path(ctx, sandbox))
+    firewall_sync.unguard([ep], {net.id: net})
     with ctx.store.transaction() as txn:
         for ip in ep.ips:
             allocator.release(txn, net.id, ip, owner=ep.id)

@@ -69,6 +69,13 @@ def apply(commands: list[Command]) -> None:
     _run(["-j", "-f", "-"], document, "transaction")
 
 
+def declare(text: str) -> None:
+    """Apply a fixed declaration in nft's text syntax, for what nft 1.0.6's JSON cannot
+    declare (a `typeof` set). Callers pass a constant of their module, never data: a
+    declaration names objects and types only, so nothing a user gives reaches this."""
+    _run(["-f", "-"], text, "declaration")
+
+
 def is_missing(error: KernelError) -> bool:
     """True when nft refused because the object it was told to touch does not exist."""
     return ENOENT_TEXT in error.message

@@ -6,6 +6,6 @@ package stays cheap: backends are imported where they are used.
 """
 
 from podnet.firewall.base import Firewall
-from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
 
-__all__ = ["BridgeRules", "Firewall", "FirewallState", "PortMapping"]
+__all__ = ["BridgeRules", "EndpointGuard", "Firewall", "FirewallState", "PortMapping"]

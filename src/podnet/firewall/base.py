@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
-from podnet.firewall.model import BridgeRules, FirewallState, PortMapping
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
 
 
 class Firewall(Protocol):
@@ -26,6 +26,12 @@ class Firewall(Protocol):
 
     def remove_ports(self, ports: Iterable[PortMapping]) -> None:
         """Unpublish ports; tolerates them being gone already."""
+
+    def add_endpoints(self, guards: Iterable[EndpointGuard]) -> None:
+        """Let these veths send as their endpoints, and only so; before the veth exists."""
+
+    def remove_endpoints(self, guards: Iterable[EndpointGuard]) -> None:
+        """Forget these veths' anti-spoofing elements; tolerates them being gone already."""
 
     def teardown(self) -> None:
         """Remove everything this backend put in the kernel."""

@@ -47,6 +47,15 @@ GATEWAY_MODES = ("nat", "nat-unprotected", "routed")
 
 
 @dataclass(frozen=True)
+class EndpointGuard:
+    """One sandbox's veth on a bridge: what may enter the bridge through it (anti-spoofing)."""
+
+    port: str  # the host-side veth, e.g. "pnve1a2b3c4d5e"
+    mac: str  # the sandbox side's MAC: the only source MAC, the only MAC ARP may claim
+    addresses: tuple[str, ...]  # its IPs (no prefix); its EUI-64 fe80:: address is added by the backend
+
+
+@dataclass(frozen=True)
 class FirewallState:
     """The whole podnet firewall: every bridge network and every published port.
 
@@ -60,3 +69,4 @@ class FirewallState:
     ports: tuple[PortMapping, ...] = ()
     trusted_interfaces: tuple[str, ...] = ()  # ifnames
     peer_blocks: tuple[str, ...] = ()  # source CIDRs, v4 and/or v6
+    endpoints: tuple[EndpointGuard, ...] = ()  # every sandbox veth on a bridge network

@@ -32,6 +32,9 @@ its peers' pod blocks are elements there, never new chains. Port maps, each a pa
 dnat4/dnat6 (l4proto . port) and dnat4_ip/dnat6_ip (daddr . l4proto . port); the
 _addr element's comment is the bridge. Comments let `current()` read the state back.
 
+Anti-spoofing lives beside it in `table bridge podnet` (firewall/guard.py): the same
+sync transaction fills both tables, and the incremental calls name sets of either.
+
 What the caller must do (not firewall business): net.ipv4.ip_forward=1 (and IPv6
 forwarding for v6 networks); net.ipv4.conf.<bridge>.route_localnet=1 on bridges that have
 ports published on 127.0.0.1 (else the kernel drops the DNATed packet as martian; the
@@ -47,12 +50,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Iterable
 
 from podnet import config
 from podnet.dataplane import nft
 from podnet.errors import Conflict, InvalidArgument, KernelError
-from podnet.firewall.model import GATEWAY_MODES, BridgeRules, FirewallState, PortMapping
+from podnet.firewall import guard
+from podnet.firewall.model import GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping
 
 FAMILY = "inet"
 PROTOCOLS = ("tcp", "udp")
@@ -333,6 +338,8 @@ def state_elements(state: FirewallState) -> dict[str, list[Any]]:
         out[name].extend(elems)
     for name, elems in exemption_elements(state).items():
         out[name].extend(elems)
+    for name, elems in guard.endpoint_elements(state.endpoints).items():
+        out[name].extend(elems)
     return dict(out)
 
 
@@ -374,17 +381,23 @@ def rule_commands() -> list[Command]:
 
 
 def element_commands(verb: str, elements: dict[str, list[Any]]) -> list[Command]:
+    """Element commands for sets of either table (guard_* sets are in the bridge table)."""
     return [
-        {verb: {"element": _ref(name=name, elem=elems)}}
+        {verb: {"element": (guard.ref if name in guard.ALL_SETS else _ref)(name=name, elem=elems)}}
         for name, elems in elements.items()
         if elems
     ]
 
 
+def declarations() -> list[Command]:
+    """Both tables' sets, chains and fixed rules, without touching set contents."""
+    return skeleton() + guard.skeleton() + rule_commands() + guard.rule_commands()
+
+
 def sync_commands(state: FirewallState) -> list[Command]:
-    """One transaction that makes the table hold exactly `state`."""
-    cmds = skeleton() + rule_commands()
-    cmds += [{"flush": {_set_kind(name): _ref(name=name)}} for name in SETS]
+    """One transaction that makes both tables hold exactly `state` (guard_nd declared first)."""
+    cmds = declarations()
+    cmds += [{"flush": {_set_kind(name): _ref(name=name)}} for name in SETS] + guard.flush_sets()
     return cmds + element_commands("add", state_elements(state))
 
 
@@ -487,7 +500,13 @@ def normalized(state: FirewallState) -> FirewallState:
         key=lambda p: (p.protocol, p.host_port, p.host_ip or "", p.target_ip, p.target_port, p.bridge),
     ))
     peers = tuple(sorted((str(ipaddress.ip_network(c, strict=False)) for c in set(state.peer_blocks)), key=subnet_key))
-    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers)
+    endpoints = tuple(sorted(
+        (EndpointGuard(g.port, g.mac.lower(),
+                       tuple(sorted({_canonical_ip(a.split("/")[0]) for a in g.addresses})))
+         for g in state.endpoints),
+        key=lambda g: g.port,
+    ))
+    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers, endpoints)
 
 
 # ---- the backend ----------------------------------------------------------------------------
@@ -515,11 +534,16 @@ class NftablesFirewall:
         """
         cmds = sync_commands(state)
         try:
+            nft.declare(guard.DECLARATION)
             nft.apply(cmds)
         except KernelError:
-            table = {"family": FAMILY, "name": config.NFT_TABLE}
+            # guard_nd (text-declared) must exist before the transaction that fills it, so
+            # this rare path is two steps: drop both tables, then declare and fill afresh
+            tables = [{"family": family, "name": config.NFT_TABLE} for family in (FAMILY, guard.FAMILY)]
             try:
-                nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
+                nft.apply([c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})])
+                nft.declare(guard.DECLARATION)
+                nft.apply(cmds)
             except KernelError as exc:
                 raise _as_conflict(exc) from None
 
@@ -539,11 +563,22 @@ class NftablesFirewall:
         says who owns a host port, so a key now pointing elsewhere is removed too."""
         self._remove(port_elements(ports))
 
+    def add_endpoints(self, guards: Iterable[EndpointGuard]) -> None:
+        """Let veths send as their endpoints only; called before the veth is made, since the
+        elements are keyed by name and the veth must never send unchecked."""
+        self._add(guard.endpoint_elements(tuple(guards)))
+
+    def remove_endpoints(self, guards: Iterable[EndpointGuard]) -> None:
+        self._remove(guard.endpoint_elements(tuple(guards)))
+
     def teardown(self) -> None:
         nft.delete_table(FAMILY, config.NFT_TABLE)
+        nft.delete_table(guard.FAMILY, config.NFT_TABLE)
 
     def current(self) -> FirewallState:
-        return state_from_table(nft.list_table(FAMILY, config.NFT_TABLE))
+        state = state_from_table(nft.list_table(FAMILY, config.NFT_TABLE))
+        guards = guard.guards_from_table(nft.list_table(guard.FAMILY, config.NFT_TABLE))
+        return replace(state, endpoints=guards)
 
     # The incremental paths. Their cost is the elements they name, never the table size.
 
@@ -562,7 +597,8 @@ class NftablesFirewall:
             except KernelError as exc:
                 if not nft.is_missing(exc):
                     raise
-                nft.apply(skeleton() + rule_commands() + adds)
+                nft.declare(guard.DECLARATION)
+                nft.apply(declarations() + adds)
         except KernelError as exc:
             raise _as_conflict(exc) from None
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from podnet import drivers
-from podnet.api import realize
+from podnet.api import firewall_sync, realize
 from podnet.api.context import Context
 from podnet.api.pods.namespace import netns_alive
 from podnet.api.pods.request import PodRequest
@@ -100,10 +100,12 @@ def detach_all(ctx: Context, doc: dict[str, Any]) -> None:
     while that is still the pod's)."""
     nets = realize.networks_by_id(ctx)
     netns = doc["netns"] if netns_alive(doc) else None
-    for ep in realize.endpoints_of(ctx, doc["id"]):
+    endpoints = realize.endpoints_of(ctx, doc["id"])
+    for ep in endpoints:
         net = nets.get(ep.network)
         if net is not None:
             drivers.get(net.driver).detach(net, ep, netns)
+    firewall_sync.unguard(endpoints, nets)
 
 
 def forget(ctx: Context, doc: dict[str, Any], refused: Exception | None = None) -> None:
