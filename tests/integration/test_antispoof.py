@@ -70,6 +70,19 @@ ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + prefix
 for _ in range(3):
     s.sendto(ra, ("ff02::1", 0, 0, socket.if_nametoindex("eth0")))
 """
+# Tell a victim that an IPv6 address is at this sandbox's MAC: unsolicited neighbour
+# advertisements with the override flag. Fixed text.
+FORGE_NA = r"""
+import socket, struct, sys, time
+claimed, victim = sys.argv[1], sys.argv[2]
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+na = struct.pack("!BBHI16s", 136, 0, 0, 0x20000000, socket.inet_pton(socket.AF_INET6, claimed)) + b"\x02\x01" + mac
+for _ in range(10):
+    s.sendto(na, (victim, 0))
+    time.sleep(0.2)
+"""
 MARKER = "podnet-spoof-probe"
 
 
@@ -176,3 +189,24 @@ def test_cni_pods_are_guarded_too(internet_host: Host) -> None:
     assert cni(host, "DEL", config, cid="a", netns="/run/netns/pa") == (0, None)
     after = host.run(["nft", "-j", "list", "set", "bridge", "podnet", "guard_ports"]).stdout
     assert '"elem"' in ports and '"elem"' not in after, "DEL removes the pod's elements"
+
+
+def test_forged_neighbour_advertisement_for_the_gateway_does_not_reach_a_neighbour(host: Host) -> None:
+    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24", "--ipv6", "--subnet", "fd00:40::/64")
+    host.podnet("run", "-d", "--name", "victim", "--network", "app", "--", "sleep", "infinity")
+    host.podnet("run", "-d", "--name", "evil", "--network", "app", "--", "sleep", "infinity")
+    bridge = next(link for link in json.loads(host.run(["ip", "-j", "link"]).stdout) if link["ifname"].startswith("pnbr-"))
+
+    def gateway_entry() -> str:
+        out = json.loads(host.podnet("exec", "victim", "--", "ip", "-j", "-6", "neigh", "show", "fd00:40::1").stdout)
+        return out[0].get("lladdr", "") if out else ""
+
+    assert ping(host, "victim", "fd00:40::1") and gateway_entry() == bridge["address"]
+    time.sleep(1.2)
+    forge = ["exec", "evil", "--", PY, "-S", "-c", FORGE_NA, "fd00:40::1", address(host, "victim", "app", 6)]
+    host.podnet(*forge)
+    assert gateway_entry() == bridge["address"], "the victim's entry for the IPv6 gateway moved to the attacker"
+    assert ping(host, "victim", "fd00:40::1")
+    without_guard(host)
+    host.podnet(*forge)
+    assert gateway_entry() != bridge["address"], "control: without the rules the forged advertisement takes over"

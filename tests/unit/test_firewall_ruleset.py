@@ -213,7 +213,10 @@ def test_endpoint_guard_elements() -> None:
     # a full sync names them in the bridge table
     cmds = sync_commands(FirewallState(endpoints=(ep,)))
     adds = [c["add"]["element"] for c in cmds if "add" in c and "element" in c["add"]]
-    assert {(e["family"], e["name"]) for e in adds} == {("bridge", n) for n in guard.ALL_SETS}
+    assert {(e["family"], e["name"]) for e in adds} == {("bridge", n) for n in guard.ALL_SETS if n != "guard_anymac"}
+    # a CNI pod: addresses pinned, MAC (and so its fe80:: address) not
+    pod = guard.endpoint_elements([EndpointGuard("pnve1", None, ("10.1.0.9",))])
+    assert pod["guard_anymac"] == ["pnve1"] and "guard_mac" not in pod and "guard_ip6" not in pod
 
 
 @pytest.mark.parametrize("bad", [

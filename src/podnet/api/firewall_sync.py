@@ -83,37 +83,39 @@ def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], netw
     return out
 
 
-def endpoint_guard(ep: dict[str, Any], driver: str | None) -> EndpointGuard | None:
-    """The anti-spoofing view of one endpoint: only veths on a bridge have a port to guard."""
+def endpoint_guard(ep: dict[str, Any], driver: str | None, pod: bool = False) -> EndpointGuard | None:
+    """The anti-spoofing view of one endpoint: only veths on a bridge have a port to guard.
+    A CNI pod's MAC is not pinned: a plugin chained after podnet (tuning) may set it."""
     support = drivers.supports(driver)
     if not (support.nat and support.host_side):  # a veth on a bridge; routed veths are not bridge ports
         return None
     port = drivers.get(driver).host_interface(SimpleNamespace(id=ep["id"], host_ifname=ep.get("host_ifname")))
-    return EndpointGuard(port=port, mac=ep["mac"],
+    return EndpointGuard(port=port, mac=None if pod else ep["mac"],
                          addresses=tuple(a.split("/")[0] for a in ep.get("addresses", [])))
 
 
-def guard(endpoints: list[Any], networks: dict[str, Any]) -> None:
+def guard(endpoints: list[Any], networks: dict[str, Any], pods: bool = False) -> None:
     """Anti-spoofing for endpoints (models or dicts) about to be attached: before the veth exists."""
-    guards = _guards(endpoints, networks)
+    guards = _guards(endpoints, networks, pods)
     if guards:
         backend().add_endpoints(guards)
 
 
-def unguard(endpoints: list[Any], networks: dict[str, Any]) -> None:
+def unguard(endpoints: list[Any], networks: dict[str, Any], pods: bool = False) -> None:
     """Drop the anti-spoofing elements of endpoints whose veths are gone."""
-    guards = _guards(endpoints, networks)
+    guards = _guards(endpoints, networks, pods)
     if guards:
         backend().remove_endpoints(guards)
 
 
-def _guards(endpoints: list[Any], networks: dict[str, Any]) -> list[EndpointGuard]:
+def _guards(endpoints: list[Any], networks: dict[str, Any], pods: bool | set[str] = False) -> list[EndpointGuard]:
+    """pods: True when all are CNI pods, or the ids of the endpoints that are."""
     out = []
     for ep in endpoints:
         doc = ep if isinstance(ep, dict) else ep.model_dump()
         net = networks.get(doc["network"])
         driver = net.get("driver") if isinstance(net, dict) else getattr(net, "driver", None)
-        found = endpoint_guard(doc, driver)
+        found = endpoint_guard(doc, driver, pods if isinstance(pods, bool) else doc["id"] in pods)
         if found is not None:
             out.append(found)
     return out
@@ -130,7 +132,9 @@ def desired(ctx: Context) -> FirewallState:
         if sb.get("state") in ("running", "creating"):
             ports.extend(port_mappings(sb, endpoints_by_sandbox.get(sb["id"], []), networks))
     all_endpoints = [ep for eps in endpoints_by_sandbox.values() for ep in eps]
-    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(_guards(all_endpoints, networks)))
+    pod_endpoints = {doc.get("endpoint") for _, doc in ctx.store.list(keys.PODS)}
+    guards = _guards(all_endpoints, networks, {e for e in pod_endpoints if e})
+    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(guards))
 
 
 def sync(ctx: Context) -> None:

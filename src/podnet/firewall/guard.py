@@ -16,11 +16,13 @@ Chains (bridge family, priority -300 at prerouting, policy accept):
   guard_ipv4        no DHCP server replies; ip saddr must be the port's
   guard_arp         the sender MAC and sender IP an ARP packet claims must be the port's
   guard_ipv6        :: only for duplicate-address detection (NS, MLD reports); ip6 saddr
-                    must be the port's (its addresses and its EUI-64 fe80:: address); no
-                    router advertisements or redirects; no DHCPv6 server replies; a
+                    must be the port's (its addresses and its EUI-64 fe80:: address)
+  guard_ipv6_claims no router advertisements or redirects; no DHCPv6 server replies; a
                     neighbour advertisement may claim only the port's own addresses
 Sets: guard_ports (ifname); guard_mac (ifname . ether_addr); guard_ip4/guard_ip6 (ifname .
-address); guard_nd (ifname . the 128 bits at ICMPv6 offset 8, the NA target). Per-endpoint
+address); guard_nd (ifname . the 128 bits at ICMPv6 offset 8, the NA target);
+guard_anymac (ifname): CNI pods, whose MAC a plugin chained after podnet (tuning) may set
+after podnet's ADD: their addresses are pinned, their MAC and fe80:: address are not. Per-endpoint
 state is set elements only: the rules never change with the number of sandboxes.
 
 guard_nd must be declared with `typeof` (the NA target is a raw payload, which nft will
@@ -46,6 +48,7 @@ Expr = dict[str, Any]
 # name -> key type, for the sets JSON can declare
 SETS: dict[str, str | list[str]] = {
     "guard_ports": "ifname",
+    "guard_anymac": "ifname",
     "guard_mac": ["ifname", "ether_addr"],
     "guard_ip4": ["ifname", "ipv4_addr"],
     "guard_ip6": ["ifname", "ipv6_addr"],
@@ -64,6 +67,7 @@ CHAINS: dict[str, tuple[str, str, int] | None] = {
     "guard_ipv4": None,
     "guard_arp": None,
     "guard_ipv6": None,
+    "guard_ipv6_claims": None,
 }
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -87,6 +91,8 @@ def _by_port(field: Expr) -> Expr:
 
 
 _NA_TARGET: Expr = {"payload": {"base": "th", "offset": 64, "len": 128}}
+_NA_TARGET_PREFIX: Expr = {"payload": {"base": "th", "offset": 64, "len": 16}}
+_FE80: Expr = {"prefix": {"addr": "fe80::", "len": 10}}
 _DROP: list[Expr] = [{"counter": None}, {"drop": None}]
 
 
@@ -96,8 +102,9 @@ def rules() -> list[tuple[str, list[Expr], str]]:
     return [
         ("guard_prerouting", [_match(_meta("iifname"), "@guard_ports"), {"jump": {"target": "guard_endpoint"}}],
          "frames from a sandbox's veth are checked; other ports are not podnet's"),
-        ("guard_endpoint", [_match(_by_port(_payload("ether", "saddr")), "@guard_mac", "!="), *_DROP],
-         "a sandbox sends only with its own MAC"),
+        ("guard_endpoint", [_match(_by_port(_payload("ether", "saddr")), "@guard_mac", "!="),
+                            _match(_meta("iifname"), "@guard_anymac", "!="), *_DROP],
+         "a sandbox sends only with its own MAC (CNI pods: any, a chained plugin may set it)"),
         ("guard_endpoint", [{"vmap": {"key": _payload("ether", "type"), "data": {"set": [
             ["ip", {"goto": {"target": "guard_ipv4"}}],
             ["arp", {"goto": {"target": "guard_arp"}}],
@@ -109,7 +116,8 @@ def rules() -> list[tuple[str, list[Expr], str]]:
          "no DHCP server in a sandbox"),
         ("guard_ipv4", [_match(_by_port(_payload("ip", "saddr")), "@guard_ip4", "!="), *_DROP],
          "a sandbox sends IPv4 only from its own address"),
-        ("guard_arp", [_match(_by_port(_payload("arp", "saddr ether")), "@guard_mac", "!="), *_DROP],
+        ("guard_arp", [_match(_by_port(_payload("arp", "saddr ether")), "@guard_mac", "!="),
+                       _match(_meta("iifname"), "@guard_anymac", "!="), *_DROP],
          "ARP may claim only the sandbox's own MAC"),
         ("guard_arp", [_match(_by_port(_payload("arp", "saddr ip")), "@guard_ip4", "!="), *_DROP],
          "ARP may claim only the sandbox's own IPv4 address (no gateway impersonation)"),
@@ -117,14 +125,21 @@ def rules() -> list[tuple[str, list[Expr], str]]:
                         _match(icmp6_type, {"set": ["nd-neighbor-solicit", "mld2-listener-report"]}),
                         {"return": None}],
          "duplicate-address detection sends from ::"),
+        ("guard_ipv6", [_match(_meta("iifname"), "@guard_anymac"), _match(_payload("ip6", "saddr"), _FE80),
+                        {"goto": {"target": "guard_ipv6_claims"}}],
+         "CNI pods: their fe80:: address follows a MAC podnet may not know"),
         ("guard_ipv6", [_match(_by_port(_payload("ip6", "saddr")), "@guard_ip6", "!="), *_DROP],
          "a sandbox sends IPv6 only from its own addresses (with its fe80:: address)"),
-        ("guard_ipv6", [_match(icmp6_type, {"set": ["nd-router-advert", "nd-redirect"]}), *_DROP],
+        ("guard_ipv6", [{"goto": {"target": "guard_ipv6_claims"}}], "then what it may claim"),
+        ("guard_ipv6_claims", [_match(icmp6_type, {"set": ["nd-router-advert", "nd-redirect"]}), *_DROP],
          "no router advertisements or redirects from a sandbox"),
-        ("guard_ipv6", [_match(_payload("udp", "sport"), 547), *_DROP],
+        ("guard_ipv6_claims", [_match(_payload("udp", "sport"), 547), *_DROP],
          "no DHCPv6 server in a sandbox"),
-        ("guard_ipv6", [_match(icmp6_type, "nd-neighbor-advert"),
-                        _match(_by_port(_NA_TARGET), "@guard_nd", "!="), *_DROP],
+        ("guard_ipv6_claims", [_match(icmp6_type, "nd-neighbor-advert"), _match(_meta("iifname"), "@guard_anymac"),
+                               _match(_NA_TARGET_PREFIX, 0xFE80), {"return": None}],
+         "CNI pods: a neighbour advertisement for a fe80:: address (their own follows their MAC)"),
+        ("guard_ipv6_claims", [_match(icmp6_type, "nd-neighbor-advert"),
+                               _match(_by_port(_NA_TARGET), "@guard_nd", "!="), *_DROP],
          "a neighbour advertisement may claim only the sandbox's own addresses"),
     ]
 
@@ -139,11 +154,11 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])))
 
 
-def _checked(guard: EndpointGuard) -> tuple[str, str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+def _checked(guard: EndpointGuard) -> tuple[str, str | None, list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
     if not _IFNAME.match(guard.port):
         raise InvalidArgument(f"{guard.port!r} is not an interface name", "podnet names veths itself")
-    mac = guard.mac.lower()
-    if not _MAC.match(mac):
+    mac = None if guard.mac is None else guard.mac.lower()
+    if mac is not None and not _MAC.match(mac):
         raise InvalidArgument(f"{guard.mac!r} is not a MAC address", "write it like 02:42:ac:11:00:02")
     try:
         addresses = [ipaddress.ip_interface(a).ip for a in guard.addresses]
@@ -158,12 +173,15 @@ def endpoint_elements(guards: list[EndpointGuard] | tuple[EndpointGuard, ...]) -
     for guard in guards:
         port, mac, addresses = _checked(guard)
         out["guard_ports"].append(port)
-        out["guard_mac"].append({"concat": [port, mac]})
         v6 = [a for a in addresses if a.version == 6]
-        ll = ipaddress.IPv6Address(link_local(mac))
+        if mac is None:
+            out["guard_anymac"].append(port)
+        else:
+            out["guard_mac"].append({"concat": [port, mac]})
+            v6.append(ipaddress.IPv6Address(link_local(mac)))
         for address in [a for a in addresses if a.version == 4]:
             out["guard_ip4"].append({"concat": [port, str(address)]})
-        for address in dict.fromkeys([*v6, ll]):
+        for address in dict.fromkeys(v6):
             out["guard_ip6"].append({"concat": [port, str(address)]})
             out["guard_nd"].append({"concat": [port, f"0x{int(address):032x}"]})
     return {name: elems for name, elems in out.items() if elems}
@@ -221,7 +239,7 @@ def guards_from_table(objects: list[dict[str, Any]] | None) -> tuple[EndpointGua
                 continue
             addresses.setdefault(port, []).append(address)
     return tuple(sorted(
-        (EndpointGuard(port, macs.get(port, ""), tuple(sorted(addresses.get(port, []))))
+        (EndpointGuard(port, macs.get(port), tuple(sorted(addresses.get(port, []))))
          for port in elems.get("guard_ports", [])),
         key=lambda g: g.port,
     ))

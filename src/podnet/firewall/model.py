@@ -51,7 +51,10 @@ class EndpointGuard:
     """One sandbox's veth on a bridge: what may enter the bridge through it (anti-spoofing)."""
 
     port: str  # the host-side veth, e.g. "pnve1a2b3c4d5e"
-    mac: str  # the sandbox side's MAC: the only source MAC, the only MAC ARP may claim
+    # The sandbox side's MAC: the only source MAC, the only MAC ARP may claim. None for CNI
+    # pods: a plugin chained after podnet (tuning) may set the MAC after podnet's ADD, so
+    # only their addresses are pinned (and any fe80:: source and NA target is let through).
+    mac: str | None
     addresses: tuple[str, ...]  # its IPs (no prefix); its EUI-64 fe80:: address is added by the backend
 
 

@@ -501,7 +501,7 @@ def normalized(state: FirewallState) -> FirewallState:
     ))
     peers = tuple(sorted((str(ipaddress.ip_network(c, strict=False)) for c in set(state.peer_blocks)), key=subnet_key))
     endpoints = tuple(sorted(
-        (EndpointGuard(g.port, g.mac.lower(),
+        (EndpointGuard(g.port, g.mac.lower() if g.mac else None,
                        tuple(sorted({_canonical_ip(a.split("/")[0]) for a in g.addresses})))
          for g in state.endpoints),
         key=lambda g: g.port,

@@ -70,8 +70,8 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
                 ipam_result = ipam_add()
                 records.claim_delegated(ctx, net, ep, ipam_result)
                 routes, dns = ipam_result["routes"], ipam_result["dns"]
-            steps.push("forget its anti-spoofing elements", firewall_sync.unguard, [ep], {net.id: net})
-            firewall_sync.guard([ep], {net.id: net})
+            steps.push("forget its anti-spoofing elements", firewall_sync.unguard, [ep], {net.id: net}, True)
+            firewall_sync.guard([ep], {net.id: net}, pods=True)
             steps.push(f"take down {req.ifname}", driver.detach, net, ep, req.netns)
             driver.attach(net, ep, Path(req.netns), default_route=True)
             _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])

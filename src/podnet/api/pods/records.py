@@ -105,7 +105,7 @@ def detach_all(ctx: Context, doc: dict[str, Any]) -> None:
         net = nets.get(ep.network)
         if net is not None:
             drivers.get(net.driver).detach(net, ep, netns)
-    firewall_sync.unguard(endpoints, nets)
+    firewall_sync.unguard(endpoints, nets, pods=True)
 
 
 def forget(ctx: Context, doc: dict[str, Any], refused: Exception | None = None) -> None:
