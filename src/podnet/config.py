@@ -64,7 +64,11 @@ class Paths:
 
     def sandbox_log(self, sandbox_id: str) -> Path:
         """The output of a sandbox's command; kept until `podnet rm`."""
-        return self.root / "logs" / f"{sandbox_id}.log"
+        return self.log_dir / f"{sandbox_id}.log"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
 
     @property
     def lock_dir(self) -> Path:

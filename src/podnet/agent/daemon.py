@@ -40,6 +40,7 @@ from podnet.runtime.etcfiles import host_nameservers
 from podnet.services import controller
 from podnet.store import keys
 from podnet.util.shapes import build
+from podnet.util.perms import private_dir
 
 TICK = 0.05  # how often the store and the sandboxes are looked at: names follow within 100 ms
 # The full pass (GC of links, namespaces, cgroups) is insurance against what the event
@@ -73,7 +74,7 @@ class Agent:
     # --- lifecycle ------------------------------------------------------------------------
     def _take_lock(self) -> None:
         path = self.paths.run / "agent.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -36,6 +36,7 @@ from typing import Any
 
 from podnet.errors import PodnetError
 from podnet.util.nesting import MAX_DEPTH, too_deep
+from podnet.util.perms import private_dir
 
 Route = Callable[[Any], tuple[int, Any]]
 
@@ -119,7 +120,7 @@ class ApiServer:
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self.path.unlink(missing_ok=True)
         raise_fd_limit()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

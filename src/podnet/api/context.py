@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from podnet.config import Paths, paths
 from podnet.errors import PermissionDenied
 from podnet.store import Store, open_store
+from podnet.util import perms
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -116,4 +117,8 @@ class Context:
 
 
 def open_context(root: str | None = None) -> Context:
-    return Context(paths(root))
+    found = paths(root)
+    # State left world-readable by an older podnet is closed on first use (a stat when it is not).
+    perms.tighten(found.root, log_dir=found.log_dir)
+    perms.tighten(found.run)
+    return Context(found)

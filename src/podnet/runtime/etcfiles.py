@@ -24,6 +24,7 @@ from pathlib import Path
 
 from podnet.errors import InvalidArgument
 from podnet.model.common import check_hostname
+from podnet.util.perms import private_dir
 
 HOSTS = "hosts"
 RESOLV = "resolv.conf"
@@ -148,7 +149,7 @@ def write(directory: str | os.PathLike[str], *, hostname: str | None, addresses:
     if hostname:
         texts[HOSTNAME] = check_hostname(hostname) + "\n"
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    private_dir(d)
     for name, text in texts.items():
         (_rewrite_in_place if in_place else atomic_write)(d / name, text)
     return EtcFiles(d / HOSTS, d / RESOLV, d / HOSTNAME)

@@ -50,6 +50,7 @@ from podnet.errors import (
 )
 from podnet.runtime import capabilities, cgroups, check_name, process
 from podnet.runtime.etcfiles import atomic_write
+from podnet.util import perms
 
 if TYPE_CHECKING:  # the supervisor never spawns with subprocess: keep its start-up light
     import subprocess
@@ -118,7 +119,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, json.dumps(obj) + "\n")
+    atomic_write(path, json.dumps(obj) + "\n", perms.FILE_MODE)
 
 
 def _exit_code(wait_status: int) -> int:
@@ -209,8 +210,8 @@ def _launch(spec: LaunchSpec, foreground: bool) -> tuple[subprocess.Popen, int]:
 
     _validate(spec)
     state_dir = Path(spec.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
+    perms.private_dir(state_dir)
+    perms.private_dir(Path(spec.log_path).parent)
     if status(state_dir).running:
         raise Conflict(f"sandbox {spec.sandbox_id} is already running", "stop it first")
     old = _read_json(state_dir / STATE) or {}
@@ -218,14 +219,15 @@ def _launch(spec: LaunchSpec, foreground: bool) -> tuple[subprocess.Popen, int]:
     _wait_until(lambda: not process.alive(old.get("supervisor_pid"), old.get("supervisor_start")), 5.0)
     for name in (STATE, EXIT):
         (state_dir / name).unlink(missing_ok=True)
-    atomic_write(state_dir / SPEC, spec.to_json())
+    atomic_write(state_dir / SPEC, spec.to_json(), perms.FILE_MODE)  # it holds the environment
     r, w = os.pipe()
     argv = [sys.executable, "-m", "podnet.runtime.shim", "--report-fd", str(w), str(state_dir)]
     if foreground:
         argv.insert(3, "--foreground")
         err_out = None
     else:
-        err_out = open(state_dir / SHIM_LOG, "ab")
+        err_out = os.fdopen(os.open(state_dir / SHIM_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                    perms.LOG_MODE), "ab")
     try:
         proc = subprocess.Popen(
             argv, stdin=None if foreground else subprocess.DEVNULL,

@@ -8,6 +8,7 @@ way through; readers never wait for writers (WAL).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.store.failures import os_failure, sqlite_failure
+from podnet.util.perms import FILE_MODE, private_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL);
@@ -74,7 +76,14 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            # SQLite gives the -wal and -shm files the main file's mode: 0600 for all three. Only
+            # a missing file is touched: closing any fd of an open database drops its locks.
+            if not path.exists():
+                try:
+                    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+                except FileExistsError:
+                    pass
         except OSError as exc:
             raise os_failure(exc, path.parent, "create") from None
         try:

@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from podnet.util.perms import private_dir
+
 
 @contextmanager
 def held(path: Path, blocking: bool = True) -> Iterator[bool]:
     """Hold an exclusive flock on path; yields False (without waiting) when blocking=False and it is taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
