@@ -1,4 +1,4 @@
-"""Where podnet keeps things on a host.
+"""Where podnet keeps things on a host, and the names it gives what it makes.
 
 Every path is derived from two roots so that a test (or a second podnet on one machine)
 can point podnet elsewhere: the state root (persistent, the store and logs; `--root` or
@@ -6,21 +6,36 @@ PODNET_ROOT, default /var/lib/podnet) and the run root (volatile, gone at reboot
 processes it describes; PODNET_RUN, default /run/podnet). Named network namespaces live
 where iproute2 looks for them (PODNET_NETNS_DIR, default /run/netns) so that `ip netns`
 shows podnet's sandboxes too.
+
+Each store has an identity, a random id made with it (store/sqlite.py). Every kernel
+object podnet makes carries it: links in their alias, netns, cgroups and nftables tables
+in their names. Reconcile and GC touch only objects of their own store, so two stores on
+one host (`--root`) coexist. The default store (/var/lib/podnet) keeps the names podnet
+always had (podnet0, /run/podnet, `table inet podnet`, netns podnet-<id>); any other
+store's names carry the first 8 hex digits of its id (its "scope").
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 # Names podnet gives to what it owns in the kernel; garbage collection only ever
-# touches objects carrying these prefixes.
+# touches objects carrying these prefixes (and the identity of its own store).
 LINK_PREFIX = "pn"
 NETNS_PREFIX = "podnet-"
 NFT_TABLE = "podnet"
+SERVICES_TABLE = "podnet-services"
 LINK_ALIAS_PREFIX = "podnet:"
+DEFAULT_BRIDGE = "podnet0"
+DEFAULT_ROOT = Path("/var/lib/podnet")
+DEFAULT_RUN = Path("/run/podnet")
+STORE_FILE = "podnet.db"
+SCOPE_LEN = 8
+_HEX12 = re.compile(r"[0-9a-f]{12}")
 
 
 # Service virtual IPs come from these (Kubernetes' kind/kubeadm defaults); PODNET_SERVICE_CIDRS
@@ -53,10 +68,15 @@ class Paths:
     run: Path
     netns_dir: Path
     cgroup_parent: str
+    # The identity of the store under root: None before it exists (or for a store older
+    # than identities, which keeps the default names until its first write-open).
+    store_id: str | None = None
+    # "" for the default store (today's names); else the first SCOPE_LEN hex digits of store_id.
+    scope: str = ""
 
     @property
     def store_file(self) -> Path:
-        return self.root / "podnet.db"
+        return self.root / STORE_FILE
 
     def sandbox_state_dir(self, sandbox_id: str) -> Path:
         """Volatile per-sandbox files: pid, exit code, the generated /etc files."""
@@ -74,13 +94,130 @@ class Paths:
     def lock_dir(self) -> Path:
         return self.run / "locks"
 
+    # --- names of this store's kernel objects -------------------------------------------
+    def _scoped(self, name: str, sep: str = "-") -> str:
+        return f"{name}{sep}{self.scope}" if self.scope else name
 
-def paths(root: str | os.PathLike[str] | None = None) -> Paths:
-    """The paths in force: an explicit root wins over the environment, which wins over defaults."""
+    @property
+    def nft_table(self) -> str:
+        """This store's firewall table (`inet`); each store syncs its own, none clobbers another's."""
+        return self._scoped(NFT_TABLE)
+
+    @property
+    def services_table(self) -> str:
+        return self._scoped(SERVICES_TABLE)
+
+    @property
+    def default_bridge(self) -> str:
+        return f"{LINK_PREFIX}{self.scope}0" if self.scope else DEFAULT_BRIDGE
+
+    def netns_name(self, sandbox_id: str) -> str:
+        return f"{NETNS_PREFIX}{self.scope}-{sandbox_id[:12]}" if self.scope else f"{NETNS_PREFIX}{sandbox_id[:12]}"
+
+    def owns_netns(self, name: str) -> bool:
+        """A netns name this store makes (another store's never matches)."""
+        head = f"{NETNS_PREFIX}{self.scope}-" if self.scope else NETNS_PREFIX
+        return name.startswith(head) and _HEX12.fullmatch(name[len(head):]) is not None
+
+    def link_alias(self, kind: str, object_id: str) -> str:
+        """The IFLA_IFALIAS mark of a link this store makes: podnet:<store id>:<kind>:<object id>."""
+        if self.store_id is None:
+            return f"{LINK_ALIAS_PREFIX}{kind}:{object_id}"
+        return f"{LINK_ALIAS_PREFIX}{self.store_id}:{kind}:{object_id}"
+
+    def owns_link(self, alias: str) -> tuple[str, str] | None:
+        """(kind, object id) when the alias marks a link of this store, else None.
+
+        Marks without a store id were made before stores had identities: they belong to
+        the default store, which was the only one with names of its own.
+        """
+        if not alias.startswith(LINK_ALIAS_PREFIX):
+            return None
+        parts = alias[len(LINK_ALIAS_PREFIX):].split(":")
+        if len(parts) == 3:
+            store, kind, object_id = parts
+            return (kind, object_id) if store == self.store_id and store else None
+        if len(parts) == 2:
+            return (parts[0], parts[1]) if not self.scope else None
+        return None
+
+
+_IDENTITIES: dict[Path, str] = {}
+
+
+def remember_store_id(store_file: Path, store_id: str) -> None:
+    """Called by whoever opened the store, so the rest of the process never opens it again for this."""
+    _IDENTITIES[store_file] = store_id
+
+
+def read_store_id(store_file: Path) -> str | None:
+    """The identity recorded in a store file, without creating or changing it (None: no store yet)."""
+    if store_file in _IDENTITIES:
+        return _IDENTITIES[store_file]
+    if not store_file.is_file():
+        return None
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{store_file}?mode=ro", uri=True, timeout=60)
+        try:
+            row = db.execute("SELECT value FROM store WHERE name = 'id'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None  # a store older than identities, or not a store (its opener refuses it)
+        from podnet.errors import PermissionDenied
+
+        raise PermissionDenied(f"cannot read podnet's store at {store_file}: {exc}",
+                               "run podnet as root, or point --root at a writable directory") from None
+    except sqlite3.DatabaseError:
+        return None  # not a store: opening it says so in one line
+    if row:
+        _IDENTITIES[store_file] = row[0]
+        return row[0]
+    return None
+
+
+def is_default_root(root: Path) -> bool:
+    return os.path.realpath(root) == os.path.realpath(DEFAULT_ROOT)
+
+
+def paths(root: str | os.PathLike[str] | None = None, store_id: str | None = None) -> Paths:
+    """The paths in force: an explicit root wins over the environment, which wins over defaults.
+
+    The CLI puts `--root` into PODNET_ROOT, so every part of one podnet process (and the
+    sandbox supervisors it starts) works on the same store.
+    """
     env = os.environ
+    state = Path(root or env.get("PODNET_ROOT") or DEFAULT_ROOT)
+    default = is_default_root(state)
+    # The default store's names do not depend on its id: only another store's file is read here
+    # (a sandbox supervisor then never opens the default store at all).
+    store_id = store_id or (_IDENTITIES.get(state / STORE_FILE) if default else read_store_id(state / STORE_FILE))
+    scope = "" if default or not store_id else store_id[:SCOPE_LEN]
+    if env.get("PODNET_RUN"):
+        run = Path(env["PODNET_RUN"])
+    elif scope:
+        run = DEFAULT_RUN.with_name(f"podnet-{scope}")
+    elif default or (state / STORE_FILE).exists():
+        run = DEFAULT_RUN  # the default store, or one older than identities (the names it was made with)
+    else:
+        run = DEFAULT_RUN.with_name("podnet-nostore")  # a read where no store exists: nothing runs
+    parent = env.get("PODNET_CGROUP_PARENT") or "podnet"
     return Paths(
-        root=Path(root or env.get("PODNET_ROOT") or "/var/lib/podnet"),
-        run=Path(env.get("PODNET_RUN") or "/run/podnet"),
+        root=state,
+        run=run,
         netns_dir=Path(env.get("PODNET_NETNS_DIR") or "/run/netns"),
-        cgroup_parent=env.get("PODNET_CGROUP_PARENT") or "podnet",
+        cgroup_parent=f"{parent.rstrip('/')}/{scope}" if scope else parent,
+        store_id=store_id,
+        scope=scope,
     )
+
+
+def link_alias(kind: str, object_id: str) -> str:
+    """The mark for a link made by this process's store (drivers call this)."""
+    found = paths()
+    if found.store_id is None and (store_id := read_store_id(found.store_file)):
+        return Paths(**{**found.__dict__, "store_id": store_id}).link_alias(kind, object_id)
+    return found.link_alias(kind, object_id)

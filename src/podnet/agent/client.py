@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,10 @@ from podnet import errors
 
 
 def socket_path() -> Path:
-    return Path(os.environ.get("PODNET_RUN") or "/run/podnet") / "agent.sock"
+    """The agent socket of this process's store (each store has its own agent)."""
+    from podnet.config import paths
+
+    return paths().run / "agent.sock"
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from podnet.config import Paths, paths
+from podnet.config import Paths, paths, remember_store_id
 from podnet.errors import PermissionDenied
 from podnet.store import Store, open_store
 from podnet.util import perms
@@ -96,8 +96,11 @@ def served() -> Served:
 
 @dataclass
 class Context:
+    """One store and the paths and names that go with its identity."""
+
     paths: Paths
     _store: Store | None = field(default=None, repr=False)
+    readonly: bool = False
 
     @property
     def served(self) -> Served:
@@ -107,8 +110,13 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(str(self.paths.root))
+            self._store = open_store(str(self.paths.root), readonly=self.readonly)
         return self._store
+
+    @property
+    def store_id(self) -> str | None:
+        """The identity of this context's store (None: a read where no store exists)."""
+        return self.paths.store_id
 
     def close(self) -> None:
         if self._store is not None:
@@ -116,9 +124,19 @@ class Context:
             self._store = None
 
 
-def open_context(root: str | None = None) -> Context:
+def open_context(root: str | None = None, readonly: bool = False) -> Context:
+    """The store under root (made now unless readonly) with the paths its identity implies.
+
+    readonly is for commands that only read: they open the store read-only and, where
+    there is none, see an empty one; they never create the store, a directory or a link.
+    """
     found = paths(root)
     # State left world-readable by an older podnet is closed on first use (a stat when it is not).
     perms.tighten(found.root, log_dir=found.log_dir)
+    store = open_store(str(found.root), readonly=readonly)
+    if store.identity:
+        remember_store_id(found.store_file, store.identity)
+    if store.identity != found.store_id:  # made just now, or given its identity just now
+        found = paths(root, store_id=store.identity)
     perms.tighten(found.run)
-    return Context(found)
+    return Context(found, store, readonly)

@@ -18,7 +18,8 @@ from podnet.store import keys
 from podnet.util import locks
 
 
-def backend() -> Any:
+def backend(ctx: Context | None = None) -> Any:
+    """The firewall of this process's store: its own tables (config.Paths.nft_table)."""
     from podnet.firewall.nftables import NftablesFirewall
 
     return NftablesFirewall()
@@ -138,6 +139,14 @@ def desired(ctx: Context) -> FirewallState:
 
 
 def sync(ctx: Context) -> None:
-    """Replace podnet's firewall with what the store wants, serialised across processes."""
+    """Replace podnet's firewall with what the store wants, serialised across processes.
+
+    With no bridge network and no published port, the table itself is removed: a host
+    where podnet has nothing to do carries nothing of podnet's.
+    """
     with locks.held(ctx.paths.lock_dir / "firewall"):
-        backend().sync(desired(ctx))
+        state = desired(ctx)
+        if state.empty():
+            backend(ctx).teardown()
+        else:
+            backend(ctx).sync(state)

@@ -18,7 +18,7 @@ from podnet.store import keys
 from podnet.util.ids import new_id
 
 DEFAULT_NETWORK = "podnet"
-DEFAULT_BRIDGE = "podnet0"
+DEFAULT_BRIDGE = "podnet0"  # of the default store; another store's is config.Paths.default_bridge
 PREDEFINED = drivers.PREDEFINED  # "host" and "none": one network each, named after its driver
 
 
@@ -142,6 +142,15 @@ def create(
 
         host_routes = netlink.route_destinations()
 
+    foreign = _other_stores_subnets(ctx) if picks_subnet and configs else []
+    for cfg in configs:
+        for other, ifname in foreign:
+            if cfg.network.overlaps(other):  # type: ignore[arg-type]
+                raise Conflict(
+                    f"subnet {cfg.subnet} overlaps {other} of another podnet store's network (bridge {ifname})",
+                    "choose another --subnet, or leave it out to get a free one",
+                )
+
     with ctx.store.transaction() as txn:
         if not txn.create(keys.network_name(name), net.id):
             raise Conflict(f"network {name!r} already exists", "choose another name, or remove it with `podnet network rm`")
@@ -178,6 +187,19 @@ def create(
     return net
 
 
+def _other_stores_subnets(ctx: Context) -> list[tuple[Any, str]]:
+    """Subnets on links another store on this host made: in use, as a host route is.
+
+    (The default-pool picker avoids them already, through the host's routes.)
+    """
+    from podnet.config import LINK_ALIAS_PREFIX
+    from podnet.dataplane import netlink
+
+    foreign = [ifname for ifname, alias in netlink.owned_links(LINK_ALIAS_PREFIX).items()
+               if ctx.paths.owns_link(alias) is None]
+    return netlink.link_networks(foreign)
+
+
 def _forget(ctx: Context, net: Network) -> None:
     with ctx.store.transaction() as txn:
         txn.delete(keys.network(net.id))
@@ -191,8 +213,12 @@ def all_networks(ctx: Context) -> list[Network]:
     return [Network(**doc) for _, doc in ctx.store.list(keys.NETWORKS)]
 
 
-def find(ctx: Context, ref: str) -> Network:
-    """A network by name, full id or unique id prefix."""
+def find(ctx: Context, ref: str, make_default: bool = True) -> Network:
+    """A network by name, full id or unique id prefix.
+
+    The predefined networks (podnet, host, none) are made here on first use by a command
+    that needs them (run, connect, a CNI ADD); reads pass make_default=False and change nothing.
+    """
     net_id = ctx.store.get(keys.network_name(ref))
     if net_id:
         doc = ctx.store.get(keys.network(net_id))
@@ -204,19 +230,29 @@ def find(ctx: Context, ref: str) -> Network:
     if len(matches) > 1:
         raise InvalidArgument(f"network id prefix {ref!r} is ambiguous", "give more characters of the id, or the name")
     if ref in (DEFAULT_NETWORK, *PREDEFINED):
-        return ensure_predefined(ctx, ref)
+        if make_default:
+            return ensure_predefined(ctx, ref)
+        raise NotFound(f"network {ref!r} does not exist yet",
+                       "the first `podnet run` (or `podnet connect` to it) that uses it makes it")
     raise NotFound(f"network {ref!r} not found", "list networks with `podnet network ls`")
 
 
 def ensure_predefined(ctx: Context, name: str = DEFAULT_NETWORK) -> Network:
-    """The default bridge, host and none networks exist from first use, as in Docker."""
+    """Make a predefined network on its first use (the default bridge brings host and none along).
+
+    Docker has them from install; podnet makes them when a command first needs one, so
+    that reading (`network ls`, `ps`) never changes the host.
+    """
     net_id = ctx.store.get(keys.network_name(name))
     if net_id and (doc := ctx.store.get(keys.network(net_id))):
         return Network(**doc)
+    if name == DEFAULT_NETWORK:
+        for plain in PREDEFINED:  # store records only: no kernel object
+            ensure_predefined(ctx, plain)
     if name in PREDEFINED:
         driver, options = name, {}
     else:
-        driver, options = drivers.DEFAULT, {"bridge_name": DEFAULT_BRIDGE}
+        driver, options = drivers.DEFAULT, {"bridge_name": ctx.paths.default_bridge}
     try:
         return create(ctx, name, driver=driver, options=options, default=True)
     except Conflict:
@@ -236,9 +272,11 @@ def sandboxes_on(ctx: Context, net: Network) -> list[dict[str, Any]]:
 
 
 def remove(ctx: Context, ref: str) -> Network:
-    net = find(ctx, ref)
-    if net.default and net.name in PREDEFINED:
-        raise Conflict(f"network {net.name!r} is predefined and cannot be removed", "")
+    if ref in (DEFAULT_NETWORK, *PREDEFINED):
+        raise Conflict(f"{ref} is a pre-defined network and cannot be removed", "")  # Docker's words
+    net = find(ctx, ref, make_default=False)
+    if net.default:
+        raise Conflict(f"{net.name} is a pre-defined network and cannot be removed", "")
     users = sandboxes_on(ctx, net) + [{"name": f"pod {doc['sandbox'][:12]}"} for doc in endpoints_on(ctx, net)
                                       if not ctx.store.get(keys.sandbox(doc["sandbox"]))]
     if users:

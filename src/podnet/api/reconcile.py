@@ -136,15 +136,19 @@ def _store_garbage(ctx: Context, report: Report) -> None:
 
 
 def _kernel_garbage(ctx: Context, report: Report) -> None:
-    """Links, namespaces and cgroups that carry podnet's mark but belong to nothing in the store."""
+    """Links, namespaces and cgroups that carry this store's mark but belong to nothing in it.
+
+    Objects marked by another store (config.Paths.owns_link/owns_netns, the cgroup parent)
+    are never touched: a second store's reconcile must not end the first one's sandboxes.
+    """
     # Kernel first, store second: podnet records an object before it makes it, so anything
     # a concurrent `run` made after this snapshot is absent here, and anything it made
     # before is already in the store read below.
-    links = marks.owned()
+    links = marks.owned(ctx.paths)  # this store's links only
     namespaces = netns.list_names(NETNS_PREFIX)
     cgroup_ids = cgroups.list_ids()
     live_sandboxes = {doc["id"]: doc for _, doc in ctx.store.list(keys.SANDBOXES)}
-    wanted_netns = {Sandbox(**d).netns_name for d in live_sandboxes.values() if d["state"] != "exited"}
+    wanted_netns = {ctx.paths.netns_name(d["id"]) for d in live_sandboxes.values() if d["state"] != "exited"}
     endpoint_ids = {doc["id"] for _, doc in ctx.store.list(keys.ENDPOINTS)}
     network_ids = set(realize.networks_by_id(ctx))
     for link in links:
@@ -153,7 +157,7 @@ def _kernel_garbage(ctx: Context, report: Report) -> None:
             marks.remove(link)
             report.removed_links.append(link.ifname)
     for name in namespaces:
-        if name not in wanted_netns:
+        if ctx.paths.owns_netns(name) and name not in wanted_netns:
             netns.delete(name)
             report.removed_netns.append(name)
     for sandbox_id in cgroup_ids:

@@ -235,7 +235,7 @@ def _publish(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: di
     mappings = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
                                            {k: v.model_dump() for k, v in nets.items()})
     if mappings:
-        firewall_sync.backend().add_ports(mappings)
+        firewall_sync.backend(ctx).add_ports(mappings)
 
 
 def _set_state(ctx: Context, sandbox: Sandbox, state: str) -> None:
@@ -346,12 +346,14 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
     """Attach a running sandbox to one more network (`docker network connect`)."""
     check_aliases(aliases)
     require_privilege()
-    net = networks.find(ctx, net_ref)
     sandbox = find(ctx, ref)
-    if sandbox.network_mode == "host" or drivers.get(net.driver).supports.exclusive:
-        raise InvalidArgument(f"cannot connect {sandbox.name!r} to {net.name!r}", "host and none networks cannot be combined with others")
+    if sandbox.network_mode == "host" or net_ref in networks.PREDEFINED:
+        raise InvalidArgument(f"cannot connect {sandbox.name!r} to {net_ref!r}", "host and none networks cannot be combined with others")
     if not is_running(ctx, sandbox):
         raise NotRunning(f"sandbox {sandbox.name!r} is not running", "start a new one with `podnet run`")
+    net = networks.find(ctx, net_ref)  # the default network is made here if this is its first use
+    if drivers.get(net.driver).supports.exclusive:
+        raise InvalidArgument(f"cannot connect {sandbox.name!r} to {net.name!r}", "host and none networks cannot be combined with others")
     if any(a.network == net.id for a in sandbox.networks):
         raise Conflict(f"sandbox {sandbox.name!r} is already connected to network {net.name!r}", "")
     att = Attachment(network=net.id, ip=ip, ip6=ip6, aliases=aliases or [])
@@ -394,7 +396,7 @@ def _detach_one(ctx: Context, sandbox: Sandbox, net: Network, ep: Endpoint) -> N
 
 def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
     require_privilege()
-    net = networks.find(ctx, net_ref)
+    net = networks.find(ctx, net_ref, make_default=False)
     sandbox = find(ctx, ref)
     doc = ctx.store.get(keys.endpoint(sandbox.id, net.id))
     if doc is None:

@@ -135,7 +135,7 @@ def install(args: argparse.Namespace) -> int:
 
 def list_pods(args: argparse.Namespace) -> int:
     """Attachments from the store's JSON (no pydantic, so it stays fast)."""
-    ctx = open_context(args.root)
+    ctx = open_context(args.root, readonly=True)
     pods = [doc for _, doc in ctx.store.list(keys.PODS)]
     addresses = {doc["sandbox"]: doc.get("addresses", []) for _, doc in ctx.store.list(keys.ENDPOINTS)}
     rows = []

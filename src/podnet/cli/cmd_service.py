@@ -71,8 +71,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _ctx(args: argparse.Namespace) -> Any:
-    return open_context(args.root)
+def _ctx(args: argparse.Namespace, readonly: bool = False) -> Any:
+    return open_context(args.root, readonly=readonly)
 
 
 def _kv(items: list[str], flag: str) -> dict[str, str]:
@@ -184,7 +184,7 @@ def _view(svc: Any, endpoints: list[Any]) -> dict[str, Any]:
 def cmd_ls(args: argparse.Namespace) -> int:
     from podnet.services.controller import desired  # lazy: pydantic (~0.2 s); every command imports this module
 
-    ctx = _ctx(args)
+    ctx = _ctx(args, readonly=True)
     services, endpoints = desired(ctx.store)
     if not args.all_namespaces:
         services = [s for s in services if s.namespace == (args.namespace or "default")]
@@ -209,7 +209,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
     from podnet.services.controller import desired  # lazy: pydantic (~0.2 s); every command imports this module
 
-    ctx = _ctx(args)
+    ctx = _ctx(args, readonly=True)
     found = [services.find(ctx, ref, args.namespace) for ref in args.names]
     _, endpoints = desired(ctx.store)
     render.dump_json([_view(s, endpoints.get(s.key, [])) for s in found])

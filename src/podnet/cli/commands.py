@@ -15,16 +15,8 @@ from podnet.model.common import parse_labels
 from podnet.store import keys
 
 
-def _privileged() -> bool:
-    try:
-        require_privilege()
-        return True
-    except PermissionDenied:
-        return False
-
-
-def _ctx(args: argparse.Namespace) -> Context:
-    return open_context(args.root)
+def _ctx(args: argparse.Namespace, readonly: bool = False) -> Context:
+    return open_context(args.root, readonly=readonly)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -33,17 +25,10 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    ctx = _ctx(args)
+    ctx = _ctx(args, readonly=args.netcmd in ("ls", "inspect"))
     sub = args.netcmd
     if sub == "ls":
-        docs = list(views.networks(ctx).values())
-        if not any(d.get("default") for d in docs) and _privileged():
-            # First use: the default bridge, host and none networks appear, as in Docker.
-            from podnet.api import networks  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
-
-            for name in (networks.DEFAULT_NETWORK, *networks.PREDEFINED):
-                networks.ensure_predefined(ctx, name)
-            docs = list(views.networks(ctx).values())
+        docs = list(views.networks(ctx).values())  # a read: the default network appears with its first use
         docs.sort(key=lambda d: (not d.get("default"), d["name"]))
         if args.json:
             render.dump_json([views.network_view(ctx, d) for d in docs])
@@ -67,7 +52,8 @@ def cmd_network(args: argparse.Namespace) -> int:
         )
         print(net.id)
     elif sub == "inspect":
-        render.dump_json([views.network_view(ctx, networks.find(ctx, n).model_dump()) for n in args.names])
+        render.dump_json([views.network_view(ctx, networks.find(ctx, n, make_default=False).model_dump())
+                                             for n in args.names])
     elif sub == "rm":
         for name in args.names:
             print(networks.remove(ctx, name).name)
@@ -120,7 +106,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    ctx = _ctx(args)
+    ctx = _ctx(args, readonly=True)
     nets = views.networks(ctx)
     endpoints: dict[str, list] = {}
     for _, ep in ctx.store.list(keys.ENDPOINTS):
@@ -167,7 +153,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    ctx = _ctx(args)
+    ctx = _ctx(args, readonly=True)
     nets = views.networks(ctx)
     out = []
     for name in args.names:
@@ -180,7 +166,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from podnet.runtime import shim  # lazy: the supervisor's module (ctypes), for logs only
 
-    ctx = _ctx(args)
+    ctx = _ctx(args, readonly=True)
     doc = sandbox_doc(ctx.store, args.name)
     out = sys.stdout.buffer
     for chunk in shim.logs(ctx.paths.sandbox_log(doc["id"]), follow=args.follow,

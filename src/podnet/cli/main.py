@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cmd:
         parser.print_help()
         return 2
+    if args.root:
+        # One store for the whole process and the supervisors it starts (config.paths reads it).
+        args.root = os.path.abspath(args.root)
+        os.environ["PODNET_ROOT"] = args.root
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         from podnet.cli import commands  # lazy: commands imports this module's flag helpers

@@ -66,7 +66,7 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
         "Labels": doc.get("labels", {}),
         "Namespace": doc.get("namespace", "default"),
         "NetworkMode": doc.get("network_mode", "netns"),
-        "NetNS": str(ctx.paths.netns_dir / f"podnet-{doc['id'][:12]}") if doc.get("network_mode") != "host" else None,
+        "NetNS": str(ctx.paths.netns_dir / ctx.paths.netns_name(doc["id"])) if doc.get("network_mode") != "host" else None,
         "Ports": doc.get("ports", []),
         "Limits": {"Pids": doc.get("pids_limit"), "MemoryBytes": doc.get("memory_bytes")},
         "Capabilities": doc.get("capabilities", list(DEFAULT_CAPABILITIES)),

@@ -75,6 +75,9 @@ def _fallback(stdin: bytes) -> int:
 def main() -> int:
     stdin = sys.stdin.buffer.read()
     run_dir = os.environ.get("PODNET_RUN") or "/run/podnet"
+    root = os.environ.get("PODNET_ROOT")
+    if not os.environ.get("PODNET_RUN") and root and os.path.realpath(root) != "/var/lib/podnet":
+        return _fallback(stdin)  # another store: its agent's socket is named by its identity (podnet.config)
     # PODNET_DEBUG travels with the call: the hint tells users to set it in the runtime's environment.
     env = {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PODNET_DEBUG"}
     try:

@@ -340,3 +340,17 @@ def _link_route(ipr: Any, verb: str, net: ipaddress.IPv4Network | ipaddress.IPv6
 # same pyroute2 error and translate it the same way.
 netlink_error = _netlink_error
 kernel_error = _kernel_error
+
+
+def link_networks(names: list[str]) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+    """(subnet, ifname) of every address on the named host links, link-local ones left out."""
+    out: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+    for name in names:
+        index = link_index(name)
+        if index is None:
+            continue
+        for addr in host().get_addr(index=index):
+            net = ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+            if not net.is_link_local:
+                out.append((net, name))
+    return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from podnet.config import LINK_ALIAS_PREFIX
+from podnet import config
+from podnet.config import LINK_ALIAS_PREFIX, Paths
 from podnet.dataplane import netlink
 
 ENDPOINT = "ep"
@@ -27,20 +28,21 @@ class OwnedLink:
 
 
 def endpoint_mark(endpoint_id: str) -> str:
-    return f"{LINK_ALIAS_PREFIX}{ENDPOINT}:{endpoint_id}"
+    """podnet:<store id>:ep:<endpoint id>: the identity of this process's store (config.py)."""
+    return config.link_alias(ENDPOINT, endpoint_id)
 
 
 def network_mark(network_id: str) -> str:
-    return f"{LINK_ALIAS_PREFIX}{NETWORK}:{network_id}"
+    return config.link_alias(NETWORK, network_id)
 
 
-def owned(owner: str | None = None) -> list[OwnedLink]:
-    """Every host link carrying podnet's mark. owner is reserved for the store identity:
-    today every marked link counts as this store's."""
+def owned(owner: Paths) -> list[OwnedLink]:
+    """Every host link carrying the mark of owner's store; another store's links are not listed."""
     found = []
     for ifname, alias in netlink.owned_links(LINK_ALIAS_PREFIX).items():
-        kind, _, object_id = alias[len(LINK_ALIAS_PREFIX):].partition(":")
-        found.append(OwnedLink(ifname, kind, object_id))
+        mine = owner.owns_link(alias)
+        if mine is not None:
+            found.append(OwnedLink(ifname, *mine))
     return found
 
 

@@ -27,7 +27,7 @@ state is set elements only: the rules never change with the number of sandboxes.
 
 guard_nd must be declared with `typeof` (the NA target is a raw payload, which nft will
 only compare with an integer key), and nft 1.0.6's JSON cannot declare a typeof set: it is
-the one object declared in nft text, DECLARATION below, a constant with no data in it.
+the one object declared in nft text, declaration() below, a constant with no data in it.
 Everything else, elements included, goes through JSON like the rest of the firewall.
 """
 
@@ -56,10 +56,12 @@ SETS: dict[str, str | list[str]] = {
 TYPEOF_SETS = ("guard_nd",)
 ALL_SETS = (*SETS, *TYPEOF_SETS)
 
-DECLARATION = (
-    f"table bridge {config.NFT_TABLE} {{\n  set guard_nd {{\n    typeof iifname . @th,64,128\n"
-    '    comment "NA targets each port may claim (ifname . 128-bit address)"\n  }\n}\n'
-)
+def declaration() -> str:
+    """The guard_nd set in nft text, in this process's store's table (config.Paths.nft_table)."""
+    return (
+        f"table bridge {config.paths().nft_table} {{\n  set guard_nd {{\n    typeof iifname . @th,64,128\n"
+        '    comment "NA targets each port may claim (ifname . 128-bit address)"\n  }\n}\n'
+    )
 
 CHAINS: dict[str, tuple[str, str, int] | None] = {
     "guard_prerouting": ("filter", "prerouting", -300),
@@ -191,12 +193,12 @@ def endpoint_elements(guards: list[EndpointGuard] | tuple[EndpointGuard, ...]) -
 
 
 def ref(**extra: Any) -> dict[str, Any]:
-    return {"family": FAMILY, "table": config.NFT_TABLE, **extra}
+    return {"family": FAMILY, "table": config.paths().nft_table, **extra}
 
 
 def skeleton() -> list[dict[str, Any]]:
     """Idempotent declarations of the table, its JSON-declarable sets and its chains."""
-    cmds: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": config.NFT_TABLE}}}]
+    cmds: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": config.paths().nft_table}}}]
     for name, key in SETS.items():
         cmds.append({"add": {"set": ref(name=name, type=key)}})
     for name, hook in CHAINS.items():

@@ -6,7 +6,7 @@ has already validated what it turns into these values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,7 @@ class FirewallState:
     trusted_interfaces: tuple[str, ...] = ()  # ifnames
     peer_blocks: tuple[str, ...] = ()  # source CIDRs, v4 and/or v6
     endpoints: tuple[EndpointGuard, ...] = ()  # every sandbox veth on a bridge network
+
+    def empty(self) -> bool:
+        """Nothing to enforce: podnet then keeps no table at all (it goes with the last network)."""
+        return not any(getattr(self, f.name) for f in fields(self))

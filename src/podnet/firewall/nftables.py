@@ -351,12 +351,12 @@ def _set_kind(name: str) -> str:
 
 
 def _ref(**extra: Any) -> dict[str, Any]:
-    return {"family": FAMILY, "table": config.NFT_TABLE, **extra}
+    return {"family": FAMILY, "table": config.paths().nft_table, **extra}
 
 
 def skeleton() -> list[Command]:
     """Idempotent declarations of the table, its sets/maps and chains (no flush)."""
-    cmds: list[Command] = [{"add": {"table": {"family": FAMILY, "name": config.NFT_TABLE}}}]
+    cmds: list[Command] = [{"add": {"table": {"family": FAMILY, "name": config.paths().nft_table}}}]
     for name, (key, data, flags) in SETS.items():
         body = _ref(name=name, type=key)
         if data is not None:
@@ -534,15 +534,15 @@ class NftablesFirewall:
         """
         cmds = sync_commands(state)
         try:
-            nft.declare(guard.DECLARATION)
+            nft.declare(guard.declaration())
             nft.apply(cmds)
         except KernelError:
             # guard_nd (text-declared) must exist before the transaction that fills it, so
             # this rare path is two steps: drop both tables, then declare and fill afresh
-            tables = [{"family": family, "name": config.NFT_TABLE} for family in (FAMILY, guard.FAMILY)]
+            tables = [{"family": family, "name": config.paths().nft_table} for family in (FAMILY, guard.FAMILY)]
             try:
                 nft.apply([c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})])
-                nft.declare(guard.DECLARATION)
+                nft.declare(guard.declaration())
                 nft.apply(cmds)
             except KernelError as exc:
                 raise _as_conflict(exc) from None
@@ -572,12 +572,12 @@ class NftablesFirewall:
         self._remove(guard.endpoint_elements(tuple(guards)))
 
     def teardown(self) -> None:
-        nft.delete_table(FAMILY, config.NFT_TABLE)
-        nft.delete_table(guard.FAMILY, config.NFT_TABLE)
+        nft.delete_table(FAMILY, config.paths().nft_table)
+        nft.delete_table(guard.FAMILY, config.paths().nft_table)
 
     def current(self) -> FirewallState:
-        state = state_from_table(nft.list_table(FAMILY, config.NFT_TABLE))
-        guards = guard.guards_from_table(nft.list_table(guard.FAMILY, config.NFT_TABLE))
+        state = state_from_table(nft.list_table(FAMILY, config.paths().nft_table))
+        guards = guard.guards_from_table(nft.list_table(guard.FAMILY, config.paths().nft_table))
         return replace(state, endpoints=guards)
 
     # The incremental paths. Their cost is the elements they name, never the table size.
@@ -597,7 +597,7 @@ class NftablesFirewall:
             except KernelError as exc:
                 if not nft.is_missing(exc):
                     raise
-                nft.declare(guard.DECLARATION)
+                nft.declare(guard.declaration())
                 nft.apply(declarations() + adds)
         except KernelError as exc:
             raise _as_conflict(exc) from None

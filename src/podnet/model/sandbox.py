@@ -65,4 +65,6 @@ class Sandbox(BaseModel):
 
     @property
     def netns_name(self) -> str:
-        return f"{NETNS_PREFIX}{self.id[:12]}"
+        from podnet.config import paths
+
+        return paths().netns_name(self.id)

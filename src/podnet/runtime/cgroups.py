@@ -245,8 +245,13 @@ def list_ids() -> list[str]:
     for h in _tracking():
         parent = h.root / rel
         if parent.is_dir():
-            ids.update(p.name for p in parent.iterdir() if p.is_dir())
+            ids.update(p.name for p in parent.iterdir() if p.is_dir() and _is_sandbox_id(p.name))
     return sorted(ids)
+
+
+def _is_sandbox_id(name: str) -> bool:
+    """Sandbox groups are named by 64-hex ids; another store's parent (8 hex) lives beside them."""
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def remove_parent() -> None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from podnet.config import LINK_ALIAS_PREFIX
+from podnet.config import LINK_PREFIX, paths
 from podnet.dataplane import netlink
 
-LINK = "pnsvc0"
-ALIAS = f"{LINK_ALIAS_PREFIX}svc:routes"
+_PATHS = paths()  # a process serves one store; each store has its own route link
+LINK = f"{LINK_PREFIX}svc{_PATHS.scope or '0'}"
+ALIAS = _PATHS.link_alias("svc", "routes")
 
 
 def ensure(cidrs: tuple[str, ...] | list[str]) -> None:

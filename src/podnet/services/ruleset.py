@@ -44,10 +44,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet import config
 from podnet.services.proxy import INDEX_BITS, MARK_TAG, ProxyState, ServicePort, mark_base
 
 FAMILY = "inet"
-TABLE = "podnet-services"
+# This process's store's table (`podnet-services` for the default store): a process serves
+# one store, and each store's Services live in a table of their own (config.Paths).
+TABLE = config.paths().services_table
 
 Expr = dict[str, Any]
 Command = dict[str, Any]

@@ -23,6 +23,9 @@ class Txn(Protocol):
 
 
 class Store(Protocol):
+    # The id made with the store (config.py: what every kernel object it makes carries).
+    identity: str | None
+
     def get(self, key: str) -> Any | None: ...
 
     def list(self, prefix: str) -> list[tuple[str, Any]]: ...

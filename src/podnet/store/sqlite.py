@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from podnet.errors import InvalidArgument
 from podnet.store.failures import os_failure, sqlite_failure
 from podnet.util.perms import FILE_MODE, private_dir
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('revision', 0);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta VALUES ('revision', 0);
 """
+# The store's identity lives in a table of its own: meta's values are integers, and a hex
+# id of digits only would be stored as a number there.
+_IDENTITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO store VALUES ('id', ?);
+"""
+NOT_A_STORE_HINT = "point --root at podnet's state directory, or move the file away to start a new store"
 
 
 def _prefix_end(prefix: str) -> str:
@@ -73,31 +82,63 @@ class SqliteTxn:
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    """The store file at path; made on first write-open, never by a read.
+
+    A new store is written under a temporary name with its schema and identity and then
+    linked into place, so a podnet killed at any moment leaves either no store or a whole
+    one, and two podnets creating it at once agree on one identity. A file that is not a
+    podnet store (including an empty one) is refused, never taken for an empty store.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         try:
-            private_dir(path.parent)
-            # SQLite gives the -wal and -shm files the main file's mode: 0600 for all three. Only
-            # a missing file is touched: closing any fd of an open database drops its locks.
-            if not path.exists():
-                try:
-                    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
-                except FileExistsError:
-                    pass
+            if not readonly and not path.exists():
+                _create(path)
         except OSError as exc:
             raise os_failure(exc, path.parent, "create") from None
         try:
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if readonly:
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None,
+                                           check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._check(path)
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=60000")
-            has_schema = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone()
         except sqlite3.Error as exc:
             raise sqlite_failure(exc, path, "open") from None
-        if not has_schema:
+        self.identity = self._identity()
+
+    def _check(self, path: Path) -> None:
+        """Refuse a file that is not a podnet store, in one line."""
+        if path.stat().st_size == 0:
+            raise InvalidArgument(f"{path} is not a podnet store (the file is empty)", NOT_A_STORE_HINT)
+        try:
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # busy, no permission: not the file's content
+            self._db.close()
+            raise InvalidArgument(f"{path} is not a podnet store ({exc})", NOT_A_STORE_HINT) from None
+        if not {"kv", "meta"} <= tables:
+            self._db.close()
+            raise InvalidArgument(f"{path} is not a podnet store (it has no podnet tables)", NOT_A_STORE_HINT)
+
+    def _identity(self) -> str | None:
+        """The id made with the store; a store from before identities gets one at its first write-open."""
+        try:
+            row = self._db.execute("SELECT value FROM store WHERE name = 'id'").fetchone()
+        except sqlite3.OperationalError:  # no such table: an older store
+            row = None
+        if row is None and not self.readonly:
             with self.transaction():
-                for statement in _SCHEMA.strip().splitlines():
-                    self._db.execute(statement)
+                _add_identity(self._db)
+            row = self._db.execute("SELECT value FROM store WHERE name = 'id'").fetchone()
+        return row[0] if row else None
 
     def get(self, key: str) -> Any | None:
         return SqliteTxn(self._db).get(key)
@@ -135,3 +176,41 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def new_identity() -> str:
+    """128 random bits: the id every kernel object this store makes carries."""
+    return secrets.token_hex(16)
+
+
+def _add_identity(db: sqlite3.Connection) -> None:
+    create, insert = (s.strip() for s in _IDENTITY_SCHEMA.strip().splitlines())
+    db.execute(create)
+    db.execute(insert, (new_identity(),))
+
+
+def _create(path: Path) -> None:
+    """Write a whole new store under a temporary name and link it into place (no-clobber)."""
+    private_dir(path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    old_umask = os.umask(0o077)
+    try:
+        os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            for statement in _SCHEMA.strip().splitlines():
+                db.execute(statement)
+            _add_identity(db)
+            db.execute("COMMIT")
+            db.execute("PRAGMA journal_mode=WAL")  # recorded in the file's header
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another podnet made it first: use theirs
+    finally:
+        os.umask(old_umask)
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
