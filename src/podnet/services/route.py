@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from podnet.config import LINK_PREFIX, paths
+from podnet.config import LINK_PREFIX, link_alias, paths
 from podnet.dataplane import netlink
 
-_PATHS = paths()  # a process serves one store; each store has its own route link
-LINK = f"{LINK_PREFIX}svc{_PATHS.scope or '0'}"
-ALIAS = _PATHS.link_alias("svc", "routes")
+# A process serves one store; each store has its own route link, marked with its identity.
+LINK = f"{LINK_PREFIX}svc{paths().scope or '0'}"
+ALIAS = link_alias("svc", "routes")
 
 
 def ensure(cidrs: tuple[str, ...] | list[str]) -> None:
