@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.integration.conftest import PY, SERVE_TCP, inspect, probe
-from tests.integration.test_agent import start_agent
+from tests.conftest import PY, program, wait_for
+from tests.integration.conftest import inspect, probe, start_agent, stop_agent
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -28,7 +27,7 @@ def _secret_sandbox(host: Host) -> tuple[str, list[str]]:
         "/var/lib/podnet/podnet.db", "/var/lib/podnet/podnet.db-wal",
         f"/run/podnet/sandboxes/{sandbox_id}/spec.json", f"/var/lib/podnet/logs/{sandbox_id}.log",
     ]
-    host.sh(f"for i in $(seq 50); do grep -q pw= {files[3]} && break; sleep 0.1; done")
+    wait_for(lambda: host.run(["grep", "-q", "pw=", files[3]], check=False).returncode == 0, 10, "the sandbox's output")
     holding = host.run(["grep", "-a", "-l", SECRET, *files], check=False).stdout.split()
     assert set(holding) >= set(files[2:]) and set(holding) & set(files[:2]), "these files hold the secret"
     return sandbox_id, files
@@ -47,8 +46,7 @@ def test_user_nobody_cannot_read_the_state(host: Host) -> None:
     try:
         _nobody_cannot_read(host)
     finally:
-        agent.terminate()
-        agent.wait(timeout=10)
+        stop_agent(agent)
 
 
 def _nobody_cannot_read(host: Host) -> None:
@@ -99,8 +97,7 @@ def test_a_new_store_is_made_whole_with_its_identity(host: Host) -> None:
 
 
 def _store_id(host: Host, root: str) -> str:
-    return host.run([PY, "-c", "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("
-                     "\"select value from store where name='id'\").fetchone()[0])", f"{root}/podnet.db"]).stdout.strip()
+    return host.run([PY, "-S", program("store_id.py"), f"{root}/podnet.db"]).stdout.strip()
 
 
 def _links(host: Host) -> list[dict]:
@@ -132,12 +129,12 @@ def _reachable(host: Host, ip: str, port: int) -> bool:
 def _start_agent(host: Host, *root: str) -> subprocess.Popen[str]:
     proc = host.popen([sys.executable, "-m", "podnet", *root, "agent"], stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if host.podnet(*root, "agent", "status", check=False).returncode == 0:
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the agent did not come up")
+    try:
+        wait_for(lambda: host.podnet(*root, "agent", "status", check=False).returncode == 0, 15, "the agent")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 @pytest.mark.slow
@@ -145,15 +142,15 @@ def test_two_stores_side_by_side(internet_host: Host) -> None:
     host = internet_host
     # Store A, the default one: a user network with a published port, and the default network.
     host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
-    host.podnet("run", "-d", "--name", "web", "--network", "app", "-p", "8080:80", "--", PY, "-S", "-c", SERVE_TCP, "80")
-    host.podnet("run", "-d", "--name", "plain", "--", PY, "-S", "-c", SERVE_TCP, "81")
+    host.podnet("run", "-d", "--name", "web", "--network", "app", "-p", "8080:80", "--", PY, "-S", program("serve_tcp.py"), "80")
+    host.podnet("run", "-d", "--name", "plain", "--", PY, "-S", program("serve_tcp.py"), "81")
     a_web, a_plain = _ip(host, "web", "app"), _ip(host, "plain", "podnet")
     assert _reachable(host, a_web, 80) and _reachable(host, a_plain, 81)
 
     # Store B beside it: its own default bridge, run dir, agent socket, table.
     host.podnet(*B, "network", "create", "bnet", "--subnet", "10.42.0.0/24")
-    host.podnet(*B, "run", "-d", "--name", "web", "--network", "bnet", "-p", "8081:80", "--", PY, "-S", "-c", SERVE_TCP, "80")
-    host.podnet(*B, "run", "-d", "--name", "plain", "--", PY, "-S", "-c", SERVE_TCP, "81")
+    host.podnet(*B, "run", "-d", "--name", "web", "--network", "bnet", "-p", "8081:80", "--", PY, "-S", program("serve_tcp.py"), "80")
+    host.podnet(*B, "run", "-d", "--name", "plain", "--", PY, "-S", program("serve_tcp.py"), "81")
     b_web, b_plain = _ip(host, "web", "bnet", B), _ip(host, "plain", "podnet", B)
     scope = _store_id(host, "/run/store-b")[:8]
     b_default = json.loads(host.podnet(*B, "network", "inspect", "podnet").stdout)[0]
@@ -176,8 +173,7 @@ def test_two_stores_side_by_side(internet_host: Host) -> None:
     try:
         assert host.podnet("agent", "status", check=False).returncode != 0, "B's agent is not A's"
     finally:
-        agent.terminate()
-        agent.wait(timeout=10)
+        stop_agent(agent)
     empty = host.podnet("--root", "/run/store-empty", "reconcile")
     assert "removed" not in empty.stdout, empty.stdout
     assert host.run(["test", "-e", "/run/store-empty/podnet.db"], check=False).returncode == 0
