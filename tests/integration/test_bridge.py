@@ -134,7 +134,6 @@ def test_nothing_left_after_rm_and_network_rm(internet_host: Host) -> None:
     assert leftovers(host)["links"], "the network made links"
     host.podnet("rm", "-f", "web", "c")
     host.podnet("network", "rm", "app")
-    host.podnet("network", "rm", "podnet", check=False)
     left = leftovers(host)
     assert left == {"links": [], "netns": [], "nft_elements": []}, left
     assert json.loads(host.podnet("ps", "-a", "--json").stdout) == []

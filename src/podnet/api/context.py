@@ -132,11 +132,12 @@ def open_context(root: str | None = None, readonly: bool = False) -> Context:
     """
     found = paths(root)
     # State left world-readable by an older podnet is closed on first use (a stat when it is not).
-    perms.tighten(found.root, log_dir=found.log_dir)
+    name = found.store_file.name
+    perms.tighten(found.root, (name, f"{name}-wal", f"{name}-shm", found.log_dir.name), log_dir=found.log_dir)
     store = open_store(str(found.root), readonly=readonly)
     if store.identity:
         remember_store_id(found.store_file, store.identity)
     if store.identity != found.store_id:  # made just now, or given its identity just now
         found = paths(root, store_id=store.identity)
-    perms.tighten(found.run)
+    perms.tighten(found.run, ("locks", "sandboxes"))
     return Context(found, store, readonly)

@@ -50,25 +50,39 @@ def _loose(mode: int, wanted: int) -> bool:
     return bool(stat.S_IMODE(mode) & ~wanted)
 
 
-def tighten(top: Path, log_dir: Path | None = None) -> bool:
-    """Bring a tree made by an older podnet (0755/0644) to 0700/0600 (0640 for logs).
+def tighten(top: Path, own: tuple[str, ...], log_dir: Path | None = None) -> bool:
+    """Bring state made by an older podnet (0755/0644) to 0700/0600 (0640 for logs).
 
-    Only walks the tree when `top` itself is too open, so a tree podnet already made
-    right costs one stat. Returns whether anything was changed.
+    Only the entries named in `own` (podnet.db and its -wal/-shm, logs; sandboxes, locks)
+    are walked, and `top` itself is made 0700 only if it is not a shared directory: with
+    `--root /tmp`, /tmp and its other files stay as they are. Nothing happens unless `top`
+    is too open and holds one of `own`, so state podnet already made right costs one stat;
+    without the right to change it (not root) it is left for the command to refuse.
+    Returns whether anything was looked at.
     """
     try:
-        if not _loose(os.stat(top).st_mode, DIR_MODE):
+        st = os.stat(top)
+        if not _loose(st.st_mode, DIR_MODE) or st.st_uid != os.geteuid():
             return False
-    except FileNotFoundError:
+        present = [top / name for name in own if os.path.lexists(top / name)]
+    except (FileNotFoundError, PermissionError):
         return False
-    for dirpath, dirnames, filenames in os.walk(top):
-        here = Path(dirpath)
-        _chmod_if_loose(here, DIR_MODE)
-        for name in filenames:
-            if name in SANDBOX_READABLE:
-                continue
-            wanted = LOG_MODE if log_dir is not None and here == log_dir else FILE_MODE
-            _chmod_if_loose(here / name, wanted)
+    if not present:
+        return False
+    if not st.st_mode & (stat.S_ISVTX | stat.S_IWOTH):  # not /tmp-like: podnet's own directory
+        _chmod_if_loose(top, DIR_MODE)
+    for entry in present:
+        if not entry.is_dir():
+            _chmod_if_loose(entry, FILE_MODE)
+            continue
+        for dirpath, _dirnames, filenames in os.walk(entry):
+            here = Path(dirpath)
+            _chmod_if_loose(here, DIR_MODE)
+            for name in filenames:
+                if name in SANDBOX_READABLE:
+                    continue
+                wanted = LOG_MODE if log_dir is not None and here == log_dir else FILE_MODE
+                _chmod_if_loose(here / name, wanted)
     return True
 
 
