@@ -6,11 +6,10 @@ import argparse
 import sys
 
 from podnet import __version__
-from podnet.api.context import Context, open_context, require_privilege
+from podnet.api.context import Context, open_context
 from podnet.api.lookup import sandbox_doc
 from podnet.cli import render, views
 from podnet.cli.main import _command, _kv, _size
-from podnet.errors import PermissionDenied
 from podnet.model.common import parse_labels
 from podnet.store import keys
 
