@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.errors import InvalidArgument
+
 # Names podnet gives to what it owns in the kernel; garbage collection only ever
 # touches objects carrying these prefixes (and the identity of its own store).
 LINK_PREFIX = "pn"
@@ -51,8 +53,6 @@ def service_cidrs() -> tuple[str, ...]:
         try:
             ipaddress.ip_network(c)
         except ValueError:
-            from podnet.errors import InvalidArgument
-
             raise InvalidArgument(f"PODNET_SERVICE_CIDRS: {c!r} is not a CIDR", "write it like 10.96.0.0/16") from None
     return cidrs
 

@@ -16,12 +16,13 @@ from podnet.api.context import Context
 from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
 from podnet.store import keys
 from podnet.util import locks
+from podnet.firewall.nftables import NftablesFirewall
+from podnet.errors import InvalidArgument
+from podnet.firewall.model import GATEWAY_MODES
 
 
 def backend(ctx: Context | None = None) -> Any:
     """The firewall of this process's store: its own tables (config.Paths.nft_table)."""
-    from podnet.firewall.nftables import NftablesFirewall
-
     return NftablesFirewall()
 
 
@@ -41,9 +42,6 @@ def bridge_rules(net_doc: dict[str, Any]) -> BridgeRules:
 
 def check_gateway_modes(driver: str, internal: bool, options: dict[str, str]) -> None:
     """Docker's gateway_mode options: only on bridge networks, only the modes podnet implements."""
-    from podnet.errors import InvalidArgument
-    from podnet.firewall.model import GATEWAY_MODES
-
     for option in GATEWAY_MODE_OPTIONS.values():
         if option not in options:
             continue

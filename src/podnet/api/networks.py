@@ -16,6 +16,10 @@ from podnet.model import Network, SubnetConfig
 from podnet.model.common import check_name
 from podnet.store import keys
 from podnet.util.ids import new_id
+from podnet.api import firewall_sync
+from podnet.dataplane import hostaddrs
+from podnet.dataplane import netlink
+from podnet.config import LINK_ALIAS_PREFIX
 
 DEFAULT_NETWORK = "podnet"
 DEFAULT_BRIDGE = "podnet0"  # of the default store; another store's is config.Paths.default_bridge
@@ -110,8 +114,6 @@ def create(
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InvalidArgument(f"invalid --mtu {mtu}", "use a value between 68 and 65535")
     options = dict(options or {})
-    from podnet.api import firewall_sync
-
     firewall_sync.check_gateway_modes(driver, internal, options)
     configs = build_subnets(subnets or [], gateways or [], ip_ranges or [], aux_addresses or {})
     if drv.supports.exclusive and (name not in PREDEFINED or not default):
@@ -134,12 +136,8 @@ def create(
     host_addrs: list[Any] = []
     host_gateways: list[Any] = []
     if picks_subnet and configs:
-        from podnet.dataplane import hostaddrs
-
         host_addrs, host_gateways = hostaddrs.addresses(), hostaddrs.default_gateways()
     if picks_subnet and (not any(c.version == 4 for c in configs) or (net.ipv6 and not any(c.version == 6 for c in configs))):
-        from podnet.dataplane import netlink
-
         host_routes = netlink.route_destinations()
 
     foreign = _other_stores_subnets(ctx) if picks_subnet and configs else []
@@ -177,8 +175,6 @@ def create(
 
     try:
         drv.setup_network(net)
-        from podnet.api import firewall_sync
-
         firewall_sync.sync(ctx)
     except BaseException:
         _forget(ctx, net)
@@ -192,9 +188,6 @@ def _other_stores_subnets(ctx: Context) -> list[tuple[Any, str]]:
 
     (The default-pool picker avoids them already, through the host's routes.)
     """
-    from podnet.config import LINK_ALIAS_PREFIX
-    from podnet.dataplane import netlink
-
     foreign = [ifname for ifname, alias in netlink.owned_links(LINK_ALIAS_PREFIX).items()
                if ctx.paths.owns_link(alias) is None]
     return netlink.link_networks(foreign)
@@ -288,8 +281,6 @@ def remove(ctx: Context, ref: str) -> Network:
     require_privilege()
     _forget(ctx, net)
     drivers.get(net.driver).teardown_network(net)
-    from podnet.api import firewall_sync
-
     firewall_sync.sync(ctx)
     return net
 

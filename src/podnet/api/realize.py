@@ -18,6 +18,12 @@ from podnet.model import Endpoint, Network, Sandbox
 from podnet.runtime.etcfiles import host_nameservers, host_search
 from podnet.store import keys
 from podnet.util.undo import Undo
+from podnet.runtime import netns
+from podnet.api import firewall_sync
+from podnet.runtime import etcfiles
+from podnet.runtime import shim
+from podnet.ipam import allocator
+from podnet.runtime import cgroups
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
@@ -47,11 +53,7 @@ def default_route_network(sandbox: Sandbox, nets: dict[str, Network]) -> str | N
 def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network], steps: Undo) -> None:
     """The sandbox's namespace, then each endpoint by its network's driver, in order; each
     one's undo is pushed on steps before it is made."""
-    from podnet.runtime import netns
-
     steps.push(f"delete namespace {sandbox.netns_name}", netns.delete, sandbox.netns_name)
-    from podnet.api import firewall_sync
-
     path = netns.create(sandbox.netns_name)
     gw_net = default_route_network(sandbox, nets)
     steps.push("forget the endpoints' anti-spoofing elements", firewall_sync.unguard, endpoints, nets)
@@ -69,8 +71,6 @@ def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], running
     A running sandbox sees its files through bind mounts, which keep the inode they were made
     from: those are rewritten in place rather than replaced.
     """
-    from podnet.runtime import etcfiles
-
     directory = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
     resolver = resolver_for(ctx, sandbox)
     etcfiles.write(
@@ -100,8 +100,6 @@ def resolver_for(ctx: Context, sandbox: Sandbox) -> tuple[list[str], list[str], 
 
 
 def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = False) -> Any:
-    from podnet.runtime import shim
-
     spec = shim.LaunchSpec(
         sandbox_id=sandbox.id,
         argv=sandbox.argv,
@@ -120,8 +118,6 @@ def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = Fal
 
 def unpublish(sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
     """Remove the sandbox's published ports from the firewall."""
-    from podnet.api import firewall_sync
-
     ports = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
                                         {k: v.model_dump() for k, v in nets.items()})
     if ports:
@@ -130,9 +126,6 @@ def unpublish(sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Netwo
 
 def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
     """Links, published ports and the namespace of a sandbox; its records stay."""
-    from podnet.api import firewall_sync
-    from podnet.runtime import netns
-
     errors: list[PodnetError] = []
     try:
         unpublish(sandbox, endpoints, nets)
@@ -156,15 +149,11 @@ def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], 
 
 
 def stop_process(ctx: Context, sandbox: Sandbox, timeout: float = 10) -> None:
-    from podnet.runtime import shim
-
     shim.stop(sandbox.id, ctx.paths.sandbox_state_dir(sandbox.id), timeout=timeout)
 
 
 def forget_network_state(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> None:
     """Give back addresses, endpoint records and port claims (store side of teardown_network)."""
-    from podnet.ipam import allocator
-
     with ctx.store.transaction() as txn:
         for ep in endpoints:
             for ip in ep.ips:
@@ -177,8 +166,6 @@ def forget_network_state(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoin
 
 def end_process(ctx: Context, sandbox: Sandbox) -> None:
     """Kill the sandbox's command at once and remove its cgroup."""
-    from podnet.runtime import cgroups
-
     stop_process(ctx, sandbox, timeout=0)
     cgroups.remove(sandbox.id)
 
@@ -198,8 +185,6 @@ def forget(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint] | None = No
 
 def destroy(ctx: Context, sandbox: Sandbox) -> None:
     """Everything of a sandbox, kernel and store: the end of `rm -f` and of a crashed `run`."""
-    from podnet.runtime import cgroups
-
     nets = networks_by_id(ctx)
     endpoints = endpoints_of(ctx, sandbox.id)
     stop_process(ctx, sandbox, timeout=0)

@@ -18,6 +18,11 @@ from podnet.store import keys
 from podnet.store.base import Txn
 from podnet.util import locks, undo
 from podnet.util.ids import new_id, random_mac, random_name
+from podnet.runtime import capabilities
+from podnet.model.common import LABEL_KEY_RE, parse_labels
+from podnet.runtime import shim
+from podnet.api.lookup import sandbox_doc
+from podnet.runtime import cgroups
 
 
 @dataclass
@@ -109,8 +114,6 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     name = req.name or random_name()
     parsed_ports = [portspec.parse(s) for s in req.ports]
     hostname = req.hostname or None
-    from podnet.runtime import capabilities
-
     caps = capabilities.resolve(req.cap_add, req.cap_drop, req.privileged)  # a bad name: one line, nothing made
     require_privilege()
     nets = _resolve_networks(ctx, req.networks)
@@ -196,8 +199,6 @@ def relabel(ctx: Context, ref: str, changes: list[str]) -> dict[str, str]:
 
     Services select by label, so their endpoints follow at once.
     """
-    from podnet.model.common import LABEL_KEY_RE, parse_labels
-
     if not changes:
         raise InvalidArgument("no label change given", "write key=value to set a label, key- to remove one")
     removals = [c[:-1] for c in changes if c.endswith("-") and "=" not in c]
@@ -230,8 +231,6 @@ def services_follow(ctx: Context) -> None:
 
 
 def _publish(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:
-    from podnet.api import firewall_sync
-
     mappings = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
                                            {k: v.model_dump() for k, v in nets.items()})
     if mappings:
@@ -250,8 +249,6 @@ def _set_state(ctx: Context, sandbox: Sandbox, state: str) -> None:
 
 def wait(ctx: Context, sandbox: Sandbox) -> int:
     """Block until a foreground sandbox's command ends; Ctrl-C stops it. Then release its network."""
-    from podnet.runtime import shim
-
     state_dir = ctx.paths.sandbox_state_dir(sandbox.id)
     try:
         while (status := shim.status(state_dir)).running:
@@ -270,14 +267,10 @@ def wait(ctx: Context, sandbox: Sandbox) -> int:
 
 def find(ctx: Context, ref: str) -> Sandbox:
     """A sandbox by name, full id or unique id prefix (Docker's rules)."""
-    from podnet.api.lookup import sandbox_doc
-
     return Sandbox(**sandbox_doc(ctx.store, ref))
 
 
 def is_running(ctx: Context, sandbox: Sandbox) -> bool:
-    from podnet.runtime import shim
-
     return shim.status(ctx.paths.sandbox_state_dir(sandbox.id)).running
 
 
@@ -296,8 +289,6 @@ def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
         endpoints = realize.endpoints_of(ctx, sandbox.id)
         realize.stop_process(ctx, sandbox, timeout=0)
         realize.teardown_network(ctx, sandbox, endpoints, nets)
-        from podnet.runtime import cgroups
-
         cgroups.remove(sandbox.id)
         realize.forget_network_state(ctx, sandbox, endpoints)
         _set_state(ctx, sandbox, "exited")

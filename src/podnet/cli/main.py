@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not the user's mistake: still one line unless asked
         if os.environ.get("PODNET_DEBUG"):
             raise
-        from podnet.store.failures import STATE_ERRNOS, os_failure
+        from podnet.store.failures import STATE_ERRNOS, os_failure  # lazy: sqlite3, paid only on a failure
 
         if isinstance(exc, OSError) and exc.errno in STATE_ERRNOS:  # a full disk met outside the store
             error = os_failure(exc, exc.filename or "podnet's state", "write")

@@ -14,7 +14,7 @@ from podnet.runtime.capabilities import DEFAULT as DEFAULT_CAPABILITIES
 
 
 def sandbox_status(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
-    from podnet.runtime import shim
+    from podnet.runtime import shim  # lazy: paid only when a sandbox exists to show
 
     status = shim.status(ctx.paths.sandbox_state_dir(doc["id"]))
     if doc["state"] == "creating":
@@ -41,7 +41,7 @@ def endpoint_view(net: dict[str, Any] | None, ep: dict[str, Any] | None, aliases
     # Lazy: importing drivers/ loads every driver and dataplane/ (~20 modules, ~10-40 ms), which
     # `ps` and `network ls` never need; only inspect's per-endpoint view does.
     from podnet import drivers
-    from podnet.drivers.endpoint import report as bare_report
+    from podnet.drivers.endpoint import report as bare_report  # lazy: as above
 
     record = SimpleNamespace(**{"host_ifname": None, "mtu": None, **ep})
     if net is not None:
