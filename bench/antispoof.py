@@ -63,7 +63,10 @@ SEND = ("import socket,sys,time\nip,secs=sys.argv[1],float(sys.argv[2]);buf=b'x'
 
 
 def sh(*argv: str, timeout: float = 600) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=timeout).stdout
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
 
 
 def podnet(*args: str) -> str:
@@ -84,7 +87,8 @@ def guard_ports() -> int:
 
 def configure(mode: str) -> None:
     if mode == "unguarded":
-        sh("nft", "delete", "table", "bridge", "podnet")
+        if subprocess.run(["nft", "list", "table", "bridge", "podnet"], capture_output=True).returncode == 0:
+            sh("nft", "delete", "table", "bridge", "podnet")  # (already gone when the last round ended without it)
         assert guard_ports() == 0
     else:
         podnet("reconcile")  # a full sync puts the table back
@@ -117,7 +121,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
         try:
             latency(server, 1)
             break
-        except subprocess.CalledProcessError:
+        except RuntimeError:
             time.sleep(0.05)
     expected = 3 if tool == "iperf3" else 2
 
