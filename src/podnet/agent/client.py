@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from podnet import errors
+from podnet.config import paths
 
 
 def socket_path() -> Path:
     """The agent socket of this process's store (each store has its own agent)."""
-    from podnet.config import paths
-
     return paths().run / "agent.sock"
 
 

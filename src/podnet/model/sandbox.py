@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from podnet.config import NETNS_PREFIX
+from podnet.config import NETNS_PREFIX, paths
 
 
 class PortMapping(BaseModel):
@@ -65,6 +65,4 @@ class Sandbox(BaseModel):
 
     @property
     def netns_name(self) -> str:
-        from podnet.config import paths
-
         return paths().netns_name(self.id)
