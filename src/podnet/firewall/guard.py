@@ -39,11 +39,11 @@ from typing import Any
 
 from podnet import config
 from podnet.errors import InvalidArgument
+from podnet.firewall.expr import Expr, match as _match, meta as _meta, payload as _payload
 from podnet.firewall.model import EndpointGuard
 
 FAMILY = "bridge"
 
-Expr = dict[str, Any]
 
 # name -> key type, for the sets JSON can declare
 SETS: dict[str, str | list[str]] = {
@@ -74,18 +74,6 @@ CHAINS: dict[str, tuple[str, str, int] | None] = {
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-
-def _meta(key: str) -> Expr:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, field: str) -> Expr:
-    return {"payload": {"protocol": protocol, "field": field}}
-
-
-def _match(left: Any, right: Any, op: str = "==") -> Expr:
-    return {"match": {"op": op, "left": left, "right": right}}
 
 
 def _by_port(field: Expr) -> Expr:

@@ -57,12 +57,12 @@ from podnet import config
 from podnet.dataplane import nft
 from podnet.errors import Conflict, InvalidArgument, KernelError
 from podnet.firewall import guard
+from podnet.firewall.expr import Expr, match as _match, meta as _meta, payload as _payload
 from podnet.firewall.model import GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping
 
 FAMILY = "inet"
 PROTOCOLS = ("tcp", "udp")
 
-Expr = dict[str, Any]
 Command = dict[str, Any]
 
 # name -> (key type, data type or None for a plain set, flags)
@@ -112,18 +112,6 @@ CHAINS: dict[str, tuple[str, str, int] | None] = {
 
 
 # ---- expression helpers: nft 1.0.6 JSON spellings -------------------------------------
-
-
-def _meta(key: str) -> Expr:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, field: str) -> Expr:
-    return {"payload": {"protocol": protocol, "field": field}}
-
-
-def _match(left: Any, right: Any, op: str = "==") -> Expr:
-    return {"match": {"op": op, "left": left, "right": right}}
 
 
 def _concat(*parts: Any) -> Expr:
