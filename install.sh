@@ -19,7 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   python3 python3-venv nftables iproute2 iptables util-linux procps iputils-ping conntrack \
-  containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns iperf3 >/dev/null
+  containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns iperf3 curl >/dev/null
 # The real CNI clients, with what Debian recommends beside them (the tests ran that way).
 apt-get install -y -q podman containerd busybox-static >/dev/null
 
