@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from podnet.errors import InvalidArgument, PermissionDenied
+from podnet.errors import InvalidArgument
 
 # Names podnet gives to what it owns in the kernel; garbage collection only ever
 # touches objects carrying these prefixes (and the identity of its own store).
@@ -167,8 +167,10 @@ def read_store_id(store_file: Path) -> str | None:
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return None  # a store older than identities, or not a store (its opener refuses it)
-        raise PermissionDenied(f"cannot read podnet's store at {store_file}: {exc}",
-                               "run podnet as root, or point --root at a writable directory") from None
+        # Unreadable now (a full disk fails even a read: SQLite cannot grow its shared memory; a
+        # permission; a broken file): the store's opener meets the same error and words it by
+        # its result code (store/failures.py), which this floor cannot import.
+        return None
     except sqlite3.DatabaseError:
         return None  # not a store: opening it says so in one line
     if row:
