@@ -92,6 +92,15 @@ def _taken_subnets(ctx: Context, txn: Any) -> list[tuple[ipaddress.IPv4Network |
     return out
 
 
+
+def _refuse_overlaps(configs: list[SubnetConfig], taken: list[tuple[Any, str]]) -> None:
+    """One line for the first requested subnet that overlaps a taken one (`owner` says whose)."""
+    for cfg in configs:
+        for other, owner in taken:
+            if cfg.network.overlaps(other):  # type: ignore[arg-type]
+                raise Conflict(f"subnet {cfg.subnet} overlaps {other} of {owner}",
+                               "choose another --subnet, or leave it out to get a free one")
+
 def create(
     ctx: Context,
     name: str,
@@ -141,25 +150,14 @@ def create(
         host_routes = netlink.route_destinations()
 
     foreign = _other_stores_subnets(ctx) if picks_subnet and configs else []
-    for cfg in configs:
-        for other, ifname in foreign:
-            if cfg.network.overlaps(other):  # type: ignore[arg-type]
-                raise Conflict(
-                    f"subnet {cfg.subnet} overlaps {other} of another podnet store's network (bridge {ifname})",
-                    "choose another --subnet, or leave it out to get a free one",
-                )
+    _refuse_overlaps(configs, [(other, f"another podnet store's network (bridge {ifname})") for other, ifname in foreign])
 
     with ctx.store.transaction() as txn:
         if not txn.create(keys.network_name(name), net.id):
             raise Conflict(f"network {name!r} already exists", "choose another name, or remove it with `podnet network rm`")
         taken = _taken_subnets(ctx, txn)
+        _refuse_overlaps(configs, [(other, f"network {other_name!r}") for other, other_name in taken])
         for cfg in configs:
-            for other, other_name in taken:
-                if cfg.network.overlaps(other):  # type: ignore[arg-type]
-                    raise Conflict(
-                        f"subnet {cfg.subnet} overlaps {other} of network {other_name!r}",
-                        "choose another --subnet, or leave it out to get a free one",
-                    )
             subnet_rules.check_not_host(cfg.network, host_addrs, host_gateways)
         if picks_subnet:
             avoid = [t for t, _ in taken] + host_routes

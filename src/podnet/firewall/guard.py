@@ -39,7 +39,7 @@ from typing import Any
 
 from podnet import config
 from podnet.errors import InvalidArgument
-from podnet.firewall.expr import Expr, match as _match, meta as _meta, payload as _payload
+from podnet.firewall.expr import Expr, chain_declarations, match as _match, meta as _meta, payload as _payload
 from podnet.firewall.model import EndpointGuard
 
 FAMILY = "bridge"
@@ -189,12 +189,7 @@ def skeleton() -> list[dict[str, Any]]:
     cmds: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": config.paths().nft_table}}}]
     for name, key in SETS.items():
         cmds.append({"add": {"set": ref(name=name, type=key)}})
-    for name, hook in CHAINS.items():
-        body = ref(name=name)
-        if hook is not None:
-            body.update(type=hook[0], hook=hook[1], prio=hook[2], policy="accept")
-        cmds.append({"add": {"chain": body}})
-    return cmds
+    return cmds + chain_declarations(ref, CHAINS)
 
 
 def rule_commands() -> list[dict[str, Any]]:

@@ -57,7 +57,7 @@ from podnet import config
 from podnet.dataplane import nft
 from podnet.errors import Conflict, InvalidArgument, KernelError
 from podnet.firewall import guard
-from podnet.firewall.expr import Expr, match as _match, meta as _meta, payload as _payload
+from podnet.firewall.expr import Expr, chain_declarations, match as _match, meta as _meta, payload as _payload
 from podnet.firewall.model import GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping
 
 FAMILY = "inet"
@@ -352,12 +352,7 @@ def skeleton() -> list[Command]:
         if flags:
             body["flags"] = flags
         cmds.append({"add": {_set_kind(name): body}})
-    for name, hook in CHAINS.items():
-        body = _ref(name=name)
-        if hook is not None:
-            body.update(type=hook[0], hook=hook[1], prio=hook[2], policy="accept")
-        cmds.append({"add": {"chain": body}})
-    return cmds
+    return cmds + chain_declarations(_ref, CHAINS)
 
 
 def rule_commands() -> list[Command]:
