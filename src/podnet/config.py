@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,12 +143,39 @@ class Paths:
         return None
 
 
-_IDENTITIES: dict[Path, str] = {}
+_IDENTITIES: dict[Path | str, str] = {}
+# How the identity of a store at a URL (etcd) is read: set by podnet.store, which this floor
+# cannot import. Returns None where the store has none yet; raises a PodnetError when unreachable.
+_URL_IDENTITY_READER: Callable[[str], str | None] | None = None
 
 
-def remember_store_id(store_file: Path, store_id: str) -> None:
+def store_url() -> str | None:
+    """The cluster store in force (`--store`, which the CLI puts into PODNET_STORE), or None for
+    the SQLite file under the state root."""
+    return os.environ.get("PODNET_STORE") or None
+
+
+def set_url_identity_reader(reader: Callable[[str], str | None]) -> None:
+    global _URL_IDENTITY_READER
+    _URL_IDENTITY_READER = reader
+
+
+def store_locator(root: Path) -> Path | str:
+    """What names the store in force: its URL, or the SQLite file under root."""
+    return store_url() or root / STORE_FILE
+
+
+def remember_store_id(store: Path | str, store_id: str) -> None:
     """Called by whoever opened the store, so the rest of the process never opens it again for this."""
-    _IDENTITIES[store_file] = store_id
+    _IDENTITIES[store] = store_id
+
+
+def _url_store_id(url: str) -> str | None:
+    if url not in _IDENTITIES and _URL_IDENTITY_READER is not None:
+        found = _URL_IDENTITY_READER(url)
+        if found:
+            _IDENTITIES[url] = found
+    return _IDENTITIES.get(url)
 
 
 def read_store_id(store_file: Path) -> str | None:
@@ -191,6 +219,19 @@ def paths(root: str | os.PathLike[str] | None = None, store_id: str | None = Non
     """
     env = os.environ
     state = Path(root or env.get("PODNET_ROOT") or DEFAULT_ROOT)
+    url = store_url()
+    if url is not None:  # a cluster store: never the default store's names
+        store_id = store_id or _url_store_id(url)
+        scope = store_id[:SCOPE_LEN] if store_id else ""
+        parent = env.get("PODNET_CGROUP_PARENT") or "podnet"
+        return Paths(
+            root=state,
+            run=Path(env["PODNET_RUN"]) if env.get("PODNET_RUN") else DEFAULT_RUN.with_name(f"podnet-{scope or 'nostore'}"),
+            netns_dir=Path(env.get("PODNET_NETNS_DIR") or "/run/netns"),
+            cgroup_parent=f"{parent.rstrip('/')}/{scope}" if scope else parent,
+            store_id=store_id,
+            scope=scope,
+        )
     default = is_default_root(state)
     # The default store's names do not depend on its id: only another store's file is read here
     # (a sandbox supervisor then never opens the default store at all).
@@ -218,6 +259,6 @@ def paths(root: str | os.PathLike[str] | None = None, store_id: str | None = Non
 def link_alias(kind: str, object_id: str) -> str:
     """The mark for a link made by this process's store (drivers call this)."""
     found = paths()
-    if found.store_id is None and (store_id := read_store_id(found.store_file)):
+    if found.store_id is None and store_url() is None and (store_id := read_store_id(found.store_file)):
         return Paths(**{**found.__dict__, "store_id": store_id}).link_alias(kind, object_id)
     return found.link_alias(kind, object_id)

@@ -34,7 +34,7 @@ from podnet.dataplane import netlink
 from podnet.dns import resolvconf
 from podnet.dns.records import index_from_store
 from podnet.dns.service import DnsService
-from podnet.errors import Conflict, PodnetError
+from podnet.errors import Conflict, PodnetError, StorageError
 from podnet.model import Sandbox
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.services import controller
@@ -46,6 +46,7 @@ TICK = 0.05  # how often the store and the sandboxes are looked at: names follow
 # The full pass (GC of links, namespaces, cgroups) is insurance against what the event
 # path missed; at 1000 pods it takes ~2 s, so not too often.
 FULL_RECONCILE_EVERY = 300.0
+STORE_RETRY = 1.0  # seconds between tries to reach a store that is away (etcd down)
 
 
 def log(message: str) -> None:
@@ -56,7 +57,7 @@ def log(message: str) -> None:
 class Agent:
     def __init__(self, root: str | None = None) -> None:
         self.root = root
-        self.ctx: Context = open_context(root)
+        self.ctx: Context = _open_until_reachable(root)
         self.paths: Paths = self.ctx.paths
         self.work = threading.Lock()
         self.stopping = threading.Event()
@@ -126,7 +127,7 @@ class Agent:
 
     # --- the sync loop ----------------------------------------------------------------------
     def _watch(self) -> None:
-        ctx = open_context(self.root)  # this thread's own store connection
+        ctx = _open_until_reachable(self.root)  # this thread's own store connection
         last_rev = -1
         last_full = time.monotonic()
         while not self.stopping.is_set():
@@ -149,7 +150,13 @@ class Agent:
                 self._error(f"{type(exc).__name__}: {exc}")
             # Under a burst of changes (a runtime's 50 ADDs), syncs coalesce: the loop never takes
             # more than a third of the time, so API requests are not starved of the GIL.
-            self.stopping.wait(max(TICK, 2 * spent))
+            if spent > TICK / 2 and self.stopping.wait(2 * spent - TICK):
+                break
+            try:
+                # Wakes at once on a change: etcd pushes it (a watch), SQLite is looked at.
+                ctx.store.watch(last_rev, TICK)
+            except PodnetError:
+                self.stopping.wait(TICK)  # the store is away: said by the next round's error
 
     def _error(self, line: str) -> None:
         log(f"error: {line}")
@@ -276,6 +283,20 @@ def _closing_netlink(route: Any) -> Any:
             netlink.close_host()
 
     return run
+
+
+def _open_until_reachable(root: str | None) -> Context:
+    """The agent is started with the host, maybe before the cluster's etcd: it waits for the
+    store (saying so once) instead of exiting; any other refusal ends it at once."""
+    said = ""
+    while True:
+        try:
+            return open_context(root)
+        except StorageError as exc:
+            if exc.line() != said:
+                log(f"waiting for the store: {exc.line()}")
+                said = exc.line()
+            time.sleep(STORE_RETRY)
 
 
 def run(root: str | None = None) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from podnet.config import Paths, paths, remember_store_id
+from podnet.config import Paths, paths, remember_store_id, store_url
 from podnet.errors import PermissionDenied
 from podnet.store import Store, open_store
 from podnet.util import perms
@@ -130,6 +130,14 @@ def open_context(root: str | None = None, readonly: bool = False) -> Context:
     readonly is for commands that only read: they open the store read-only and, where
     there is none, see an empty one; they never create the store, a directory or a link.
     """
+    if (url := store_url()) is not None:  # etcd: its identity is read from the store just opened
+        store = open_store(root, readonly=readonly)
+        if store.identity:
+            remember_store_id(url, store.identity)
+        found = paths(root, store_id=store.identity)
+        perms.tighten(found.root, (found.log_dir.name,), log_dir=found.log_dir)
+        perms.tighten(found.run, ("locks", "sandboxes"))
+        return Context(found, store, readonly)
     found = paths(root)
     # State left world-readable by an older podnet is closed on first use (a stat when it is not).
     name = found.store_file.name

@@ -46,7 +46,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 # Command groups that live in their own module: each has `register(subparsers)`, which adds
 # its parsers with `set_defaults(handler=...)`; a module keeps its heavy imports inside the
 # handlers so that registering costs nothing.
-EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service")
+EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store")
 
 
 # Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).
@@ -124,6 +124,14 @@ def unknown_option(parser: argparse.ArgumentParser, extras: list[str]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="podnet", description="Container networking for Linux.")
     p.add_argument("--root", help="state directory (default /var/lib/podnet, or $PODNET_ROOT)")
+    p.add_argument("--store", dest="store_store", metavar="URL",
+                   help="keep the state in etcd v3: etcd://HOST:2379[,HOST:2379...][/PREFIX], https://... for TLS "
+                        "(or $PODNET_STORE; default: the SQLite file under --root)")
+    p.add_argument("--cacert", dest="store_cacert", metavar="FILE", help="CA bundle that signed etcd's certificate ($PODNET_STORE_CACERT)")
+    p.add_argument("--cert", dest="store_cert", metavar="FILE", help="client certificate for etcd ($PODNET_STORE_CERT)")
+    p.add_argument("--key", dest="store_key", metavar="FILE", help="its private key ($PODNET_STORE_KEY)")
+    p.add_argument("--user", dest="store_user", metavar="NAME[:PASSWORD]", help="etcd user ($PODNET_STORE_USER)")
+    p.add_argument("--password", dest="store_password", metavar="PASSWORD", help="etcd user's password ($PODNET_STORE_PASSWORD)")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
     net = sub.add_parser("network", help="manage networks").add_subparsers(dest="netcmd", metavar="COMMAND", parser_class=_Parser)
@@ -247,6 +255,10 @@ def _served_here() -> context.Served:
                           ipam_plugin=delegate.run)
 
 
+STORE_FLAGS = {"store": "PODNET_STORE", "cacert": "PODNET_STORE_CACERT", "cert": "PODNET_STORE_CERT",
+               "key": "PODNET_STORE_KEY", "user": "PODNET_STORE_USER", "password": "PODNET_STORE_PASSWORD"}
+
+
 def main(argv: list[str] | None = None) -> int:
     context.announce(_served_here)
     parser = build_parser()
@@ -261,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         # One store for the whole process and the supervisors it starts (config.paths reads it).
         args.root = os.path.abspath(args.root)
         os.environ["PODNET_ROOT"] = args.root
+    # The store and its credentials, for this process and the ones it starts, as --root is.
+    for flag, variable in STORE_FLAGS.items():
+        value = getattr(args, f"store_{flag}", None)
+        if value is not None:
+            os.environ[variable] = os.path.abspath(value) if flag in ("cacert", "cert", "key") else value
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         from podnet.cli import commands  # lazy: commands imports this module's flag helpers

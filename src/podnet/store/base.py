@@ -40,4 +40,14 @@ class Store(Protocol):
         """How long a transaction waits for another writer before it raises errors.Busy."""
         ...
 
+    def watch(self, since: int, timeout: float) -> int:
+        """Block until the revision passes `since` or timeout seconds pass; the revision then.
+        etcd pushes changes (a watch stream); SQLite looks every 50 ms."""
+        ...
+
+    def lease(self, ttl: int = 10) -> Any:
+        """A lease kept alive while this process lives (etcd); keys put with it go when it lapses.
+        SQLite refuses (errors.Unsupported): one host has no one else to notice its death."""
+        ...
+
     def close(self) -> None: ...

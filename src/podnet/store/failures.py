@@ -12,7 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from podnet.errors import Busy, PermissionDenied, PodnetError, StorageError
+from podnet.errors import Busy, PermissionDenied, PodnetError, StorageError, Unsupported
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # OSErrors that are the state directory's condition, not a bug: the CLI words them as such.
@@ -65,3 +65,9 @@ def sqlite_failure(exc: sqlite3.Error, path: Path, doing: str) -> PodnetError:
         return StorageError(f"cannot {doing} podnet's store at {path}: disk I/O error",
                             "check the disk and the file system holding it (dmesg)")
     return StorageError(f"cannot {doing} podnet's store at {path}: {exc}", "check the store file and its directory")
+
+
+def no_leases() -> Unsupported:
+    """SQLite serves one host, whose agent is the only one: it refuses leases rather than fake them."""
+    return Unsupported("leases need a shared store: the SQLite store serves one host, where nothing expires",
+                       "use --store etcd://HOST:2379 for a cluster")

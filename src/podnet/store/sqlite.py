@@ -11,13 +11,14 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from podnet.errors import InvalidArgument
-from podnet.store.failures import os_failure, sqlite_failure
+from podnet.store.failures import no_leases, os_failure, sqlite_failure
 from podnet.util.perms import FILE_MODE, private_dir
 
 _SCHEMA = """
@@ -31,6 +32,7 @@ _IDENTITY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS store (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO store VALUES ('id', ?);
 """
+WATCH_POLL = 0.05  # seconds between looks at the revision while watching
 NOT_A_STORE_HINT = "point --root at podnet's state directory, or move the file away to start a new store"
 
 
@@ -173,6 +175,17 @@ class SqliteStore:
     def revision(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
         return row[0] if row else 0
+
+    def watch(self, since: int, timeout: float) -> int:
+        """Wait until the revision passes `since` (or timeout): SQLite has no push, so this
+        looks every WATCH_POLL seconds (one indexed read)."""
+        deadline = time.monotonic() + timeout
+        while (now := self.revision()) <= since and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(WATCH_POLL, left))
+        return now
+
+    def lease(self, ttl: int = 10) -> NoReturn:
+        raise no_leases()
 
     def close(self) -> None:
         self._db.close()

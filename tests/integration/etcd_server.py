@@ -1,0 +1,85 @@
+"""A real etcd (Debian's etcd-server) inside a test's simulated host, and a way for the test
+process itself to talk to it.
+
+etcd listens on the loopback of the Host's network namespace, its data directory in the
+test's temporary directory; `etcd_in` stops it and the directory goes with tmp_path. The
+test process reaches it by moving its own thread into the Host's network namespace for the
+test's duration (`netns_of`): the threads and processes it starts there are in it too, so a
+store test talks to etcd without any address outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.conftest import wait_for
+from tests.sandbox import Host
+
+CLIENT = "127.0.0.1:2379"
+URL = f"etcd://{CLIENT}"
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def etcd_in(host: Host, data_dir: Path, name: str = "etcd") -> Iterator[subprocess.Popen[str]]:
+    """etcd on the Host's loopback (client 2379, peer 2380) until the block ends."""
+    host.run(["ip", "link", "set", "lo", "up"])
+    log = open(data_dir.parent / f"{name}.log", "w")
+    proc = host.popen(["etcd", "--name", name, "--data-dir", str(data_dir),
+                       "--listen-client-urls", f"http://{CLIENT}", "--advertise-client-urls", f"http://{CLIENT}",
+                       "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                       "--initial-cluster", f"{name}=http://127.0.0.1:2380"],
+                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or etcdctl(host, "endpoint", "health", check=False).returncode == 0,
+                 30, "etcd to serve")
+        assert proc.poll() is None, f"etcd exited: {(data_dir.parent / f'{name}.log').read_text()[-2000:]}"
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def etcdctl(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return host.run(["env", "ETCDCTL_API=3", "etcdctl", "--endpoints", CLIENT, *args], check=check)
+
+
+def keys_under(host: Host, prefix: str) -> list[str]:
+    """What `etcdctl get --prefix --keys-only` shows: the keys a user sees in etcd."""
+    out = etcdctl(host, "get", "--prefix", "--keys-only", prefix).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def netns_of(host: Host) -> Iterator[None]:
+    """This thread (and what it starts) in the Host's network namespace until the block ends."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    there = os.open(f"/proc/{host.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(there)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(there)
+        os.close(home)

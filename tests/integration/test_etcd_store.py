@@ -1,0 +1,128 @@
+"""podnet with its state in a real etcd (Debian's etcd-server, inside the test's host):
+sandboxes that talk, state a user sees with etcdctl, nothing left; export from SQLite and
+import into etcd; etcd away is one line, and the agent waits for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.conftest import leftovers
+from tests.integration.etcd_server import URL, etcd_in, keys_under
+from tests.sandbox import Host
+
+pytestmark = pytest.mark.privileged
+
+KV = "/podnet/kv/"
+
+
+def pn(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return host.podnet("--store", URL, *args, check=check)
+
+
+def _address(host: Host, name: str, network: str) -> str:
+    doc = json.loads(pn(host, "inspect", name).stdout)[0]
+    return doc["Networks"][network]["Addresses"][0].split("/")[0]
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_sandboxes_on_an_etcd_store_talk_and_leave_nothing(host: Host, tmp_path: Path) -> None:
+    with etcd_in(host, tmp_path / "etcd"):
+        pn(host, "network", "create", "app", "--subnet", "10.40.0.0/24")
+        for name in ("a", "b"):
+            pn(host, "run", "-d", "--name", name, "--network", "app", "--", "sleep", "600")
+        b = _address(host, "b", "app")
+        assert pn(host, "exec", "a", "--", "ping", "-c1", "-W2", b, check=False).returncode == 0, "a cannot ping b"
+        held = keys_under(host, KV)
+        for kind in ("networks/", "names/networks/app", "sandboxes/", "names/sandboxes/a", "endpoints/", "ipam/"):
+            assert any(k.startswith(KV + kind) for k in held), f"no {kind} in etcd: {held}"
+        assert host.run(["test", "-e", "/var/lib/podnet/podnet.db"], check=False).returncode != 0, \
+            "with --store, no SQLite store is made"
+        assert "a" in pn(host, "ps").stdout.split()
+        pn(host, "rm", "-f", "a", "b")
+        pn(host, "network", "rm", "app")
+        assert keys_under(host, KV) == [], "the store still holds documents"
+        assert keys_under(host, "/podnet/meta/lock") == [], "a write lock was left behind"
+        assert leftovers(host) == {"links": [], "netns": [], "nft_elements": []}
+
+
+def test_etcd_away_is_one_line_and_changes_nothing(host: Host, tmp_path: Path) -> None:
+    host.run(["ip", "link", "set", "lo", "up"])
+    for args in (("ps",), ("network", "ls"), ("network", "create", "app", "--subnet", "10.40.0.0/24")):
+        line = _one_line_failure(pn(host, *args, check=False))
+        assert "cannot reach etcd at 127.0.0.1:2379" in line, line
+    line = _one_line_failure(host.podnet("--store", "etcd//nowhere", "ps", check=False))
+    assert "not an etcd address" in line
+    assert leftovers(host)["links"] == []
+
+
+def test_the_agent_waits_for_etcd_and_follows_it(host: Host, tmp_path: Path) -> None:
+    """Started before etcd: it says it waits and keeps running; once etcd serves, it serves."""
+    host.run(["ip", "link", "set", "lo", "up"])
+    log = tempfile.TemporaryFile(mode="w+")
+    agent = host.popen([sys.executable, "-m", "podnet", "--store", URL, "agent"], stderr=log, stdout=subprocess.DEVNULL)
+    try:
+        def said_waiting() -> bool:
+            log.seek(0)
+            return "waiting for the store: cannot reach etcd" in log.read()
+
+        wait_for(said_waiting, 30, "the agent to say it waits for etcd")
+        assert agent.poll() is None, "the agent ended instead of waiting"
+        with etcd_in(host, tmp_path / "etcd"):
+            wait_for(lambda: pn(host, "agent", "status", check=False).returncode == 0, 60, "the agent to serve")
+            pn(host, "network", "create", "app", "--subnet", "10.40.0.0/24")
+            pn(host, "run", "-d", "--name", "web", "--network", "app", "--", "sleep", "600")
+            # The agent's DNS follows the store through etcd's watch: the new network gets a listener.
+            wait_for(lambda: "10.40.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["dns_listening"],
+                     30, "the agent's DNS on the new network")
+            pn(host, "rm", "-f", "web")
+            pn(host, "network", "rm", "app")
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        log.close()
+
+
+def test_export_from_sqlite_and_import_into_etcd(host: Host, tmp_path: Path) -> None:
+    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
+    host.podnet("run", "-d", "--name", "web", "--network", "app", "--label", "app=web", "--", "sleep", "600")
+    host.podnet("service", "create", "web", "--selector", "app=web", "--port", "80")
+    exported = host.podnet("store", "export").stdout
+    doc = json.loads(exported)
+    moved = [d["key"] for d in doc["documents"]]
+    assert any(k.startswith("networks/") for k in moved) and "services/default/web" in moved
+    assert not any(k.startswith(("sandboxes/", "endpoints/", "names/sandboxes/")) for k in moved), \
+        "a laptop's running sandboxes do not move into the cluster"
+    state = tmp_path / "state.json"
+    state.write_text(exported)
+    with etcd_in(host, tmp_path / "etcd"):
+        assert "imported" in pn(host, "store", "import", str(state)).stdout
+        assert "app" in pn(host, "network", "ls").stdout
+        services = json.loads(pn(host, "service", "ls", "--json").stdout)
+        assert [s["metadata"]["name"] for s in services] == ["web"], services
+        before = keys_under(host, KV)
+        line = _one_line_failure(pn(host, "store", "import", str(state), check=False))
+        assert "already holds" in line, line
+        assert keys_under(host, KV) == before, "a refused import changed the store"
+        garbage = tmp_path / "garbage.json"
+        garbage.write_text("{}")
+        assert "not a podnet store export" in _one_line_failure(pn(host, "store", "import", str(garbage), check=False))
+    host.podnet("rm", "-f", "web")
+    host.podnet("service", "rm", "web")
+    host.podnet("network", "rm", "app")

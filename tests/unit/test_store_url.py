@@ -1,0 +1,46 @@
+"""`--store`: how an etcd address is read, and the names an etcd store's objects get. No etcd here
+(the backends meet a real one in tests/integration/test_store_backends.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from podnet import config
+from podnet.errors import InvalidArgument
+from podnet.store.etcd_gateway import parse_url
+
+
+@pytest.mark.parametrize("url, hosts, tls, prefix", [
+    ("etcd://10.0.0.5:2379", (("10.0.0.5", 2379),), False, "/podnet/"),
+    ("etcd://a:2379,b:2381", (("a", 2379), ("b", 2381)), False, "/podnet/"),
+    ("etcd://a", (("a", 2379),), False, "/podnet/"),
+    ("https://a:2379,https://b:2379", (("a", 2379), ("b", 2379)), True, "/podnet/"),
+    ("etcd://[fd00::5]:2379,a:1/team-a", (("fd00::5", 2379), ("a", 1)), False, "/team-a/"),
+    ("http://127.0.0.1:2379/", (("127.0.0.1", 2379),), False, "/podnet/"),
+])
+def test_store_urls(url: str, hosts: tuple, tls: bool, prefix: str) -> None:
+    ep = parse_url(url)
+    assert (ep.hosts, ep.tls, ep.prefix) == (hosts, tls, prefix)
+
+
+@pytest.mark.parametrize("url", ["10.0.0.5:2379", "etcd//a", "ftp://a", "etcd://a:notaport", "etcd://a:70000", "etcd://"])
+def test_bad_store_urls_are_one_line(url: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_url(url)
+    assert "\n" not in caught.value.line() and "etcd://" in caught.value.line()
+
+
+def test_user_and_password_as_etcdctl_spells_them() -> None:
+    assert (parse_url("etcd://a", user="root:s3cret").user, parse_url("etcd://a", user="root:s3cret").password) == ("root", "s3cret")
+    assert "s3cret" not in repr(parse_url("etcd://a", user="root:s3cret")), "the password is not printed with the endpoints"
+    with pytest.raises(InvalidArgument):
+        parse_url("https://a", cert="/c.pem")  # a certificate without its key
+
+
+def test_an_etcd_store_never_takes_the_default_stores_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODNET_STORE", "etcd://127.0.0.1:2379")
+    monkeypatch.delenv("PODNET_RUN", raising=False)
+    found = config.paths(store_id="c" * 32)
+    assert found.scope == "c" * 8
+    assert (found.nft_table, found.default_bridge, str(found.run)) == ("podnet-cccccccc", "pncccccccc0", "/run/podnet-cccccccc")
+    assert found.owns_link("podnet:ep:" + "e" * 64) is None, "marks without an identity are the default store's"
