@@ -15,7 +15,6 @@ import asyncio
 import fcntl
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from podnet import __version__
 from podnet.agent.server import ApiServer
+from podnet.agent.startup import log, open_until_reachable
 from podnet.api import context, realize, sandboxes
 from podnet.api.context import Context, open_context, require_privilege
 from podnet.api.reconcile import reconcile
@@ -34,7 +34,7 @@ from podnet.dataplane import netlink
 from podnet.dns import resolvconf
 from podnet.dns.records import index_from_store
 from podnet.dns.service import DnsService
-from podnet.errors import Conflict, PodnetError, StorageError
+from podnet.errors import Conflict, PodnetError
 from podnet.model import Sandbox
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.services import controller
@@ -46,18 +46,12 @@ TICK = 0.05  # how often the store and the sandboxes are looked at: names follow
 # The full pass (GC of links, namespaces, cgroups) is insurance against what the event
 # path missed; at 1000 pods it takes ~2 s, so not too often.
 FULL_RECONCILE_EVERY = 300.0
-STORE_RETRY = 1.0  # seconds between tries to reach a store that is away (etcd down)
-
-
-def log(message: str) -> None:
-    sys.stderr.write(f"{time.strftime('%H:%M:%S')} podnet-agent: {message}\n")
-    sys.stderr.flush()
 
 
 class Agent:
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, ctx: Context | None = None) -> None:
         self.root = root
-        self.ctx: Context = _open_until_reachable(root)
+        self.ctx: Context = ctx or open_until_reachable(root)
         self.paths: Paths = self.ctx.paths
         self.work = threading.Lock()
         self.stopping = threading.Event()
@@ -127,7 +121,7 @@ class Agent:
 
     # --- the sync loop ----------------------------------------------------------------------
     def _watch(self) -> None:
-        ctx = _open_until_reachable(self.root)  # this thread's own store connection
+        ctx = open_until_reachable(self.root)  # this thread's own store connection
         last_rev = -1
         last_full = time.monotonic()
         while not self.stopping.is_set():
@@ -285,22 +279,8 @@ def _closing_netlink(route: Any) -> Any:
     return run
 
 
-def _open_until_reachable(root: str | None) -> Context:
-    """The agent is started with the host, maybe before the cluster's etcd: it waits for the
-    store (saying so once) instead of exiting; any other refusal ends it at once."""
-    said = ""
-    while True:
-        try:
-            return open_context(root)
-        except StorageError as exc:
-            if exc.line() != said:
-                log(f"waiting for the store: {exc.line()}")
-                said = exc.line()
-            time.sleep(STORE_RETRY)
-
-
-def run(root: str | None = None) -> int:
-    return Agent(root).run()
+def run(root: str | None = None, ctx: Context | None = None) -> int:
+    return Agent(root, ctx).run()
 
 
 def socket_of(paths: Paths) -> Path:

@@ -18,9 +18,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from podnet.agent.startup import open_until_reachable  # lazy: `agent status` needs no store
+
+    # The store first: the agent's modules name kernel objects after its identity when imported.
+    ctx = open_until_reachable(args.root)
     from podnet.agent.daemon import run as run_agent  # lazy: the agent loads every layer; `agent status` needs none
 
-    return run_agent(args.root)
+    return run_agent(args.root, ctx)
 
 
 def status(args: argparse.Namespace) -> int:
