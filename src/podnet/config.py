@@ -166,11 +166,20 @@ def store_locator(root: Path) -> Path | str:
 
 
 def remember_store_id(store: Path | str, store_id: str) -> None:
-    """Called by whoever opened the store, so the rest of the process never opens it again for this."""
+    """Called by whoever opened the store, so the rest of the process never opens it again for this.
+
+    A cluster store's identity also goes to the processes this one starts (a sandbox's
+    supervisor runs where etcd may be out of reach): PODNET_STORE_ID, `<id>@<url>`.
+    """
     _IDENTITIES[store] = store_id
+    if isinstance(store, str):
+        os.environ["PODNET_STORE_ID"] = f"{store_id}@{store}"
 
 
 def _url_store_id(url: str) -> str | None:
+    inherited, _, inherited_url = os.environ.get("PODNET_STORE_ID", "").partition("@")
+    if inherited and inherited_url == url:
+        return inherited
     if url not in _IDENTITIES and _URL_IDENTITY_READER is not None:
         found = _URL_IDENTITY_READER(url)
         if found:

@@ -237,8 +237,8 @@ class EtcdStore:
                 events = message.get("result", {}).get("events", [])
                 if any(e.get("type") == "DELETE" for e in events):
                     return
-        except (TimeoutError, OSError):
-            return
+        except (TimeoutError, OSError, StorageError):
+            return  # timed out, or etcd away: the next try of the lock says so
 
     @contextmanager
     def transaction(self) -> Iterator[EtcdTxn]:

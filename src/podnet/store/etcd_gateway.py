@@ -165,7 +165,11 @@ class Gateway:
                     continue  # a kept-alive connection the server closed: once more on a fresh one
                 continue
             self._current = index
-            answer = json.loads(data) if data else {}
+            try:
+                answer = json.loads(data) if data else {}
+            except ValueError:
+                raise StorageError(f"{self.ep.shown()} answered HTTP {response.status} without JSON: not etcd's v3 gateway",
+                                   "point --store at etcd 3.4 or later (its client port, 2379)") from None
             if response.status == 200:
                 return answer
             if self._auth_expired(answer) and path != "/v3/auth/authenticate":
