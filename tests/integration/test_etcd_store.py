@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.conftest import leftovers
+from tests.integration.conftest import leftovers, start_agent, stop_agent
 from tests.integration.etcd_server import URL, etcd_in, keys_under
 from tests.sandbox import Host
 
@@ -126,3 +126,40 @@ def test_export_from_sqlite_and_import_into_etcd(host: Host, tmp_path: Path) -> 
     host.podnet("rm", "-f", "web")
     host.podnet("service", "rm", "web")
     host.podnet("network", "rm", "app")
+
+
+def _nodes(host: Host, *store: str) -> list[dict]:
+    return json.loads(host.podnet(*store, "node", "ls", "--json").stdout)
+
+
+def test_a_node_is_ready_while_its_agent_lives_and_not_after_it_dies(host: Host, tmp_path: Path) -> None:
+    with etcd_in(host, tmp_path / "etcd"):
+        agent = host.popen([sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name", "host-a"],
+                           stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            found = wait_for(lambda: [n for n in _nodes(host, "--store", URL) if n["status"] == "Ready"], 60,
+                             "host-a to register")
+            assert [(n["name"], n["address"], n["version"]) for n in found] == [("host-a", "127.0.0.1", "0.1.0")]
+            assert any(k.startswith(KV + "node-leases/host-a") for k in keys_under(host, KV))
+            assert "is Ready" in _one_line_failure(pn(host, "node", "rm", "host-a", check=False))
+            agent.kill()  # the host dies: no goodbye, only the lease's TTL tells
+            agent.wait()
+            wait_for(lambda: [n["status"] for n in _nodes(host, "--store", URL)] == ["NotReady"], 60,
+                     "host-a's lease to lapse")
+            pn(host, "node", "rm", "host-a")
+            assert _nodes(host, "--store", URL) == []
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+
+
+def test_on_sqlite_the_one_node_is_ready_while_the_agent_runs(host: Host) -> None:
+    agent = start_agent(host)
+    try:
+        assert [n["status"] for n in _nodes(host)] == ["Ready"]
+    finally:
+        stop_agent(agent)
+    assert [n["status"] for n in _nodes(host)] == ["NotReady"]
+    host.podnet("node", "rm", "host")
+    assert _nodes(host) == []

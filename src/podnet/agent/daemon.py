@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import os
 import signal
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 from podnet import __version__
 from podnet.agent.server import ApiServer
 from podnet.agent.startup import log, open_until_reachable
-from podnet.api import context, realize, sandboxes
+from podnet.api import context, nodes, realize, sandboxes
 from podnet.api.context import Context, open_context, require_privilege
 from podnet.api.reconcile import reconcile
 from podnet.cni import delegate
@@ -34,7 +35,7 @@ from podnet.dataplane import netlink
 from podnet.dns import resolvconf
 from podnet.dns.records import index_from_store
 from podnet.dns.service import DnsService
-from podnet.errors import Conflict, PodnetError
+from podnet.errors import Conflict, InvalidArgument, PodnetError
 from podnet.model import Sandbox
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.services import controller
@@ -46,12 +47,22 @@ TICK = 0.05  # how often the store and the sandboxes are looked at: names follow
 # The full pass (GC of links, namespaces, cgroups) is insurance against what the event
 # path missed; at 1000 pods it takes ~2 s, so not too often.
 FULL_RECONCILE_EVERY = 300.0
+NODE_CHECK_EVERY = 5.0  # seconds between checks that this host's node lease is still ours
 
 
 class Agent:
-    def __init__(self, root: str | None = None, ctx: Context | None = None) -> None:
+    def __init__(self, root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
+                 advertise: str | None = None) -> None:
         self.root = root
         self.ctx: Context = ctx or open_until_reachable(root)
+        self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
+        if advertise is not None:
+            try:
+                advertise = str(ipaddress.ip_address(advertise))
+            except ValueError:
+                raise InvalidArgument(f"--advertise {advertise!r} is not an IP address", "write it like 10.0.0.5") from None
+        self.advertise = advertise
+        self.node: nodes.Registration | None = None
         self.paths: Paths = self.ctx.paths
         self.work = threading.Lock()
         self.stopping = threading.Event()
@@ -92,6 +103,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         log(f"starting (podnet {__version__}, pid {os.getpid()}, state {self.paths.root})")
+        self._register_node()
         api = ApiServer(self.paths.run / "agent.sock", self.routes())
         api.start()
         log(f"API on {api.path}")
@@ -107,6 +119,8 @@ class Agent:
         finally:
             self.stopping.set()
             api.stop()
+            if self.node is not None:
+                nodes.retire(self.ctx, self.node)
             if self.dns is not None:
                 self.loop.run_until_complete(self.dns.stop())
             self.loop.close()
@@ -114,6 +128,28 @@ class Agent:
                 watcher.join(timeout=5)
             log("stopped")
         return 0
+
+    def _register_node(self) -> None:
+        """Register this host (waiting while a previous agent's lease on its name lapses)."""
+        address = self.advertise or nodes.advertise_default(self.ctx)
+        said = ""
+        while not self.stopping.is_set():
+            try:
+                self.node = nodes.register(self.ctx, self.node_name, address)
+                log(f"node {self.node_name} registered (address {address or '-'})")
+                return
+            except Conflict as exc:
+                if exc.line() != said:
+                    log(f"waiting: {exc.line()}")
+                    said = exc.line()
+                self.stopping.wait(1.0)
+
+    def _keep_node(self, ctx: Context) -> None:
+        """etcd away longer than the lease's TTL took the node's lease: register again."""
+        if self.node is not None and not nodes.still_registered(ctx, self.node):
+            log(f"node {self.node_name}: its lease lapsed while the store was away; registering again")
+            nodes.retire(ctx, self.node)
+            self.node = nodes.register(ctx, self.node_name, self.node.address)
 
     async def _wait_for_stop(self) -> None:
         while not self.stopping.is_set():
@@ -123,13 +159,16 @@ class Agent:
     def _watch(self) -> None:
         ctx = open_until_reachable(self.root)  # this thread's own store connection
         last_rev = -1
-        last_full = time.monotonic()
+        last_full = last_node_check = time.monotonic()
         while not self.stopping.is_set():
             spent = 0.0
             try:
                 rev = ctx.store.revision()
                 ended = self._ended_sandboxes(ctx)
                 full = time.monotonic() - last_full > FULL_RECONCILE_EVERY
+                if time.monotonic() - last_node_check > NODE_CHECK_EVERY:
+                    last_node_check = time.monotonic()
+                    self._keep_node(ctx)
                 if rev != last_rev or ended or full:
                     began = time.monotonic()
                     self.sync(full=full, ctx=ctx)
@@ -231,7 +270,7 @@ class Agent:
         return 200, {
             "version": __version__, "pid": os.getpid(), "started_at": self.started_at,
             "uptime_seconds": round(time.time() - self.started_at, 1), "state_root": str(self.paths.root),
-            "syncs": self.syncs,
+            "syncs": self.syncs, "node": self.node_name,
             "last_sync": self.last_sync, "dns_listening": self.dns_addresses, "recent_errors": self.errors[-5:],
         }
 
@@ -279,8 +318,9 @@ def _closing_netlink(route: Any) -> Any:
     return run
 
 
-def run(root: str | None = None, ctx: Context | None = None) -> int:
-    return Agent(root, ctx).run()
+def run(root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
+        advertise: str | None = None) -> int:
+    return Agent(root, ctx, node_name, advertise).run()
 
 
 def socket_of(paths: Paths) -> Path:

@@ -22,8 +22,8 @@ from podnet.store import keys
 
 FORMAT = "podnet-store-export"
 VERSION = 1
-# Documents of one host's running things: they stay where they run.
-HOST_LOCAL = (keys.SANDBOXES, "names/sandboxes/", keys.ENDPOINTS, keys.PORTS, keys.PODS)
+# Documents of one host's running things (and the hosts themselves): they stay where they run.
+HOST_LOCAL = (keys.SANDBOXES, "names/sandboxes/", keys.ENDPOINTS, keys.PORTS, keys.PODS, keys.NODES, keys.NODE_LEASES)
 BATCH = 100  # documents per transaction: etcd refuses a Txn of more than 128 operations
 
 

@@ -10,6 +10,10 @@ from typing import Any
 
 def register(sub: Any) -> None:
     agent = sub.add_parser("agent", help="run the host agent (DNS, sandbox follow-up, Services, fast CNI)")
+    agent.add_argument("--node-name", metavar="NAME", help="this host's name in the cluster (default: the host name)")
+    agent.add_argument("--advertise", metavar="IP",
+                       help="the underlay address other hosts reach this one by (default: the source address of the "
+                            "route to the store)")
     agent.set_defaults(handler=run)
     cmds = agent.add_subparsers(dest="agentcmd", metavar="COMMAND")
     st = cmds.add_parser("status", help="is the agent running, and how is it doing")
@@ -24,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = open_until_reachable(args.root)
     from podnet.agent.daemon import run as run_agent  # lazy: the agent loads every layer; `agent status` needs none
 
-    return run_agent(args.root, ctx)
+    return run_agent(args.root, ctx, node_name=args.node_name, advertise=args.advertise)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -46,7 +46,8 @@ def _command(args: argparse.Namespace) -> list[str]:
 # Command groups that live in their own module: each has `register(subparsers)`, which adds
 # its parsers with `set_defaults(handler=...)`; a module keeps its heavy imports inside the
 # handlers so that registering costs nothing.
-EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store")
+EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store",
+              "podnet.cli.cmd_node")
 
 
 # Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).

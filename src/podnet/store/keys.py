@@ -63,3 +63,15 @@ def service_slot(slot: int) -> str:
 
 def service_node_port(protocol: str, port: int) -> str:
     return f"{SERVICE_NODE_PORTS}{protocol.lower()}/{port}"
+
+
+NODES = "nodes/"  # nodes/<name>: a host of the cluster, as its agent registered it
+NODE_LEASES = "node-leases/"  # node-leases/<name>: exists while the host's agent lives (etcd: on its lease)
+
+
+def node(name: str) -> str:
+    return f"{NODES}{name}"
+
+
+def node_lease(name: str) -> str:
+    return f"{NODE_LEASES}{name}"
