@@ -24,7 +24,7 @@ from typing import Any
 
 from podnet import __version__
 from podnet.agent.server import ApiServer
-from podnet.agent.startup import log, open_until_reachable
+from podnet.agent.startup import STORE_RETRY, log, open_until_reachable
 from podnet.api import context, nodes, realize, sandboxes
 from podnet.api.context import Context, open_context, require_privilege
 from podnet.api.reconcile import reconcile
@@ -189,9 +189,11 @@ class Agent:
                 # Wakes at once on a change: etcd pushes it (a watch), SQLite is looked at.
                 ctx.store.watch(last_rev, TICK)
             except PodnetError:
-                self.stopping.wait(TICK)  # the store is away: said by the next round's error
+                self.stopping.wait(STORE_RETRY)  # the store is away: said once by the round's error
 
     def _error(self, line: str) -> None:
+        if self.errors and self.errors[-1] == line:
+            return  # the same again (etcd still away): said once
         log(f"error: {line}")
         self.errors = (self.errors + [line])[-20:]
 
