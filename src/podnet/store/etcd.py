@@ -31,6 +31,7 @@ from podnet.errors import Busy, StorageError
 from podnet.store.etcd_gateway import Endpoints, Gateway, b64, header_revision, kv_of, prefix_end
 
 LEASE_TTL = 10  # seconds a dead podnet's lock (and, later, its node) outlives it
+WATCH_RENEW = 60.0  # seconds a watch stream may stay silent before it is opened again
 MAX_COMPARES = 100  # etcd refuses a Txn of more than 128 operations (--max-txn-ops)
 _ABSENT = 0
 
@@ -310,8 +311,10 @@ class EtcdStore:
             with self._watch_cond:
                 self._watch_rev = start
                 self._watch_cond.notify_all()
+            # A quiet stream is opened anew after WATCH_RENEW: a peer gone silent (a partition
+            # that drops packets, no reset) would otherwise leave the revision stale forever.
             for message in self.gateway.stream("/v3/watch", {"create_request": {"key": key, "start_revision": start + 1}},
-                                               timeout=None):
+                                               timeout=WATCH_RENEW):
                 if self._closed.is_set() or message.get("result", {}).get("canceled"):
                     return  # closed, or compacted past our start: watch() starts again from now
                 for event in message.get("result", {}).get("events", []):
