@@ -22,6 +22,15 @@ apt-get install -y -q --no-install-recommends \
   containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns iperf3 curl >/dev/null
 # The real CNI clients, with what Debian recommends beside them (the tests ran that way).
 apt-get install -y -q podman containerd busybox-static >/dev/null
+# etcd 3.4 and etcdctl: the cluster store, which the tests start inside their own hosts. Where
+# systemd runs, Debian's package also starts a machine-wide etcd that podnet does not use: when
+# this script is what installed the package, that service is stopped and disabled again.
+if ! dpkg -s etcd-server >/dev/null 2>&1; then
+  apt-get install -y -q --no-install-recommends etcd-server etcd-client >/dev/null
+  if [ -d /run/systemd/system ]; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+else
+  apt-get install -y -q --no-install-recommends etcd-client >/dev/null
+fi
 
 # podnet and its Python dependencies in a venv of Debian's interpreter.
 venv=/opt/podnet/venv
