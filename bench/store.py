@@ -82,7 +82,7 @@ def add_like(store, count: int) -> tuple[float, float]:
             pod = f"pods/c{n:05d}/eth0"
             assert txn.create(pod, {"container": f"c{n}"})
             address = allocate(txn, "bench", SUBNET, owner=f"ep{n}")
-            txn.put(f"endpoints/s{n:05d}/bench", {"address": str(address)})
+            txn.put(f"endpoints/s{n:05d}/bench", {"sandbox": f"s{n:05d}", "network": "bench", "address": str(address)})
         samples.append(time.perf_counter() - t)
     samples.sort()
     return round(statistics.median(samples) * 1000, 2), round(samples[int(len(samples) * 0.99) - 1] * 1000, 2)

@@ -19,8 +19,7 @@ writes, bumps meta/revision and releases the lock. It commits wholly or not at a
 from __future__ import annotations
 
 import json
-import os
-import secrets
+import os  # os.urandom for ids: `secrets` would import hmac and hashlib into every command
 import threading
 import time
 from collections.abc import Iterator
@@ -181,7 +180,7 @@ class EtcdStore:
         found = self._range(key)
         if found or self.readonly:
             return found[0][1] if found else None
-        mine = secrets.token_hex(16)
+        mine = os.urandom(16).hex()
         self.gateway.call("/v3/kv/txn", {
             "compare": [{"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": 0}],
             "success": [{"request_put": {"key": b64(key), "value": b64(mine)}}],
@@ -212,7 +211,7 @@ class EtcdStore:
     def _lock(self) -> str:
         """Take the store's write lock (create-if-absent, on our lease); wait while another holds it."""
         key = b64(self.meta_key("lock"))
-        owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
+        owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         lease = self._process_lease()
         deadline = time.monotonic() + self._wait
         while True:
