@@ -15,6 +15,7 @@ import ctypes
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import wait_for
@@ -26,17 +27,22 @@ CLONE_NEWNET = 0x40000000
 
 
 @contextlib.contextmanager
-def etcd_in(host: Host, data_dir: Path, name: str = "etcd") -> Iterator[subprocess.Popen[str]]:
-    """etcd on the Host's loopback (client 2379, peer 2380) until the block ends."""
+def etcd_in(host: Host, data_dir: Path, name: str = "etcd", tls: Pki | None = None) -> Iterator[subprocess.Popen[str]]:
+    """etcd on the Host's loopback (client 2379, peer 2380) until the block ends; with tls, its
+    clients speak HTTPS and must show a certificate the test's CA signed."""
     host.run(["ip", "link", "set", "lo", "up"])
     log = open(data_dir.parent / f"{name}.log", "w")
+    scheme = "https" if tls else "http"
+    extra = ["--cert-file", str(tls.server_cert), "--key-file", str(tls.server_key), "--trusted-ca-file", str(tls.ca),
+             "--client-cert-auth"] if tls else []
     proc = host.popen(["etcd", "--name", name, "--data-dir", str(data_dir),
-                       "--listen-client-urls", f"http://{CLIENT}", "--advertise-client-urls", f"http://{CLIENT}",
+                       "--listen-client-urls", f"{scheme}://{CLIENT}", "--advertise-client-urls", f"{scheme}://{CLIENT}",
                        "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                       "--initial-cluster", f"{name}=http://127.0.0.1:2380"],
+                       "--initial-cluster", f"{name}=http://127.0.0.1:2380", *extra],
                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    flags = tls.etcdctl_flags() if tls else []
     try:
-        wait_for(lambda: proc.poll() is not None or etcdctl(host, "endpoint", "health", check=False).returncode == 0,
+        wait_for(lambda: proc.poll() is not None or etcdctl(host, *flags, "endpoint", "health", check=False).returncode == 0,
                  30, "etcd to serve")
         assert proc.poll() is None, f"etcd exited: {(data_dir.parent / f'{name}.log').read_text()[-2000:]}"
         yield proc
@@ -48,6 +54,39 @@ def etcd_in(host: Host, data_dir: Path, name: str = "etcd") -> Iterator[subproce
             proc.kill()
             proc.wait()
         log.close()
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA made for one test, and a server and a client certificate it signed (openssl, 1 day)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def etcdctl_flags(self) -> list[str]:
+        return ["--cacert", str(self.ca), "--cert", str(self.client_cert), "--key", str(self.client_key)]
+
+
+def make_pki(where: Path) -> Pki:
+    where.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=podnet-test-ca")
+    # The server's certificate allows clientAuth too: with --client-cert-auth, etcd 3.4's JSON
+    # gateway dials etcd's own gRPC port with it ("connection closed" otherwise).
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):
+        (where / f"{name}.ext").write_text(ext)
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=podnet-{name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+    return Pki(where / "ca.pem", where / "server.pem", where / "server.key", where / "client.pem", where / "client.key")
 
 
 def etcdctl(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

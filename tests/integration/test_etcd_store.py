@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.integration.conftest import leftovers, start_agent, stop_agent
-from tests.integration.etcd_server import URL, etcd_in, keys_under
+from tests.integration.etcd_server import URL, etcd_in, etcdctl, keys_under, make_pki
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -163,3 +163,41 @@ def test_on_sqlite_the_one_node_is_ready_while_the_agent_runs(host: Host) -> Non
     assert [n["status"] for n in _nodes(host)] == ["NotReady"]
     host.podnet("node", "rm", "host")
     assert _nodes(host) == []
+
+
+def test_tls_with_client_certificates_as_etcdctl_spells_it(host: Host, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    with etcd_in(host, tmp_path / "etcd", tls=pki):
+        https = ["--store", "https://127.0.0.1:2379"]
+        host.podnet(*https, *pki.etcdctl_flags(), "network", "create", "app", "--subnet", "10.40.0.0/24")
+        assert "app" in host.podnet(*https, *pki.etcdctl_flags(), "network", "ls").stdout
+        assert any(k.startswith(KV + "networks/") for k in
+                   etcdctl(host, *pki.etcdctl_flags(), "get", "--prefix", "--keys-only", KV).stdout.split())
+        no_ca = _one_line_failure(host.podnet(*https, "network", "ls", check=False))
+        assert "cannot reach etcd" in no_ca and "CERTIFICATE_VERIFY_FAILED" in no_ca, no_ca
+        no_cert = _one_line_failure(host.podnet(*https, "--cacert", str(pki.ca), "network", "ls", check=False))
+        assert "cannot reach etcd" in no_cert, no_cert
+        half = _one_line_failure(host.podnet(*https, "--cert", str(pki.client_cert), "network", "ls", check=False))
+        assert "--cert and --key go together" in half
+        host.podnet(*https, *pki.etcdctl_flags(), "network", "rm", "app")
+
+
+def test_etcd_users_and_a_role_limited_to_podnets_prefix(host: Host, tmp_path: Path) -> None:
+    with etcd_in(host, tmp_path / "etcd"):
+        for args in (("user", "add", "root:rootpw"), ("user", "grant-role", "root", "root"),
+                     ("user", "add", "podnet:s3cret"), ("role", "add", "podnet"),
+                     ("role", "grant-permission", "podnet", "readwrite", "--prefix=true", "/podnet/"),
+                     ("user", "grant-role", "podnet", "podnet"), ("auth", "enable")):
+            etcdctl(host, *args)
+        host.podnet("--store", URL, "--user", "podnet:s3cret", "network", "create", "app", "--subnet", "10.40.0.0/24")
+        env_password = host.run(["env", "PODNET_STORE_PASSWORD=s3cret", sys.executable, "-m", "podnet", "--store", URL,
+                                 "--user", "podnet", "network", "ls"])
+        assert "app" in env_password.stdout
+        wrong = _one_line_failure(host.podnet("--store", URL, "--user", "podnet:nope", "network", "ls", check=False))
+        assert "refused podnet" in wrong and "nope" not in wrong, wrong
+        anonymous = _one_line_failure(host.podnet("--store", URL, "network", "ls", check=False))
+        assert "refused podnet" in anonymous, anonymous
+        outside = _one_line_failure(host.podnet("--store", f"{URL}/elsewhere", "--user", "podnet:s3cret", "network",
+                                                "create", "x", "--subnet", "10.41.0.0/24", check=False))
+        assert "permission denied" in outside, outside
+        host.podnet("--store", URL, "--user", "podnet:s3cret", "network", "rm", "app")
