@@ -27,16 +27,18 @@ CLONE_NEWNET = 0x40000000
 
 
 @contextlib.contextmanager
-def etcd_in(host: Host, data_dir: Path, name: str = "etcd", tls: Pki | None = None) -> Iterator[subprocess.Popen[str]]:
+def etcd_in(host: Host, data_dir: Path, name: str = "etcd", tls: Pki | None = None,
+            client_ip: str = "127.0.0.1") -> Iterator[subprocess.Popen[str]]:
     """etcd on the Host's loopback (client 2379, peer 2380) until the block ends; with tls, its
-    clients speak HTTPS and must show a certificate the test's CA signed."""
+    clients speak HTTPS and must show a certificate the test's CA signed; with client_ip, it
+    also serves clients on that address of the Host (an underlay other Hosts reach)."""
     host.run(["ip", "link", "set", "lo", "up"])
+    clients = f"{scheme_of(tls)}://{CLIENT}" + (f",{scheme_of(tls)}://{client_ip}:2379" if client_ip != "127.0.0.1" else "")
     log = open(data_dir.parent / f"{name}.log", "w")
-    scheme = "https" if tls else "http"
     extra = ["--cert-file", str(tls.server_cert), "--key-file", str(tls.server_key), "--trusted-ca-file", str(tls.ca),
              "--client-cert-auth"] if tls else []
     proc = host.popen(["etcd", "--name", name, "--data-dir", str(data_dir),
-                       "--listen-client-urls", f"{scheme}://{CLIENT}", "--advertise-client-urls", f"{scheme}://{CLIENT}",
+                       "--listen-client-urls", clients, "--advertise-client-urls", clients,
                        "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
                        "--initial-cluster", f"{name}=http://127.0.0.1:2380", *extra],
                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -87,6 +89,10 @@ def make_pki(where: Path) -> Pki:
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                 "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
     return Pki(where / "ca.pem", where / "server.pem", where / "server.key", where / "client.pem", where / "client.key")
+
+
+def scheme_of(tls: Pki | None) -> str:
+    return "https" if tls else "http"
 
 
 def etcdctl(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

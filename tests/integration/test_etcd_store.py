@@ -201,3 +201,36 @@ def test_etcd_users_and_a_role_limited_to_podnets_prefix(host: Host, tmp_path: P
                                                 "create", "x", "--subnet", "10.41.0.0/24", check=False))
         assert "permission denied" in outside, outside
         host.podnet("--store", URL, "--user", "podnet:s3cret", "network", "rm", "app")
+
+
+def test_two_hosts_register_on_one_etcd_and_one_dies(tmp_path: Path) -> None:
+    """Host a runs etcd on an underlay link to host b; each runs an agent under its own host
+    name. Both are Ready with the address each reaches etcd from; b is killed: b goes
+    NotReady, a stays Ready."""
+    with Host("host-a") as a, Host("host-b") as b:
+        a.run(["ip", "link", "add", "under0", "type", "veth", "peer", "name", "under0", "netns", str(b.pid)])
+        for host, ip in ((a, "192.0.2.1"), (b, "192.0.2.2")):
+            host.run(["ip", "addr", "add", f"{ip}/24", "dev", "under0"])
+            host.run(["ip", "link", "set", "under0", "up"])
+            host.run(["ip", "link", "set", "lo", "up"])
+        url = "etcd://192.0.2.1:2379"
+        with etcd_in(a, tmp_path / "etcd", client_ip="192.0.2.1"):
+            agents = {host.name: host.popen([sys.executable, "-m", "podnet", "--store", url, "agent"],
+                                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL) for host in (a, b)}
+            try:
+                def ready() -> list[tuple[str, str]]:
+                    found = _nodes(a, "--store", url)
+                    return [(n["name"], n["address"]) for n in found if n["status"] == "Ready"]
+
+                wait_for(lambda: len(ready()) == 2, 60, "both hosts to register")
+                assert ready() == [("host-a", "192.0.2.1"), ("host-b", "192.0.2.2")]
+                assert _nodes(b, "--store", url) == _nodes(a, "--store", url), "both hosts see one list"
+                agents["host-b"].kill()  # host b dies
+                agents["host-b"].wait()
+                wait_for(lambda: [(n["name"], n["status"]) for n in _nodes(a, "--store", url)]
+                         == [("host-a", "Ready"), ("host-b", "NotReady")], 60, "host-b's lease to lapse")
+            finally:
+                for agent in agents.values():
+                    if agent.poll() is None:
+                        agent.terminate()
+                        agent.wait(timeout=15)
