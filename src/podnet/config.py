@@ -88,6 +88,22 @@ class Paths:
         return self.log_dir / f"{sandbox_id}.log"
 
     @property
+    def images_dir(self) -> Path:
+        """Imported root filesystems: images/<image id>/rootfs (see runtime/images)."""
+        return self.root / "images"
+
+    def image_rootfs(self, image_id: str) -> Path:
+        return self.images_dir / image_id / "rootfs"
+
+    @property
+    def layers_dir(self) -> Path:
+        """Sandboxes' own layers over their root filesystem: layers/<sandbox id>/{init,upper,work}."""
+        return self.root / "layers"
+
+    def sandbox_layers(self, sandbox_id: str) -> Path:
+        return self.layers_dir / sandbox_id
+
+    @property
     def log_dir(self) -> Path:
         return self.root / "logs"
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from podnet import drivers
 from podnet.api.context import Context
-from podnet.errors import PodnetError
+from podnet.errors import InvalidArgument, KernelError, PodnetError
 from podnet.model import Endpoint, Network, Sandbox
 from podnet.runtime.etcfiles import host_nameservers, host_search
 from podnet.store import keys
+from podnet.util import perms
 from podnet.util.undo import Undo
 from podnet.runtime import netns
 from podnet.api import firewall_sync
@@ -24,6 +25,7 @@ from podnet.runtime import etcfiles
 from podnet.runtime import shim
 from podnet.ipam import allocator
 from podnet.runtime import cgroups
+from podnet.runtime import rootfs
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
@@ -99,7 +101,37 @@ def resolver_for(ctx: Context, sandbox: Sandbox) -> tuple[list[str], list[str], 
     return sandbox.dns or host_nameservers(), host_search(), []
 
 
+def root_spec(ctx: Context, sandbox: Sandbox) -> rootfs.RootSpec | None:
+    """The sandbox's own root filesystem as the supervisor mounts it; None: the host's files."""
+    if not sandbox.own_root:
+        return None
+    lower = sandbox.rootfs or str(ctx.paths.image_rootfs(sandbox.image_id or ""))
+    return rootfs.RootSpec(
+        lower=lower, layers=str(ctx.paths.sandbox_layers(sandbox.id)), read_only=sandbox.read_only,
+        mounts=[rootfs.BindMount(**m.model_dump()) for m in sandbox.mounts], workdir=sandbox.workdir,
+        masked=not sandbox.privileged,
+    )
+
+
+def prepare_root(ctx: Context, sandbox: Sandbox, with_etc: bool) -> rootfs.RootSpec | None:
+    """Make the sandbox's layer directory (removed by `forget`) for the supervisor to mount."""
+    root = root_spec(ctx, sandbox)
+    if root is None:
+        return None
+    perms.private_dir(ctx.paths.layers_dir)
+    try:
+        rootfs.prepare(root, with_etc)
+    except FileNotFoundError as exc:
+        raise InvalidArgument(f"the root filesystem {root.lower} is gone: {exc.strerror}",
+                              "give an existing directory, or import the image again") from None
+    except OSError as exc:
+        raise KernelError(f"could not make the layers of sandbox {sandbox.name} in {root.layers}: {exc}") from None
+    return root
+
+
 def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = False) -> Any:
+    host_mode = sandbox.network_mode == "host"
+    root = prepare_root(ctx, sandbox, with_etc=not host_mode)
     spec = shim.LaunchSpec(
         sandbox_id=sandbox.id,
         argv=sandbox.argv,
@@ -112,6 +144,9 @@ def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = Fal
         memory_bytes=sandbox.memory_bytes,
         env=sandbox.env,
         capabilities=sandbox.capabilities,
+        rootfs=None if root is None else root.to_dict(),
+        user=sandbox.user,
+        workdir=sandbox.workdir,
     )
     return shim.start(spec, foreground=foreground)
 
@@ -179,6 +214,7 @@ def forget(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint] | None = No
         if txn.get(keys.sandbox_name(sandbox.name)) == sandbox.id:
             txn.delete(keys.sandbox_name(sandbox.name))
     shutil.rmtree(ctx.paths.sandbox_state_dir(sandbox.id), ignore_errors=True)
+    rootfs.remove(ctx.paths.sandbox_layers(sandbox.id))  # its upper layer: the sandbox's writes go with it
     ctx.paths.sandbox_log(sandbox.id).unlink(missing_ok=True)
     (ctx.paths.lock_dir / f"sandbox-{sandbox.id}").unlink(missing_ok=True)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from podnet import drivers
-from podnet.api import firewall_sync, pods, realize, sandboxes
+from podnet.api import firewall_sync, images, pods, realize, sandboxes
 from podnet.api.context import Context, require_privilege
 from podnet.config import NETNS_PREFIX
 from podnet.dataplane import netlink
@@ -33,6 +33,8 @@ class Report:
     removed_links: list[str] = field(default_factory=list)
     removed_netns: list[str] = field(default_factory=list)
     removed_cgroups: list[str] = field(default_factory=list)
+    removed_layers: list[str] = field(default_factory=list)  # upper/work dirs of sandboxes that are gone
+    removed_images: list[str] = field(default_factory=list)  # unrecorded image dirs (an import killed midway)
     released_addresses: list[str] = field(default_factory=list)
     released_ports: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
@@ -51,6 +53,7 @@ def reconcile(ctx: Context) -> Report:
         _networks(ctx, report)
         _store_garbage(ctx, report)
         _kernel_garbage(ctx, report)
+        _file_garbage(ctx, report)
         try:
             firewall_sync.sync(ctx)
         except PodnetError as exc:
@@ -165,3 +168,18 @@ def _kernel_garbage(ctx: Context, report: Report) -> None:
         if doc is None or doc["state"] == "exited":
             cgroups.remove(sandbox_id)
             report.removed_cgroups.append(sandbox_id[:12])
+
+
+def _file_garbage(ctx: Context, report: Report) -> None:
+    """Layer directories of sandboxes the store no longer has, images an import left half-made.
+
+    Their mounts need no collecting: a sandbox's overlay lives only in its own mount namespace,
+    which the kernel takes down with its last process.
+    """
+    try:
+        layers, image_dirs = images.collect(ctx)
+    except OSError as exc:
+        report.errors.append(f"layers: {exc}")
+        return
+    report.removed_layers.extend(layers)
+    report.removed_images.extend(image_dirs)

@@ -12,6 +12,7 @@ import ipaddress
 from typing import Any
 
 from podnet.api import ports as portspec
+from podnet.api.rootfs_input import check_files
 from podnet.errors import InvalidArgument
 from podnet.model.common import check_hostname, check_ip, check_labels, check_name
 from podnet.util.shapes import check_fields
@@ -50,6 +51,7 @@ def check_run(req: Any) -> None:
         raise InvalidArgument(f"{len(req.dns)} --dns servers", f"give at most {MAX_DNS_SERVERS}")
     for server in req.dns:
         check_ip(server, "--dns")
+    check_files(req)
     for flag, text, version in (("--ip", req.ip, 4), ("--ip6", req.ip6, 6)):
         if text is not None:
             try:

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podnet import drivers
-from podnet.api import firewall_sync, networks, ports as portspec, realize
+from podnet.api import firewall_sync, images, networks, ports as portspec, realize
+from podnet.api.rootfs_input import parse_volume
 from podnet.api.context import Context, require_privilege
 from podnet.api.run_input import check_aliases, check_run
 from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning
 from podnet.ipam import allocator
-from podnet.model import Attachment, Endpoint, Network, PortMapping, Sandbox
+from podnet.model import Attachment, Endpoint, Mount, Network, PortMapping, Sandbox
 from podnet.store import keys
 from podnet.store.base import Txn
 from podnet.util import locks, undo
@@ -45,6 +46,13 @@ class RunRequest:
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
+    # Its own root filesystem (api/rootfs_input.py checks these): a directory or an image.
+    rootfs: str | None = None
+    image: str | None = None
+    read_only: bool = False
+    volumes: list[str] = field(default_factory=list)
+    user: str | None = None
+    workdir: str | None = None
 
 
 log = logging.getLogger(__name__)
@@ -116,6 +124,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     hostname = req.hostname or None
     caps = capabilities.resolve(req.cap_add, req.cap_drop, req.privileged)  # a bad name: one line, nothing made
     require_privilege()
+    image = images.find(ctx.store, req.image) if req.image is not None else None
     nets = _resolve_networks(ctx, req.networks)
     first = drivers.get(nets[0].driver).supports
     network_mode = "host" if first.shares_host_netns else "netns"
@@ -134,6 +143,9 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
         labels=req.labels, namespace=req.namespace, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
         env=req.env, dns=req.dns, state="creating", auto_remove=req.auto_remove, created=time.time(),
         network_mode=network_mode, capabilities=caps, privileged=req.privileged,
+        rootfs=req.rootfs, image=image["name"] if image else None, image_id=image["id"] if image else None,
+        read_only=req.read_only, mounts=[Mount(**parse_volume(v)) for v in req.volumes], user=req.user,
+        workdir=req.workdir,
     )
     endpoints: list[Endpoint] = []
     with ctx.store.transaction() as txn:
@@ -141,6 +153,8 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
             holder = txn.get(keys.sandbox_name(name)) or ""
             raise Conflict(f"the name {name!r} is already in use by sandbox {holder[:12]}",
                            f"remove it (`podnet rm -f {name}`) or choose another --name")
+        if image is not None and (txn.get(keys.image(image["name"])) or {}).get("id") != image["id"]:
+            raise NotFound(f"image {image['name']!r} was removed meanwhile", "import it again")
         _claim_ports(txn, sandbox_id, mappings)
         if network_mode == "netns":
             for index, (net, att) in enumerate(zip(nets, attachments)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from podnet import __version__
@@ -74,6 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
         env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
         cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
+        rootfs=os.path.abspath(args.rootfs) if args.rootfs else None, image=args.image, read_only=args.read_only,
+        volumes=args.volume, user=args.user, workdir=args.workdir,
     )
     if args.detach and args.root is None:
         from podnet.agent import client  # lazy: http.client, only when a run is handed to the agent

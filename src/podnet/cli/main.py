@@ -47,7 +47,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 # its parsers with `set_defaults(handler=...)`; a module keeps its heavy imports inside the
 # handlers so that registering costs nothing.
 EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store",
-              "podnet.cli.cmd_node")
+              "podnet.cli.cmd_node", "podnet.cli.cmd_image")
 
 
 # Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).
@@ -193,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
                      help="drop a capability of the default set, e.g. NET_RAW, or ALL (repeatable)")
     run.add_argument("--privileged", action="store_true", help="keep every capability")
+    run.add_argument("--rootfs", metavar="DIR",
+                     help="its own root filesystem: overlayfs over DIR (never written), the writes in its own layer")
+    run.add_argument("--image", metavar="NAME", help="its own root filesystem from an image (see `podnet image import`)")
+    run.add_argument("--read-only", action="store_true",
+                     help="with --rootfs/--image: no writable layer; /tmp is a tmpfs")
+    run.add_argument("-v", "--volume", action="append", default=[], metavar="HOST_PATH:CONTAINER_PATH[:ro]",
+                     help="with --rootfs/--image: bind-mount a host path into the sandbox, read-only with :ro (repeatable)")
+    run.add_argument("-u", "--user", metavar="UID[:GID]",
+                     help="run the command (and `podnet exec`) as this user, a number or a name from its /etc/passwd")
+    run.add_argument("-w", "--workdir", metavar="DIR", help="the command's working directory inside the sandbox (default /)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
     e = sub.add_parser("exec", help="run a command inside a running sandbox")

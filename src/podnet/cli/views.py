@@ -79,7 +79,29 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
             }
             for att in doc.get("networks", [])
         },
+        "RootFS": root_view(ctx, doc),
+        "User": doc.get("user"),
+        "WorkingDir": doc.get("workdir"),
         "LogPath": str(ctx.paths.sandbox_log(doc["id"])),
+    }
+
+
+def root_view(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
+    """Where a sandbox's files come from: the host's, or its own root (lower layer, image, upper dir)."""
+    if not doc.get("rootfs") and not doc.get("image_id"):
+        return {"Type": "host", "Lower": None, "Image": None, "ImageId": None, "UpperDir": None,
+                "ReadOnly": False, "Mounts": []}
+    layers = ctx.paths.sandbox_layers(doc["id"])
+    read_only = doc.get("read_only", False)
+    return {
+        "Type": "overlay",
+        "Lower": doc.get("rootfs") or str(ctx.paths.image_rootfs(doc["image_id"])),
+        "Image": doc.get("image"),
+        "ImageId": doc.get("image_id"),
+        "UpperDir": None if read_only else str(layers / "upper"),
+        "ReadOnly": read_only,
+        "Mounts": [{"Source": m["source"], "Destination": m["target"], "RW": not m.get("read_only")}
+                   for m in doc.get("mounts", [])],
     }
 
 

@@ -1,5 +1,5 @@
 """Namespace, mount and capability system calls through libc: setns, unshare, mount,
-sethostname, prctl (bounding and ambient capabilities), capget/capset.
+pivot_root, sethostname, prctl (bounding and ambient capabilities), capget/capset.
 
 Python 3.11 has no os.setns/os.unshare and no mount(2) at all, and pyroute2 costs
 ~250 ms to import; these thin ctypes wrappers cost nothing and are safe to call in a
@@ -16,9 +16,15 @@ from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
 MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -29,6 +35,7 @@ MNT_DETACH = 0x2
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
@@ -67,6 +74,15 @@ def mount(source: str | os.PathLike[str] | None, target: str | os.PathLike[str],
 
 def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), flags), "umount", target)
+
+
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+
+
+def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
+    """Make new_root the root mount of this mount namespace (glibc has no wrapper)."""
+    _check(_libc.syscall(ctypes.c_long(SYS_PIVOT_ROOT), ctypes.c_char_p(_b(new_root)), ctypes.c_char_p(_b(put_old))),
+           "pivot_root", new_root)
 
 
 def unshare(flags: int) -> None:

@@ -34,6 +34,14 @@ class Attachment(BaseModel):
     aliases: list[str] = Field(default_factory=list)
 
 
+class Mount(BaseModel):
+    """One `-v HOST:CONTAINER[:ro]` bind mount into a sandbox with a root filesystem of its own."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
 class Sandbox(BaseModel):
     id: str
     name: str
@@ -58,6 +66,19 @@ class Sandbox(BaseModel):
     # None (a record older than capabilities) means Docker's default set, never all.
     capabilities: list[str] | None = None
     privileged: bool = False
+    # A root filesystem of its own (runtime/rootfs): the --rootfs directory, or an imported
+    # image (by id: a re-imported name is another image). Neither: the host's files, as before.
+    rootfs: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    read_only: bool = False
+    mounts: list[Mount] = Field(default_factory=list)
+    user: str | None = None
+    workdir: str | None = None
+
+    @property
+    def own_root(self) -> bool:
+        return self.rootfs is not None or self.image_id is not None
 
     @property
     def short_id(self) -> str:

@@ -48,7 +48,7 @@ from podnet.errors import (
     PodnetError,
     Unsupported,
 )
-from podnet.runtime import capabilities, cgroups, check_name, process
+from podnet.runtime import capabilities, cgroups, check_name, process, rootfs
 from podnet.runtime.etcfiles import atomic_write
 from podnet.util import perms
 
@@ -75,6 +75,13 @@ class LaunchSpec:
     # What the command (and every `podnet exec`) keeps; None (a spec written before podnet
     # limited them) means Docker's default set, never "all".
     capabilities: list[str] | None = None
+    # Its own root filesystem (runtime.rootfs.RootSpec as a dict); None: the host's files.
+    rootfs: dict | None = None
+    user: str | None = None  # Docker's --user USER[:GROUP]; None: root
+    workdir: str | None = None
+
+    def root(self) -> rootfs.RootSpec | None:
+        return None if self.rootfs is None else rootfs.RootSpec.from_dict(self.rootfs)
 
     def to_json(self) -> str:
         return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()})
@@ -344,7 +351,8 @@ def stop(sandbox_id: str, state_dir: Path, timeout: float = 10) -> None:
 
 def _ns_fds(pid: int) -> dict[int, int]:
     fds = {}
-    for name, flag in (("net", syscalls.CLONE_NEWNET), ("uts", syscalls.CLONE_NEWUTS), ("mnt", syscalls.CLONE_NEWNS)):
+    for name, flag in (("net", syscalls.CLONE_NEWNET), ("uts", syscalls.CLONE_NEWUTS), ("ipc", syscalls.CLONE_NEWIPC),
+                       ("pid", syscalls.CLONE_NEWPID), ("mnt", syscalls.CLONE_NEWNS)):
         if os.stat(f"/proc/{pid}/ns/{name}").st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
             fds[flag] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
     return fds
@@ -352,7 +360,8 @@ def _ns_fds(pid: int) -> dict[int, int]:
 
 def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None, capture: bool = False,
             timeout: float | None = None) -> int | subprocess.CompletedProcess:
-    """Run argv inside the running sandbox: its net, uts and mount namespaces and its cgroup.
+    """Run argv inside the running sandbox: its namespaces (net, uts, mount; ipc and pid with a
+    root filesystem of its own), its cgroup, root directory, working directory and user.
 
     stdio is inherited (interactive) unless capture=True, which returns the
     CompletedProcess. The environment is the sandbox's, plus env.
@@ -370,6 +379,7 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
         fds = _ns_fds(pid)
     except FileNotFoundError:
         raise NotRunning(f"sandbox {spec.sandbox_id} is not running", "start it first") from None
+    pid_ns = fds.pop(syscalls.CLONE_NEWPID, None)  # entered by this thread around the fork, below
     try:
         if not process.alive(pid, state["pid_start"]):  # the fds might name a reused pid's namespaces
             raise NotRunning(f"sandbox {spec.sandbox_id} is not running", "start it first")
@@ -381,9 +391,10 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
                 with open(path, "w") as f:
                     f.write("0")
             for flag, fd in fds.items():
-                syscalls.setns(fd, flag)
-            os.chdir("/")
-            process.limit_capabilities(keep, last_cap)  # last: entering needed CAP_SYS_ADMIN
+                syscalls.setns(fd, flag)  # the mount namespace last: it also moves / to the sandbox's root
+            os.chdir(spec.workdir or "/")
+            user = process.resolve_user(spec.user) if spec.user else None  # the sandbox's /etc/passwd
+            process.limit_capabilities(keep, last_cap, user)  # last: entering needed CAP_SYS_ADMIN
 
         full_env = spec.environment()
         if not capture and "TERM" in os.environ:
@@ -391,8 +402,8 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
         full_env.update(env or {})
         try:
             if capture:
-                return subprocess.run(argv, env=full_env, preexec_fn=enter, capture_output=True, timeout=timeout)
-            return _run_interactive(argv, full_env, enter, timeout)
+                return _run_captured(argv, full_env, enter, timeout, pid_ns)
+            return _run_interactive(argv, full_env, enter, timeout, pid_ns)
         except FileNotFoundError:
             raise InvalidArgument(f"executable file not found: {argv[0]}", "check the command name") from None
         except PermissionError:
@@ -402,11 +413,50 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
                 raise
             raise KernelError(f"could not enter sandbox {spec.sandbox_id}: {e}") from e
     finally:
-        for fd in fds.values():
+        for fd in [*fds.values(), *([pid_ns] if pid_ns is not None else [])]:
             os.close(fd)
 
 
-def _run_interactive(argv: list[str], env: dict[str, str], enter, timeout: float | None) -> int:
+def _spawn(argv: list[str], pid_ns: int | None, **kwargs) -> subprocess.Popen:
+    """Popen, with the child born in the PID namespace pid_ns names (None: ours).
+
+    setns(CLONE_NEWPID) moves only the calling thread's future children, and a preexec_fn
+    runs too late for that (the child exists already): so this thread enters it around the
+    fork and comes back at once. The sandbox's command cannot then name any host process.
+    """
+    import subprocess
+
+    if pid_ns is None:
+        return subprocess.Popen(argv, **kwargs)
+    home = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(pid_ns, syscalls.CLONE_NEWPID)
+        try:
+            return subprocess.Popen(argv, **kwargs)
+        finally:
+            syscalls.setns(home, syscalls.CLONE_NEWPID)
+    finally:
+        os.close(home)
+
+
+def _run_captured(argv: list[str], env: dict[str, str], enter, timeout: float | None,
+                  pid_ns: int | None) -> subprocess.CompletedProcess:
+    """subprocess.run(capture_output=True), born in the sandbox's PID namespace."""
+    import subprocess
+
+    proc = _spawn(argv, pid_ns, env=env, preexec_fn=enter, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _run_interactive(argv: list[str], env: dict[str, str], enter, timeout: float | None,
+                     pid_ns: int | None = None) -> int:
     """Like os.system: the terminal's Ctrl-C goes to the command, not to us."""
     import subprocess
     import threading
@@ -414,7 +464,7 @@ def _run_interactive(argv: list[str], env: dict[str, str], enter, timeout: float
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        proc = subprocess.Popen(argv, env=env, preexec_fn=enter, restore_signals=True)
+        proc = _spawn(argv, pid_ns, env=env, preexec_fn=enter, restore_signals=True)
         try:
             return _exit_code_from_returncode(proc.wait(timeout=timeout))
         except subprocess.TimeoutExpired:
@@ -468,8 +518,15 @@ def _child(spec: LaunchSpec, exec_w: int, stdin: int, out: int, err: int) -> Non
             str(spec.netns_path) if spec.netns_path else None,
             spec.hostname,
             str(spec.etc_dir) if spec.etc_dir else None,
+            spec.root(),
         )
-        os.chdir("/")
+        stage = "workdir"
+        try:
+            os.chdir(spec.workdir or "/")
+        except OSError as e:
+            raise InvalidArgument(f"--workdir {spec.workdir}: {e.strerror}", "give a directory that exists") from None
+        stage = "user"
+        user = process.resolve_user(spec.user) if spec.user else None
         for fd, target in ((stdin, 0), (out, 1), (err, 2)):
             os.dup2(fd, target)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
@@ -477,7 +534,7 @@ def _child(spec: LaunchSpec, exec_w: int, stdin: int, out: int, err: int) -> Non
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         stage = "capabilities"
-        process.limit_capabilities(spec.capability_mask(), capabilities.last_cap())
+        process.limit_capabilities(spec.capability_mask(), capabilities.last_cap(), user)
         stage = "exec"
         os.execvpe(spec.argv[0], spec.argv, spec.environment())
     except PodnetError as e:
@@ -555,6 +612,15 @@ def supervise(state_dir: Path, report_fd: int | None, foreground: bool) -> int:
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
+    if spec.rootfs is not None:
+        # The command becomes PID 1 of its own PID namespace: it sees (and can signal) only
+        # its own processes, and they all die with it. Only our next child enters it.
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        except OSError as e:
+            cgroups.remove(spec.sandbox_id)
+            _send(report_fd, {"ok": False, "stage": "pid namespace", "errno": e.errno, "message": e.strerror})
+            return 1
     pid = os.fork()
     if pid == 0:
         _child(spec, exec_w, stdin, out_w, err_w)

@@ -75,3 +75,10 @@ def node(name: str) -> str:
 
 def node_lease(name: str) -> str:
     return f"{NODE_LEASES}{name}"
+
+
+IMAGES = "images/"  # images/<name> -> the image: its id (the directory under the state root), size, origin
+
+
+def image(name: str) -> str:
+    return f"{IMAGES}{name}"
