@@ -195,7 +195,8 @@ def prepare(spec: RootSpec, with_etc: bool) -> None:
 
 # ---- the sandbox's side: mount and pivot ------------------------------------------------
 
-def _overlay(spec: RootSpec) -> None:
+def mount_overlay(spec: RootSpec) -> None:
+    """The overlay of init and lower (and upper, unless read-only) on spec.merged."""
     lowers = f"lowerdir={spec.init}:{spec.lower}"
     options, flags = (lowers, MS_RDONLY | MS_NODEV) if spec.read_only else \
         (f"{lowers},upperdir={spec.upper},workdir={spec.work}", MS_NODEV)
@@ -263,7 +264,7 @@ def enter(spec: RootSpec, etc_dir: str | None) -> None:
     """In the sandbox's fresh mount (and PID) namespace, with / already rslave: build its root
     on the overlay and pivot into it. The host's root is detached: nothing of it stays visible."""
     root = spec.merged
-    _overlay(spec)
+    mount_overlay(spec)
     mount("proc", root / "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _dev(root)
     try:
