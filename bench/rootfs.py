@@ -13,10 +13,15 @@ and /var/lib/podnet, which is a tmpfs there: the upper layers live on it):
               is a busybox-static root (tests/programs/busybox_rootfs.sh) made into a tarball
               and `podnet image import`ed.
 
-Docker (`docker run -d` of the same image, dockerd with --storage-driver vfs) is not run
-here yet: see the issue note.
+  docker      with --docker: Debian's dockerd (docker.io, installed by this script when
+              missing: only this bench needs it) inside the same Host, its state under the
+              Host's private /run (--data-root, --exec-root, its own socket), `--iptables=false
+              --bridge=none --storage-driver vfs`, its cgroups under the Host's cgroup parent;
+              the same tarball `docker import`ed as bb. Timed: `docker run -d --network none bb
+              sleep 100000` against `podnet run -d --network none --image bb -- sleep 100000`,
+              alternating. Target (issue 18): podnet <= 0.5x docker.
 
-    sudo /opt/podnet/venv/bin/python bench/rootfs.py [--mounts 200] [--runs 10]
+    sudo /opt/podnet/venv/bin/python bench/rootfs.py [--mounts 200] [--runs 10] [--docker]
 """
 
 from __future__ import annotations
@@ -100,7 +105,63 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     out["run -d --image bb"] = ms(image)
     podnet("rm", "-f", *[f"{k}{i}" for k in ("plain", "image") for i in range(args.runs)])
     out["layers left"] = os.listdir("/var/lib/podnet/layers")
+    if args.docker:
+        out["docker"] = docker_phase(args.runs)
     return out
+
+
+DOCKER_DIR = "/run/dockerbench"  # under the Host's private /run
+
+
+def docker_phase(runs: int) -> dict[str, object]:
+    """`docker run -d` against `podnet run -d`, both --network none, same image, alternating."""
+    os.makedirs(DOCKER_DIR, exist_ok=True)
+    sock = f"unix://{DOCKER_DIR}/docker.sock"
+    env = {**os.environ, "DOCKER_HOST": sock}
+    log = open(f"{DOCKER_DIR}/dockerd.log", "w")
+    daemon = subprocess.Popen(
+        ["dockerd", "--host", sock, "--data-root", f"{DOCKER_DIR}/root", "--exec-root", f"{DOCKER_DIR}/exec",
+         "--pidfile", f"{DOCKER_DIR}/dockerd.pid", "--iptables=false", "--ip-masq=false", "--bridge=none",
+         "--storage-driver", "vfs", "--exec-opt", "native.cgroupdriver=cgroupfs",
+         "--cgroup-parent", f"/{os.environ.get('PODNET_CGROUP_PARENT', 'podnet-bench')}/docker"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"dockerd did not come up: see {DOCKER_DIR}/dockerd.log")
+            time.sleep(0.2)
+        version = subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], env=env, capture_output=True,
+                                 text=True).stdout.strip()
+        t0 = time.perf_counter()
+        subprocess.run(["docker", "import", "/run/bb.tar", "bb"], env=env, check=True, capture_output=True)
+        imported = (time.perf_counter() - t0) * 1e3
+        subprocess.run(["docker", "run", "-d", "--network", "none", "bb", "true"], env=env, check=True,
+                       capture_output=True)  # warm-up
+        podnet("run", "-d", "--network", "none", "--image", "bb", "--", "true")
+        docker_t, podnet_t = [], []
+        for i in range(runs):
+            order = [("docker", docker_t), ("podnet", podnet_t)][:: 1 if i % 2 else -1]
+            for kind, samples in order:
+                t = time.perf_counter()
+                if kind == "docker":
+                    subprocess.run(["docker", "run", "-d", "--name", f"d{i}", "--network", "none", "bb", "sleep",
+                                    "100000"], env=env, check=True, capture_output=True)
+                else:
+                    podnet("run", "-d", "--name", f"n{i}", "--network", "none", "--image", "bb", "--", "sleep", "100000")
+                samples.append(time.perf_counter() - t)
+        subprocess.run(["docker", "rm", "-f", *[f"d{i}" for i in range(runs)]], env=env, capture_output=True)
+        subprocess.run("docker ps -aq | xargs -r docker rm -f", shell=True, env=env, capture_output=True)
+        podnet("rm", "-f", *[f"n{i}" for i in range(runs)])
+        return {"version": version, "import_ms": imported, "docker run -d": ms(docker_t),
+                "podnet run -d --image": ms(podnet_t)}
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        log.close()
 
 
 def mount_costs_in_child(lower: str, count: int) -> dict[str, object]:
@@ -133,23 +194,40 @@ def report(res: dict, args: argparse.Namespace) -> None:
           f"{'met' if res['overlay']['mount']['p50'] < 5 else 'NOT met'}")
     print(f"image import (busybox, 2 MB): {res['image import (busybox, 2 MB)']:.0f} ms")
     print(f"layer directories left after rm -f: {res['layers left'] or 'none'}")
+    if "docker" in res:
+        d = res["docker"]
+        print(f"\nagainst Docker {d['version']} (vfs, --network none on both), {args.runs} runs each, alternating:")
+        for name in ("docker run -d", "podnet run -d --image"):
+            row = d[name]
+            print(f"{name:32} {row['p50']:9.2f} {row['p95']:9.2f} {row['min']:9.2f} {row['max']:9.2f}")
+        ratio = d["podnet run -d --image"]["p50"] / d["docker run -d"]["p50"]
+        print(f"podnet / docker (p50): {ratio:.2f}x, target <= 0.5x: {'met' if ratio <= 0.5 else 'NOT met'}")
+        print(f"docker import: {d['import_ms']:.0f} ms")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mounts", type=int, default=200, help="overlay mounts to time")
     p.add_argument("--runs", type=int, default=10, help="`podnet run -d` of each kind")
+    p.add_argument("--docker", action="store_true", help="also time `docker run -d` (installs docker.io if missing)")
     if sys.argv[1:2] == ["_driver"]:
         print(json.dumps(driver(p.parse_args(sys.argv[2:]))))
         return 0
     args = p.parse_args()
+    if args.docker and not shutil.which("dockerd"):
+        # Only this bench needs dockerd: installed here, not by install.sh. Debian's
+        # policy-rc.d (or no init system) keeps the package from starting a daemon on the host.
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends",
+                        "docker.io"], check=True)
+        if Path("/run/systemd/system").is_dir():  # a systemd host starts the unit anyway: not on this host
+            subprocess.run(["systemctl", "disable", "--now", "docker.service", "docker.socket"], check=False)
     os.environ["PYTHONPATH"] = str(REPO / "src")  # measure this tree, whatever the venv was installed from
     from tests.sandbox import Host
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     with Host("bench") as host:
         out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", "--mounts", str(args.mounts),
-                        "--runs", str(args.runs)], timeout=3600)
+                        "--runs", str(args.runs), *(["--docker"] if args.docker else [])], timeout=3600)
         res = json.loads(out.stdout.strip().splitlines()[-1])
     report(res, args)
     print(f"load average before / after: {' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,9 +40,24 @@ def sh(host: Host, name: str, script: str, check: bool = True) -> subprocess.Com
 
 
 def overlay_mounts(host: Host) -> list[str]:
-    """Every mount of a podnet layer directory in any mount namespace of the simulated host."""
-    script = f"cat /proc/[0-9]*/mountinfo 2>/dev/null | grep -F '{LAYERS}' || true"
-    return host.sh(script).stdout.split("\n")[:-1]
+    """Every mount of a podnet layer directory seen by any process of the simulated host: its
+    own (its mount namespace) and its sandboxes' (their cgroups), not other tests' hosts."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.stat(proc / "ns" / "mnt").st_ino == host.mnt_ns:
+                pids.add(proc.name)
+        except OSError:
+            continue
+    for procs in Path("/sys/fs/cgroup", host.cgroup_parent).rglob("cgroup.procs"):
+        pids.update(procs.read_text().split())
+    found = []
+    for pid in pids:
+        try:
+            found += [line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if LAYERS in line]
+        except OSError:
+            continue
+    return found
 
 
 def layer_dirs(host: Host) -> list[str]:

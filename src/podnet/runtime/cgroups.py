@@ -1,6 +1,6 @@
 """One cgroup per sandbox: pids and memory limits, and the set of its processes.
 
-The cgroup is how podnet finds every process of a sandbox (there is no pid namespace),
+The cgroup is how podnet finds every process of a sandbox (only a sandbox with its own root has a pid namespace),
 so stop and remove kill through it. Both layouts are handled per controller: a
 controller mounted as cgroup v1 (/sys/fs/cgroup/pids, /sys/fs/cgroup/memory: the
 hybrid layout) gets a directory in its own hierarchy; otherwise the unified v2

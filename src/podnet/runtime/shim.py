@@ -5,7 +5,7 @@ The CLI (`start`) writes the launch spec into the sandbox's state dir and spawns
 forks the command (which joins the cgroup, enters the netns, takes its own UTS and
 mount namespaces, binds the /etc files, sets the hostname, execs), reports back on a
 pipe, records pid + start time, copies the output to the log, and when the command
-exits kills whatever it left in its cgroup (there is no pid namespace to do that),
+exits kills whatever it left in its cgroup (a sandbox on the host's files has no pid namespace to do that),
 removes the cgroup and records the exit code. Exec failures come back over a CLOEXEC
 pipe, like subprocess does, so `start` can say "executable file not found".
 
