@@ -61,7 +61,11 @@ def overlay_mounts(host: Host) -> list[str]:
 
 
 def layer_dirs(host: Host) -> list[str]:
-    return host.sh(f"ls {LAYERS} 2>/dev/null || true").stdout.split()
+    """The sandboxes' layer directories, read through the simulated host's root (fast: no process)."""
+    try:
+        return sorted(os.listdir(f"/proc/{host.pid}/root{LAYERS}"))
+    except FileNotFoundError:
+        return []
 
 
 def test_own_root_sees_only_it_and_its_writes_stay_in_its_layer(host: Host) -> None:
@@ -159,13 +163,17 @@ def test_networking_and_names_from_inside_the_root(host: Host) -> None:
 def test_sigkill_during_start_then_reconcile_leaves_no_mount(host: Host) -> None:
     make_rootfs(host)
     for attempt in range(3):
+        before = layer_dirs(host)
         run = host.popen([sys.executable, "-m", "podnet", "run", "-d", "--name", f"k{attempt}", "--rootfs", ROOT,
                           "--network", "none", "--", "sleep", "100000"], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # SIGKILL as soon as the sandbox's layers exist: mid-start, before it is recorded as running
-        wait_for(lambda: layer_dirs(host) or run.poll() is not None, 30, "the layer directory to appear", interval=0.005)
+        wait_for(lambda: layer_dirs(host) != before or run.poll() is not None, 30, "the layer directory to appear",
+                 interval=0.001)
+        assert run.poll() is None, "the run finished before it could be killed"
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
+    assert len(layer_dirs(host)) == 3, "each killed run left its layers"
     host.podnet("reconcile", check=False)
     assert layer_dirs(host) == [], "reconcile removes the layers of sandboxes it finished off"
     assert overlay_mounts(host) == [], "no overlay mount anywhere"
