@@ -28,6 +28,7 @@ from podnet.runtime import cgroups
 from podnet.runtime import rootfs
 
 
+HOST_ETC = Path("/etc")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 
 
@@ -129,9 +130,23 @@ def prepare_root(ctx: Context, sandbox: Sandbox, with_etc: bool) -> rootfs.RootS
     return root
 
 
+def _copy_host_etc(ctx: Context, sandbox: Sandbox) -> Path:
+    directory = perms.private_dir(ctx.paths.sandbox_state_dir(sandbox.id) / "etc")
+    for name in etcfiles.NAMES:
+        source = HOST_ETC / name
+        if source.is_file():
+            etcfiles.atomic_write(directory / name, source.read_text(errors="replace"), 0o644)
+    return directory
+
+
 def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = False) -> Any:
     host_mode = sandbox.network_mode == "host"
-    root = prepare_root(ctx, sandbox, with_etc=not host_mode)
+    root = prepare_root(ctx, sandbox, with_etc=True)
+    if host_mode:
+        # The host's network, so copies of the host's names and resolvers (Docker does the
+        # same: copies, never the host's files, which the sandbox's root could write); a
+        # sandbox on the host's own files sees them already.
+        etc_dir = _copy_host_etc(ctx, sandbox) if root is not None else None
     spec = shim.LaunchSpec(
         sandbox_id=sandbox.id,
         argv=sandbox.argv,
@@ -139,7 +154,7 @@ def launch(ctx: Context, sandbox: Sandbox, etc_dir: Path, foreground: bool = Fal
         log_path=ctx.paths.sandbox_log(sandbox.id),
         netns_path=None if sandbox.network_mode == "host" else netns_path(ctx, sandbox),
         hostname=None if sandbox.network_mode == "host" else sandbox.hostname,
-        etc_dir=None if sandbox.network_mode == "host" else etc_dir,
+        etc_dir=etc_dir,
         pids_limit=sandbox.pids_limit,
         memory_bytes=sandbox.memory_bytes,
         env=sandbox.env,
