@@ -148,9 +148,10 @@ def test_networking_and_names_from_inside_the_root(host: Host) -> None:
             host.podnet("run", "-d", "--name", name, "--network", "app", "--rootfs", ROOT, "--", "sleep", "100000")
         b_ip = address(host, "b", "app")
         assert sh(host, "a", "cat /etc/resolv.conf").stdout.startswith("nameserver 10.40.0.1")
-        looked_up = sh(host, "a", "nslookup b").stdout
+        looked_up = sh(host, "a", "nslookup b.app").stdout  # NAME.NETWORK, from the agent's DNS
         assert b_ip in looked_up, looked_up
-        assert sh(host, "a", f"ping -c1 -W2 {b_ip}").returncode == 0
+        pinged = sh(host, "a", "ping -c1 -W2 b").stdout  # the bare name through the resolver (search list)
+        assert f"PING b ({b_ip})" in pinged and "1 packets received" in pinged, pinged
         host.podnet("run", "-d", "--name", "web", "--network", "app", "--rootfs", ROOT, "--",
                     "sh", "-c", "echo served > /www/index.html && exec httpd -f -p 80 -h /www")
         web_ip = address(host, "web", "app")
