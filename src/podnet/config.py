@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from podnet.errors import InvalidArgument
+from podnet.errors import InvalidArgument, StorageError
 
 # Names podnet gives to what it owns in the kernel; garbage collection only ever
 # touches objects carrying these prefixes (and the identity of its own store).
@@ -190,6 +190,28 @@ def remember_store_id(store: Path | str, store_id: str) -> None:
     _IDENTITIES[store] = store_id
     if isinstance(store, str):
         os.environ["PODNET_STORE_ID"] = f"{store_id}@{store}"
+        _write_known_id(store, store_id)
+
+
+def _known_ids_file(url: str) -> Path:
+    """Where this host remembers a cluster store's identity: what names its objects here while
+    etcd is away (`podnet agent status`, the agent's clean-up)."""
+    import hashlib  # lazy: only a cluster store's first open on a host, or etcd away, needs it
+
+    return DEFAULT_RUN.with_name("podnet-stores") / hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def _write_known_id(url: str, store_id: str) -> None:
+    path = _known_ids_file(url)
+    try:
+        if path.is_file() and path.read_text() == store_id:
+            return
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(store_id)
+        tmp.replace(path)
+    except OSError:
+        pass  # not root, or a read-only /run: only the fallback is lost
 
 
 def _url_store_id(url: str) -> str | None:
@@ -197,7 +219,14 @@ def _url_store_id(url: str) -> str | None:
     if inherited and inherited_url == url:
         return inherited
     if url not in _IDENTITIES and _URL_IDENTITY_READER is not None:
-        found = _URL_IDENTITY_READER(url)
+        try:
+            found = _URL_IDENTITY_READER(url)
+        except StorageError as away:
+            # etcd away: the identity this host last saw names its objects; none seen, say why.
+            try:
+                found = _known_ids_file(url).read_text().strip() or None
+            except OSError:
+                raise away from None
         if found:
             _IDENTITIES[url] = found
     return _IDENTITIES.get(url)

@@ -234,3 +234,47 @@ def test_two_hosts_register_on_one_etcd_and_one_dies(tmp_path: Path) -> None:
                     if agent.poll() is None:
                         agent.terminate()
                         agent.wait(timeout=15)
+
+
+def test_the_agent_outlives_an_etcd_restart_and_follows_it_again(host: Host, tmp_path: Path) -> None:
+    """etcd stops under a running agent: commands fail in one line, the agent keeps running and
+    answers; etcd comes back (same data): the agent's watch follows new changes again."""
+    log = tempfile.TemporaryFile(mode="w+")
+    data = tmp_path / "etcd"
+    agent: subprocess.Popen[str] | None = None
+    try:
+        with etcd_in(host, data):
+            agent = host.popen([sys.executable, "-m", "podnet", "--store", URL, "agent"], stderr=log,
+                               stdout=subprocess.DEVNULL)
+            wait_for(lambda: pn(host, "agent", "status", check=False).returncode == 0, 60, "the agent to serve")
+            pn(host, "network", "create", "one", "--subnet", "10.40.0.0/24")
+            pn(host, "run", "-d", "--name", "a", "--network", "one", "--", "sleep", "600")
+            wait_for(lambda: "10.40.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["dns_listening"],
+                     30, "DNS on network one")
+        # etcd is stopped
+        assert "cannot reach etcd" in _one_line_failure(pn(host, "ps", check=False))
+
+        def said_so() -> bool:
+            log.seek(0)
+            return "error: cannot reach etcd" in log.read()
+
+        wait_for(said_so, 30, "the agent to say etcd is away")
+        assert agent.poll() is None and pn(host, "agent", "status").returncode == 0, "the agent answers while etcd is away"
+        with etcd_in(host, data):
+            pn(host, "network", "create", "two", "--subnet", "10.41.0.0/24")
+            pn(host, "run", "-d", "--name", "b", "--network", "two", "--", "sleep", "600")
+            wait_for(lambda: "10.41.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["dns_listening"],
+                     60, "DNS on network two, after etcd came back")
+            wait_for(lambda: [n["status"] for n in _nodes(host, "--store", URL)] == ["Ready"], 60, "the node Ready again")
+            pn(host, "rm", "-f", "a", "b")
+            pn(host, "network", "rm", "one")
+            pn(host, "network", "rm", "two")
+    finally:
+        if agent is not None:
+            agent.terminate()
+            try:
+                agent.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        log.close()
