@@ -32,6 +32,7 @@ LINK_PREFIX = "pn"
 NETNS_PREFIX = "podnet-"
 NFT_TABLE = "podnet"
 SERVICES_TABLE = "podnet-services"
+POLICY_TABLE = "podnet-policy"
 LINK_ALIAS_PREFIX = "podnet:"
 DEFAULT_BRIDGE = "podnet0"
 DEFAULT_ROOT = Path("/var/lib/podnet")
@@ -123,6 +124,11 @@ class Paths:
     @property
     def services_table(self) -> str:
         return self._scoped(SERVICES_TABLE)
+
+    @property
+    def policy_table(self) -> str:
+        """NetworkPolicies' table (`inet`), present only while a policy is applied."""
+        return self._scoped(POLICY_TABLE)
 
     @property
     def default_bridge(self) -> str:

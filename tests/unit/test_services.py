@@ -86,7 +86,9 @@ def test_selection_and_named_ports() -> None:
     assert controller.selects(svc(), m)
     assert not controller.selects(svc(selector={}), m), "no selector selects nothing"
     assert not controller.selects(svc(namespace="prod"), m)
-    ep = controller.EndpointAddress("a", "a", ("10.1.0.2",), controller.named_ports(m.labels))
+    ep = controller.EndpointAddress("a", "a", ("10.1.0.2",), controller.named_ports(m))
+    exposed = controller.Member("c", "c", "default", {}, ("10.1.0.4",), ({"name": "http", "port": 8081, "protocol": "tcp"},))
+    assert controller.named_ports(exposed) == {"http": 8081}, "--expose names a port as the label does"
     no_label = controller.EndpointAddress("b", "b", ("10.1.0.3",), {})
     [port] = controller.service_ports(svc(), [ep, no_label])
     assert port.backends == (Backend("10.1.0.2", 8080),), "a sandbox without the port label is not an endpoint"

@@ -38,6 +38,7 @@ from podnet.dns.service import DnsService
 from podnet.errors import Conflict, InvalidArgument, PodnetError
 from podnet.model import Sandbox
 from podnet.runtime.etcfiles import host_nameservers
+from podnet.policy import controller as policies
 from podnet.services import controller
 from podnet.store import keys
 from podnet.util.shapes import build
@@ -98,7 +99,7 @@ class Agent:
         self._take_lock()
         # Every api call in this process (CNI, run, reconcile, the sync loop) is served by this agent.
         context.announce(context.Served(dns=resolvconf, agent_follows_services=True, services=controller,
-                                        ipam_plugin=delegate.run))
+                                        ipam_plugin=delegate.run, policies=policies))
         # From the first moment: a SIGTERM during start-up is a clean stop, not a kill.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
@@ -221,6 +222,7 @@ class Agent:
                     log(f"reconcile: {', '.join(f'{k}={v}' for k, v in report.__dict__.items() if v)}")
         # Services and DNS touch neither netlink nor the sandboxes: they run outside the work
         # lock, so a CNI ADD or a `run` never waits for a DNS index rebuild.
+        self._sync_policies(ctx, full)
         self._sync_services(ctx)
         self._sync_dns(ctx)
         self.last_sync = time.time()
@@ -228,6 +230,14 @@ class Agent:
 
     def _sync_services(self, ctx: Context) -> None:
         controller.sync(ctx.store)
+
+    def _sync_policies(self, ctx: Context, full: bool) -> None:
+        """Policies follow every store change (a CLI without the agent's help already did: the
+        digest makes that a no-op); the full pass re-applies them whatever the digest says."""
+        try:
+            policies.sync(ctx.store, force=full)
+        except PodnetError as exc:
+            self._error(f"policies: {exc.line()}")
 
     def _point_sandboxes_at_dns(self) -> None:
         """Sandboxes started while no agent ran resolve through their upstreams: move them to

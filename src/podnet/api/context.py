@@ -64,6 +64,12 @@ class ServicesSync(Protocol):
     def full_sync(self, store: Store) -> Any: ...
 
 
+class PoliciesSync(Protocol):
+    """Makes the kernel's NetworkPolicies follow the store (podnet.policy.controller)."""
+
+    def sync(self, store: Store, strict: bool = False) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Served:
     """What runs above api/ in this process or on this host."""
@@ -74,6 +80,8 @@ class Served:
     # Runs a CNI IPAM plugin (plugin, verb, env, config) -> its answer (podnet.cni.delegate.run):
     # a pod's delegated addresses are released through it, by DEL, GC and reconcile alike.
     ipam_plugin: Callable[[str, str, dict[str, str], dict[str, Any]], Any] | None = None
+    # Keeps the NetworkPolicy table equal to the store, synchronously (api.follow).
+    policies: PoliciesSync | None = None
 
 
 NOTHING = Served()

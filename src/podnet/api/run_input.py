@@ -14,7 +14,9 @@ from typing import Any
 from podnet.api import ports as portspec
 from podnet.api.rootfs_input import check_files
 from podnet.errors import InvalidArgument
+from podnet.api.namespaces import check_name as check_namespace
 from podnet.model.common import check_hostname, check_ip, check_labels, check_name
+from podnet.model.ports import check_exposed
 from podnet.util.shapes import check_fields
 
 # Docker's floor for --memory: below it the sandbox's own runtime cannot even start.
@@ -38,7 +40,8 @@ def check_run(req: Any) -> None:
     for alias in req.aliases:
         check_hostname(alias, "--alias")
     check_labels(req.labels)
-    check_name("namespace", req.namespace)
+    check_namespace(req.namespace)
+    check_exposed(req.expose)
     if req.pids_limit is not None and req.pids_limit < 1:
         raise InvalidArgument(f"invalid --pids-limit {req.pids_limit}", "give a positive number")
     if req.memory_bytes is not None and req.memory_bytes < MIN_MEMORY_BYTES:

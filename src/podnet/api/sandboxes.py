@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podnet import drivers
-from podnet.api import firewall_sync, images, networks, ports as portspec, realize
+from podnet.api import firewall_sync, follow, images, namespaces, networks, ports as portspec, realize
 from podnet.api.rootfs_input import parse_volume
 from podnet.api.context import Context, require_privilege
 from podnet.api.run_input import check_aliases, check_run
@@ -20,7 +20,8 @@ from podnet.store.base import Txn
 from podnet.util import locks, undo
 from podnet.util.ids import new_id, random_mac, random_name
 from podnet.runtime import capabilities
-from podnet.model.common import LABEL_KEY_RE, parse_labels
+from podnet.model.common import relabelled
+from podnet.model.ports import check_exposed
 from podnet.runtime import shim
 from podnet.api.lookup import sandbox_doc
 from podnet.runtime import cgroups
@@ -38,6 +39,7 @@ class RunRequest:
     hostname: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     namespace: str = "default"
+    expose: list[str] = field(default_factory=list)
     pids_limit: int | None = None
     memory_bytes: int | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -123,6 +125,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     parsed_ports = [portspec.parse(s) for s in req.ports]
     hostname = req.hostname or None
     caps = capabilities.resolve(req.cap_add, req.cap_drop, req.privileged)  # a bad name: one line, nothing made
+    exposed = check_exposed(req.expose)
     require_privilege()
     image = images.find(ctx.store, req.image) if req.image is not None else None
     nets = _resolve_networks(ctx, req.networks)
@@ -140,7 +143,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
                               aliases=list(req.aliases) if i == 0 else []) for i, n in enumerate(nets)]
     sandbox = Sandbox(
         id=sandbox_id, name=name, argv=req.argv, hostname=hostname, networks=attachments, ports=mappings,
-        labels=req.labels, namespace=req.namespace, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
+        labels=req.labels, namespace=req.namespace, expose=exposed, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
         env=req.env, dns=req.dns, state="creating", auto_remove=req.auto_remove, created=time.time(),
         network_mode=network_mode, capabilities=caps, privileged=req.privileged,
         rootfs=req.rootfs, image=image["name"] if image else None, image_id=image["id"] if image else None,
@@ -149,6 +152,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     )
     endpoints: list[Endpoint] = []
     with ctx.store.transaction() as txn:
+        namespaces.require(txn, req.namespace)
         if not txn.create(keys.sandbox_name(name), sandbox_id):
             holder = txn.get(keys.sandbox_name(name)) or ""
             raise Conflict(f"the name {name!r} is already in use by sandbox {holder[:12]}",
@@ -184,8 +188,12 @@ def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
             # reconcile is where a bridge's configuration is repaired.
             nets = realize.networks_by_id(ctx)
             etc_dir = ctx.paths.sandbox_state_dir(sandbox.id) / "etc"
+            # Fail closed: the policies selecting it are in force before it has a link (a
+            # policy selecting a sandbox podnet cannot police refuses the run here).
+            follow.policies(ctx, strict=True)
             if sandbox.network_mode == "netns":
                 realize.attach_all(ctx, sandbox, endpoints, nets, steps)
+                follow.policies(ctx)  # a bridge attach_all made now passes bridged traffic to the policies
                 etc_dir = realize.write_etc(ctx, sandbox, endpoints)
                 steps.push("unpublish its ports", realize.unpublish, sandbox, endpoints, nets)
                 _publish(ctx, sandbox, endpoints, nets)
@@ -208,29 +216,52 @@ def _create_or_reap(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[San
         return create(ctx, req, sandbox_id)
 
 
-def relabel(ctx: Context, ref: str, changes: list[str]) -> dict[str, str]:
-    """`podnet label NAME k=v k2-`: set or remove labels, as `kubectl label` does.
+def relabel(ctx: Context, ref: str, changes: list[str], namespace: str | None = None) -> dict[str, str]:
+    """`podnet label NAME k=v k2-`: set or remove labels, as `kubectl label` does, of a
+    sandbox or of a CNI pod (by its K8S_POD_NAME, in `namespace` if given, or its container id).
 
-    Services select by label, so their endpoints follow at once.
+    Services and NetworkPolicies select by label, so both follow at once.
     """
-    if not changes:
-        raise InvalidArgument("no label change given", "write key=value to set a label, key- to remove one")
-    removals = [c[:-1] for c in changes if c.endswith("-") and "=" not in c]
-    for key in removals:
-        if not LABEL_KEY_RE.match(key):
-            raise InvalidArgument(f"invalid label {key!r}", "write key=value to set a label, key- to remove one")
-    sets = parse_labels([c for c in changes if not (c.endswith("-") and "=" not in c)])
-    sandbox = find(ctx, ref)
+    relabelled({}, changes)  # the changes' syntax, before anything is looked up
+    try:
+        key = keys.sandbox(find(ctx, ref).id)
+    except NotFound:
+        key = pod_key(ctx, ref, namespace)
     with ctx.store.transaction() as txn:
-        doc = txn.get(keys.sandbox(sandbox.id))
+        doc = txn.get(key)
         if doc is None:
-            raise NotFound(f"no such sandbox: {ref}", "list sandboxes with `podnet ps -a`")
-        labels = {k: v for k, v in doc.get("labels", {}).items() if k not in removals}
-        labels.update(sets)
+            raise NotFound(f"no such sandbox or pod: {ref}", "list sandboxes with `podnet ps -a`, pods with `podnet cni ls`")
+        old = dict(doc.get("labels") or {})
+        labels = relabelled(old, changes)
         doc["labels"] = labels
-        txn.put(keys.sandbox(sandbox.id), doc)
+        txn.put(key, doc)
+    try:
+        follow.policies(ctx, strict=True)
+    except InvalidArgument:
+        with ctx.store.transaction() as txn:  # refused before the kernel changed: the labels it had
+            doc = txn.get(key)
+            if doc is not None:
+                doc["labels"] = old
+                txn.put(key, doc)
+        raise
     services_follow(ctx)
     return labels
+
+
+def pod_key(ctx: Context, ref: str, namespace: str | None = None) -> str:
+    """A CNI pod's record by K8S_POD_NAME (and namespace) or container id (prefix)."""
+    found = []
+    for key, doc in ctx.store.list(keys.PODS):
+        args = doc.get("args") or {}
+        if args.get("K8S_POD_NAME") == ref and namespace in (None, args.get("K8S_POD_NAMESPACE") or "default"):
+            found.append(key)
+        elif doc.get("container_id", "").startswith(ref) and len(ref) >= 6:
+            found.append(key)
+    if len(found) > 1:
+        raise InvalidArgument(f"{ref!r} names {len(found)} pods", "give -n NAMESPACE or the container id")
+    if not found:
+        raise NotFound(f"no such sandbox or pod: {ref}", "list sandboxes with `podnet ps -a`, pods with `podnet cni ls`")
+    return found[0]
 
 
 def services_follow(ctx: Context) -> None:
@@ -238,6 +269,7 @@ def services_follow(ctx: Context) -> None:
     stops or goes. The agent does the same on every store change; this keeps a host
     without an agent right. Cheap when the host has no Service (no nft call). With an agent
     running (this includes calls made inside the agent) its sync loop does it: not twice."""
+    follow.policies(ctx)
     served = ctx.served
     if served.agent_follows_services or served.services is None:
         return
@@ -376,13 +408,16 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
             nets = realize.networks_by_id(ctx)
             driver = drivers.get(net.driver)
             driver.setup_network(net)
+            follow.policies(ctx, strict=True)  # its new address is policed before it has a link
             gw = realize.default_route_network(sandbox, nets) == net.id
             firewall_sync.guard([ep], nets)
             driver.attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
             realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
         except BaseException:
             _detach_one(ctx, sandbox, net, ep)
+            follow.policies(ctx)
             raise
+    follow.policies(ctx)
     return ep
 
 
@@ -415,3 +450,4 @@ def disconnect(ctx: Context, net_ref: str, ref: str) -> None:
         _detach_one(ctx, sandbox, net, Endpoint(**doc))
         sandbox = find(ctx, sandbox.id)
         realize.write_etc(ctx, sandbox, realize.endpoints_of(ctx, sandbox.id), running=True)
+    follow.policies(ctx)

@@ -57,10 +57,10 @@ def register(sub: Any) -> None:
     r.add_argument("-n", "--namespace", default="default", help="namespace of the names without one (default %(default)s)")
     r.set_defaults(handler=cmd_rm)
 
-    a = sub.add_parser("apply", help="create or update Services from Kubernetes v1 YAML")
+    a = sub.add_parser("apply", help="create or update Services and NetworkPolicies from Kubernetes YAML")
     a.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
     a.set_defaults(handler=cmd_apply)
-    d = sub.add_parser("delete", help="remove the Services a Kubernetes YAML file names")
+    d = sub.add_parser("delete", help="remove the Services and NetworkPolicies a Kubernetes YAML file names")
     d.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
     d.add_argument("--ignore-not-found", action="store_true", help="a Service that does not exist is not an error")
     d.set_defaults(handler=cmd_delete)
@@ -140,25 +140,53 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
-    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
+def _documents(files: list[str]) -> tuple[list[Any], list[Any]]:
+    """(Service specs, NetworkPolicies) of the files, every document validated first; a kind
+    podnet does not apply is refused in one line naming it."""
+    from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
-    specs = []
-    for source, text in _read(args.filename):
-        specs += services.parse_all(services.load_manifests(text, source), source)
-    for svc, action in services.apply(_ctx(args), specs):
-        print(f"service/{svc.name} {action}" + (f" (namespace {svc.namespace})" if svc.namespace != "default" else ""))
+    svc_specs, policy_specs = [], []
+    for source, text in _read(files):
+        docs = services.load_manifests(text, source)
+        for i, doc in enumerate(docs):
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            if kind not in ("Service", "NetworkPolicy"):
+                raise InvalidArgument(f"{source}: document {i + 1}: kind {kind!r} is not supported",
+                                      "podnet applies v1 Service and networking.k8s.io/v1 NetworkPolicy documents")
+        svc_specs += services.parse_all([d for d in docs if d.get("kind") == "Service"], source)
+        policy_specs += policies.parse_all([d for d in docs if d.get("kind") == "NetworkPolicy"], source)
+    return svc_specs, policy_specs
+
+
+def _suffix(namespace: str) -> str:
+    return f" (namespace {namespace})" if namespace != "default" else ""
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+
+    svc_specs, policy_specs = _documents(args.filename)
+    ctx = _ctx(args)
+    if svc_specs:
+        for svc, action in services.apply(ctx, svc_specs):
+            print(f"service/{svc.name} {action}{_suffix(svc.namespace)}")
+    if policy_specs:
+        for policy, action in policies.apply(ctx, policy_specs):
+            print(f"networkpolicy.networking.k8s.io/{policy.name} {action}{_suffix(policy.namespace)}")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from podnet.api import services  # lazy: pydantic (~0.2 s); every command imports this module
+    from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
-    refs = []
-    for source, text in _read(args.filename):
-        refs += [(s.namespace, s.name) for s in services.parse_all(services.load_manifests(text, source), source)]
-    for svc in services.delete(_ctx(args), refs, missing_ok=args.ignore_not_found):
-        print(f'service "{svc.name}" deleted')
+    svc_specs, policy_specs = _documents(args.filename)
+    ctx = _ctx(args)
+    if svc_specs:
+        for svc in services.delete(ctx, [(s.namespace, s.name) for s in svc_specs], missing_ok=args.ignore_not_found):
+            print(f'service "{svc.name}" deleted')
+    if policy_specs:
+        for doc in policies.delete(ctx, [(p.namespace, p.name) for p in policy_specs], missing_ok=args.ignore_not_found):
+            print(f'networkpolicy.networking.k8s.io "{doc["name"]}" deleted')
     return 0
 
 

@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     fields = dict(
         argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
-        ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace,
+        ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace, expose=args.expose,
         pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
         env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
         cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
@@ -213,7 +213,7 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
-    labels = sandboxes.relabel(_ctx(args), args.name, args.changes)
+    labels = sandboxes.relabel(_ctx(args), args.name, args.changes, args.namespace)
     print(" ".join(f"{k}={v}" for k, v in sorted(labels.items())))
     return 0
 

@@ -47,7 +47,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 # its parsers with `set_defaults(handler=...)`; a module keeps its heavy imports inside the
 # handlers so that registering costs nothing.
 EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store",
-              "podnet.cli.cmd_node", "podnet.cli.cmd_image")
+              "podnet.cli.cmd_node", "podnet.cli.cmd_image", "podnet.cli.cmd_policy")
 
 
 # Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).
@@ -178,9 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hostname", help="the hostname inside the sandbox (default: its name)")
     run.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE",
                      help="a label on the sandbox, as Service selectors match them (repeatable)")
-    run.add_argument("--namespace", default="default",
-                     help="its Kubernetes-style namespace: Service names resolve in NAMESPACE.svc.cluster.local first "
-                          "(default %(default)s)")
+    run.add_argument("--namespace", "-n", default="default",
+                     help="its Kubernetes-style namespace (made with `podnet namespace create`): Service names resolve in "
+                          "NAMESPACE.svc.cluster.local first, NetworkPolicies of it select it (default %(default)s)")
+    run.add_argument("--expose", action="append", default=[], metavar="[NAME=]PORT[/PROTO]",
+                     help="a port it serves, named as a Kubernetes containerPort: Services' and NetworkPolicies' named "
+                          "ports resolve through it, e.g. http=8080 or dns=53/udp (repeatable)")
     run.add_argument("--pids-limit", type=int, metavar="N", help="at most N processes inside the sandbox")
     run.add_argument("--memory", "-m", metavar="SIZE", help="memory limit, for example 512m or 1g")
     run.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
@@ -234,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("disconnect", help="disconnect a sandbox from a network")
     dc.add_argument("network", help="the network to leave")
     dc.add_argument("name", help="the sandbox's name or id")
-    lb = sub.add_parser("label", help="set (key=value) or remove (key-) labels of a sandbox")
-    lb.add_argument("name", help="the sandbox's name or id")
+    lb = sub.add_parser("label", help="set (key=value) or remove (key-) labels of a sandbox or CNI pod")
+    lb.add_argument("name", help="the sandbox's name or id, or a CNI pod's name (K8S_POD_NAME) or container id")
+    lb.add_argument("-n", "--namespace", help="the CNI pod's namespace (K8S_POD_NAMESPACE), when its name is not unique")
     lb.add_argument("changes", nargs="*", metavar="KEY=VALUE|KEY-", help="labels to set or (with a trailing -) remove")
     rc = sub.add_parser("reconcile", help="make the host match the store; remove leftovers")
     rc.add_argument("--json", action="store_true", help="print what was done as JSON")
@@ -259,11 +263,12 @@ def _served_here() -> context.Served:
     from podnet.agent import client  # lazy: http.client, paid only by a command that needs the answer
     from podnet.cni import delegate  # lazy: subprocess and the CNI spec, for those commands only
     from podnet.dns import resolvconf  # lazy: for those commands only
+    from podnet.policy import controller as policies  # lazy: the drivers and nft, for those commands only
     from podnet.services import controller  # lazy: the Service model's pydantic (~0.2 s)
 
     agent = client.running()
     return context.Served(dns=resolvconf if agent else None, agent_follows_services=agent, services=controller,
-                          ipam_plugin=delegate.run)
+                          ipam_plugin=delegate.run, policies=policies)
 
 
 STORE_FLAGS = {"store": "PODNET_STORE", "cacert": "PODNET_STORE_CACERT", "cert": "PODNET_STORE_CERT",

@@ -68,6 +68,8 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
         "NetworkMode": doc.get("network_mode", "netns"),
         "NetNS": str(ctx.paths.netns_dir / ctx.paths.netns_name(doc["id"])) if doc.get("network_mode") != "host" else None,
         "Ports": doc.get("ports", []),
+        "ExposedPorts": [f"{p['name'] + '=' if p.get('name') else ''}{p['port']}/{p.get('protocol', 'tcp')}"
+                         for p in doc.get("expose") or []],
         "Limits": {"Pids": doc.get("pids_limit"), "MemoryBytes": doc.get("memory_bytes")},
         "Capabilities": doc.get("capabilities", list(DEFAULT_CAPABILITIES)),
         "Privileged": doc.get("privileged", False),

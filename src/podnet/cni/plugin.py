@@ -311,9 +311,20 @@ VERBS: dict[str, Callable[[Env, NetConf], Any]] = {
 }
 
 
+class _Policies:
+    """The policy controller, imported on the first ADD or DEL (drivers and nft), not for VERSION."""
+
+    @staticmethod
+    def sync(store: Any, strict: bool = False) -> Any:
+        from podnet.policy import controller  # lazy: the drivers and nft, which VERSION and STATUS skip
+
+        return controller.sync(store, strict=strict)
+
+
 def main() -> int:
     """One call in this process: the fallback when no agent runs, and `python -m podnet.cni`."""
-    announce(Served(ipam_plugin=delegate.run))  # no agent answered: no DNS to point at, no Services here
+    # no agent answered: no DNS to point at, no Services here; policies are enforced in-process
+    announce(Served(ipam_plugin=delegate.run, policies=_Policies()))
     env = {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PODNET_DEBUG"}
     try:
         stdin = sys.stdin.buffer.read()

@@ -1,4 +1,5 @@
-"""conntrack entries through `conntrack` (conntrack-tools): list DNATed UDP flows, delete one.
+"""conntrack entries through `conntrack` (conntrack-tools): list flows (DNATed UDP ones, or all of
+one protocol), delete one.
 
 The kernel keeps the entries; this module only reads and deletes them, one exact tuple per
 deletion, with argv built from addresses and numbers (no shell). `conntrack` missing or
@@ -24,6 +25,7 @@ class Flow:
     dport: int
     reply_src: str
     reply_sport: int
+    protocol: str = "udp"
 
 
 def parse(line: str, family: int) -> Flow | None:
@@ -36,7 +38,7 @@ def parse(line: str, family: int) -> Flow | None:
             fields.setdefault(key, []).append(value)
     try:
         return Flow(family, fields["src"][0], fields["dst"][0], int(fields["sport"][0]), int(fields["dport"][0]),
-                    fields["src"][1], int(fields["sport"][1]))
+                    fields["src"][1], int(fields["sport"][1]), line.split(None, 1)[0])
     except (KeyError, IndexError, ValueError):
         return None
 
@@ -58,6 +60,14 @@ def udp_dnat_flows(family: int) -> list[Flow]:
     return [f for line in proc.stdout.splitlines() if (f := parse(line, family))]
 
 
+def flows(family: int, protocol: str) -> list[Flow]:
+    """Every entry of one protocol (tcp, udp, sctp) and family."""
+    proc = _run(["-L", "-p", protocol, "-f", "ipv4" if family == 4 else "ipv6"])
+    if proc is None:
+        return []
+    return [f for line in proc.stdout.splitlines() if (f := parse(line, family))]
+
+
 def delete(flow: Flow) -> None:
-    _run(["-D", "-p", "udp", "-f", "ipv4" if flow.family == 4 else "ipv6", "-s", flow.src, "-d", flow.dst,
+    _run(["-D", "-p", flow.protocol, "-f", "ipv4" if flow.family == 4 else "ipv6", "-s", flow.src, "-d", flow.dst,
           "--sport", str(flow.sport), "--dport", str(flow.dport)])

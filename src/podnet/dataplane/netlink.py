@@ -137,6 +137,23 @@ def ensure_bridge(name: str, mtu: int | None, addresses: list[str], alias: str, 
     return index
 
 
+def bridge_nf_call(name: str) -> bool:
+    """Make bridged IPv4/IPv6 between the ports of bridge `name` pass netfilter's inet hooks
+    (the bridge's own nf_call_iptables/ip6tables, not the host-wide sysctl, so no other
+    program's bridge changes). Needs br_netfilter; False when the bridge does not exist."""
+    index = link_index(name)
+    if index is None:
+        return False
+    if not Path("/proc/sys/net/bridge").is_dir():
+        raise Unsupported("the kernel module br_netfilter is not loaded: policies cannot see traffic within a bridge",
+                          "load it with `modprobe br_netfilter` (and add it to /etc/modules-load.d)")
+    try:
+        host().link("set", index=index, kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1)
+    except _netlink_error() as exc:
+        raise _kernel_error(f"pass bridge {name}'s traffic to netfilter", exc) from None
+    return True
+
+
 def ensure_addresses(index: int, addresses: list[str], ipr: Any) -> None:
     """Add the wanted addresses (CIDR) to a link; leave others (link-local) alone."""
     NetlinkError = _netlink_error()

@@ -12,7 +12,7 @@ from typing import Any
 
 _WHERE = {
     "Network": "network", "SubnetConfig": "network",
-    "Attachment": "sandbox", "PortMapping": "sandbox", "Sandbox": "sandbox", "Mount": "sandbox",
+    "Attachment": "sandbox", "ExposedPort": "sandbox", "PortMapping": "sandbox", "Sandbox": "sandbox", "Mount": "sandbox",
     "Endpoint": "endpoint",
 }
 

@@ -39,6 +39,25 @@ def parse_labels(items: list[str]) -> dict[str, str]:
     return labels
 
 
+def label_changes(changes: list[str], hint: str = "write key=value to set a label, key- to remove one") -> tuple[dict[str, str], list[str]]:
+    """kubectl's label syntax: `k=v` sets, `k-` removes; (labels to set, keys to remove)."""
+    if not changes:
+        raise InvalidArgument("no label change given", hint)
+    removals = [c[:-1] for c in changes if c.endswith("-") and "=" not in c]
+    for key in removals:
+        if not LABEL_KEY_RE.match(key):
+            raise InvalidArgument(f"invalid label {key!r}", hint)
+    return parse_labels([c for c in changes if not (c.endswith("-") and "=" not in c)]), removals
+
+
+def relabelled(labels: dict[str, str], changes: list[str]) -> dict[str, str]:
+    """labels after kubectl-style changes (see label_changes)."""
+    sets, removals = label_changes(changes)
+    out = {k: v for k, v in labels.items() if k not in removals}
+    out.update(sets)
+    return out
+
+
 def check_labels(labels: dict[str, Any]) -> dict[str, str]:
     """Labels that arrive as a mapping (the agent's API, CNI args): the keys --label accepts."""
     for key, value in labels.items():

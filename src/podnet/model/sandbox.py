@@ -25,6 +25,16 @@ class PortMapping(BaseModel):
         return [(self.host_port + i, self.container_port + i) for i in range(count)]
 
 
+class ExposedPort(BaseModel):
+    """One `--expose [NAME=]PORT[/PROTO]`: a port the sandbox serves, named as a Kubernetes
+    containerPort is; Services' named targetPorts and NetworkPolicies' named ports resolve
+    through it (model/ports.py parses it)."""
+
+    name: str | None = None
+    port: int
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+
+
 class Attachment(BaseModel):
     """A sandbox's membership of one network, with what the user asked of it."""
 
@@ -51,6 +61,7 @@ class Sandbox(BaseModel):
     ports: list[PortMapping] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     namespace: str = "default"
+    expose: list[ExposedPort] = Field(default_factory=list)
     pids_limit: int | None = None
     memory_bytes: int | None = None
     env: dict[str, str] = Field(default_factory=dict)

@@ -15,7 +15,6 @@ sandbox without that label is not an endpoint of that port (as in Kubernetes).
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from typing import Any, Literal
@@ -24,20 +23,19 @@ from pydantic import BaseModel, Field
 
 from podnet.config import DEFAULT_SERVICE_CIDRS, service_cidrs  # noqa: F401 - the one definition, re-exported
 from podnet.errors import InvalidArgument
+from podnet.model.manifest import (DNS1123, KNOWN_METADATA, fail as _fail, integer as _int, ip as _ip,  # noqa: F401
+                                   labels as _labels, looks_numeric as _looks_numeric, mapping as _mapping,
+                                   unknown as _unknown)
+from podnet.model.ports import PORT_LABEL_PREFIX, PORT_NAME  # noqa: F401 - re-exported
 
 NODEPORT_RANGE = (30000, 32767)
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP (3 hours)
-PORT_LABEL_PREFIX = "port.podnet.io/"
 MAX_PORTS = 16
 # A Service holds a slot (api/services claims one in the store) that numbers its nft groups:
 # the proxier has 2**20 mark groups, MAX_PORTS x 2 families per slot (services/proxy.py).
 MAX_SERVICES = (1 << 20) // (MAX_PORTS * 2)
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")  # IANA_SVC_NAME, <= 15
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 # Fields Kubernetes defines that mean nothing on one host: accepted, ignored.
 IGNORED_SPEC = {"externalTrafficPolicy", "internalTrafficPolicy", "loadBalancerIP", "loadBalancerSourceRanges",
@@ -45,8 +43,6 @@ IGNORED_SPEC = {"externalTrafficPolicy", "internalTrafficPolicy", "loadBalancerI
                 "trafficDistribution"}
 KNOWN_SPEC = {"selector", "ports", "type", "clusterIP", "clusterIPs", "externalIPs", "sessionAffinity",
               "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy"} | IGNORED_SPEC
-KNOWN_METADATA = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
-                  "creationTimestamp", "managedFields", "finalizers", "ownerReferences", "generateName"}
 KNOWN_PORT = {"name", "protocol", "port", "targetPort", "nodePort", "appProtocol"}
 
 
@@ -89,63 +85,6 @@ class Service(ServiceSpec):
 
 
 # ---- reading a manifest --------------------------------------------------------------------
-
-
-def _fail(field: str, problem: str, hint: str = "") -> InvalidArgument:
-    return InvalidArgument(f"{field}: {problem}", hint)
-
-
-def _mapping(value: Any, field: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(field, f"must be a mapping, not {type(value).__name__}")
-    return value
-
-
-def _unknown(doc: dict[str, Any], known: set[str], field: str) -> None:
-    for key in doc:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            raise _fail(f"{field}.{key}" if field else str(key), "unknown field",
-                        f"did you mean {close[0]}?" if close else "check the spelling against a Kubernetes v1 Service")
-
-
-def _labels(value: Any, field: str) -> dict[str, str]:
-    out = {}
-    for k, v in _mapping(value, field).items():
-        v = "" if v is None else v
-        if not isinstance(k, str) or not LABEL_KEY.match(k):
-            raise _fail(f"{field}.{k}", "invalid label key", "use letters, digits, '-', '_', '.', an optional prefix/")
-        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not LABEL_VALUE.match(str(v)):
-            raise _fail(f"{field}.{k}", f"invalid label value {v!r}", "a string of up to 63 letters, digits, '-', '_', '.'")
-        out[k] = str(v)
-    return out
-
-
-def _int(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(field, f"must be a number, not {value!r}")
-    if not low <= value <= high:
-        raise _fail(field, f"{value} is out of range", f"use {low}-{high}")
-    return value
-
-
-def _ip(value: Any, field: str) -> str:
-    try:
-        return str(ipaddress.ip_address(str(value)))
-    except ValueError:
-        raise _fail(field, f"{value!r} is not an IP address") from None
-
-
-def _looks_numeric(text: str) -> bool:
-    """'1e400' or '0x50' would be a legal port name, but its author meant a number (YAML 1.1
-    reads 1e400 as a string): refuse it rather than wait for a port named so."""
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return text.lower().startswith("0x")
 
 
 def _port(doc: Any, field: str, service_type: str) -> ServicePortSpec:

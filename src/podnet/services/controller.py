@@ -17,8 +17,8 @@ every key of its selector (an empty selector selects nothing, as a Kubernetes Se
 without a selector), that are ready (a sandbox "running", a pod "ready"), and not in the
 host's network namespace. Each gets one address per family: the first address of that
 family on the first of its networks (in attach order) that has one. A target port given
-by name resolves through the sandbox's label `port.podnet.io/<name>=<number>`; a sandbox
-without it is not an endpoint of that port.
+by name resolves through the sandbox's `--expose NAME=NUMBER` (or its label
+`port.podnet.io/<name>=<number>`); a sandbox without it is not an endpoint of that port.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any, Iterator
 from podnet.config import paths
 from podnet.dataplane import netlink
 from podnet.dns.records import ServiceRecord
-from podnet.model.service import PORT_LABEL_PREFIX, Service, service_cidrs
+from podnet.model import ports as named
+from podnet.model.service import Service, service_cidrs
 from podnet.services import route
 from podnet.services.proxier import NftablesProxier
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of
@@ -61,6 +62,7 @@ class Member:
     namespace: str
     labels: dict[str, str]
     addresses: tuple[str, ...]
+    exposed: tuple[dict[str, Any], ...] = ()  # its --expose ports (stored dicts)
 
 
 def _first_per_family(endpoint_docs: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -84,7 +86,8 @@ def members(store: Store) -> list[Member]:
         eps = endpoints.get(sb["id"], {})
         ordered = [eps[a["network"]] for a in sb.get("networks", []) if a["network"] in eps]
         out.append(Member(sb["name"], sb.get("hostname") or sb["name"], sb.get("namespace", "default"),
-                          sb.get("labels", {}), _first_per_family(ordered)))
+                          sb.get("labels", {}), _first_per_family(ordered),
+                          tuple(sb.get("expose") or ())))
     for _, pod in store.list(keys.PODS):
         if pod.get("state") != "ready":
             continue
@@ -100,12 +103,10 @@ def selects(service: Service, member: Member) -> bool:
         member.labels.get(k) == v for k, v in service.selector.items())
 
 
-def named_ports(labels: dict[str, str]) -> dict[str, int]:
-    out = {}
-    for key, value in labels.items():
-        if key.startswith(PORT_LABEL_PREFIX) and value.isdigit() and 0 < int(value) < 65536:
-            out[key[len(PORT_LABEL_PREFIX):]] = int(value)
-    return out
+def named_ports(member: Member) -> dict[str, int]:
+    """name -> number, by --expose or the port.podnet.io/NAME label (Kubernetes resolves a
+    targetPort by name alone)."""
+    return {name: port for name, (port, _) in named.named_ports(member.labels, list(member.exposed)).items()}
 
 
 def desired(store: Store) -> tuple[list[Service], dict[str, list[EndpointAddress]]]:
@@ -117,7 +118,7 @@ def desired(store: Store) -> tuple[list[Service], dict[str, list[EndpointAddress
             by_namespace.setdefault(m.namespace, []).append(m)
     endpoints = {}
     for svc in services:
-        endpoints[svc.key] = [EndpointAddress(m.name, m.hostname, m.addresses, named_ports(m.labels))
+        endpoints[svc.key] = [EndpointAddress(m.name, m.hostname, m.addresses, named_ports(m))
                               for m in by_namespace.get(svc.namespace, []) if selects(svc, m)]
     return services, endpoints
 

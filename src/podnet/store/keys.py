@@ -82,3 +82,15 @@ IMAGES = "images/"  # images/<name> -> the image: its id (the directory under th
 
 def image(name: str) -> str:
     return f"{IMAGES}{name}"
+
+
+NAMESPACES = "namespaces/"  # namespaces/<name> -> {"name", "labels", "created"}
+POLICIES = "policies/"  # policies/<namespace>/<name> -> a NetworkPolicy (model/policy.py)
+
+
+def namespace(name: str) -> str:
+    return f"{NAMESPACES}{name}"
+
+
+def policy(namespace: str, name: str) -> str:
+    return f"{POLICIES}{namespace}/{name}"

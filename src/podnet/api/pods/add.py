@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from podnet import drivers
-from podnet.api import firewall_sync
+from podnet.api import firewall_sync, follow
 from podnet.api.context import Context, require_privilege
 from podnet.api.pods import records
 from podnet.api.pods.namespace import netns_alive, netns_identity
@@ -70,10 +70,13 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
                 ipam_result = ipam_add()
                 records.claim_delegated(ctx, net, ep, ipam_result)
                 routes, dns = ipam_result["routes"], ipam_result["dns"]
+            # Fail closed: the policies selecting the pod are in force before it has a link.
+            follow.policies(ctx, strict=True)
             steps.push("forget its anti-spoofing elements", firewall_sync.unguard, [ep], {net.id: net}, True)
             firewall_sync.guard([ep], {net.id: net}, pods=True)
             steps.push(f"take down {req.ifname}", driver.detach, net, ep, req.netns)
             driver.attach(net, ep, Path(req.netns), default_route=True)
+            follow.policies(ctx)  # a bridge attach made now passes bridged traffic to the policies
             _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])
             result = cni_result(driver.report(net, ep, req.netns), routes, dns or _embedded_dns(ctx, net, req.args))
             records.mark_ready(ctx, doc, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from podnet.api import follow
 from podnet.api.context import Context, require_privilege
 from podnet.api.pods import records
 from podnet.api.pods.namespace import netns_alive
@@ -25,6 +26,7 @@ def delete(ctx: Context, container_id: str, ifname: str) -> bool:
             return False
         records.destroy(ctx, doc)
     lock_path(ctx, pid).unlink(missing_ok=True)
+    follow.policies(ctx)
     return True
 
 

@@ -1,0 +1,170 @@
+"""`podnet namespace ...`, `podnet policy ls|inspect` and `podnet trace`, with kubectl's words.
+
+NetworkPolicy documents are applied and deleted by `podnet apply -f` / `delete -f`
+(cli/cmd_service.py reads the files and hands each kind to its api). Registering costs
+nothing: the api is imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from podnet.api.context import open_context
+from podnet.cli import render
+
+
+def register(sub: Any) -> None:
+    ns = sub.add_parser("namespace", aliases=["ns"], help="manage Kubernetes-style namespaces")
+    ns.set_defaults(handler=lambda a: _usage(ns))
+    cmds = ns.add_subparsers(dest="nscmd", metavar="COMMAND", parser_class=type(ns))
+    c = cmds.add_parser("create", help="create a namespace")
+    c.add_argument("name", help="a DNS label: lowercase letters, digits and '-'")
+    c.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)")
+    c.set_defaults(handler=cmd_ns_create)
+    lb = cmds.add_parser("label", help="set (key=value) or remove (key-) labels of a namespace")
+    lb.add_argument("name", help="the namespace")
+    lb.add_argument("changes", nargs="+", metavar="KEY=VALUE|KEY-", help="labels to set or (with a trailing -) remove")
+    lb.set_defaults(handler=cmd_ns_label)
+    ls = cmds.add_parser("ls", aliases=["list"], help="list namespaces")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(handler=cmd_ns_ls)
+    rm = cmds.add_parser("rm", help="remove namespaces (and the NetworkPolicies in them)")
+    rm.add_argument("names", nargs="+", metavar="NAME", help="namespaces to remove (nothing may run in them)")
+    rm.set_defaults(handler=cmd_ns_rm)
+
+    pol = sub.add_parser("policy", aliases=["netpol"], help="show NetworkPolicies (apply them with `podnet apply -f`)")
+    pol.set_defaults(handler=lambda a: _usage(pol))
+    pcmds = pol.add_subparsers(dest="polcmd", metavar="COMMAND", parser_class=type(pol))
+    pl = pcmds.add_parser("ls", aliases=["list"], help="list NetworkPolicies with the endpoints each selects now")
+    pl.add_argument("-n", "--namespace", help="list this namespace only (default: default)")
+    pl.add_argument("-A", "--all-namespaces", action="store_true", help="list every namespace")
+    pl.add_argument("--json", action="store_true", help="print the manifests and what they select as JSON")
+    pl.set_defaults(handler=cmd_policy_ls)
+    pi = pcmds.add_parser("inspect", help="show NetworkPolicies as JSON: manifest, selected endpoints, peers")
+    pi.add_argument("names", nargs="+", metavar="[NAMESPACE/]NAME", help="policies to show")
+    pi.add_argument("-n", "--namespace", default="default", help="namespace of the names without one (default %(default)s)")
+    pi.set_defaults(handler=cmd_policy_inspect)
+
+    tr = sub.add_parser("trace", help="would a connection work, and which policy decides it")
+    tr.add_argument("src", metavar="SRC", help="a sandbox, NAMESPACE/POD or address")
+    tr.add_argument("dst", metavar="DST[:PORT][/PROTO]", help="a sandbox, NAMESPACE/POD, Service or address; tcp by default")
+    tr.add_argument("-n", "--namespace", default="default", help="namespace of pod and Service names (default %(default)s)")
+    tr.add_argument("--json", action="store_true", help="print the answer as JSON")
+    tr.set_defaults(handler=cmd_trace)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def _ctx(args: argparse.Namespace, readonly: bool = False) -> Any:
+    return open_context(args.root, readonly=readonly)
+
+
+def cmd_ns_create(args: argparse.Namespace) -> int:
+    from podnet.api import namespaces  # lazy: every command imports this module to register its flags
+
+    namespaces.create(_ctx(args), args.name, args.label)
+    print(f"namespace/{args.name} created")
+    return 0
+
+
+def cmd_ns_label(args: argparse.Namespace) -> int:
+    from podnet.api import namespaces  # lazy: every command imports this module to register its flags
+
+    labels = namespaces.relabel(_ctx(args), args.name, args.changes)
+    print(" ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    return 0
+
+
+def cmd_ns_ls(args: argparse.Namespace) -> int:
+    from podnet.api import namespaces  # lazy: every command imports this module to register its flags
+
+    docs = sorted(namespaces.all_namespaces(_ctx(args, readonly=True).store).values(), key=lambda d: d["name"])
+    if args.json:
+        render.dump_json(docs)
+        return 0
+    render.table(["NAME", "LABELS", "AGE"], [
+        [d["name"], ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())), render.ago(d["created"]) if d["created"] else ""]
+        for d in docs])
+    return 0
+
+
+def cmd_ns_rm(args: argparse.Namespace) -> int:
+    from podnet.api import namespaces  # lazy: every command imports this module to register its flags
+
+    for name in args.names:
+        removed = namespaces.remove(_ctx(args), name)
+        print(f'namespace "{name}" deleted' + (f" with {len(removed)} NetworkPolicies" if removed else ""))
+    return 0
+
+
+def _view(doc: dict[str, Any], state: Any) -> dict[str, Any]:
+    from podnet.model.policy import to_manifest  # lazy: pydantic, for the commands that show policies
+
+    policy = next(p for p in state.policies if p.key == f"{doc['namespace']}/{doc['name']}")
+    out = to_manifest(doc)
+
+    def rules(rules: Any) -> Any:
+        if rules is None:
+            return None
+        return [{"peers": "any" if r.any_peer else list(r.peers), "blocks": list(r.blocks),
+                 "ports": [p.text() for p in r.ports] or "any"} for r in rules]
+
+    out["status"] = {"selected": list(policy.selected), "ingress": rules(policy.ingress), "egress": rules(policy.egress)}
+    return out
+
+
+def cmd_policy_ls(args: argparse.Namespace) -> int:
+    from podnet.policy import engine  # lazy: every command imports this module to register its flags
+
+    store = _ctx(args, readonly=True).store
+    state = engine.build(store)
+    docs = sorted((d for _, d in store.list("policies/")), key=lambda d: (d["namespace"], d["name"]))
+    if not args.all_namespaces:
+        docs = [d for d in docs if d["namespace"] == (args.namespace or "default")]
+    if args.json:
+        render.dump_json([_view(d, state) for d in docs])
+        return 0
+    selected = {p.key: p.selected for p in state.policies}
+
+    def selector(doc: dict[str, Any]) -> str:
+        sel = doc["spec"]["podSelector"]
+        parts = [f"{k}={v}" for k, v in sel["matchLabels"].items()]
+        parts += [f"{e['key']} {e['operator']} ({','.join(e['values'])})" if e["values"] else f"{e['key']} {e['operator']}"
+                  for e in sel["matchExpressions"]]
+        return ",".join(parts) or "<all>"
+
+    rows = [[d["namespace"], d["name"], selector(d), ",".join(d["policy_types"]),
+             ",".join(e.split("/", 1)[1] for e in selected.get(f"{d['namespace']}/{d['name']}", ())) or "<none>",
+             render.ago(d.get("created"))] for d in docs]
+    headers = ["NAMESPACE", "NAME", "POD-SELECTOR", "TYPES", "SELECTS", "AGE"]
+    if not args.all_namespaces:
+        headers, rows = headers[1:], [r[1:] for r in rows]
+    render.table(headers, rows)
+    return 0
+
+
+def cmd_policy_inspect(args: argparse.Namespace) -> int:
+    from podnet.api import policies  # lazy: every command imports this module to register its flags
+    from podnet.policy import engine  # lazy: every command imports this module to register its flags
+
+    ctx = _ctx(args, readonly=True)
+    found = [policies.find(ctx, ref, args.namespace) for ref in args.names]
+    state = engine.build(ctx.store)
+    render.dump_json([_view(d, state) for d in found])
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from podnet.policy import trace  # lazy: every command imports this module to register its flags
+
+    result = trace.trace(_ctx(args, readonly=True).store, args.src, args.dst, args.namespace)
+    if args.json:
+        render.dump_json(result)
+    else:
+        print("\n".join(trace.render(result)))
+    return 0 if result["verdict"] == "allow" else 1

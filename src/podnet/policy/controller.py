@@ -1,0 +1,126 @@
+"""Keep `table inet podnet-policy` equal to the store's NetworkPolicies, and cut what they forbid.
+
+`sync(store)` is what every process that changed something policies depend on calls (api
+.follow: run, CNI ADD/DEL, label, namespace label, apply/delete; the agent on every store
+change): it builds the PolicyState (engine.py), the ruleset (ruleset.py) and, when the
+ruleset differs from the one last applied on this host, replaces the table in one
+transaction and deletes the conntrack entries of established connections the new state
+forbids. The last applied ruleset's digest is kept in the run directory, so a second process
+(the agent after the CLI) does not apply it again; `force` (the agent's start and its
+periodic full pass) applies whatever the digest says.
+
+Fail closed: `run` and CNI ADD call sync after recording the endpoint and before making its
+link, so a new sandbox is in the maps (and under its policies) before it can send or receive;
+the table lives in the kernel, so policies stay in force while the agent is down or restarting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from typing import Any
+
+from podnet import drivers
+from podnet.config import paths
+from podnet.dataplane import conntrack, hostaddrs, netlink, nft
+from podnet.errors import InvalidArgument
+from podnet.policy import engine, ruleset
+from podnet.store import keys
+from podnet.store.base import Store
+from podnet.util import locks
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def _digest_file() -> Any:
+    return paths().run / "policy.digest"
+
+
+def _lock() -> Any:
+    return locks.held(paths().lock_dir / "policy")
+
+
+def refuse_unenforceable(state: engine.PolicyState) -> None:
+    """One line for a policy selecting a sandbox whose traffic never crosses the host's
+    forward path (macvlan, ipvlan, host network): never silently open."""
+    for policy, ep in state.unenforceable():
+        raise InvalidArgument(
+            f"NetworkPolicy {policy} selects {ep.kind} {ep.key}, which podnet cannot police: {ep.unenforceable}",
+            "narrow the policy's podSelector, relabel the sandbox, or run it on a bridge or routed network")
+
+
+def sync(store: Store, strict: bool = False, force: bool = False) -> bool:
+    """Make the kernel enforce the store's policies; True when the table was replaced.
+
+    strict: refuse (InvalidArgument, nothing changed) when a policy selects what podnet cannot
+    police. Without it (the agent) those endpoints are skipped and the rest is enforced."""
+    if not store.list(keys.POLICIES):
+        if force or _digest_file().exists():
+            with _lock():
+                nft.delete_table(ruleset.FAMILY, ruleset.table())
+                _digest_file().unlink(missing_ok=True)
+        return False
+    with _lock():  # built under the lock: a slower process never applies an older state over a newer one
+        state = engine.build(store)
+        if strict:
+            refuse_unenforceable(state)
+        commands = ruleset.build(state)
+        digest = hashlib.sha256(json.dumps(commands, sort_keys=True).encode()).hexdigest()
+        _pass_bridged_traffic(store)
+        try:
+            previous = _digest_file().read_text()
+        except OSError:
+            previous = ""
+        if previous == digest and not force:
+            return False
+        nft.apply(commands)
+        _digest_file().parent.mkdir(parents=True, exist_ok=True)
+        _digest_file().write_text(digest)
+    cut_forbidden(state)
+    return True
+
+
+def _pass_bridged_traffic(store: Store) -> None:
+    """Sandboxes on one bridge talk through the bridge, not through the host's routing: the
+    bridge hands their IPv4/IPv6 to the inet hooks (br_netfilter), as Kubernetes requires."""
+    for _, net in store.list(keys.NETWORKS):
+        if drivers.supports(net.get("driver")).nat and net.get("interface"):
+            netlink.bridge_nf_call(net["interface"])
+
+
+def cut_forbidden(state: engine.PolicyState) -> int:
+    """Delete the conntrack entries of connections the policies now forbid (Kubernetes leaves
+    this open; podnet cuts them). A connection the host's own processes opened is never cut.
+    Returns how many entries were deleted."""
+    by_address = state.by_address()
+    if not by_address:
+        return 0
+    local = {str(a) for a in hostaddrs.addresses()}
+    cut = 0
+    for family in (4, 6):
+        for protocol in PROTOCOLS:
+            for flow in conntrack.flows(family, protocol):
+                src, dst = _canonical(flow.src), _canonical(flow.reply_src)
+                if src in local or (src not in by_address and dst not in by_address):
+                    continue
+                decision = engine.decide(state, src, dst, protocol, flow.reply_sport, by_address)
+                if decision.verdict == "drop":
+                    conntrack.delete(flow)
+                    cut += 1
+    return cut
+
+
+def _canonical(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
+def teardown() -> None:
+    with _lock():
+        nft.delete_table(ruleset.FAMILY, ruleset.table())
+        _digest_file().unlink(missing_ok=True)
+
+
+def current() -> list[dict[str, Any]] | None:
+    """The table as nft JSON (tests; `policy inspect --kernel` later)."""
+    return nft.list_table(ruleset.FAMILY, ruleset.table())

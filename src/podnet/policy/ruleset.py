@@ -1,0 +1,254 @@
+"""NetworkPolicies as nftables: `table inet podnet-policy`, built whole from a PolicyState.
+
+Flat layout (no rule per pod pair, none per endpoint): a verdict map keyed by endpoint
+address sends a new connection to the chain of the set of policies selecting that endpoint;
+that chain jumps to each policy's chain and ends in the default deny; a policy's chain has a
+few rules per policy rule, each matching sets (peers, ports, named ports).
+
+  egress-forward  (filter, forward, -10)  ct established/related accept; ip saddr vmap @egress4
+  egress-input    (filter, input, -10)    the same for connections from a pod to the host (DNS)
+  ingress-forward (filter, forward, -5)   ct established/related accept; ip daddr vmap @ingress4
+  eg-<group>, in-<group>                  jump pe-<policy> / pi-<policy> for each policy of
+                                          the group; then counter drop (the default deny)
+  pe-<policy>, pi-<policy>                per rule: peers . ports -> accept
+
+Maps and sets: egress4/6, ingress4/6 (address : verdict), per rule <policy>-<e|i><n>-peer4/6
+(interval: pods' addresses and ipBlocks minus except), -tcp/-udp/-sctp (interval ports:
+port..endPort), -named4/6 (address . protocol . port: named ports resolved per destination).
+
+Egress and ingress are two base chains, so that an accept in one (its policies allow the
+connection) does not skip the other; a drop in either is final. Only new connections meet
+the maps: replies and connections already allowed pass the first rule (podnet cuts the
+conntrack entries a new policy forbids, policy/controller.py). Traffic the host's own
+processes open goes through `output`, never here: health checks reach every sandbox, while
+published ports, NodePorts and Service VIPs are DNATed before `forward` and judged by the
+client's address against the endpoint they were translated to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Any, Iterable
+
+from podnet import config
+from podnet.firewall.expr import Expr, match, meta, payload
+from podnet.policy.engine import EGRESS, INGRESS, Endpoint, Policy, PolicyState, Rule
+
+FAMILY = "inet"
+PROTOCOLS = ("tcp", "udp", "sctp")
+IP = {4: "ip", 6: "ip6"}
+ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
+COMMENT_MAX = 120  # nft keeps at most 128 bytes of a rule's comment
+BASE_CHAINS = {  # name -> (hook, priority, direction, address field)
+    "egress-forward": ("forward", -10, EGRESS, "saddr"),
+    "egress-input": ("input", -10, EGRESS, "saddr"),
+    "ingress-forward": ("forward", -5, INGRESS, "daddr"),
+}
+_ACCEPT: Expr = {"accept": None}
+Command = dict[str, Any]
+
+
+def table() -> str:
+    return config.paths().policy_table
+
+
+def _ref(**extra: Any) -> dict[str, Any]:
+    return {"family": FAMILY, "table": table(), **extra}
+
+
+def short(key: str) -> str:
+    """A policy's or a group's name in nft: short, stable, free of user characters."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _prefix(cidr: str) -> Expr | str:
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _ranges(ports: Iterable[tuple[int, int]]) -> list[Any]:
+    """Disjoint port intervals (an interval set refuses overlaps)."""
+    merged: list[list[int]] = []
+    for low, high in sorted(ports):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return [lo if lo == hi else {"range": [lo, hi]} for lo, hi in merged]
+
+
+def _comment(text: str) -> str:
+    return text if len(text) <= COMMENT_MAX else text[:COMMENT_MAX - 3] + "..."
+
+
+class Builder:
+    """Collects one transaction: chains, sets with their elements, rules."""
+
+    def __init__(self, state: PolicyState) -> None:
+        self.state = state
+        self.chains: list[Command] = []
+        self.sets: list[Command] = []
+        self.elements: list[Command] = []
+        self.rules: list[Command] = []
+
+    def chain(self, name: str, hook: tuple[str, int] | None = None) -> None:
+        body = _ref(name=name)
+        if hook:
+            body.update(type="filter", hook=hook[0], prio=hook[1], policy="accept")
+        self.chains.append({"add": {"chain": body}})
+
+    def set(self, name: str, key: Any, elements: list[Any], interval: bool = False, verdict: bool = False) -> str:
+        body = _ref(name=name, type=key)
+        if interval:
+            body["flags"] = ["interval"]
+        if verdict:
+            body["map"] = "verdict"
+        self.sets.append({"add": {"map" if verdict else "set": body}})
+        if elements:
+            self.elements.append({"add": {"element": _ref(name=name, elem=elements)}})
+        return f"@{name}"
+
+    def rule(self, chain: str, expr: list[Expr], comment: str) -> None:
+        self.rules.append({"add": {"rule": _ref(chain=chain, expr=expr, comment=_comment(comment))}})
+
+    def commands(self) -> list[Command]:
+        t = {"family": FAMILY, "name": table()}
+        return [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}},
+                *self.chains, *self.sets, *self.elements, *self.rules]
+
+
+def _addresses(eps: Iterable[Endpoint], version: int) -> list[str]:
+    return sorted({a for ep in eps for a in ep.addresses if ipaddress.ip_address(a).version == version},
+                  key=ipaddress.ip_address)
+
+
+def _peer_cidrs(state: PolicyState, rule: Rule, version: int) -> list[Any]:
+    cidrs = [f"{a}/{32 if version == 4 else 128}" for a in _addresses((state.endpoints[k] for k in rule.peers), version)]
+    cidrs += [c for c in rule.blocks if ipaddress.ip_network(c).version == version]
+    nets = ipaddress.collapse_addresses(ipaddress.ip_network(c) for c in cidrs)  # type: ignore[misc]
+    return [_prefix(str(n)) for n in nets]
+
+
+def _named(state: PolicyState, policy: Policy, rule: Rule, direction: str, version: int) -> list[Any]:
+    """(address . protocol . port) of the destination endpoints that resolve a named port:
+    the selected endpoints for ingress, the peer endpoints (every endpoint for `to: []`) for egress."""
+    if direction == INGRESS:
+        targets = [state.endpoints[k] for k in policy.selected]
+    else:
+        targets = list(state.endpoints.values()) if rule.any_peer else [state.endpoints[k] for k in rule.peers]
+    out = set()
+    for port in rule.ports:
+        if port.name is None:
+            continue
+        for ep in targets:
+            resolved = ep.named_ports.get(port.name)
+            if resolved and resolved[1] == port.protocol:
+                for address in _addresses([ep], version):
+                    out.add((address, port.protocol, resolved[0]))
+    return [{"concat": list(e)} for e in sorted(out)]
+
+
+def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain: str) -> None:
+    d = "i" if direction == INGRESS else "e"
+    base = f"{short(policy.key)}-{d}{rule.index}"
+    peer_field = "saddr" if direction == INGRESS else "daddr"
+    what = f"{policy.key} {direction.lower()}[{rule.index}]"
+    numeric: dict[str, list[tuple[int, int]]] = {}
+    every_port: set[str] = set()
+    for port in rule.ports:
+        if port.name is not None:
+            continue
+        if port.port is None:
+            every_port.add(port.protocol)
+        else:
+            numeric.setdefault(port.protocol, []).append((port.port, port.end or port.port))
+    port_sets = {proto: b.set(f"{base}-{proto}", "inet_service", _ranges(ranges), interval=True)
+                 for proto, ranges in numeric.items() if proto not in every_port}
+    for version in (4, 6):
+        ip = IP[version]
+        if rule.any_peer:
+            peer: list[Expr] = []
+        else:
+            elements = _peer_cidrs(b.state, rule, version)
+            if not elements:
+                peer = None  # type: ignore[assignment]
+            else:
+                peer = [match(payload(ip, peer_field), b.set(f"{base}-peer{version}", ADDR[version], elements, interval=True))]
+        named = _named(b.state, policy, rule, direction, version)
+        if named:
+            key = {"concat": [payload(ip, "daddr"), meta("l4proto"), payload("th", "dport")]}
+            named_set = b.set(f"{base}-named{version}", [ADDR[version], "inet_proto", "inet_service"], named)
+            cond = (peer or []) if direction == INGRESS else [match(meta("nfproto"), f"ipv{version}")]
+            if direction == EGRESS or peer is not None:
+                b.rule(chain, [*cond, match(key, named_set), _ACCEPT], f"{what}: named ports, IPv{version}")
+        if peer is None:
+            continue
+        if not rule.ports:
+            b.rule(chain, [*(peer or [match(meta("nfproto"), f"ipv{version}")]), _ACCEPT],
+                   f"{what}: every port, IPv{version}")
+            continue
+        for proto in PROTOCOLS:
+            if proto in every_port:
+                b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto), _ACCEPT],
+                       f"{what}: every {proto} port, IPv{version}")
+            elif proto in port_sets:
+                b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto),
+                               match(payload("th", "dport"), port_sets[proto]), _ACCEPT],
+                       f"{what}: {proto} ports, IPv{version}")
+
+
+def groups(state: PolicyState, direction: str) -> dict[str, tuple[str, ...]]:
+    """endpoint key -> the policies of this direction selecting it (its group)."""
+    out: dict[str, list[str]] = {}
+    for policy in state.policies:
+        rules = policy.ingress if direction == INGRESS else policy.egress
+        if rules is None:
+            continue
+        for key in policy.selected:
+            out.setdefault(key, []).append(policy.key)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def build(state: PolicyState) -> list[Command]:
+    """One transaction that replaces the whole table with `state` (atomic: no packet sees a
+    half-made table)."""
+    b = Builder(state)
+    for name, (hook, prio, _, _) in BASE_CHAINS.items():
+        b.chain(name, (hook, prio))
+    by_key = {p.key: p for p in state.policies}
+    for direction, prefix, pprefix in ((EGRESS, "eg", "pe"), (INGRESS, "in", "pi")):
+        members = groups(state, direction)
+        chains: dict[tuple[str, ...], str] = {}
+        for policies in sorted(set(members.values())):
+            chain = f"{prefix}-{short(','.join(policies))}"
+            chains[policies] = chain
+            b.chain(chain)
+            for key in policies:
+                b.rule(chain, [{"jump": {"target": f"{pprefix}-{short(key)}"}}], f"{direction.lower()} policy {key}")
+            b.rule(chain, [{"counter": None}, {"drop": None}],
+                   f"default deny: no {direction.lower()} rule of {', '.join(policies)} allows it")
+        for policy in state.policies:
+            rules = policy.ingress if direction == INGRESS else policy.egress
+            if rules is None:
+                continue
+            chain = f"{pprefix}-{short(policy.key)}"
+            b.chain(chain)
+            for rule in rules:
+                _rule_commands(b, policy, rule, direction, chain)
+        for version in (4, 6):
+            vmap = []
+            for key, policies in sorted(members.items()):
+                for address in _addresses([state.endpoints[key]], version):
+                    vmap.append([address, {"jump": {"target": chains[policies]}}])
+            b.set(f"{direction.lower()}{version}", ADDR[version], vmap, verdict=True)
+    established = match({"ct": {"key": "state"}}, ["established", "related"], op="in")
+    for name, (_, _, direction, field) in BASE_CHAINS.items():
+        b.rule(name, [established, _ACCEPT], "replies, and connections the policies allowed when they began")
+        mapname = "egress" if direction == EGRESS else "ingress"
+        for version in (4, 6):
+            b.rule(name, [{"vmap": {"key": payload(IP[version], field), "data": f"@{mapname}{version}"}}],
+                   f"IPv{version} {direction.lower()}: endpoints some policy selects go to their policies' chain")
+    return b.commands()

@@ -1,0 +1,152 @@
+"""NetworkPolicy without the kernel: reading manifests (one line naming the field), the
+semantics of the engine on the upstream e2e model (namespaces x, y, z; pods a, b, c), and the
+shape of the nftables table built from it (flat: no rule per pod pair, a comment on each)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from podnet.errors import InvalidArgument
+from podnet.model.policy import from_manifest
+from podnet.policy import engine, ruleset
+from podnet.store import keys
+
+
+class DictStore:
+    """The Store calls the engine makes (list, get), over a dict."""
+
+    def __init__(self, docs: dict[str, Any]) -> None:
+        self.docs = docs
+
+    def list(self, prefix: str) -> list[tuple[str, Any]]:
+        return sorted((k, v) for k, v in self.docs.items() if k.startswith(prefix))
+
+    def get(self, key: str) -> Any:
+        return self.docs.get(key)
+
+
+def policy_doc(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return from_manifest({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                          "metadata": {"name": name, "namespace": namespace}, "spec": spec}).model_dump()
+
+
+def model(*policies: dict[str, Any], ns_labels: dict[str, dict[str, str]] | None = None) -> DictStore:
+    """x, y, z with a, b, c in each (label pod=X), on one bridge network; 10.0.<ns>.<pod>."""
+    docs: dict[str, Any] = {keys.network("n1"): {"id": "n1", "name": "net", "driver": "bridge", "interface": "pnbr1"}}
+    for i, ns in enumerate("xyz"):
+        labels = {"ns": ns, **(ns_labels or {}).get(ns, {})}
+        docs[keys.namespace(ns)] = {"name": ns, "labels": labels, "created": 0}
+        for j, pod in enumerate("abc"):
+            sid = f"{ns}{pod}"
+            docs[keys.sandbox(sid)] = {"id": sid, "name": f"{ns}-{pod}", "namespace": ns, "labels": {"pod": pod},
+                                       "state": "running", "expose": [{"name": "serve-80", "port": 80, "protocol": "tcp"},
+                                                                     {"name": "serve-81-udp", "port": 81, "protocol": "udp"}]}
+            docs[keys.endpoint(sid, "n1")] = {"id": f"e{sid}", "sandbox": sid, "network": "n1",
+                                              "addresses": [f"10.0.{i}.{j + 2}/16"]}
+    for p in policies:
+        docs[keys.policy(p["namespace"], p["name"])] = p
+    return DictStore(docs)
+
+
+ADDR = {f"{ns}/{ns}-{pod}": f"10.0.{i}.{j + 2}" for i, ns in enumerate("xyz") for j, pod in enumerate("abc")}
+
+
+def matrix(store: DictStore, port: int = 80, protocol: str = "tcp") -> set[tuple[str, str]]:
+    """The ordered pairs (src, dst) the engine allows."""
+    state = engine.build(store)
+    return {(s, d) for s in ADDR for d in ADDR if s != d
+            and engine.decide(state, ADDR[s], ADDR[d], protocol, port).verdict == "allow"}
+
+
+ALL = {(s, d) for s in ADDR for d in ADDR if s != d}
+
+
+def test_no_policy_everything_open() -> None:
+    assert matrix(model()) == ALL
+
+
+def test_deny_all_ingress_in_x_and_additive_allow() -> None:
+    deny = policy_doc("deny", "x", {"podSelector": {}})
+    assert matrix(model(deny)) == {(s, d) for s, d in ALL if not d.startswith("x/")}
+    allow = policy_doc("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]})
+    got = matrix(model(deny, allow))
+    assert ("x/x-b", "x/x-a") in got and ("y/y-b", "x/x-a") not in got and ("x/x-c", "x/x-a") not in got
+
+
+def test_and_versus_or_peers() -> None:
+    both = policy_doc("and", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]})
+    either = policy_doc("or", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"ns": "y"}}}, {"podSelector": {"matchLabels": {"pod": "b"}}}]}]})
+    into_a = lambda pairs: {s for s, d in pairs if d == "x/x-a"}  # noqa: E731
+    assert into_a(matrix(model(both))) == {"y/y-b"}
+    assert into_a(matrix(model(either))) == {"y/y-a", "y/y-b", "y/y-c", "x/x-b"}
+
+
+def test_named_and_ranged_ports_and_protocols() -> None:
+    named = policy_doc("named", "x", {"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-udp", "protocol": "UDP"}]}]})
+    store = model(named)
+    assert matrix(store, 81, "udp") == ALL
+    assert {d for _, d in ALL - matrix(store, 80, "tcp")} == {"x/x-a", "x/x-b", "x/x-c"}
+    ranged = policy_doc("range", "x", {"podSelector": {}, "ingress": [{"ports": [{"port": 79, "endPort": 80}]}]})
+    assert matrix(model(ranged), 80) == ALL and matrix(model(ranged), 81) != ALL
+
+
+def test_ip_block_except_and_egress() -> None:
+    egress = policy_doc("eg", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [
+        {"to": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}}]}]})
+    got = {d for s, d in matrix(model(egress)) if s == "x/x-a"}
+    assert got == {"x/x-b", "x/x-c", "z/z-a", "z/z-b", "z/z-c"}, "y (10.0.1.0/24) is excepted"
+
+
+def test_policy_types_default_and_egress_only() -> None:
+    only_egress_rules = policy_doc("e", "x", {"podSelector": {}, "egress": [{}]})
+    assert only_egress_rules["policy_types"] == ["Ingress", "Egress"], "egress rules imply Egress; Ingress always"
+    assert matrix(model(only_egress_rules)) == {(s, d) for s, d in ALL if not d.startswith("x/")}
+    egress_type = policy_doc("e2", "x", {"podSelector": {}, "policyTypes": ["Egress"]})
+    assert matrix(model(egress_type)) == {(s, d) for s, d in ALL if not s.startswith("x/")}
+
+
+def test_namespace_labels_and_match_expressions() -> None:
+    pol = policy_doc("exp", "x", {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "NotIn", "values": ["a"]}]},
+                                  "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
+                                      {"key": "team", "operator": "Exists"}]}}]}]})
+    assert {s for s, d in matrix(model(pol)) if d == "x/x-b"} == set()
+    relabelled = model(pol, ns_labels={"z": {"team": "blue"}})
+    assert {s for s, d in matrix(relabelled) if d == "x/x-b"} == {"z/z-a", "z/z-b", "z/z-c"}
+    assert {s for s, d in matrix(relabelled) if d == "x/x-a"} == {s for s in ADDR if s != "x/x-a"}
+
+
+@pytest.mark.parametrize("spec,field", [
+    ({"podSelector": {}, "policyTypes": ["ingress"]}, "spec.policyTypes[0]"),
+    ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]},
+     "spec.ingress[0].from[0].ipBlock.except[0]"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": "http", "endPort": 90}]}]}, "spec.ingress[0].ports[0].endPort"),
+    ({"podSelector": {}, "egress": [{"ports": [{"protocol": "ICMP"}]}]}, "spec.egress[0].ports[0].protocol"),
+    ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}, "spec.podSelector.matchExpressions[0].values"),
+    ({"podSelector": {}, "ingress": [{"from": [{}]}]}, "spec.ingress[0].from[0]"),
+    ({"podSelector": {}, "ingres": []}, "spec.ingres"),
+])
+def test_a_mistake_names_its_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        policy_doc("p", "x", spec)
+    assert err.value.message.startswith(f"{field}:"), err.value.message
+    assert "\n" not in err.value.line()
+
+
+def test_table_is_flat_and_commented() -> None:
+    """Groups of endpoints share a chain; rules grow with policies, not with pod pairs."""
+    pols = [policy_doc(f"p{i}", "x", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}],
+                                                                      "ports": [{"port": 80 + i}]}]}) for i in range(5)]
+    cmds = ruleset.build(engine.build(model(*pols)))
+    rules = [c["add"]["rule"] for c in cmds if "rule" in c.get("add", {})]
+    assert all(r.get("comment") for r in rules)
+    chains = [c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})]
+    assert len([c for c in chains if c.startswith("in-")]) == 1, "x's three pods share one group chain"
+    assert len(rules) < 60, json.dumps(rules)[:2000]
+    vmap = next(c["add"]["element"] for c in cmds if "element" in c.get("add", {}) and c["add"]["element"]["name"] == "ingress4")
+    assert len(vmap["elem"]) == 3
