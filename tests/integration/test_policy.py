@@ -383,8 +383,8 @@ def test_agent_follows_and_a_restart_keeps_policies_in_force(w: World) -> None:
 def test_egress_with_dns(w: World) -> None:
     agent = start_agent(w.host)
     try:
-        resolve = lambda: w.host.run(["nsenter", f"--net={w.netns['x/a']}", PY, "-S", program("getaddrinfo.py"),  # noqa: E731
-                                      "y-b"]).stdout.split(" ", 1)[1].strip()
+        resolve = lambda: w.podnet("exec", "x-a", "--", PY, "-S", program("getaddrinfo.py"),  # noqa: E731
+                                   "y-b").stdout.split(" ", 1)[1].strip()
         wait_for(lambda: resolve() == ip("y/b"), 20, "x-a to resolve y-b through the agent's DNS")
         w.apply(policy("eg", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}))
         assert resolve().startswith("ERR"), "egress deny-all stops DNS too"
@@ -432,3 +432,26 @@ def test_policy_ls_and_one_line_refusals(w: World) -> None:
     assert missing.returncode != 0 and "podnet namespace create nope" in missing.stderr, missing.stderr
     refused = w.podnet("run", "--namespace", "nope", "--network", "pol", "--", "true", check=False)
     assert refused.returncode != 0 and "podnet namespace create nope" in refused.stderr, refused.stderr
+
+
+def test_flow_log_names_the_deciding_policy(w: World) -> None:
+    agent = start_agent(w.host)
+    try:
+        w.apply(policy("deny-all", "x", {"podSelector": {}}) + "\n---\n" +
+                policy("b-from-y", "x", {"podSelector": {"matchLabels": {"pod": "b"}},
+                                         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+        assert w.probe(["y/a"], targets=["x/a", "x/b"]) == {("y/a", "x/a"): False, ("y/a", "x/b"): True}
+
+        def flows(*extra: str) -> list[dict[str, Any]]:
+            out = w.podnet("flows", "--json", *extra).stdout
+            return [json.loads(line) for line in out.splitlines()]
+
+        def seen() -> bool:
+            got = {(f["src_name"], f["dst_name"], f["dport"], f["verdict"], f["policy"]) for f in flows()}
+            return {("y/y-a", "x/x-a", 80, "drop", "default-deny"), ("y/y-a", "x/x-b", 80, "allow", "x/b-from-y")} <= got
+        wait_for(seen, 5, "both flows in the log")
+        denied = flows("--denied", "--sandbox", "x-a")
+        assert denied and all(f["verdict"] == "drop" and f["direction"] == "ingress" for f in denied), denied
+        assert flows("--since", "1h") and w.podnet("flows", "--since", "soon", check=False).returncode != 0
+    finally:
+        stop_agent(agent)

@@ -150,3 +150,20 @@ def test_table_is_flat_and_commented() -> None:
     assert len(rules) < 60, json.dumps(rules)[:2000]
     vmap = next(c["add"]["element"] for c in cmds if "element" in c.get("add", {}) and c["add"]["element"]["name"] == "ingress4")
     assert len(vmap["elem"]) == 3
+
+
+def test_nflog_records_are_parsed() -> None:
+    """One NFULNL_MSG_PACKET as the kernel sends it: prefix and the packet's headers."""
+    import socket
+    import struct
+
+    from podnet.dataplane import nflog
+
+    ip_header = bytes([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]) + socket.inet_aton("10.50.2.2") + socket.inet_aton("10.50.1.2")
+    tcp = struct.pack("!HH", 40000, 80) + b"\0" * 16
+    attrs = nflog._attr(nflog.NFULA_PREFIX, b"podnet:D:i:abc\0") + nflog._attr(nflog.NFULA_PAYLOAD, ip_header + tcp)
+    body = struct.pack("=BBH", socket.AF_INET, 0, 0) + attrs
+    message = struct.pack("=IHHII", 16 + len(body), (nflog.NFNL_SUBSYS_ULOG << 8) | nflog.NFULNL_MSG_PACKET, 0, 0, 0) + body
+    [record] = nflog.parse(message + message[:10], 1.0)
+    assert (record.prefix, record.src, record.dst, record.protocol, record.sport, record.dport) == \
+        ("podnet:D:i:abc", "10.50.2.2", "10.50.1.2", "tcp", 40000, 80)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet import __version__
+from podnet.agent.flows import FlowLog
 from podnet.agent.server import ApiServer
 from podnet.agent.startup import STORE_RETRY, log, open_until_reachable
 from podnet.api import context, nodes, realize, sandboxes
@@ -38,7 +39,7 @@ from podnet.dns.service import DnsService
 from podnet.errors import Conflict, InvalidArgument, PodnetError
 from podnet.model import Sandbox
 from podnet.runtime.etcfiles import host_nameservers
-from podnet.policy import controller as policies
+from podnet.policy import controller as policies, engine as policy_engine, ruleset as policy_ruleset
 from podnet.services import controller
 from podnet.store import keys
 from podnet.util.shapes import build
@@ -77,6 +78,8 @@ class Agent:
         self._lock_fd: int | None = None
         self._running: list[str] = []
         self._running_rev = -1
+        self.flows = FlowLog(self._flow_names)
+        self._names: tuple[int, tuple[dict[str, str], dict[str, str]]] = (-1, ({}, {}))
 
     # --- lifecycle ------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -110,6 +113,7 @@ class Agent:
         log(f"API on {api.path}")
         self.loop = asyncio.new_event_loop()
         watcher = threading.Thread(target=self._watch, name="sync", daemon=True)
+        threading.Thread(target=self.flows.run, args=(self.stopping,), name="flows", daemon=True).start()
         try:
             self.sync(full=True)
             self._point_sandboxes_at_dns()
@@ -251,6 +255,21 @@ class Agent:
                     except (PodnetError, OSError) as exc:
                         self._error(f"{sandbox.name}: resolv.conf not updated: {exc}")
 
+    def _flow_names(self) -> tuple[dict[str, str], dict[str, str]]:
+        """For the flow log: endpoint names by address, policy names by their nft id; rebuilt
+        when the store changed (read on the flows thread, with its own store connection)."""
+        ctx = self._flows_ctx = getattr(self, "_flows_ctx", None) or open_context(self.root)
+        rev = ctx.store.revision()
+        if rev != self._names[0]:
+            state = policy_engine.build(ctx.store)
+            by_address = {a: ep.key for a, ep in state.by_address().items()}
+            ids = {policy_ruleset.short(p.key): p.key for p in state.policies}
+            for direction in (policy_engine.INGRESS, policy_engine.EGRESS):
+                for group in set(policy_ruleset.groups(state, direction).values()):
+                    ids[policy_ruleset.short(",".join(group))] = ",".join(group)
+            self._names = (rev, (by_address, ids))
+        return self._names[1]
+
     # --- DNS ------------------------------------------------------------------------------
     async def _start_dns(self) -> None:
         self.dns = DnsService()
@@ -275,6 +294,7 @@ class Agent:
             ("POST", "/v1/reconcile"): self.api_reconcile,
             ("POST", "/v1/cni"): self.api_cni,
             ("POST", "/v1/sandboxes"): self.api_run,
+            ("POST", "/v1/flows"): self.api_flows,
         }
         return {key: _closing_netlink(route) for key, route in routes.items()}
 
@@ -304,10 +324,25 @@ class Agent:
         finally:
             ctx.close()
 
+    def api_flows(self, body: Any) -> tuple[int, Any]:
+        """`podnet flows`: the history, filtered; `after` is the last seq a follower saw."""
+        query = build(FlowQuery, body or {}, "flows query")
+        return 200, self.flows.query(after=query.after, since=query.since, denied=query.denied, sandbox=query.sandbox)
+
     def api_cni(self, body: Any) -> tuple[int, Any]:
         call = build(CniCall, body, "CNI call")
         code, out, err = handle(call.env, call.stdin.encode())
         return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
+
+
+@dataclass
+class FlowQuery:
+    """`POST /v1/flows`, what `podnet flows` sends."""
+
+    after: int = 0
+    since: float | None = None  # seconds back
+    denied: bool = False
+    sandbox: str | None = None
 
 
 @dataclass

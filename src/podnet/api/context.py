@@ -67,7 +67,7 @@ class ServicesSync(Protocol):
 class PoliciesSync(Protocol):
     """Makes the kernel's NetworkPolicies follow the store (podnet.policy.controller)."""
 
-    def sync(self, store: Store, strict: bool = False) -> Any: ...
+    def sync(self, store: Store, strict: bool = False, force: bool = False) -> Any: ...
 
 
 @dataclass(frozen=True)

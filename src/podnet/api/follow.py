@@ -13,12 +13,14 @@ from __future__ import annotations
 from podnet.api.context import Context
 
 
-def policies(ctx: Context, strict: bool = False) -> None:
+def policies(ctx: Context, strict: bool = False, force: bool = False) -> None:
     """Make the policy table hold what the store wants now.
 
     strict: refuse (InvalidArgument) when a policy selects a sandbox podnet cannot police (a
     macvlan or host-network one); run, label and apply pass it, so nothing is left silently open.
+    force: apply the table even when this host applied the same one last (reconcile: the kernel
+    may have lost it).
     """
     sync = ctx.served.policies
     if sync is not None:
-        sync.sync(ctx.store, strict=strict)
+        sync.sync(ctx.store, strict=strict, force=force)

@@ -14,7 +14,7 @@ from typing import Any
 
 from podnet.api import follow, namespaces
 from podnet.api.context import Context, require_privilege
-from podnet.errors import InvalidArgument, NotFound
+from podnet.errors import InvalidArgument, NotFound, PodnetError
 from podnet.model.policy import NetworkPolicy, from_manifest
 from podnet.store import keys
 from podnet.util.ids import new_id
@@ -59,7 +59,7 @@ def apply(ctx: Context, policies: list[NetworkPolicy]) -> list[tuple[NetworkPoli
             results.append((stored, "configured" if old else "created"))
     try:
         follow.policies(ctx, strict=True)
-    except InvalidArgument:
+    except PodnetError:
         with ctx.store.transaction() as txn:  # refused before the kernel changed: the store as it was
             for key, old in before.items():
                 if old is None:

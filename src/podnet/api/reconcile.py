@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from podnet import drivers
-from podnet.api import firewall_sync, images, pods, realize, sandboxes
+from podnet.api import firewall_sync, follow, images, pods, realize, sandboxes
 from podnet.api.context import Context, require_privilege
 from podnet.config import NETNS_PREFIX
 from podnet.dataplane import netlink
@@ -63,6 +63,10 @@ def reconcile(ctx: Context) -> Report:
                 services.full_sync(ctx.store)
         except PodnetError as exc:
             report.errors.append(f"services: {exc.line()}")
+        try:
+            follow.policies(ctx, force=True)
+        except PodnetError as exc:
+            report.errors.append(f"policies: {exc.line()}")
     return report
 
 

@@ -12,7 +12,7 @@ from podnet.api import firewall_sync, follow, images, namespaces, networks, port
 from podnet.api.rootfs_input import parse_volume
 from podnet.api.context import Context, require_privilege
 from podnet.api.run_input import check_aliases, check_run
-from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning
+from podnet.errors import Conflict, InvalidArgument, NotFound, NotRunning, PodnetError
 from podnet.ipam import allocator
 from podnet.model import Attachment, Endpoint, Mount, Network, PortMapping, Sandbox
 from podnet.store import keys
@@ -237,7 +237,7 @@ def relabel(ctx: Context, ref: str, changes: list[str], namespace: str | None = 
         txn.put(key, doc)
     try:
         follow.policies(ctx, strict=True)
-    except InvalidArgument:
+    except PodnetError:
         with ctx.store.transaction() as txn:  # refused before the kernel changed: the labels it had
             doc = txn.get(key)
             if doc is not None:

@@ -54,6 +54,14 @@ def register(sub: Any) -> None:
     tr.add_argument("--json", action="store_true", help="print the answer as JSON")
     tr.set_defaults(handler=cmd_trace)
 
+    fl = sub.add_parser("flows", help="connections the NetworkPolicies allowed and dropped (kept by the agent)")
+    fl.add_argument("-f", "--follow", action="store_true", help="keep printing new flows until interrupted")
+    fl.add_argument("--since", metavar="DURATION", help="only the last DURATION, e.g. 30s, 5m, 1h (default: all kept)")
+    fl.add_argument("--denied", action="store_true", help="dropped connections only")
+    fl.add_argument("--sandbox", metavar="NAME", help="flows from or to this sandbox or pod (NAME or NS/NAME)")
+    fl.add_argument("--json", action="store_true", help="one JSON object per line")
+    fl.set_defaults(handler=cmd_flows)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_usage(sys.stderr)
@@ -168,3 +176,47 @@ def cmd_trace(args: argparse.Namespace) -> int:
     else:
         print("\n".join(trace.render(result)))
     return 0 if result["verdict"] == "allow" else 1
+
+
+def _duration(text: str) -> float:
+    from podnet.errors import InvalidArgument  # lazy: only `flows --since` parses durations
+
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid --since {text!r}", "write it like 30s, 5m or 1h") from None
+
+
+def _flow_line(flow: dict) -> str:
+    import time  # lazy: only `flows` formats times
+
+    when = time.strftime("%H:%M:%S", time.localtime(flow["time"])) + f".{int(flow['time'] * 1000) % 1000:03d}"
+    src = flow["src_name"] or flow["src"]
+    dst = flow["dst_name"] or flow["dst"]
+    port = f":{flow['dport']}" if flow["dport"] is not None else ""
+    return f"{when}  {flow['verdict'].upper():5} {flow['direction']:7} {src} -> {dst}{port}/{flow['protocol']}  {flow['policy']}"
+
+
+def cmd_flows(args: argparse.Namespace) -> int:
+    import json  # lazy: only `flows` prints flows
+    import time  # lazy: only `flows --follow` waits
+
+    from podnet.agent import client  # lazy: http.client, for this command only
+    from podnet.errors import Unsupported  # lazy: only `flows` refuses without an agent
+
+    query = {"after": 0, "since": _duration(args.since) if args.since else None, "denied": args.denied,
+             "sandbox": args.sandbox}
+    while True:
+        answer = client.forward("POST", "/v1/flows", query)
+        if answer is None:
+            raise Unsupported("the flow log is kept by the agent, and none is running", "start it with `podnet agent`")
+        if answer.get("error") and query["after"] == 0:
+            print(f"podnet: the flow log is not available: {answer['error']}", file=sys.stderr)
+        for flow in answer["flows"]:
+            print(json.dumps(flow) if args.json else _flow_line(flow), flush=args.follow)
+            query["after"] = max(query["after"], flow["seq"])
+        if not args.follow:
+            return 0
+        query["since"] = None
+        time.sleep(0.3)

@@ -315,10 +315,10 @@ class _Policies:
     """The policy controller, imported on the first ADD or DEL (drivers and nft), not for VERSION."""
 
     @staticmethod
-    def sync(store: Any, strict: bool = False) -> Any:
+    def sync(store: Any, strict: bool = False, force: bool = False) -> Any:
         from podnet.policy import controller  # lazy: the drivers and nft, which VERSION and STATUS skip
 
-        return controller.sync(store, strict=strict)
+        return controller.sync(store, strict=strict, force=force)
 
 
 def main() -> int:

@@ -47,6 +47,21 @@ BASE_CHAINS = {  # name -> (hook, priority, direction, address field)
 }
 _ACCEPT: Expr = {"accept": None}
 Command = dict[str, Any]
+LOG_PREFIX = "podnet"
+SNAPLEN = 96  # headers only: addresses and ports
+
+
+def log_group() -> int:
+    """The NFLOG group the flow log reads (agent/flows.py): one per store, as its tables are."""
+    scope = config.paths().scope
+    return 0x7064 + (int(scope, 16) % 4096 + 1 if scope else 0)
+
+
+def _log(verdict: str, direction: str, who: str) -> Expr:
+    """Copy the headers of this connection's first packet to the flow log: `podnet:A:i:<policy>`
+    (allowed by that policy's rule) or `podnet:D:e:<group>` (the default deny of that group)."""
+    return {"log": {"prefix": f"{LOG_PREFIX}:{verdict}:{direction[0].lower()}:{who}", "group": log_group(),
+                    "snaplen": SNAPLEN}}
 
 
 def table() -> str:
@@ -156,6 +171,7 @@ def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain
     base = f"{short(policy.key)}-{d}{rule.index}"
     peer_field = "saddr" if direction == INGRESS else "daddr"
     what = f"{policy.key} {direction.lower()}[{rule.index}]"
+    allow = [_log("A", direction, short(policy.key)), _ACCEPT]
     numeric: dict[str, list[tuple[int, int]]] = {}
     every_port: set[str] = set()
     for port in rule.ports:
@@ -183,20 +199,20 @@ def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain
             named_set = b.set(f"{base}-named{version}", [ADDR[version], "inet_proto", "inet_service"], named)
             cond = (peer or []) if direction == INGRESS else [match(meta("nfproto"), f"ipv{version}")]
             if direction == EGRESS or peer is not None:
-                b.rule(chain, [*cond, match(key, named_set), _ACCEPT], f"{what}: named ports, IPv{version}")
+                b.rule(chain, [*cond, match(key, named_set), *allow], f"{what}: named ports, IPv{version}")
         if peer is None:
             continue
         if not rule.ports:
-            b.rule(chain, [*(peer or [match(meta("nfproto"), f"ipv{version}")]), _ACCEPT],
+            b.rule(chain, [*(peer or [match(meta("nfproto"), f"ipv{version}")]), *allow],
                    f"{what}: every port, IPv{version}")
             continue
         for proto in PROTOCOLS:
             if proto in every_port:
-                b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto), _ACCEPT],
+                b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto), *allow],
                        f"{what}: every {proto} port, IPv{version}")
             elif proto in port_sets:
                 b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto),
-                               match(payload("th", "dport"), port_sets[proto]), _ACCEPT],
+                               match(payload("th", "dport"), port_sets[proto]), *allow],
                        f"{what}: {proto} ports, IPv{version}")
 
 
@@ -218,7 +234,7 @@ def build(state: PolicyState) -> list[Command]:
     b = Builder(state)
     for name, (hook, prio, _, _) in BASE_CHAINS.items():
         b.chain(name, (hook, prio))
-    by_key = {p.key: p for p in state.policies}
+    isolated: dict[int, set[str]] = {4: set(), 6: set()}
     for direction, prefix, pprefix in ((EGRESS, "eg", "pe"), (INGRESS, "in", "pi")):
         members = groups(state, direction)
         chains: dict[tuple[str, ...], str] = {}
@@ -228,7 +244,7 @@ def build(state: PolicyState) -> list[Command]:
             b.chain(chain)
             for key in policies:
                 b.rule(chain, [{"jump": {"target": f"{pprefix}-{short(key)}"}}], f"{direction.lower()} policy {key}")
-            b.rule(chain, [{"counter": None}, {"drop": None}],
+            b.rule(chain, [{"counter": None}, _log("D", direction, short(",".join(policies))), {"drop": None}],
                    f"default deny: no {direction.lower()} rule of {', '.join(policies)} allows it")
         for policy in state.policies:
             rules = policy.ingress if direction == INGRESS else policy.egress
@@ -239,14 +255,27 @@ def build(state: PolicyState) -> list[Command]:
             for rule in rules:
                 _rule_commands(b, policy, rule, direction, chain)
         for version in (4, 6):
-            vmap = []
+            vmap: dict[str, Any] = {}
             for key, policies in sorted(members.items()):
                 for address in _addresses([state.endpoints[key]], version):
-                    vmap.append([address, {"jump": {"target": chains[policies]}}])
-            b.set(f"{direction.lower()}{version}", ADDR[version], vmap, verdict=True)
+                    vmap.setdefault(address, [address, {"jump": {"target": chains[policies]}}])
+                    isolated[version].add(address)
+            b.set(f"{direction.lower()}{version}", ADDR[version], list(vmap.values()), verdict=True)
+    for version in (4, 6):
+        b.set(f"isolated{version}", ADDR[version], sorted(isolated[version], key=ipaddress.ip_address))
     established = match({"ct": {"key": "state"}}, ["established", "related"], op="in")
-    for name, (_, _, direction, field) in BASE_CHAINS.items():
+    # conntrack picks a TCP connection up mid-stream (nf_conntrack_tcp_loose) as a new one: after
+    # a cut, the server's next segment would open it again the other way round
+    midstream = [match({"ct": {"key": "state"}}, "new"), match(meta("l4proto"), "tcp"),
+                 match({"&": [payload("tcp", "flags"), ["syn", "ack"]]}, "syn", op="!=")]
+    for name, (hook, _, direction, field) in BASE_CHAINS.items():
         b.rule(name, [established, _ACCEPT], "replies, and connections the policies allowed when they began")
+        if hook == "forward" and direction == EGRESS:
+            for version in (4, 6):
+                for end in ("saddr", "daddr"):
+                    b.rule(name, [*midstream, match(payload(IP[version], end), f"@isolated{version}"), {"drop": None}],
+                           f"IPv{version}: a TCP segment that starts no connection, to or from a policed endpoint "
+                           "(a cut connection picked up mid-stream)")
         mapname = "egress" if direction == EGRESS else "ingress"
         for version in (4, 6):
             b.rule(name, [{"vmap": {"key": payload(IP[version], field), "data": f"@{mapname}{version}"}}],
