@@ -198,6 +198,32 @@ def endpoints(store: Store) -> dict[str, Endpoint]:
     return out
 
 
+class Index:
+    """Endpoints by namespace and by label, so that a selector looks at its candidates only (a
+    host with 1,000 policies and 1,000 endpoints must not match every pair)."""
+
+    def __init__(self, eps: Mapping[str, Endpoint]) -> None:
+        self.eps = eps
+        self.by_namespace: dict[str, list[str]] = {}
+        self.by_label: dict[tuple[str, str], set[str]] = {}
+        for ep in eps.values():
+            self.by_namespace.setdefault(ep.namespace, []).append(ep.key)
+            for label in ep.labels.items():
+                self.by_label.setdefault(label, set()).add(ep.key)
+
+    def select(self, namespaces: Iterable[str], selector: Mapping[str, Any] | None) -> set[str]:
+        """Keys of the endpoints in `namespaces` that `selector` matches (None: all of them)."""
+        wanted = set(namespaces)
+        labels = (selector or {}).get("matchLabels") or {}
+        if labels:
+            sets = sorted((self.by_label.get(item, set()) for item in labels.items()), key=len)
+            candidates: Iterable[str] = set.intersection(*sets) if sets[0] else ()
+        else:
+            candidates = (k for ns in wanted for k in self.by_namespace.get(ns, ()))
+        return {k for k in candidates if self.eps[k].namespace in wanted
+                and (selector is None or matches(selector, self.eps[k].labels))}
+
+
 def _port(doc: Mapping[str, Any]) -> Port:
     port = doc.get("port")
     protocol = doc.get("protocol", "TCP").lower()
@@ -206,7 +232,7 @@ def _port(doc: Mapping[str, Any]) -> Port:
     return Port(protocol, port, doc.get("endPort"))
 
 
-def _rule(index: int, doc: Mapping[str, Any], peers_key: str, policy_ns: str, eps: Mapping[str, Endpoint],
+def _rule(index: int, doc: Mapping[str, Any], peers_key: str, policy_ns: str, eps: Index,
           namespaces: Mapping[str, Mapping[str, Any]]) -> Rule:
     peers: set[str] = set()
     cidrs: list[str] = []
@@ -219,16 +245,14 @@ def _rule(index: int, doc: Mapping[str, Any], peers_key: str, policy_ns: str, ep
             in_ns = {policy_ns}
         else:
             in_ns = {n for n, d in namespaces.items() if matches(ns_sel, d["labels"])}
-        for ep in eps.values():
-            if ep.namespace in in_ns and (pod_sel is None or matches(pod_sel, ep.labels)):
-                peers.add(ep.key)
+        peers |= eps.select(in_ns, pod_sel)
     return Rule(index, not doc.get(peers_key), tuple(sorted(peers)), collapse(cidrs),
                 tuple(_port(p) for p in doc.get("ports", [])))
 
 
-def compile_policy(doc: Mapping[str, Any], eps: Mapping[str, Endpoint], namespaces: Mapping[str, Mapping[str, Any]]) -> Policy:
+def compile_policy(doc: Mapping[str, Any], eps: Index, namespaces: Mapping[str, Mapping[str, Any]]) -> Policy:
     ns, spec, types = doc["namespace"], doc["spec"], doc.get("policy_types", [INGRESS])
-    selected = tuple(sorted(e.key for e in eps.values() if e.namespace == ns and matches(spec["podSelector"], e.labels)))
+    selected = tuple(sorted(eps.select((ns,), spec["podSelector"])))
     ingress = tuple(_rule(i, r, "from", ns, eps, namespaces) for i, r in enumerate(spec.get("ingress", []))) \
         if INGRESS in types else None
     egress = tuple(_rule(i, r, "to", ns, eps, namespaces) for i, r in enumerate(spec.get("egress", []))) \
@@ -240,7 +264,8 @@ def build(store: Store) -> PolicyState:
     eps = endpoints(store)
     namespaces = all_namespaces(store)
     docs = sorted((doc for _, doc in store.list(keys.POLICIES)), key=lambda d: (d["namespace"], d["name"]))
-    policies = tuple(compile_policy(d, eps, namespaces) for d in docs)
+    index = Index(eps)
+    policies = tuple(compile_policy(d, index, namespaces) for d in docs)
     return PolicyState(eps, policies, {n: d["labels"] for n, d in namespaces.items()})
 
 

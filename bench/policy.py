@@ -1,0 +1,205 @@
+"""NetworkPolicy at scale: apply latency and connect latency with 1,000 policies x 1,000 endpoints.
+
+Issue "NetworkPolicy ...": with 1,000 policies selecting among 1,000 endpoints, the time to
+apply one more policy and for a label change to take effect, and TCP connect p50/p99 between
+two pods against the same pods with no policy at all (target within 10%). Everything runs in
+one `tests.sandbox.Host`; the only packets are TCP connects between two namespaces on one
+bridge inside it (br_netfilter on for the bridge, as podnet does).
+
+The 998 other endpoints and the policies are desired state only (a store of dicts, as the
+engine reads it): what is measured is what podnet does on a change, engine.build (selectors
+against every endpoint), ruleset.build and the one `nft -j -f -` transaction, and what a
+packet pays in the kernel for the table those produce. Policy i (namespace ns<i%10>) selects
+app=app<i%100> and allows TCP 8080 from app=app<(i+1)%100> of every namespace; one more
+selects the server and allows the client.
+
+    sudo /opt/podnet/venv/bin/python bench/policy.py [--policies 1000] [--endpoints 1000] [--connects 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+SERVER_PORT = 8080
+SERVER_IP, CLIENT_IP = "10.70.0.3", "10.70.0.2"
+TARGETS = {"one more policy (ms)": 50.0, "label change (ms)": 50.0, "latency ratio": 1.10}
+
+
+class DictStore:
+    def __init__(self, docs: dict) -> None:
+        self.docs = docs
+
+    def list(self, prefix: str) -> list:
+        return sorted((k, v) for k, v in self.docs.items() if k.startswith(prefix))
+
+    def get(self, key: str) -> object:
+        return self.docs.get(key)
+
+
+def desired(policies: int, endpoints: int) -> dict:
+    from podnet.model.policy import from_manifest
+    from podnet.store import keys
+
+    docs: dict = {keys.network("n"): {"id": "n", "name": "bench", "driver": "bridge", "interface": "br0"}}
+    for ns in range(10):
+        docs[keys.namespace(f"ns{ns}")] = {"name": f"ns{ns}", "labels": {"kubernetes.io/metadata.name": f"ns{ns}"}}
+    for i in range(endpoints):
+        if i == 0:
+            ip, labels, ns = CLIENT_IP, {"role": "client", "app": "app0"}, "ns0"
+        elif i == 1:
+            ip, labels, ns = SERVER_IP, {"role": "server", "app": "app1"}, "ns0"
+        else:
+            ip, labels, ns = f"10.70.{4 + i // 250}.{i % 250 + 2}", {"app": f"app{i % 100}"}, f"ns{i % 10}"
+        docs[keys.sandbox(f"s{i}")] = {"id": f"s{i}", "name": f"e{i}", "namespace": ns, "labels": labels, "state": "running"}
+        docs[keys.endpoint(f"s{i}", "n")] = {"id": f"ep{i}", "sandbox": f"s{i}", "network": "n", "addresses": [f"{ip}/16"]}
+
+    def put(name: str, ns: str, spec: dict) -> None:
+        doc = from_manifest({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                             "metadata": {"name": name, "namespace": ns}, "spec": spec}).model_dump()
+        docs[keys.policy(ns, name)] = doc
+
+    for i in range(policies - 1):
+        put(f"p{i}", f"ns{i % 10}", {"podSelector": {"matchLabels": {"app": f"app{i % 100}"}}, "ingress": [{
+            "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": f"app{(i + 1) % 100}"}}}],
+            "ports": [{"port": SERVER_PORT}]}]})
+    put("server", "ns0", {"podSelector": {"matchLabels": {"role": "server"}},
+                          "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]})
+    return docs
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True)
+
+
+def pipeline(store: DictStore) -> dict:
+    """What a change costs: the state, the ruleset, the transaction (ms each)."""
+    from podnet.dataplane import nft
+    from podnet.policy import engine, ruleset
+
+    t0 = time.perf_counter()
+    state = engine.build(store)
+    t1 = time.perf_counter()
+    cmds = ruleset.build(state)
+    t2 = time.perf_counter()
+    nft.apply(cmds)
+    t3 = time.perf_counter()
+    return {"engine": (t1 - t0) * 1000, "ruleset": (t2 - t1) * 1000, "nft": (t3 - t2) * 1000, "total": (t3 - t0) * 1000,
+            "commands": len(cmds)}
+
+
+def connects(count: int) -> list[float]:
+    out = subprocess.run(["ip", "netns", "exec", "bc", sys.executable, "-S", str(Path(__file__).resolve()), "_connect",
+                          SERVER_IP, str(SERVER_PORT), str(count)], check=True, capture_output=True, text=True).stdout
+    return sorted(json.loads(out))
+
+
+def driver(args: argparse.Namespace) -> dict:
+    from podnet.dataplane import netlink, nft
+    from podnet.policy import ruleset
+
+    sh("ip", "link", "add", "br0", "type", "bridge")
+    sh("ip", "addr", "add", "10.70.0.1/16", "dev", "br0")
+    sh("ip", "link", "set", "br0", "up")
+    for name, ip in (("bc", CLIENT_IP), ("bs", SERVER_IP)):
+        sh("ip", "netns", "add", name)
+        sh("ip", "link", "add", f"v{name}", "type", "veth", "peer", "name", "eth0", "netns", name)
+        sh("ip", "link", "set", f"v{name}", "master", "br0", "up")
+        sh("ip", "-n", name, "addr", "add", f"{ip}/16", "dev", "eth0")
+        sh("ip", "-n", name, "link", "set", "eth0", "up")
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+    netlink.bridge_nf_call("br0")
+    server = subprocess.Popen(["ip", "netns", "exec", "bs", sys.executable, "-S", str(REPO / "tests/programs/accept_close.py"),
+                               str(SERVER_PORT)])
+    try:
+        time.sleep(0.5)  # the server binds: a fixed moment before the first connect, not a measurement
+        res: dict = {}
+        connects(200)  # warm-up
+        base = []
+        for _ in range(args.rounds):
+            base += connects(args.connects)
+        docs = desired(args.policies, args.endpoints)
+        store = DictStore(docs)
+        res["full"] = pipeline(store)
+        loaded = []
+        for _ in range(args.rounds):
+            loaded += connects(args.connects)
+        from podnet.model.policy import from_manifest
+        from podnet.store import keys
+
+        extra = from_manifest({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                               "metadata": {"name": "one-more", "namespace": "ns3"},
+                               "spec": {"podSelector": {"matchLabels": {"app": "app3"}}, "ingress": [{}]}}).model_dump()
+        docs[keys.policy("ns3", "one-more")] = extra
+        res["one more policy"] = pipeline(store)
+        docs[keys.sandbox("s5")]["labels"] = {"app": "app6"}
+        res["label change"] = pipeline(store)
+        nft.delete_table(ruleset.FAMILY, ruleset.table())
+        for name, values in (("none", sorted(base)), ("policies", sorted(loaded))):
+            res[f"{name} p50"] = statistics.median(values) * 1e6
+            res[f"{name} p99"] = values[int(len(values) * 0.99) - 1] * 1e6
+        return res
+    finally:
+        server.kill()
+        server.wait()
+
+
+def connect_loop() -> None:
+    import socket
+
+    host, port, count = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    out = []
+    for _ in range(count):
+        t = time.perf_counter()
+        socket.create_connection((host, port), timeout=5).close()
+        out.append(time.perf_counter() - t)
+    print(json.dumps(out))
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["_connect"]:
+        connect_loop()
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policies", type=int, default=1000)
+    p.add_argument("--endpoints", type=int, default=1000)
+    p.add_argument("--connects", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=2)
+    if sys.argv[1:2] == ["_driver"]:
+        print(json.dumps(driver(p.parse_args(sys.argv[2:]))))
+        return 0
+    args = p.parse_args()
+    from tests.sandbox import Host
+
+    with Host("bench") as host:
+        out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", "--policies", str(args.policies),
+                        "--endpoints", str(args.endpoints), "--connects", str(args.connects), "--rounds", str(args.rounds)],
+                       timeout=3600)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nNetworkPolicy benchmark: {args.policies} policies x {args.endpoints} endpoints "
+          f"(load average {os.getloadavg()[0]:.2f}); connects {args.connects} x {args.rounds} rounds\n")
+    for key in ("full", "one more policy", "label change"):
+        r = res[key]
+        print(f"{key:16} total {r['total']:8.1f} ms  (engine {r['engine']:.1f}, ruleset {r['ruleset']:.1f}, "
+              f"nft {r['nft']:.1f}; {r['commands']} commands)")
+    ratio = res["policies p50"] / res["none p50"]
+    print(f"\nTCP connect p50 / p99 (us): no policy {res['none p50']:.0f} / {res['none p99']:.0f}; "
+          f"with the table {res['policies p50']:.0f} / {res['policies p99']:.0f}; ratio p50 {ratio:.2f}x")
+    print(f"targets: one more policy < 50 ms: {'met' if res['one more policy']['total'] < 50 else 'MISSED'}; "
+          f"label change < 50 ms: {'met' if res['label change']['total'] < 50 else 'MISSED'}; "
+          f"connect within 10%: {'met' if ratio <= TARGETS['latency ratio'] else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
