@@ -455,3 +455,19 @@ def test_flow_log_names_the_deciding_policy(w: World) -> None:
         assert flows("--since", "1h") and w.podnet("flows", "--since", "soon", check=False).returncode != 0
     finally:
         stop_agent(agent)
+
+
+def test_trace_probe_shows_what_the_kernel_walked(w: World) -> None:
+    w.apply(policy("deny-all", "x", {"podSelector": {}}) + "\n---\n" +
+            policy("b-from-y", "x", {"podSelector": {"matchLabels": {"pod": "b"}},
+                                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+    dropped = json.loads(w.podnet("trace", "y-a", "x-a:80", "--probe", "--json", check=False).stdout)
+    assert dropped["verdict"] == "drop" and dropped["decided_by"] == "default-deny"
+    assert dropped["probe"]["verdict"] == "drop" and dropped["probe"]["agrees"], dropped["probe"]
+    assert any("podnet-policy" in line and "drop" in line for line in dropped["probe"]["lines"]), dropped["probe"]["lines"]
+    allowed = json.loads(w.podnet("trace", "y-a", "x-b:81/udp", "--probe", "--json").stdout)
+    assert allowed["verdict"] == "allow" and allowed["decided_by"] == ["x/b-from-y"]
+    assert allowed["probe"]["verdict"] == "allow" and allowed["probe"]["agrees"], allowed["probe"]
+    text = w.podnet("trace", "y-a", "x-a:80", check=False)
+    assert text.returncode == 1 and "default deny" in text.stdout and "verdict: drop" in text.stdout, text.stdout
+    assert "nftrace" not in w.host.run(["nft", "list", "ruleset"]).stdout, "the probe's marking table is gone"

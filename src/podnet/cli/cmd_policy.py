@@ -52,6 +52,8 @@ def register(sub: Any) -> None:
     tr.add_argument("dst", metavar="DST[:PORT][/PROTO]", help="a sandbox, NAMESPACE/POD, Service or address; tcp by default")
     tr.add_argument("-n", "--namespace", default="default", help="namespace of pod and Service names (default %(default)s)")
     tr.add_argument("--json", action="store_true", help="print the answer as JSON")
+    tr.add_argument("--probe", action="store_true",
+                    help="also send the packet for real with nftables tracing on, and show the rules the kernel walked")
     tr.set_defaults(handler=cmd_trace)
 
     fl = sub.add_parser("flows", help="connections the NetworkPolicies allowed and dropped (kept by the agent)")
@@ -170,7 +172,10 @@ def cmd_policy_inspect(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from podnet.policy import trace  # lazy: every command imports this module to register its flags
 
-    result = trace.trace(_ctx(args, readonly=True).store, args.src, args.dst, args.namespace)
+    store = _ctx(args, readonly=True).store
+    result = trace.trace(store, args.src, args.dst, args.namespace)
+    if args.probe:
+        result["probe"] = trace.probe(store, result)
     if args.json:
         render.dump_json(result)
     else:

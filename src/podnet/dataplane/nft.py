@@ -25,7 +25,7 @@ TIMEOUT_S = 30.0
 ENOENT_TEXT = "No such file or directory"
 
 
-def _nft_binary() -> str:
+def binary() -> str:
     path = shutil.which("nft")
     if path is None:
         raise Unsupported("nft (nftables) is not installed", "install the nftables package")
@@ -45,7 +45,7 @@ def _first_error_line(stderr: str) -> str:
 def _run(args: list[str], stdin: str | None, what: str) -> str:
     try:
         proc = subprocess.run(
-            [_nft_binary(), *args],
+            [binary(), *args],
             input=stdin,
             capture_output=True,
             text=True,

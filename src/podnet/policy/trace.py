@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import asdict
 from typing import Any
 
+from podnet.config import paths
+from podnet.dataplane import netns, nfttrace
 from podnet.errors import InvalidArgument, NotFound
 from podnet.policy import engine
 from podnet.store import keys
@@ -154,4 +157,72 @@ def render(result: dict[str, Any]) -> list[str]:
         lines.append(f"   {path['verdict']}: {path['reason']}")
     by = result["decided_by"]
     lines.append(f"verdict: {result['verdict']} (decided by {', '.join(by) if isinstance(by, list) and by else by or 'no policy'})")
+    if "probe" in result:
+        probed = result["probe"]
+        if probed["verdict"] is None:
+            lines.append("probe: the kernel traced nothing (no packet reached prerouting)")
+        else:
+            lines.append(f"probe: the kernel {'passed' if probed['verdict'] == 'allow' else 'dropped'} it "
+                         f"({'agrees' if probed['agrees'] else 'DISAGREES'}); rules walked:")
+            lines += [f"   {l.split(' ', 3)[3]}" for l in probed["lines"]]
     return lines
+
+
+# ---- --probe: one real packet, traced by the kernel ----------------------------------------------
+
+
+def _netns_of(store: Store, endpoint: engine.Endpoint) -> str:
+    if endpoint.kind == "sandbox":
+        sandbox_id = store.get(keys.sandbox_name(endpoint.name))
+        return str(paths().netns_dir / paths().netns_name(sandbox_id))
+    for _, pod in store.list(keys.PODS):
+        args = pod.get("args") or {}
+        if (args.get("K8S_POD_NAMESPACE") or "default", args.get("K8S_POD_NAME") or pod["container_id"][:12]) == \
+                (endpoint.namespace, endpoint.name):
+            return str(pod["netns"])
+    raise NotFound(f"no network namespace for {endpoint.key}", "is it running?")
+
+
+def _send(netns_path: str, address: str, port: int, protocol: str) -> None:
+    """One connection attempt (TCP) or datagram (UDP) from inside the source's namespace."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    with netns.enter(netns_path):
+        sock = socket.socket(family, socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(0.5)
+        try:
+            if protocol == "tcp":
+                sock.connect((address, port))
+            else:
+                sock.sendto(b"podnet trace --probe", (address, port))
+        except OSError:
+            pass  # dropped, refused or unanswered: the trace says which
+
+
+def kernel_verdict(lines: list[str]) -> str:
+    """drop when a rule or chain policy of any table dropped the traced packet, else allow."""
+    return "drop" if any("(verdict drop)" in l or l.endswith("policy drop") or l.endswith("verdict drop") for l in lines) else "allow"
+
+
+def probe(store: Store, result: dict[str, Any]) -> dict[str, Any]:
+    """Send the traced connection for real with nftrace on; add the rules the kernel walked."""
+    if result["src"]["kind"] not in ("sandbox", "pod"):
+        raise InvalidArgument("--probe sends from a sandbox or pod", "give a sandbox or pod as SRC")
+    if result["protocol"] == "sctp" or result["port"] is None:
+        raise InvalidArgument("--probe needs a TCP or UDP port", "write DST as NAME:PORT or NAME:PORT/udp")
+    state = engine.build(store)
+    src = state.endpoints[result["src"]["name"]]
+    target = result["dst"]["addresses"][0] if result["dst"]["addresses"] else None
+    if target is None:
+        raise InvalidArgument(f"{result['dst']['name']} has no address to probe", "")
+    version = ipaddress.ip_address(target).version
+    src_address = next((a for a in src.addresses if ipaddress.ip_address(a).version == version), None)
+    ip = "ip" if version == 4 else "ip6"
+    match = [{"match": {"op": "==", "left": {"payload": {"protocol": ip, "field": "saddr"}}, "right": src_address}},
+             {"match": {"op": "==", "left": {"payload": {"protocol": ip, "field": "daddr"}}, "right": target}},
+             {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": result["protocol"]}},
+             {"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": result["port"]}}]
+    lines = nfttrace.trace(f"{paths().policy_table}-trace", match,
+                           lambda: _send(_netns_of(store, src), target, result["port"], result["protocol"]))
+    kernel = kernel_verdict(lines) if lines else None
+    return {"lines": lines, "verdict": kernel, "agrees": kernel == result["verdict"] if kernel else None}
