@@ -471,3 +471,26 @@ def test_trace_probe_shows_what_the_kernel_walked(w: World) -> None:
     text = w.podnet("trace", "y-a", "x-a:80", check=False)
     assert text.returncode == 1 and "default deny" in text.stdout and "verdict: drop" in text.stdout, text.stdout
     assert "nftrace" not in w.host.run(["nft", "list", "ruleset"]).stdout, "the probe's marking table is gone"
+
+
+def test_a_sandbox_podnet_cannot_police_is_never_silently_open(w: World) -> None:
+    """A host-network sandbox's traffic never crosses the forward path: a policy selecting it is
+    refused in one line, and so is a run that would put one under a policy."""
+    w.podnet("namespace", "create", "hostnet")
+    try:
+        w.podnet("run", "-d", "--name", "h1", "--namespace", "hostnet", "--network", "host", "--", "sleep", "600")
+        refused = w.apply(policy("all", "hostnet", {"podSelector": {}}), check=False)
+        assert refused.returncode != 0 and "cannot police" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+        assert json.loads(w.podnet("policy", "ls", "-n", "hostnet", "--json").stdout) == [], "refused: nothing recorded"
+        w.apply(policy("web-only", "hostnet", {"podSelector": {"matchLabels": {"app": "web"}}}))
+        again = w.podnet("run", "-d", "--name", "h2", "--namespace", "hostnet", "--network", "host", "--label", "app=web",
+                         "--", "sleep", "600", check=False)
+        assert again.returncode != 0 and "cannot police" in again.stderr, again.stderr
+        relabel = w.podnet("label", "h1", "app=web", check=False)
+        assert relabel.returncode != 0 and "cannot police" in relabel.stderr, relabel.stderr
+        assert "app" not in json.loads(w.podnet("inspect", "h1").stdout)[0]["Labels"], "a refused label changes nothing"
+    finally:
+        w.delete_all()
+        w.podnet("rm", "-f", "h1", check=False)
+        w.podnet("rm", "-f", "h2", check=False)
+        w.podnet("namespace", "rm", "hostnet", check=False)
