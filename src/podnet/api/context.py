@@ -69,6 +69,8 @@ class PoliciesSync(Protocol):
 
     def sync(self, store: Store, strict: bool = False, force: bool = False) -> Any: ...
 
+    def pass_bridged(self, store: Store) -> Any: ...
+
 
 @dataclass(frozen=True)
 class Served:

@@ -24,3 +24,11 @@ def policies(ctx: Context, strict: bool = False, force: bool = False) -> None:
     sync = ctx.served.policies
     if sync is not None:
         sync.sync(ctx.store, strict=strict, force=force)
+
+
+def bridges(ctx: Context) -> None:
+    """Right after a bridge was made: its bridged traffic passes the policies' hooks
+    (br_netfilter per bridge), when any policy exists. No table rebuild."""
+    sync = ctx.served.policies
+    if sync is not None:
+        sync.pass_bridged(ctx.store)

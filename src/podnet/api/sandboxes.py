@@ -193,14 +193,14 @@ def start(ctx: Context, req: RunRequest, foreground: bool = False) -> Sandbox:
             follow.policies(ctx, strict=True)
             if sandbox.network_mode == "netns":
                 realize.attach_all(ctx, sandbox, endpoints, nets, steps)
-                follow.policies(ctx)  # a bridge attach_all made now passes bridged traffic to the policies
+                follow.bridges(ctx)  # a bridge attach_all made now passes bridged traffic to the policies
                 etc_dir = realize.write_etc(ctx, sandbox, endpoints)
                 steps.push("unpublish its ports", realize.unpublish, sandbox, endpoints, nets)
                 _publish(ctx, sandbox, endpoints, nets)
             steps.push("stop its command", realize.end_process, ctx, sandbox)
             realize.launch(ctx, sandbox, etc_dir, foreground=foreground)
             _set_state(ctx, sandbox, "running")
-    services_follow(ctx)
+    services_follow(ctx, policies=False)  # synced before its link existed
     return sandbox
 
 
@@ -244,7 +244,7 @@ def relabel(ctx: Context, ref: str, changes: list[str], namespace: str | None = 
                 doc["labels"] = old
                 txn.put(key, doc)
         raise
-    services_follow(ctx)
+    services_follow(ctx, policies=False)
     return labels
 
 
@@ -264,12 +264,15 @@ def pod_key(ctx: Context, ref: str, namespace: str | None = None) -> str:
     return found[0]
 
 
-def services_follow(ctx: Context) -> None:
+def services_follow(ctx: Context, policies: bool = True) -> None:
     """Services select sandboxes by label: their endpoints follow a sandbox that starts,
     stops or goes. The agent does the same on every store change; this keeps a host
     without an agent right. Cheap when the host has no Service (no nft call). With an agent
-    running (this includes calls made inside the agent) its sync loop does it: not twice."""
-    follow.policies(ctx)
+    running (this includes calls made inside the agent) its sync loop does it: not twice.
+    NetworkPolicies follow here too (always in-process, see api.follow) unless the caller
+    has just synced them."""
+    if policies:
+        follow.policies(ctx)
     served = ctx.served
     if served.agent_follows_services or served.services is None:
         return

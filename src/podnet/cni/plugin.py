@@ -320,6 +320,12 @@ class _Policies:
 
         return controller.sync(store, strict=strict, force=force)
 
+    @staticmethod
+    def pass_bridged(store: Any) -> Any:
+        from podnet.policy import controller  # lazy: the drivers and nft, which VERSION and STATUS skip
+
+        return controller.pass_bridged(store)
+
 
 def main() -> int:
     """One call in this process: the fallback when no agent runs, and `python -m podnet.cni`."""

@@ -81,6 +81,12 @@ def sync(store: Store, strict: bool = False, force: bool = False) -> bool:
     return True
 
 
+def pass_bridged(store: Store) -> None:
+    """After a bridge was made (api.follow.bridges): nothing to do while no policy exists."""
+    if store.list(keys.POLICIES):
+        _pass_bridged_traffic(store)
+
+
 def _pass_bridged_traffic(store: Store) -> None:
     """Sandboxes on one bridge talk through the bridge, not through the host's routing: the
     bridge hands their IPv4/IPv6 to the inet hooks (br_netfilter), as Kubernetes requires."""

@@ -76,7 +76,7 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
             firewall_sync.guard([ep], {net.id: net}, pods=True)
             steps.push(f"take down {req.ifname}", driver.detach, net, ep, req.netns)
             driver.attach(net, ep, Path(req.netns), default_route=True)
-            follow.policies(ctx)  # a bridge attach made now passes bridged traffic to the policies
+            follow.bridges(ctx)  # a bridge attach made now passes bridged traffic to the policies
             _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])
             result = cni_result(driver.report(net, ep, req.netns), routes, dns or _embedded_dns(ctx, net, req.args))
             records.mark_ready(ctx, doc, result)
