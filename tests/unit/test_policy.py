@@ -167,3 +167,19 @@ def test_nflog_records_are_parsed() -> None:
     [record] = nflog.parse(message + message[:10], 1.0)
     assert (record.prefix, record.src, record.dst, record.protocol, record.sport, record.dport) == \
         ("podnet:D:i:abc", "10.50.2.2", "10.50.1.2", "tcp", 40000, 80)
+
+
+def test_a_label_change_is_a_small_delta() -> None:
+    """The transaction for a relabelled pod names the sets and chains that change, not the table."""
+    pols = [policy_doc(f"p{i}", "x", {"podSelector": {"matchLabels": {"pod": "abc"[i % 3]}},
+                                      "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "abc"[(i + 1) % 3]}}}]}]})
+            for i in range(6)]
+    store = model(*pols)
+    before = ruleset.build_objects(engine.build(store))
+    assert ruleset.delta(before, before) == []
+    store.docs[keys.sandbox("yb")]["labels"] = {"pod": "c"}  # a peer in another namespace: nothing selects y
+    assert ruleset.delta(before, ruleset.build_objects(engine.build(store))) == []
+    store.docs[keys.sandbox("xb")]["labels"] = {"pod": "c"}
+    cmds = ruleset.delta(before, ruleset.build_objects(engine.build(store)))
+    assert cmds and len(cmds) < len(ruleset.full(before)) / 2, cmds
+    assert not any("delete" in c and "table" in c["delete"] for c in cmds)

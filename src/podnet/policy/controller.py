@@ -3,11 +3,13 @@
 `sync(store)` is what every process that changed something policies depend on calls (api
 .follow: run, CNI ADD/DEL, label, namespace label, apply/delete; the agent on every store
 change): it builds the PolicyState (engine.py), the ruleset (ruleset.py) and, when the
-ruleset differs from the one last applied on this host, replaces the table in one
-transaction and deletes the conntrack entries of established connections the new state
-forbids. The last applied ruleset's digest is kept in the run directory, so a second process
-(the agent after the CLI) does not apply it again; `force` (the agent's start and its
-periodic full pass) applies whatever the digest says.
+ruleset differs from the one last applied on this host, changes the table in one
+transaction (a delta against the last applied table: a label change is a few set elements;
+the whole table when that is refused or `force`d) and deletes the conntrack entries of established connections the new state
+forbids. The last applied table (objects and digest) is kept in the run directory, so a second
+process (the agent after the CLI) does not apply it again and the next change, whoever makes
+it, is a delta; `force` (the agent's start, its periodic full pass, reconcile) replaces the
+table whole whatever the file says.
 
 Fail closed: `run` and CNI ADD call sync after recording the endpoint and before making its
 link, so a new sandbox is in the maps (and under its policies) before it can send or receive;
@@ -19,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 from typing import Any
 
 from podnet import drivers
 from podnet.config import paths
 from podnet.dataplane import conntrack, hostaddrs, netlink, nft
-from podnet.errors import InvalidArgument
+from podnet.errors import InvalidArgument, KernelError
 from podnet.policy import engine, ruleset
 from podnet.store import keys
 from podnet.store.base import Store
@@ -33,8 +36,26 @@ from podnet.util import locks
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-def _digest_file() -> Any:
-    return paths().run / "policy.digest"
+def _applied_file() -> Any:
+    """The table this host applied last, as objects with their digest (ruleset.Builder.objects):
+    what the next change is a delta against, whichever process makes it."""
+    return paths().run / "policy-applied.json"
+
+
+def _applied() -> dict[str, Any] | None:
+    try:
+        return json.loads(_applied_file().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _remember(digest: str, objects: dict[str, Any]) -> None:
+    path = _applied_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"digest": digest, "objects": objects}))
+    os.chmod(temporary, 0o600)
+    temporary.replace(path)
 
 
 def _lock() -> Any:
@@ -56,27 +77,27 @@ def sync(store: Store, strict: bool = False, force: bool = False) -> bool:
     strict: refuse (InvalidArgument, nothing changed) when a policy selects what podnet cannot
     police. Without it (the agent) those endpoints are skipped and the rest is enforced."""
     if not store.list(keys.POLICIES):
-        if force or _digest_file().exists():
-            with _lock():
-                nft.delete_table(ruleset.FAMILY, ruleset.table())
-                _digest_file().unlink(missing_ok=True)
+        if force or _applied_file().exists():
+            teardown()
         return False
     with _lock():  # built under the lock: a slower process never applies an older state over a newer one
         state = engine.build(store)
         if strict:
             refuse_unenforceable(state)
-        commands = ruleset.build(state)
-        digest = hashlib.sha256(json.dumps(commands, sort_keys=True).encode()).hexdigest()
+        objects = ruleset.build_objects(state)
+        digest = hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
         _pass_bridged_traffic(store)
-        try:
-            previous = _digest_file().read_text()
-        except OSError:
-            previous = ""
-        if previous == digest and not force:
+        previous = _applied()
+        if previous is not None and previous.get("digest") == digest and not force:
             return False
-        nft.apply(commands)
-        _digest_file().parent.mkdir(parents=True, exist_ok=True)
-        _digest_file().write_text(digest)
+        commands = ruleset.delta(previous["objects"], objects) if previous is not None and not force else None
+        try:
+            nft.apply(commands if commands is not None else ruleset.full(objects))
+        except KernelError:
+            if commands is None:
+                raise
+            nft.apply(ruleset.full(objects))  # the kernel is not what we remember: replace it whole
+        _remember(digest, objects)
     cut_forbidden(state)
     return True
 
@@ -124,7 +145,7 @@ def _canonical(address: str) -> str:
 def teardown() -> None:
     with _lock():
         nft.delete_table(ruleset.FAMILY, ruleset.table())
-        _digest_file().unlink(missing_ok=True)
+        _applied_file().unlink(missing_ok=True)
 
 
 def current() -> list[dict[str, Any]] | None:

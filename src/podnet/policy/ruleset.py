@@ -134,10 +134,73 @@ class Builder:
     def rule(self, chain: str, expr: list[Expr], comment: str) -> None:
         self.rules.append({"add": {"rule": self.ref(chain=chain, expr=expr, comment=_comment(comment))}})
 
-    def commands(self) -> list[Command]:
-        t = {"family": FAMILY, "name": self.table}
-        return [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}},
-                *self.chains, *self.sets, *self.elements, *self.rules]
+    def objects(self) -> dict[str, Any]:
+        """The table as objects, what a delta compares: {"table", "chains": {name: [declaration,
+        rules]}, "sets": {name: [declaration, elements]}} (plain JSON, kept between processes)."""
+        chains: dict[str, Any] = {c["add"]["chain"]["name"]: [c, []] for c in self.chains}
+        for r in self.rules:
+            chains[r["add"]["rule"]["chain"]][1].append(r)
+        sets: dict[str, Any] = {}
+        for c in self.sets:
+            body = c["add"].get("set") or c["add"]["map"]
+            sets[body["name"]] = [c, []]
+        for e in self.elements:
+            sets[e["add"]["element"]["name"]][1] = e["add"]["element"]["elem"]
+        return {"table": self.table, "chains": chains, "sets": sets}
+
+
+def full(objects: dict[str, Any]) -> list[Command]:
+    """One transaction that replaces the whole table with `objects`."""
+    t = {"family": FAMILY, "name": objects["table"]}
+    ref = {"family": FAMILY, "table": objects["table"]}
+    cmds: list[Command] = [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
+    cmds += [decl for decl, _ in objects["chains"].values()]
+    cmds += [decl for decl, _ in objects["sets"].values()]
+    cmds += [{"add": {"element": {**ref, "name": name, "elem": elems}}} for name, (_, elems) in objects["sets"].items() if elems]
+    return cmds + [r for _, rules in objects["chains"].values() for r in rules]
+
+
+def delta(old: dict[str, Any], new: dict[str, Any]) -> list[Command] | None:
+    """One transaction that turns table `old` into `new` touching only what differs (a label
+    change: a few set elements), or None when only a full replace will do. Order: declare
+    what is new, refill what changed, then delete what is gone (nothing refers to it by then)."""
+    if old.get("table") != new["table"]:
+        return None
+    ref = {"family": FAMILY, "table": new["table"]}
+    declare: list[Command] = []
+    refill: list[Command] = []
+    for name, (decl, rules) in new["chains"].items():
+        before = old["chains"].get(name)
+        if before is not None and before[0] != decl:
+            return None  # a chain with another hook: rare, replace all
+        if before is None:
+            declare.append(decl)
+    for name, (decl, elems) in new["sets"].items():
+        before = old["sets"].get(name)
+        if before is not None and before[0] != decl:
+            return None  # a set of another type: rare, replace all
+        if before is None:
+            declare.append(decl)
+        if before is None or before[1] != elems:
+            kind = "map" if "map" in decl["add"] else "set"
+            if before is not None:
+                refill.append({"flush": {kind: {**ref, "name": name}}})
+            if elems:
+                refill.append({"add": {"element": {**ref, "name": name, "elem": elems}}})
+    changed = [(name, rules) for name, (_, rules) in new["chains"].items()
+               if name not in old["chains"] or old["chains"][name][1] != rules]
+    refill += [{"flush": {"chain": {**ref, "name": name}}} for name, _ in changed if name in old["chains"]]
+    refill += [rule for _, rules in changed for rule in rules]
+    gone: list[Command] = []
+    for name in old["chains"]:
+        if name not in new["chains"]:
+            refill.append({"flush": {"chain": {**ref, "name": name}}})
+            gone.append({"delete": {"chain": {**ref, "name": name}}})
+    for name, (decl, _) in old["sets"].items():
+        if name not in new["sets"]:
+            gone.append({"delete": {"map" if "map" in decl["add"] else "set": {**ref, "name": name}}})
+    cmds = declare + refill + gone
+    return cmds
 
 
 def _addresses(eps: Iterable[Endpoint], version: int) -> list[str]:
@@ -240,6 +303,11 @@ def groups(state: PolicyState, direction: str) -> dict[str, tuple[str, ...]]:
 def build(state: PolicyState) -> list[Command]:
     """One transaction that replaces the whole table with `state` (atomic: no packet sees a
     half-made table)."""
+    return full(build_objects(state))
+
+
+def build_objects(state: PolicyState) -> dict[str, Any]:
+    """The table `state` wants, as objects (see Builder.objects)."""
     b = Builder(state)
     for name, (hook, prio, _, _) in BASE_CHAINS.items():
         b.chain(name, (hook, prio))
@@ -289,4 +357,4 @@ def build(state: PolicyState) -> list[Command]:
         for version in (4, 6):
             b.rule(name, [{"vmap": {"key": payload(IP[version], field), "data": f"@{mapname}{version}"}}],
                    f"IPv{version} {direction.lower()}: endpoints some policy selects go to their policies' chain")
-    return b.commands()
+    return b.objects()
