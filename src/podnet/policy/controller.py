@@ -6,7 +6,7 @@ change): it builds the PolicyState (engine.py), the ruleset (ruleset.py) and, wh
 ruleset differs from the one last applied on this host, changes the table in one
 transaction (a delta against the last applied table: a label change is a few set elements;
 the whole table when that is refused or `force`d) and deletes the conntrack entries of established connections the new state
-forbids. The last applied table (objects and digest) is kept in the run directory, so a second
+forbids. The last applied table (as objects) is kept in the run directory, so a second
 process (the agent after the CLI) does not apply it again and the next change, whoever makes
 it, is a delta; `force` (the agent's start, its periodic full pass, reconcile) replaces the
 table whole whatever the file says.
@@ -18,7 +18,6 @@ the table lives in the kernel, so policies stay in force while the agent is down
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -37,8 +36,8 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 def _applied_file() -> Any:
-    """The table this host applied last, as objects with their digest (ruleset.Builder.objects):
-    what the next change is a delta against, whichever process makes it."""
+    """The table this host applied last, as objects (ruleset.Builder.objects): what the next
+    change is compared with and a delta against, whichever process makes it."""
     return paths().run / "policy-applied.json"
 
 
@@ -49,11 +48,11 @@ def _applied() -> dict[str, Any] | None:
         return None
 
 
-def _remember(digest: str, objects: dict[str, Any]) -> None:
+def _remember(objects: dict[str, Any]) -> None:
     path = _applied_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"digest": digest, "objects": objects}))
+    temporary.write_text(json.dumps(objects))
     os.chmod(temporary, 0o600)
     temporary.replace(path)
 
@@ -85,19 +84,18 @@ def sync(store: Store, strict: bool = False, force: bool = False) -> bool:
         if strict:
             refuse_unenforceable(state)
         objects = ruleset.build_objects(state)
-        digest = hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
         _pass_bridged_traffic(store)
         previous = _applied()
-        if previous is not None and previous.get("digest") == digest and not force:
+        if previous == objects and not force:
             return False
-        commands = ruleset.delta(previous["objects"], objects) if previous is not None and not force else None
+        commands = ruleset.delta(previous, objects) if previous is not None and not force else None
         try:
             nft.apply(commands if commands is not None else ruleset.full(objects))
         except KernelError:
             if commands is None:
                 raise
             nft.apply(ruleset.full(objects))  # the kernel is not what we remember: replace it whole
-        _remember(digest, objects)
+        _remember(objects)
     cut_forbidden(state)
     return True
 
