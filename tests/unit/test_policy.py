@@ -176,6 +176,7 @@ def test_a_label_change_is_a_small_delta() -> None:
             for i in range(6)]
     store = model(*pols)
     before = ruleset.build_objects(engine.build(store))
+    assert json.loads(json.dumps(before)) == before, "what is kept in the run directory compares equal to a fresh build"
     assert ruleset.delta(before, before) == []
     store.docs[keys.sandbox("yb")]["labels"] = {"pod": "c"}  # a peer in another namespace: nothing selects y
     assert ruleset.delta(before, ruleset.build_objects(engine.build(store))) == []
