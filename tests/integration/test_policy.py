@@ -312,7 +312,7 @@ def test_host_reaches_sandboxes_and_published_ports_are_judged_by_client(world: 
     host.add_internet()
     host.add_neighbour("client", "203.0.113.3")
     host.podnet("namespace", "create", "pub")
-    host.podnet("run", "-d", "--name", "pub", "--namespace", "pub", "--network", "pol", "-p", "8080:80", "--",
+    host.podnet("run", "-d", "--name", "pub", "--hostname", "pub", "--namespace", "pub", "--network", "pol", "-p", "8080:80", "--",
                 PY, "-S", program("policy_server.py"), "80")
     try:
         outside = lambda: host.run([PY, "-S", program("probe_matrix.py"), TIMEOUT, "203.0.113.2:8080/tcp"],  # noqa: E731
@@ -341,7 +341,7 @@ def test_a_new_sandbox_is_never_reachable_before_its_policy(w: World) -> None:
     loop = w.host.popen(["nsenter", f"--net={w.netns['y/a']}", PY, "-S", program("connect_loop.py"), new_ip, "80"],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        w.podnet("run", "-d", "--name", "x-new", "--namespace", "x", "--network", "pol", "--ip", new_ip,
+        w.podnet("run", "-d", "--name", "x-new", "--hostname", "x-new", "--namespace", "x", "--network", "pol", "--ip", new_ip,
                  "--label", "pod=new", "--", PY, "-S", program("policy_server.py"), "80")
         wait_for(lambda: '"x-new"' in w.host.run(["nsenter", f"--net={json.loads(w.podnet('inspect', 'x-new').stdout)[0]['NetNS']}",
                                                    PY, "-S", program("probe_matrix.py"), TIMEOUT, "127.0.0.1:80/tcp"]).stdout,
