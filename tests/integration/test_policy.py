@@ -28,7 +28,7 @@ NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 ALL = [f"{ns}/{p}" for ns in NAMESPACES for p in PODS]
 SUBNET = "10.50.0.0/16"
-TIMEOUT = "0.4"
+TIMEOUT = "0.3"
 
 
 def ip(pod: str) -> str:
@@ -81,19 +81,28 @@ class World:
                 out[(src, t)] = answer is not None
         return out
 
-    def trace(self, pairs: list[tuple[str, str]], port: int, protocol: str) -> dict[tuple[str, str], bool]:
+    def trace(self, pairs: list[tuple[str, str]], port: int, protocol: str) -> Callable[[], dict[tuple[str, str], bool]]:
+        """`podnet trace` of every pair, in one process started now; call the result for its answers."""
         args = [f"{sandbox(s)} {sandbox(d)}:{port}/{protocol}" for s, d in pairs]
-        out = json.loads(self.host.run([sys.executable, program("trace_matrix.py"), "-", *args]).stdout)
-        return {(s, d): out[f"{sandbox(s)} {sandbox(d)}:{port}/{protocol}"] == "allow" for s, d in pairs}
+        proc = self.host.popen([sys.executable, program("trace_matrix.py"), "-", *args], stdout=subprocess.PIPE)
+
+        def answers() -> dict[tuple[str, str], bool]:
+            stdout, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            out = json.loads(stdout)
+            return {(s, d): out[f"{sandbox(s)} {sandbox(d)}:{port}/{protocol}"] == "allow" for s, d in pairs}
+        return answers
 
     def check(self, expected: Callable[[str, str], bool], port: int = 80, protocol: str = "tcp",
               what: str = "") -> None:
-        """The probed matrix equals the truth table, and trace says the same for every pair."""
-        got = self.probe(ALL, port, protocol)
+        """The probed matrix equals the truth table, and trace says the same for every pair
+        (asked while the probes run: it reads the store only)."""
         want = {(s, d): s == d or expected(s, d) for s in ALL for d in ALL}
+        traced_later = self.trace([p for p in want if p[0] != p[1]], port, protocol)
+        got = self.probe(ALL, port, protocol)
+        traced = traced_later()
         wrong = sorted(f"{s}->{d} {'allowed' if got[(s, d)] else 'dropped'}" for s, d in want if got[(s, d)] != want[(s, d)])
         assert not wrong, f"{what} {port}/{protocol}: {len(wrong)} pairs differ from the truth table: {wrong}"
-        traced = self.trace([p for p in want if p[0] != p[1]], port, protocol)
         disagree = sorted(f"{s}->{d}" for (s, d), v in traced.items() if v != got[(s, d)])
         assert not disagree, f"{what}: trace disagrees with the probes on {disagree}"
 
