@@ -79,6 +79,7 @@ class Agent:
         self._running: list[str] = []
         self._running_rev = -1
         self.flows = FlowLog(self._flow_names)
+        self._flows_ctx: Context | None = None  # the flows thread's own store connection
         self._names: tuple[int, tuple[dict[str, str], dict[str, str]]] = (-1, ({}, {}))
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -258,7 +259,7 @@ class Agent:
     def _flow_names(self) -> tuple[dict[str, str], dict[str, str]]:
         """For the flow log: endpoint names by address, policy names by their nft id; rebuilt
         when the store changed (read on the flows thread, with its own store connection)."""
-        ctx = self._flows_ctx = getattr(self, "_flows_ctx", None) or open_context(self.root)
+        ctx = self._flows_ctx = self._flows_ctx or open_context(self.root)
         rev = ctx.store.revision()
         if rev != self._names[0]:
             state = policy_engine.build(ctx.store)
