@@ -106,7 +106,10 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     podnet("rm", "-f", *[f"{k}{i}" for k in ("plain", "image") for i in range(args.runs)])
     out["layers left"] = os.listdir("/var/lib/podnet/layers")
     if args.docker:
-        out["docker"] = docker_phase(args.runs)
+        try:
+            out["docker"] = docker_phase(args.runs)
+        except (OSError, subprocess.SubprocessError, SystemExit) as e:  # podnet's figures stand without it
+            out["docker error"] = f"{type(e).__name__}: {e}"
     return out
 
 
@@ -194,6 +197,8 @@ def report(res: dict, args: argparse.Namespace) -> None:
           f"{'met' if res['overlay']['mount']['p50'] < 5 else 'NOT met'}")
     print(f"image import (busybox, 2 MB): {res['image import (busybox, 2 MB)']:.0f} ms")
     print(f"layer directories left after rm -f: {res['layers left'] or 'none'}")
+    if "docker error" in res:
+        print(f"\ndocker phase failed: {res['docker error']}")
     if "docker" in res:
         d = res["docker"]
         print(f"\nagainst Docker {d['version']} (vfs, --network none on both), {args.runs} runs each, alternating:")
