@@ -8,10 +8,12 @@ and /var/lib/podnet, which is a tmpfs there: the upper layers live on it):
               namespace; and `rootfs.prepare` (the sandbox's layer directory: init layer mount
               points, upper, work) alone. Target: the mount < 5 ms.
   run -d      `podnet run -d --network bench [--image bb] -- sleep 100000` as a user types it
-              (a new process, no agent: in-process), wall time until it exits, --runs times
-              each, the two alternating so a busy machine's drift hits both alike. The image
-              is a busybox-static root (tests/programs/busybox_rootfs.sh) made into a tarball
-              and `podnet image import`ed.
+              (a new process), wall time until it exits, --runs times each, the two alternating
+              so a busy machine's drift hits both alike; with `podnet agent` running (as
+              install.sh leaves it: `run -d` hands the request to it, as `docker run -d` hands
+              it to dockerd) and, with --no-agent too, without (in-process). The image is a
+              busybox-static root (tests/programs/busybox_rootfs.sh) made into a tarball and
+              `podnet image import`ed.
 
   docker      with --docker: Debian's dockerd (docker.io, installed by this script when
               missing: only this bench needs it) inside the same Host, its state under the
@@ -95,22 +97,38 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     out.update(mount_costs_in_child(root, args.mounts))
     podnet("network", "create", "bench", "--subnet", "10.78.0.0/24")
     podnet("run", "-d", "--network", "bench", "--", "true")  # warm-up: the default paths, the bridge
+    if args.no_agent:
+        out["no agent"] = run_phase(args.runs, "na")
+    agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([sys.executable, "-m", "podnet", "agent", "status"], capture_output=True).returncode:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the agent did not come up")
+            time.sleep(0.2)
+        out["agent"] = run_phase(args.runs, "ag")
+        if args.docker:
+            try:
+                out["docker"] = docker_phase(args.runs)
+            except (OSError, subprocess.SubprocessError, SystemExit) as e:  # podnet's figures stand without it
+                out["docker error"] = f"{type(e).__name__}: {e}"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+    out["layers left"] = os.listdir("/var/lib/podnet/layers")
+    return out
+
+
+def run_phase(runs: int, tag: str) -> dict[str, object]:
     plain, image = [], []
-    for i in range(args.runs):
+    for i in range(runs):
         for kind, extra, samples in (("plain", [], plain), ("image", ["--image", "bb"], image))[:: 1 if i % 2 else -1]:
             t = time.perf_counter()
-            podnet("run", "-d", "--name", f"{kind}{i}", "--network", "bench", *extra, "--", "sleep", "100000")
+            podnet("run", "-d", "--name", f"{tag}{kind}{i}", "--network", "bench", *extra, "--", "sleep", "100000")
             samples.append(time.perf_counter() - t)
-    out["run -d"] = ms(plain)
-    out["run -d --image bb"] = ms(image)
-    podnet("rm", "-f", *[f"{k}{i}" for k in ("plain", "image") for i in range(args.runs)])
-    out["layers left"] = os.listdir("/var/lib/podnet/layers")
-    if args.docker:
-        try:
-            out["docker"] = docker_phase(args.runs)
-        except (OSError, subprocess.SubprocessError, SystemExit) as e:  # podnet's figures stand without it
-            out["docker error"] = f"{type(e).__name__}: {e}"
-    return out
+    podnet("rm", "-f", *[f"{tag}{k}{i}" for k in ("plain", "image") for i in range(runs)])
+    return {"run -d": ms(plain), "run -d --image bb": ms(image)}
 
 
 DOCKER_DIR = "/run/dockerbench"  # under the Host's private /run
@@ -186,13 +204,19 @@ def mount_costs_in_child(lower: str, count: int) -> dict[str, object]:
 
 def report(res: dict, args: argparse.Namespace) -> None:
     print(f"podnet rootfs bench: {args.mounts} mounts, {args.runs} runs of each kind")
-    print(f"{'':32} {'p50 ms':>9} {'p95 ms':>9} {'min ms':>9} {'max ms':>9}")
-    for name, row in [("rootfs.prepare (layer dir)", res["overlay"]["prepare"]),
-                      ("overlay mount(2)", res["overlay"]["mount"]), ("overlay umount(2)", res["overlay"]["umount"]),
-                      ("podnet run -d", res["run -d"]), ("podnet run -d --image bb", res["run -d --image bb"])]:
-        print(f"{name:32} {row['p50']:9.2f} {row['p95']:9.2f} {row['min']:9.2f} {row['max']:9.2f}")
-    ratio = res["run -d --image bb"]["p50"] / res["run -d"]["p50"]
-    print(f"run -d --image bb / run -d (p50): {ratio:.2f}x")
+    print(f"{'':38} {'p50 ms':>9} {'p95 ms':>9} {'min ms':>9} {'max ms':>9}")
+    rows = [("rootfs.prepare (layer dir)", res["overlay"]["prepare"]),
+            ("overlay mount(2)", res["overlay"]["mount"]), ("overlay umount(2)", res["overlay"]["umount"])]
+    for phase in ("agent", "no agent"):
+        if phase in res:
+            rows += [(f"podnet run -d ({phase})", res[phase]["run -d"]),
+                     (f"podnet run -d --image bb ({phase})", res[phase]["run -d --image bb"])]
+    for name, row in rows:
+        print(f"{name:38} {row['p50']:9.2f} {row['p95']:9.2f} {row['min']:9.2f} {row['max']:9.2f}")
+    for phase in ("agent", "no agent"):
+        if phase in res:
+            ratio = res[phase]["run -d --image bb"]["p50"] / res[phase]["run -d"]["p50"]
+            print(f"run -d --image bb / run -d ({phase}, p50): {ratio:.2f}x")
     print(f"overlay mount p50 {res['overlay']['mount']['p50']:.2f} ms: target < 5 ms "
           f"{'met' if res['overlay']['mount']['p50'] < 5 else 'NOT met'}")
     print(f"image import (busybox, 2 MB): {res['image import (busybox, 2 MB)']:.0f} ms")
@@ -201,10 +225,11 @@ def report(res: dict, args: argparse.Namespace) -> None:
         print(f"\ndocker phase failed: {res['docker error']}")
     if "docker" in res:
         d = res["docker"]
-        print(f"\nagainst Docker {d['version']} (vfs, --network none on both), {args.runs} runs each, alternating:")
+        print(f"\nagainst Docker {d['version']} (vfs, --network none on both, podnet through its agent), "
+              f"{args.runs} runs each, alternating:")
         for name in ("docker run -d", "podnet run -d --image"):
             row = d[name]
-            print(f"{name:32} {row['p50']:9.2f} {row['p95']:9.2f} {row['min']:9.2f} {row['max']:9.2f}")
+            print(f"{name:38} {row['p50']:9.2f} {row['p95']:9.2f} {row['min']:9.2f} {row['max']:9.2f}")
         ratio = d["podnet run -d --image"]["p50"] / d["docker run -d"]["p50"]
         print(f"podnet / docker (p50): {ratio:.2f}x, target <= 0.5x: {'met' if ratio <= 0.5 else 'NOT met'}")
         print(f"docker import: {d['import_ms']:.0f} ms")
@@ -215,6 +240,7 @@ def main() -> int:
     p.add_argument("--mounts", type=int, default=200, help="overlay mounts to time")
     p.add_argument("--runs", type=int, default=10, help="`podnet run -d` of each kind")
     p.add_argument("--docker", action="store_true", help="also time `docker run -d` (installs docker.io if missing)")
+    p.add_argument("--no-agent", action="store_true", help="also time `podnet run -d` without the agent (in-process)")
     if sys.argv[1:2] == ["_driver"]:
         print(json.dumps(driver(p.parse_args(sys.argv[2:]))))
         return 0
@@ -232,7 +258,8 @@ def main() -> int:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     with Host("bench") as host:
         out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", "--mounts", str(args.mounts),
-                        "--runs", str(args.runs), *(["--docker"] if args.docker else [])], timeout=3600)
+                        "--runs", str(args.runs), *(["--docker"] if args.docker else []),
+                        *(["--no-agent"] if args.no_agent else [])], timeout=3600)
         res = json.loads(out.stdout.strip().splitlines()[-1])
     report(res, args)
     print(f"load average before / after: {' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PY, program, wait_for
-from tests.integration.conftest import address, inspect, start_agent, stop_agent
+from tests.integration.conftest import address, inspect, start_agent, stop_agent, vip
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -152,11 +152,16 @@ def test_networking_and_names_from_inside_the_root(host: Host) -> None:
         assert b_ip in looked_up, looked_up
         pinged = sh(host, "a", "ping -c1 -W2 b").stdout  # the bare name through the resolver (search list)
         assert f"PING b ({b_ip})" in pinged and "1 packets received" in pinged, pinged
-        host.podnet("run", "-d", "--name", "web", "--network", "app", "--rootfs", ROOT, "--",
+        host.podnet("run", "-d", "--name", "web", "--network", "app", "--rootfs", ROOT, "--label", "app=web", "--",
                     "sh", "-c", "echo served > /www/index.html && exec httpd -f -p 80 -h /www")
         web_ip = address(host, "web", "app")
         got = wait_for(lambda: sh(host, "a", f"wget -q -O - http://{web_ip}/", check=False).stdout, 10, "httpd to answer")
         assert got == "served\n"
+        # a Service selects a sandbox with its own root like any other: its VIP and its name
+        host.podnet("service", "create", "web", "--selector", "app=web", "--port", "80")
+        got = wait_for(lambda: sh(host, "a", "wget -q -O - http://web.default.svc.cluster.local/", check=False).stdout,
+                       10, "the Service's name and VIP to answer")
+        assert got == "served\n" and vip(host, "web") in sh(host, "a", "nslookup web.default.svc.cluster.local").stdout
     finally:
         stop_agent(agent)
 
