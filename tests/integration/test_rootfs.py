@@ -131,9 +131,15 @@ def test_image_read_only_user_workdir_and_bind_mounts(host: Host) -> None:
     sh(host, "u", "echo from-u > /rw/new")
     assert host.run(["cat", "/run/rw/new"]).stdout == "from-u\n", "the bind mount is the host's directory"
 
+    for name in ("w1", "w2"):  # two sandboxes from one image: each its own upper layer
+        host.podnet("run", "-d", "--name", name, "--image", "bb", "--network", "none", "--", "sleep", "100000")
+    sh(host, "w1", "echo one > /etc/passwd")
+    assert sh(host, "w2", "cat /etc/passwd").stdout.startswith("root:x:0:0"), "w2 does not see w1's write"
+    assert host.run(["cat", f"/var/lib/podnet/images/{image_id}/rootfs/etc/passwd"]).stdout.startswith("root:")
+
     busy = host.podnet("image", "rm", "bb", check=False)
-    assert busy.returncode != 0 and "used by sandbox ro, u" in busy.stderr and len(busy.stderr.splitlines()) == 1
-    host.podnet("rm", "-f", "ro", "u")
+    assert busy.returncode != 0 and "used by sandbox ro, u, w1, w2" in busy.stderr and len(busy.stderr.splitlines()) == 1
+    host.podnet("rm", "-f", "ro", "u", "w1", "w2")
     host.podnet("image", "rm", "bb")
     assert host.podnet("image", "ls", "-q").stdout == ""
     assert host.sh("ls /var/lib/podnet/images").stdout == "" and layer_dirs(host) == []
