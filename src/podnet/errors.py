@@ -73,3 +73,9 @@ class KernelError(PodnetError):
     """The kernel refused an operation podnet expected to work: not the user's input."""
 
     code = "kernel"
+
+
+class Unavailable(StorageError):
+    """The store cannot be reached now (etcd down or cut off): the same request may work later."""
+
+    code = "unavailable"

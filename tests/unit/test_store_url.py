@@ -44,3 +44,14 @@ def test_an_etcd_store_never_takes_the_default_stores_names(monkeypatch: pytest.
     assert found.scope == "c" * 8
     assert (found.nft_table, found.default_bridge, str(found.run)) == ("podnet-cccccccc", "pncccccccc0", "/run/podnet-cccccccc")
     assert found.owns_link("podnet:ep:" + "e" * 64) is None, "marks without an identity are the default store's"
+
+
+def test_a_cni_call_meeting_etcd_away_answers_try_again() -> None:
+    """CNI's code 11 ("try again later"), as for a store whose lock stayed taken: the runtime retries."""
+    from podnet.cni import spec
+    from podnet.cni.plugin import as_cni_error
+    from podnet.store.etcd_gateway import Gateway
+
+    away = Gateway(parse_url("etcd://127.0.0.1:2379")).unreachable(ConnectionRefusedError(111, "Connection refused"))
+    assert as_cni_error(away).code == spec.E_TRY_AGAIN == 11
+    assert away.line().startswith("cannot reach etcd at 127.0.0.1:2379: Connection refused")

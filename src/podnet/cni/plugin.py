@@ -93,6 +93,7 @@ def as_cni_error(exc: BaseException) -> CniError:
             errors.Conflict.code: spec.E_IPAM,
             errors.NotFound.code: spec.E_UNKNOWN_CONTAINER,
             errors.Busy.code: spec.E_TRY_AGAIN,
+            errors.Unavailable.code: spec.E_TRY_AGAIN,  # etcd away: the runtime retries, as for a busy store
             "attachment-exists": spec.E_EXISTS,
         }.get(exc.code, spec.E_INTERNAL)
         return CniError(code, exc.message, exc.hint)

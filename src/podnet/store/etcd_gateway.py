@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from podnet.errors import InvalidArgument, PermissionDenied, StorageError
+from podnet.errors import InvalidArgument, PermissionDenied, StorageError, Unavailable
 
 DEFAULT_PORT = 2379
 TIMEOUT = 5.0  # seconds for one request: etcd answers in milliseconds, or is down
@@ -137,9 +137,9 @@ class Gateway:
             headers["Authorization"] = self._token
         return headers
 
-    def unreachable(self, exc: BaseException) -> StorageError:
+    def unreachable(self, exc: BaseException) -> Unavailable:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return StorageError(f"cannot reach etcd at {self.ep.shown()}: {reason}",
+        return Unavailable(f"cannot reach etcd at {self.ep.shown()}: {reason}",
                             "check that etcd runs there and that --store (or PODNET_STORE) names it")
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
