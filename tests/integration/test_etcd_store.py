@@ -103,10 +103,16 @@ def test_export_from_sqlite_and_import_into_etcd(host: Host, tmp_path: Path) -> 
     host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
     host.podnet("run", "-d", "--name", "web", "--network", "app", "--label", "app=web", "--", "sleep", "600")
     host.podnet("service", "create", "web", "--selector", "app=web", "--port", "80")
+    policy = tmp_path / "deny.json"
+    policy.write_text(json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                  "metadata": {"name": "deny", "namespace": "default"},
+                                  "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}))
+    host.podnet("apply", "-f", str(policy))
     exported = host.podnet("store", "export").stdout
     doc = json.loads(exported)
     moved = [d["key"] for d in doc["documents"]]
     assert any(k.startswith("networks/") for k in moved) and "services/default/web" in moved
+    assert "policies/default/deny" in moved, "policies come along, as every kind not tied to one host"
     assert not any(k.startswith(("sandboxes/", "endpoints/", "names/sandboxes/")) for k in moved), \
         "a laptop's running sandboxes do not move into the cluster"
     state = tmp_path / "state.json"
@@ -116,6 +122,7 @@ def test_export_from_sqlite_and_import_into_etcd(host: Host, tmp_path: Path) -> 
         assert "app" in pn(host, "network", "ls").stdout
         services = json.loads(pn(host, "service", "ls", "--json").stdout)
         assert [s["metadata"]["name"] for s in services] == ["web"], services
+        assert "deny" in pn(host, "policy", "ls").stdout
         before = keys_under(host, KV)
         line = _one_line_failure(pn(host, "store", "import", str(state), check=False))
         assert "already holds" in line, line
@@ -124,6 +131,7 @@ def test_export_from_sqlite_and_import_into_etcd(host: Host, tmp_path: Path) -> 
         garbage.write_text("{}")
         assert "not a podnet store export" in _one_line_failure(pn(host, "store", "import", str(garbage), check=False))
     host.podnet("rm", "-f", "web")
+    host.podnet("delete", "-f", str(policy))
     host.podnet("service", "rm", "web")
     host.podnet("network", "rm", "app")
 
