@@ -10,8 +10,9 @@ the Host's network namespace (tests/integration/etcd_server.py), and no packet l
    10-key transaction (p50 of --count, bench/etcd_clients.py).
 2. The store as podnet uses it: a CNI-ADD-like transaction (create the pod's key, allocate
    an address with ipam.allocator, write the endpoint), p50/p99 of --count, on SQLite (a
-   file in the temporary directory) and on etcd; and `podnet ps` (min/median of --ps-runs,
-   /usr/bin/python3 -m podnet) on each, with those records in the store.
+   file in the temporary directory) and on etcd; the issue's operations (ops/s and p99 of
+   create-if-absent, a 5-key transaction, a list of 1,000 documents); and `podnet ps`
+   (min/median of --ps-runs, /usr/bin/python3 -m podnet) on each, with those records in the store.
 
     sudo /opt/podnet/venv/bin/python bench/store.py [--count 200] [--ps-runs 10] [--clients-python PATH]
 """
@@ -88,6 +89,39 @@ def add_like(store, count: int) -> tuple[float, float]:
     return round(statistics.median(samples) * 1000, 2), round(samples[int(len(samples) * 0.99) - 1] * 1000, 2)
 
 
+def operations(store, count: int) -> dict[str, tuple[float, float]]:
+    """The issue's store operations: (ops/s, p99 ms) for create-if-absent, a 5-key transaction
+    and a list of 1,000 documents."""
+    for batch in range(10):  # etcd takes at most 128 operations in one transaction
+        with store.transaction() as txn:
+            for n in range(batch * 100, batch * 100 + 100):
+                txn.put(f"listed/{n:04d}", {"n": n, "pad": "x" * 64})
+    out = {}
+
+    def create(n: int) -> None:
+        with store.transaction() as txn:
+            txn.create(f"created/{n:05d}", {"n": n})
+
+    def five(n: int) -> None:
+        with store.transaction() as txn:
+            for k in range(5):
+                txn.put(f"five/{k}", {"n": n})
+
+    def listing(n: int) -> None:
+        assert len(store.list("listed/")) == 1000
+
+    for name, fn, times in (("create-if-absent", create, count), ("5-key txn", five, count),
+                            ("list of 1,000", listing, max(10, count // 10))):
+        samples = []
+        for n in range(times):
+            t = time.perf_counter()
+            fn(n)
+            samples.append(time.perf_counter() - t)
+        samples.sort()
+        out[name] = (round(len(samples) / sum(samples)), round(samples[max(0, int(len(samples) * 0.99) - 1)] * 1000, 2))
+    return out
+
+
 def ps_ms(host: Host, args: list[str], runs: int) -> tuple[float, float]:
     env = ["env", f"PYTHONPATH={REPO / 'src'}:{sys.prefix}/lib/python3.11/site-packages"]
     host.run([*env, PY, "-m", "podnet", *args, "ps"])  # warm-up, not counted
@@ -115,6 +149,7 @@ def main() -> int:
                 sqlite = SqliteStore(root / "podnet.db")
                 etcd = EtcdStore(parse_url(URL))
                 add = {"sqlite": add_like(sqlite, args.count), "etcd": add_like(etcd, args.count)}
+                ops = {"sqlite": operations(sqlite, args.count), "etcd": operations(etcd, args.count)}
                 sqlite.close()
                 etcd.close()
             ps = {"sqlite": ps_ms(host, ["--root", str(root)], args.ps_runs), "etcd": ps_ms(host, ["--store", URL], args.ps_runs)}
@@ -124,11 +159,15 @@ def main() -> int:
     for r in rows:
         print(f"{r['client']:10} {r['import_ms']:>10} {r['put_get_ms']:>11} {r['txn10_ms']:>9}")
     print(f"\nstore as podnet uses it ({args.count} CNI-ADD-like transactions; `podnet ps` over {args.ps_runs} runs)")
-    print(f"{'':22} {'sqlite':>10} {'etcd':>10} {'etcd/sqlite':>12}")
+    print(f"{'':26} {'sqlite':>10} {'etcd':>10} {'etcd/sqlite':>12}")
     for label, i in (("ADD txn p50 ms", 0), ("ADD txn p99 ms", 1)):
-        print(f"{label:22} {add['sqlite'][i]:>10} {add['etcd'][i]:>10} {add['etcd'][i] / add['sqlite'][i]:>12.2f}")
+        print(f"{label:26} {add['sqlite'][i]:>10} {add['etcd'][i]:>10} {add['etcd'][i] / add['sqlite'][i]:>12.2f}")
+    for op in ops["sqlite"]:
+        for label, i in ((f"{op} ops/s", 0), (f"{op} p99 ms", 1)):
+            print(f"{label:26} {ops['sqlite'][op][i]:>10} {ops['etcd'][op][i]:>10} "
+                  f"{ops['etcd'][op][i] / ops['sqlite'][op][i]:>12.2f}")
     for label, i in (("podnet ps min ms", 0), ("podnet ps median ms", 1)):
-        print(f"{label:22} {ps['sqlite'][i]:>10} {ps['etcd'][i]:>10} {ps['etcd'][i] / ps['sqlite'][i]:>12.2f}")
+        print(f"{label:26} {ps['sqlite'][i]:>10} {ps['etcd'][i]:>10} {ps['etcd'][i] / ps['sqlite'][i]:>12.2f}")
     print(f"\nload average before {before}, after {after}; {time.monotonic() - began:.0f} s")
     return 0
 

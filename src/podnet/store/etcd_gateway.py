@@ -184,6 +184,9 @@ class Gateway:
 
     def _failure(self, status: int, answer: dict[str, Any]) -> StorageError:
         message = str(answer.get("error") or answer.get("message") or f"HTTP {status}")
+        if "too many operations in txn request" in message:
+            return StorageError(f"etcd at {self.ep.shown()} refused a transaction: {message} (its --max-txn-ops, 128 "
+                                "by default; nothing was written)", "start etcd with a larger --max-txn-ops, e.g. 1024")
         if "permission denied" in message or "authentication failed" in message or "user name is empty" in message:
             return PermissionDenied(f"etcd at {self.ep.shown()} refused podnet: {message}",
                                     "give --user NAME:PASSWORD (or PODNET_STORE_USER) of an etcd user allowed to use its prefix")
