@@ -96,7 +96,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     out["image import (busybox, 2 MB)"] = (time.perf_counter() - t0) * 1e3
     out.update(mount_costs_in_child(root, args.mounts))
     podnet("network", "create", "bench", "--subnet", "10.78.0.0/24")
-    podnet("run", "-d", "--network", "bench", "--", "true")  # warm-up: the default paths, the bridge
+    podnet("run", "-d", "--name", "warm1", "--network", "bench", "--", "true")  # warm-up: the default paths, the bridge
     if args.no_agent:
         out["no agent"] = run_phase(args.runs, "na")
     agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
@@ -116,6 +116,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     finally:
         agent.terminate()
         agent.wait(timeout=30)
+    podnet("rm", "-f", "warm1", *(["warm2"] if "docker" in out else []))
     out["layers left"] = os.listdir("/var/lib/podnet/layers")
     return out
 
@@ -159,7 +160,7 @@ def docker_phase(runs: int) -> dict[str, object]:
         imported = (time.perf_counter() - t0) * 1e3
         subprocess.run(["docker", "run", "-d", "--network", "none", "bb", "true"], env=env, check=True,
                        capture_output=True)  # warm-up
-        podnet("run", "-d", "--network", "none", "--image", "bb", "--", "true")
+        podnet("run", "-d", "--name", "warm2", "--network", "none", "--image", "bb", "--", "true")
         docker_t, podnet_t = [], []
         for i in range(runs):
             order = [("docker", docker_t), ("podnet", podnet_t)][:: 1 if i % 2 else -1]
