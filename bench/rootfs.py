@@ -116,7 +116,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     finally:
         agent.terminate()
         agent.wait(timeout=30)
-    podnet("rm", "-f", "warm1", *(["warm2"] if "docker" in out else []))
+    podnet("rm", "-f", "warm1")
     out["layers left"] = os.listdir("/var/lib/podnet/layers")
     return out
 
@@ -174,7 +174,7 @@ def docker_phase(runs: int) -> dict[str, object]:
                 samples.append(time.perf_counter() - t)
         subprocess.run(["docker", "rm", "-f", *[f"d{i}" for i in range(runs)]], env=env, capture_output=True)
         subprocess.run("docker ps -aq | xargs -r docker rm -f", shell=True, env=env, capture_output=True)
-        podnet("rm", "-f", *[f"n{i}" for i in range(runs)])
+        podnet("rm", "-f", "warm2", *[f"n{i}" for i in range(runs)])
         return {"version": version, "import_ms": imported, "docker run -d": ms(docker_t),
                 "podnet run -d --image": ms(podnet_t)}
     finally:
