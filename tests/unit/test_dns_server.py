@@ -253,3 +253,26 @@ def test_one_client_cannot_starve_tcp_for_others() -> None:
             for _, writer in hogs:
                 writer.close()
     run(["127.0.0.3"], body)
+
+
+def test_stats_count_queries_answers_by_rcode_forwards_and_failures() -> None:
+    """What the agent's metrics read (podnet_dns_*): each query once, each answer by its rcode."""
+    async def body(h: Harness) -> None:
+        stats = h.service.core.stats
+        await h.ask(query("web", qid=1))  # slow path first, then the cache
+        await h.ask(query("web", qid=2))
+        await h.ask(query("example.test", qid=3))  # forwarded, answered
+        await h.ask(query("nothing.test", qid=4))  # forwarded, NXDOMAIN
+        await h.ask_tcp(query("web", qid=5))
+        assert stats.queries == {"udp": 4, "tcp": 1}
+        assert stats.rcodes[wire.NOERROR] == 4 and stats.rcodes[wire.NXDOMAIN] == 1
+        assert stats.forwarded == 2 and stats.forward_failures == 0
+        assert sum(stats.buckets) == 5 and stats.buckets[0] >= 1  # the cache hit in the first bucket
+
+    async def silent(h: Harness) -> None:
+        await h.ask(query("example.test"))
+        stats = h.service.core.stats
+        assert stats.forwarded == 1 and stats.forward_failures == 1 and stats.rcodes[wire.SERVFAIL] == 1
+        assert stats.latency_sum > 0.5  # the failed forward waited for its timeout
+    run(["127.0.0.3"], body)
+    run(["127.0.0.5"], silent)

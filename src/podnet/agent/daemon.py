@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import ipaddress
 import os
 import signal
@@ -29,7 +30,7 @@ from podnet.agent.startup import STORE_RETRY, log, open_until_reachable
 from podnet.api import context, nodes, realize, sandboxes
 from podnet.api.context import Context, open_context, require_privilege
 from podnet.api.reconcile import reconcile
-from podnet.cni import delegate
+from podnet.cni import delegate, spec
 from podnet.cni.plugin import handle
 from podnet.config import Paths
 from podnet.dataplane import netlink
@@ -38,6 +39,8 @@ from podnet.dns.records import index_from_store
 from podnet.dns.service import DnsService
 from podnet.errors import Conflict, InvalidArgument, PodnetError
 from podnet.model import Sandbox
+from podnet.observe.address import DEFAULT_ADDRESS, parse_address
+from podnet.observe.metrics import AgentMetrics
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.policy import controller as policies, engine as policy_engine, ruleset as policy_ruleset
 from podnet.services import controller
@@ -54,8 +57,9 @@ NODE_CHECK_EVERY = 5.0  # seconds between checks that this host's node lease is 
 
 class Agent:
     def __init__(self, root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
-                 advertise: str | None = None) -> None:
+                 advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS) -> None:
         self.root = root
+        self.metrics_address = parse_address(metrics_address)  # bad input: one line before anything starts
         self.ctx: Context = ctx or open_until_reachable(root)
         self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
         if advertise is not None:
@@ -81,6 +85,8 @@ class Agent:
         self.flows = FlowLog(self._flow_names)
         self._flows_ctx: Context | None = None  # the flows thread's own store connection
         self._names: tuple[int, tuple[dict[str, str], dict[str, str]]] = (-1, ({}, {}))
+        # The scrape's own store connection: it runs on the metrics server's threads.
+        self.metrics = AgentMetrics(open_context(root).store, lambda: self.dns.core.stats if self.dns else None)
 
     # --- lifecycle ------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -112,6 +118,7 @@ class Agent:
         api = ApiServer(self.paths.run / "agent.sock", self.routes())
         api.start()
         log(f"API on {api.path}")
+        self._serve_metrics()
         self.loop = asyncio.new_event_loop()
         watcher = threading.Thread(target=self._watch, name="sync", daemon=True)
         threading.Thread(target=self.flows.run, args=(self.stopping,), name="flows", daemon=True).start()
@@ -125,6 +132,7 @@ class Agent:
         finally:
             self.stopping.set()
             api.stop()
+            self.metrics.stop()
             if self.node is not None:
                 nodes.retire(self.ctx, self.node)
             if self.dns is not None:
@@ -134,6 +142,19 @@ class Agent:
                 watcher.join(timeout=5)
             log("stopped")
         return 0
+
+    def _serve_metrics(self) -> None:
+        if self.metrics_address is None:
+            log("metrics off (--metrics-address '')")
+            return
+        host, port = self.metrics_address
+        try:
+            self.metrics.serve(self.metrics_address)
+        except OSError as exc:  # the port is taken: the agent's other work matters more than its metrics
+            self._error(f"metrics not served on {host}:{port}: {exc.strerror or exc}; "
+                        "choose another with --metrics-address ADDR:PORT")
+            return
+        log(f"metrics on {self.metrics.url}")
 
     def _register_node(self) -> None:
         """Register this host (waiting while a previous agent's lease on its name lapses)."""
@@ -222,7 +243,7 @@ class Agent:
             for name in sandboxes.reap(ctx):
                 log(f"sandbox {name} ended: its addresses and ports are released")
             if full:
-                report = reconcile(ctx)
+                report = self._reconcile(ctx)
                 if report.changed():
                     log(f"reconcile: {', '.join(f'{k}={v}' for k, v in report.__dict__.items() if v)}")
         # Services and DNS touch neither netlink nor the sandboxes: they run outside the work
@@ -305,15 +326,27 @@ class Agent:
             "uptime_seconds": round(time.time() - self.started_at, 1), "state_root": str(self.paths.root),
             "syncs": self.syncs, "node": self.node_name,
             "last_sync": self.last_sync, "dns_listening": self.dns_addresses, "recent_errors": self.errors[-5:],
+            "metrics": self.metrics.url,
         }
 
     def api_reconcile(self, _: Any) -> tuple[int, Any]:
         with self.work:
             ctx = open_context(self.root)
             try:
-                return 200, reconcile(ctx).__dict__
+                return 200, self._reconcile(ctx).__dict__
             finally:
                 ctx.close()
+
+    def _reconcile(self, ctx: Context) -> Any:
+        """A full reconcile, counted and timed for the metrics."""
+        began = time.monotonic()
+        try:
+            report = reconcile(ctx)
+        except Exception:
+            self.metrics.reconciled(time.monotonic() - began, 1)
+            raise
+        self.metrics.reconciled(time.monotonic() - began, len(report.errors))
+        return report
 
     def api_run(self, body: Any) -> tuple[int, Any]:
         """`podnet run -d` through the agent: the CLI skips importing pyroute2 and pydantic (~0.5 s)."""
@@ -332,7 +365,11 @@ class Agent:
 
     def api_cni(self, body: Any) -> tuple[int, Any]:
         call = build(CniCall, body, "CNI call")
+        began = time.monotonic()
         code, out, err = handle(call.env, call.stdin.encode())
+        command = call.env.get("CNI_COMMAND", "")
+        self.metrics.cni_call(command if command in spec.COMMANDS else "invalid", _cni_code(code, out),
+                              time.monotonic() - began)
         return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
 
 
@@ -354,6 +391,16 @@ class CniCall:
     stdin: str = ""
 
 
+def _cni_code(exit_code: int, stdout: bytes) -> int:
+    """The call's result code as the runtime sees it: 0, or the spec's error code in the JSON."""
+    if exit_code == 0:
+        return 0
+    try:
+        return int(json.loads(stdout).get("code", exit_code))
+    except (ValueError, AttributeError, TypeError):
+        return exit_code
+
+
 def _closing_netlink(route: Any) -> Any:
     """Routes run on the API's worker pool (agent/server.py): close the netlink socket the
     request opened on its worker thread, if any, rather than keep one per worker forever."""
@@ -367,8 +414,8 @@ def _closing_netlink(route: Any) -> Any:
 
 
 def run(root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
-        advertise: str | None = None) -> int:
-    return Agent(root, ctx, node_name, advertise).run()
+        advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS) -> int:
+    return Agent(root, ctx, node_name, advertise, metrics_address).run()
 
 
 def socket_of(paths: Paths) -> Path:

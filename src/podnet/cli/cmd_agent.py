@@ -14,6 +14,9 @@ def register(sub: Any) -> None:
     agent.add_argument("--advertise", metavar="IP",
                        help="the underlay address other hosts reach this one by (default: the source address of the "
                             "route to the store)")
+    agent.add_argument("--metrics-address", default="127.0.0.1:9469", metavar="ADDR:PORT",
+                       help="serve Prometheus metrics at http://ADDR:PORT/metrics (default 127.0.0.1:9469; "
+                            "'' turns them off)")
     agent.set_defaults(handler=run)
     cmds = agent.add_subparsers(dest="agentcmd", metavar="COMMAND")
     st = cmds.add_parser("status", help="is the agent running, and how is it doing")
@@ -23,12 +26,16 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from podnet.agent.startup import open_until_reachable  # lazy: `agent status` needs no store
+    from podnet.observe.address import parse_address  # lazy: as above
+
+    parse_address(args.metrics_address)  # a typo is one line, before the store is opened or made
 
     # The store first: the agent's modules name kernel objects after its identity when imported.
     ctx = open_until_reachable(args.root)
     from podnet.agent.daemon import run as run_agent  # lazy: the agent loads every layer; `agent status` needs none
 
-    return run_agent(args.root, ctx, node_name=args.node_name, advertise=args.advertise)
+    return run_agent(args.root, ctx, node_name=args.node_name, advertise=args.advertise,
+                     metrics_address=args.metrics_address)
 
 
 def status(args: argparse.Namespace) -> int:
@@ -54,4 +61,5 @@ def status(args: argparse.Namespace) -> int:
 
 def status_line(info: dict[str, Any]) -> str:
     return (f"podnet agent {info['version']} running: pid {info['pid']}, up {info['uptime_seconds']} s, "
-            f"{info['syncs']} syncs, DNS on {', '.join(info['dns_listening']) or 'nothing'}")
+            f"{info['syncs']} syncs, DNS on {', '.join(info['dns_listening']) or 'nothing'}, "
+            f"metrics {info.get('metrics') or 'off'}")

@@ -71,3 +71,19 @@ def flows(family: int, protocol: str) -> list[Flow]:
 def delete(flow: Flow) -> None:
     _run(["-D", "-p", flow.protocol, "-f", "ipv4" if flow.family == 4 else "ipv6", "-s", flow.src, "-d", flow.dst,
           "--sport", str(flow.sport), "--dport", str(flow.dport)])
+
+
+def dnat_destinations(family: int) -> dict[tuple[str, str, int], int]:
+    """(protocol, original destination, destination port) -> how many DNATed flows the
+    kernel tracks now: a Service's connections (the metrics scrape). One `conntrack -L`
+    per family; empty when conntrack-tools is missing."""
+    proc = _run(["-L", "--dst-nat", "-f", "ipv4" if family == 4 else "ipv6"])
+    out: dict[tuple[str, str, int], int] = {}
+    if proc is None:
+        return out
+    for line in proc.stdout.splitlines():
+        flow = parse(line, family)
+        if flow is not None:
+            key = (line.split(None, 1)[0], flow.dst, flow.dport)
+            out[key] = out.get(key, 0) + 1
+    return out

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 from podnet.dns import answer, wire
 from podnet.dns.records import RecordIndex, View
+from podnet.dns.stats import DnsStats
 from podnet.dns.upstream import Forwarder
 
 IP_FREEBIND = 15
@@ -49,9 +51,16 @@ class Core:
         self.host_upstreams = host_upstreams
         self.forwarder = forwarder or Forwarder()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stats = DnsStats()
 
     def handle(self, data: bytes, source: str, udp: bool, send: Send) -> None:
         """Answer one message of any shape by calling send once, now or later, or never (dropped)."""
+        began, stats, reply_to = time.perf_counter(), self.stats, send
+
+        def send(out: bytes) -> None:  # every answer of the slow path is counted and timed
+            stats.answered(out, time.perf_counter() - began)
+            reply_to(out)
+
         if len(data) < 12 or data[2] & 0x80:
             return  # not even a header, or a response: never answer those (no loops, no reflection)
         try:
@@ -88,10 +97,12 @@ class Core:
         async def run() -> None:
             reply = await self.forwarder.forward(data, upstreams, tcp=tcp) if upstreams else None
             if reply is None:
+                self.stats.forward_failures += 1
                 reply = wire.error_reply(data, wire.SERVFAIL)
             if reply is not None:
                 send(reply)
 
+        self.stats.forwarded += 1
         task = asyncio.get_running_loop().create_task(run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -179,6 +190,8 @@ class UdpListener:
     def _drain(self) -> None:
         """Read until the socket is empty (or a batch is done); cache hits never leave this loop."""
         recv, sendto, core = self.sock.recvfrom, self.sock.sendto, self.core
+        stats = core.stats
+        queries = stats.queries
         for _ in range(DRAIN_BATCH):
             try:
                 data, addr = recv(RECV_BUFFER)
@@ -186,6 +199,7 @@ class UdpListener:
                 return
             except OSError:
                 continue
+            queries["udp"] += 1
             view = core.index.by_source.get(addr[0])
             out = fast_reply(data, view) if view is not None else None
             if out is None:
@@ -193,6 +207,7 @@ class UdpListener:
                     continue
                 core.handle(data, addr[0], True, _sender(sendto, addr))
                 continue
+            stats.cache_hit(out)
             try:
                 sendto(out, addr)
             except OSError:
@@ -246,6 +261,7 @@ class TcpListener:
             while True:
                 (length,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))
                 data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
+                self.core.stats.queries["tcp"] += 1
                 self.core.handle(data, peer[0], False, send)
                 await writer.drain()
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError):

@@ -34,6 +34,17 @@ def reserved(subnet: SubnetConfig) -> set[IPAddr]:
     return out
 
 
+def pool_of(subnet: SubnetConfig) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Where addresses of this subnet are handed out: its ip-range, or the whole subnet."""
+    return ipaddress.ip_network(subnet.ip_range) if subnet.ip_range else subnet.network
+
+
+def capacity(subnet: SubnetConfig) -> int:
+    """How many addresses the subnet can hand out at most (its pool less the reserved ones)."""
+    pool = pool_of(subnet)
+    return pool.num_addresses - len([a for a in reserved(subnet) if a in pool])
+
+
 def allocate(txn: Txn, network_id: str, subnet: SubnetConfig, owner: str, requested: str | None = None) -> IPAddr:
     """One address for owner: the requested one, or the next free one in the ip-range."""
     net = subnet.network

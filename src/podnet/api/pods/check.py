@@ -51,9 +51,8 @@ def status(ctx: Context, network: str) -> None:
     except NotFound:
         return  # the first ADD makes it
     for subnet in net.subnets:
-        pool = ipaddress.ip_network(subnet.ip_range) if subnet.ip_range else subnet.network
+        pool = allocator.pool_of(subnet)
         with ctx.store.transaction() as txn:
             used = sum(1 for a in allocator.in_use(txn, net.id) if ipaddress.ip_address(a) in pool)
-        size = pool.num_addresses - len([a for a in allocator.reserved(subnet) if a in pool])
-        if used >= size and not any(not netns_alive(d) for _, d in ctx.store.list(keys.PODS)):
+        if used >= allocator.capacity(subnet) and not any(not netns_alive(d) for _, d in ctx.store.list(keys.PODS)):
             raise Conflict(f"no free address left in {pool} of network {net.name!r}", "remove pods, or use a bigger subnet")

@@ -1,0 +1,272 @@
+"""The agent's Prometheus metrics: what podnet knows about its own network, served over HTTP.
+
+Two kinds of numbers:
+
+- Events the agent itself sees (CNI calls, reconcile passes) are prometheus-client
+  Counters and Histograms, bumped where they happen (agent/daemon.py).
+- State the kernel or the store holds (every endpoint's bytes, packets and drops, IPAM use,
+  Service connections, the DNS server's counts) is read by `HostCollector` when Prometheus
+  scrapes: one read of /proc/net/dev for every link, one `conntrack -L` per family while
+  Services exist, the store only when its revision moved. Nothing samples packets, and an
+  idle agent spends nothing between scrapes.
+
+Names follow Prometheus' conventions (base units, `_total` on counters, `_seconds`,
+`_bytes`). Traffic is counted from the sandbox's point of view: what the host side of its
+veth transmits, the sandbox receives. Labels are bounded by the objects podnet manages
+(endpoints, networks, Services, CNI verbs and codes): nothing per connection or per peer.
+contrib/grafana-podnet.json is a dashboard over exactly these names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from podnet import drivers
+from podnet.dataplane import conntrack, linkstats
+from podnet.ipam import allocator
+from podnet.model.network import SubnetConfig
+from podnet.store import keys
+
+ENDPOINT_LABELS = ("namespace", "sandbox", "network")
+# (metric suffix, help, LinkCounters field of the host side): the host side transmits what the sandbox receives.
+TRAFFIC = (
+    ("receive_bytes_total", "Bytes the sandbox received on this network", "tx_bytes"),
+    ("transmit_bytes_total", "Bytes the sandbox sent on this network", "rx_bytes"),
+    ("receive_packets_total", "Packets the sandbox received on this network", "tx_packets"),
+    ("transmit_packets_total", "Packets the sandbox sent on this network", "rx_packets"),
+    ("receive_drops_total", "Packets for the sandbox the kernel dropped on its link", "tx_dropped"),
+    ("transmit_drops_total", "Packets from the sandbox the kernel dropped on its link", "rx_dropped"),
+)
+CNI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True)
+class EndpointLink:
+    """An endpoint whose traffic a host-side link carries, with the labels it is shown under."""
+
+    link: str
+    namespace: str
+    sandbox: str
+    network: str
+
+
+@dataclass(frozen=True)
+class ServiceFrontends:
+    namespace: str
+    name: str
+    addresses: frozenset[tuple[str, str, int]]  # (protocol, VIP or external IP, port)
+    node_ports: frozenset[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What a scrape needs from the store, rebuilt only when the store's revision moves."""
+
+    revision: int
+    endpoints: tuple[EndpointLink, ...]
+    networks: tuple[str, ...]
+    services: tuple[ServiceFrontends, ...]
+    ipam: tuple[tuple[str, int, int], ...]  # (network, used, free)
+
+
+def _owners(store: Any) -> dict[str, tuple[str, str]]:
+    """Sandbox or pod id -> (namespace, name): `podnet run` sandboxes and CNI pods alike."""
+    owners = {doc["id"]: (doc.get("namespace", "default"), doc["name"]) for _, doc in store.list(keys.SANDBOXES)}
+    for _, doc in store.list(keys.PODS):
+        args = doc.get("args") or {}
+        owners[doc["id"]] = (args.get("K8S_POD_NAMESPACE") or "default",
+                             args.get("K8S_POD_NAME") or doc["container_id"][:12])
+    return owners
+
+
+def read_store(store: Any) -> StoreView:
+    revision = store.revision()
+    nets = {doc["id"]: doc for _, doc in store.list(keys.NETWORKS)}
+    owners = _owners(store)
+    links = []
+    for _, ep in store.list(keys.ENDPOINTS):
+        net, owner = nets.get(ep["network"]), owners.get(ep["sandbox"])
+        if net is None or owner is None:
+            continue
+        driver = drivers.get(net["driver"])
+        if driver.supports.host_side:  # macvlan/ipvlan have none: their counters live inside the sandbox
+            link = driver.host_interface(SimpleNamespace(**{"host_ifname": None, **ep}))
+            if link:
+                links.append(EndpointLink(link, owner[0], owner[1], net["name"]))
+    services = []
+    for _, doc in store.list(keys.SERVICES):
+        addresses = frozenset((p["protocol"].lower(), ip, p["port"])
+                              for ip in [*doc.get("cluster_ips", []), *doc.get("external_ips", [])]
+                              for p in doc.get("ports", []))
+        node_ports = frozenset((p["protocol"].lower(), p["node_port"]) for p in doc.get("ports", []) if p.get("node_port"))
+        services.append(ServiceFrontends(doc.get("namespace", "default"), doc["name"], addresses, node_ports))
+    used: dict[str, int] = {}
+    for key, _ in store.list("ipam/"):
+        network_id = key.split("/")[1]
+        used[network_id] = used.get(network_id, 0) + 1
+    ipam = []
+    for net in nets.values():
+        if not drivers.get(net["driver"]).supports.allocates_addresses:
+            continue
+        room = sum(allocator.capacity(SubnetConfig(**s)) for s in net.get("subnets", []))
+        ipam.append((net["name"], used.get(net["id"], 0), max(room - used.get(net["id"], 0), 0)))
+    return StoreView(revision, tuple(links), tuple(sorted(n["name"] for n in nets.values())), tuple(services),
+                     tuple(sorted(ipam)))
+
+
+class HostCollector:
+    """Reads the kernel's and the store's numbers when Prometheus scrapes (prometheus-client's
+    custom collector protocol: `collect()` yields metric families)."""
+
+    def __init__(self, store: Any, dns_stats: Callable[[], Any]) -> None:
+        self.store = store  # its own connection: scrapes run on the HTTP server's threads
+        self.dns_stats = dns_stats
+        self._lock = threading.Lock()  # one scrape at a time reads the store and the cache
+        self._view: StoreView | None = None
+
+    def view(self) -> StoreView:
+        with self._lock:
+            revision = self.store.revision()
+            if self._view is None or self._view.revision != revision:
+                self._view = read_store(self.store)
+            return self._view
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.view()
+        yield from self._traffic(view)
+        yield from self._ipam(view)
+        yield from self._services(view)
+        stats = self.dns_stats()
+        if stats is not None:
+            yield from _dns(stats)
+
+    def _traffic(self, view: StoreView) -> Iterator[Metric]:
+        counters = linkstats.read()
+        endpoint = {suffix: CounterMetricFamily(f"podnet_endpoint_{suffix.removesuffix('_total')}", text,
+                                                labels=ENDPOINT_LABELS) for suffix, text, _ in TRAFFIC}
+        network = {suffix: CounterMetricFamily(f"podnet_network_{suffix.removesuffix('_total')}",
+                                               text.replace("The sandbox", "The network's sandboxes")
+                                               .replace("the sandbox", "the network's sandboxes"), labels=("network",))
+                   for suffix, text, _ in TRAFFIC}
+        per_network: dict[str, list[int]] = {name: [0] * len(TRAFFIC) for name in view.networks}
+        endpoints = GaugeMetricFamily("podnet_endpoints", "Endpoints with a host-side link on the network",
+                                      labels=("network",))
+        seen: dict[str, int] = {}
+        for ep in view.endpoints:
+            link = counters.get(ep.link)
+            if link is None:
+                continue  # not made yet, or already gone
+            totals = per_network.setdefault(ep.network, [0] * len(TRAFFIC))
+            seen[ep.network] = seen.get(ep.network, 0) + 1
+            labels = [ep.namespace, ep.sandbox, ep.network]
+            for i, (suffix, _, field) in enumerate(TRAFFIC):
+                value = getattr(link, field)
+                endpoint[suffix].add_metric(labels, value)
+                totals[i] += value
+        for name, totals in sorted(per_network.items()):
+            endpoints.add_metric([name], seen.get(name, 0))
+            for i, (suffix, _, _) in enumerate(TRAFFIC):
+                network[suffix].add_metric([name], totals[i])
+        yield from endpoint.values()
+        yield from network.values()
+        yield endpoints
+
+    def _ipam(self, view: StoreView) -> Iterator[Metric]:
+        used = GaugeMetricFamily("podnet_ipam_addresses_used", "Addresses IPAM has handed out on the network",
+                                 labels=("network",))
+        free = GaugeMetricFamily("podnet_ipam_addresses_free", "Addresses IPAM can still hand out on the network",
+                                 labels=("network",))
+        for name, in_use, left in view.ipam:
+            used.add_metric([name], in_use)
+            free.add_metric([name], left)
+        yield used
+        yield free
+
+    def _services(self, view: StoreView) -> Iterator[Metric]:
+        family = GaugeMetricFamily("podnet_service_connections",
+                                   "Connections (conntrack flows) the kernel tracks now to the Service's frontends",
+                                   labels=("namespace", "service"))
+        if view.services:
+            flows: dict[tuple[str, str, int], int] = {}
+            for version in (4, 6):
+                flows.update(conntrack.dnat_destinations(version))
+            for svc in view.services:
+                count = sum(n for (proto, dst, port), n in flows.items()
+                            if (proto, dst, port) in svc.addresses or (proto, port) in svc.node_ports)
+                family.add_metric([svc.namespace, svc.name], count)
+        yield family
+
+
+def _dns(stats: Any) -> Iterator[Metric]:
+    queries = CounterMetricFamily("podnet_dns_queries", "DNS queries the embedded server received",
+                                  labels=("protocol",))
+    for protocol, count in sorted(stats.queries.items()):
+        queries.add_metric([protocol], count)
+    yield queries
+    responses = CounterMetricFamily("podnet_dns_responses", "DNS answers the embedded server sent, by rcode",
+                                    labels=("rcode",))
+    for rcode, count in enumerate(stats.rcodes):
+        if count or rcode in (0, 2, 3):
+            responses.add_metric([stats.rcode_name(rcode)], count)
+    yield responses
+    yield CounterMetricFamily("podnet_dns_forwarded_queries", "DNS queries sent on to an upstream resolver",
+                              value=stats.forwarded)
+    yield CounterMetricFamily("podnet_dns_forward_failures", "Forwarded DNS queries no upstream answered (SERVFAIL)",
+                              value=stats.forward_failures)
+    cumulative, buckets = 0, []
+    for bound, count in zip([*map(str, stats.LATENCY_BUCKETS), "+Inf"], stats.buckets):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    yield HistogramMetricFamily("podnet_dns_response_duration_seconds",
+                                "Time from a DNS query's arrival to its answer (cache hits in the first bucket)",
+                                buckets=buckets, sum_value=stats.latency_sum)
+
+
+class AgentMetrics:
+    """The agent's registry: its own event counters and the host collector, served by `serve`."""
+
+    def __init__(self, store: Any, dns_stats: Callable[[], Any]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.cni_requests = Counter("podnet_cni_requests", "CNI calls the agent served, by verb and result code",
+                                    ("command", "code"), registry=self.registry)
+        self.cni_duration = Histogram("podnet_cni_request_duration_seconds", "How long the agent took for a CNI call",
+                                      ("command",), buckets=CNI_BUCKETS, registry=self.registry)
+        self.reconcile_runs = Counter("podnet_reconcile_runs", "Full reconcile passes", registry=self.registry)
+        self.reconcile_errors = Counter("podnet_reconcile_errors",
+                                        "Errors full reconcile passes met (each one a line in the agent's log)",
+                                        registry=self.registry)
+        self.reconcile_duration = Histogram("podnet_reconcile_duration_seconds", "How long a full reconcile took",
+                                            buckets=RECONCILE_BUCKETS, registry=self.registry)
+        self.collector = HostCollector(store, dns_stats)
+        self.registry.register(self.collector)  # type: ignore[arg-type]
+        self._server: Any = None
+        self.url: str | None = None  # where they are served, once they are
+
+    def cni_call(self, command: str, code: int, seconds: float) -> None:
+        self.cni_requests.labels(command or "none", str(code)).inc()
+        self.cni_duration.labels(command or "none").observe(seconds)
+
+    def reconciled(self, seconds: float, errors: int) -> None:
+        self.reconcile_runs.inc()
+        self.reconcile_errors.inc(errors)
+        self.reconcile_duration.observe(seconds)
+
+    def serve(self, address: tuple[str, int]) -> None:
+        """Serve /metrics on address from a thread of prometheus-client's HTTP server."""
+        self._server, _ = start_http_server(address[1], address[0], registry=self.registry)
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        self.url = f"http://{host}:{address[1]}/metrics"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = self.url = None
