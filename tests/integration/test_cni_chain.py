@@ -1,4 +1,5 @@
-"""podnet first in a conflist, then Debian's reference portmap, tuning, bandwidth and firewall.
+"""podnet first in a conflist, then Debian's reference portmap, tuning and firewall; podnet itself
+takes the bandwidth capability (as the reference bandwidth plugin would).
 
 The chain is run as libcni runs it: ADD through the plugins in order, each given the one
 before's result as prevResult and only the runtimeConfig its capabilities ask for; CHECK
@@ -56,7 +57,8 @@ def test_podnet_then_portmap_tuning_bandwidth_firewall(served: Host) -> None:
     host.add_neighbour("peer", "203.0.113.3")
     text = host.podnet("cni", "config", "app", "--subnet", "10.244.1.0/24", "--tuning", "--bandwidth", "--firewall").stdout
     conflist = json.loads(text)
-    assert [p["type"] for p in conflist["plugins"]] == ["podnet", "portmap", "tuning", "bandwidth", "firewall"]
+    assert [p["type"] for p in conflist["plugins"]] == ["podnet", "portmap", "tuning", "firewall"]
+    assert conflist["plugins"][0]["capabilities"]["bandwidth"] is True
     ns = netns(host, "p1")
     result = chain(host, "ADD", conflist, ns)
     assert result is not None
@@ -65,9 +67,10 @@ def test_podnet_then_portmap_tuning_bandwidth_firewall(served: Host) -> None:
     mac = json.loads(host.run(["ip", "-n", "p1", "-j", "link", "show", "eth0"]).stdout)[0]["address"]
     assert mac == "02:11:22:33:44:55"
     assert any(i.get("mac") == mac for i in result["interfaces"] if i.get("sandbox"))
-    # bandwidth: a token bucket on the pod's host-side veth
+    # bandwidth: a token bucket on the pod's host-side veth, and one on its IFB for egress
     host_veth = next(i["name"] for i in result["interfaces"] if i["name"].startswith("pnve"))
     assert "tbf" in host.run(["tc", "qdisc", "show", "dev", host_veth]).stdout
+    assert "rate 8Mbit" in host.run(["tc", "qdisc", "show", "dev", "pnif" + host_veth[4:]]).stdout
     # firewall: the pod's address in the reference plugin's FORWARD chain
     assert pod_ip in host.run(["iptables", "-S", "CNI-FORWARD"]).stdout + host.run(["iptables-save"]).stdout
     # portmap: a server in the pod, reached from another machine through the host's port 8080

@@ -131,9 +131,9 @@ def test_conflist_puts_podnet_first_and_chains_what_was_asked() -> None:
     from podnet.cli.cmd_cni import conflist
 
     doc = conflist(_config_args(subnet=["10.244.1.0/24"], tuning=True, bandwidth=True, firewall=True))
-    assert [p["type"] for p in doc["plugins"]] == ["podnet", "portmap", "tuning", "bandwidth", "firewall"]
+    assert [p["type"] for p in doc["plugins"]] == ["podnet", "portmap", "tuning", "firewall"]
     assert doc["plugins"][0] == {"type": "podnet", "network": "app", "subnet": "10.244.1.0/24",
-                                 "capabilities": {"ips": True, "mac": True}}
+                                 "capabilities": {"ips": True, "mac": True, "bandwidth": True}}
     assert doc["plugins"][1]["capabilities"] == {"portMappings": True}
     delegated = conflist(_config_args(ipam="host-local", subnet=["10.9.0.0/24"], no_portmap=True))
     assert delegated["plugins"] == [{"type": "podnet", "network": "app", "capabilities": {"ips": True, "mac": True},
@@ -166,3 +166,14 @@ def test_the_thin_entry_is_stdlib_only_and_falls_back(tmp_path: Path) -> None:
     out = subprocess.run([str(script)], input=b"{}", env={"CNI_COMMAND": "VERSION", "PODNET_RUN": str(tmp_path)},
                          capture_output=True, timeout=60)
     assert out.returncode == 0 and "supportedVersions" in json.loads(out.stdout)
+
+
+def test_bandwidth_capability_read_as_the_reference_plugin_reads_it() -> None:
+    conf = netconf.parse({**GOOD, "runtimeConfig": {"bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 80_000,
+                                                                  "egressRate": 4_000_000}}}, "ADD")
+    assert (conf.bandwidth_ingress, conf.bandwidth_egress) == (8_000_000, 4_000_000)
+    assert netconf.parse(GOOD, "ADD").bandwidth_ingress is None
+    for bad in ("fast", -5, 1, True):
+        with pytest.raises(spec.CniError) as refused:
+            netconf.parse({**GOOD, "runtimeConfig": {"bandwidth": {"egressRate": bad}}}, "ADD")
+        assert refused.value.code == 7

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet import drivers
+from podnet.drivers import bandwidth
 from podnet.api.context import Context
 from podnet.errors import InvalidArgument, KernelError, PodnetError
 from podnet.model import Endpoint, Network, Sandbox
@@ -66,6 +67,15 @@ def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: 
         driver = drivers.get(net.driver)
         steps.push(f"take down {ep.ifname} on network {net.name}", driver.detach, net, ep)
         driver.attach(net, ep, path, default_route=ep.network == gw_net)
+        limit_bandwidth(sandbox, ep, driver, steps)
+
+
+def limit_bandwidth(sandbox: Sandbox, ep: Endpoint, driver: Any, steps: Undo) -> None:
+    """The sandbox's --bandwidth-* limits on one endpoint, when it has a host-side link."""
+    host_if = driver.host_interface(ep)
+    if host_if and (sandbox.bandwidth_ingress or sandbox.bandwidth_egress):
+        steps.push(f"remove the bandwidth limit of {ep.ifname}", bandwidth.remove, ep.id)
+        bandwidth.apply(host_if, ep.id, sandbox.bandwidth_ingress, sandbox.bandwidth_egress)
 
 
 def write_etc(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], running: bool = False) -> Path:
@@ -187,6 +197,7 @@ def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], 
             continue
         try:
             drivers.get(net.driver).detach(net, ep)  # the namespace and what is in it go below
+            bandwidth.remove(ep.id)  # its IFB, if it was limited
         except PodnetError as exc:
             errors.append(exc)
     try:

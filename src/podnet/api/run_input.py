@@ -17,6 +17,7 @@ from podnet.errors import InvalidArgument
 from podnet.api.namespaces import check_name as check_namespace
 from podnet.model.common import check_hostname, check_ip, check_labels, check_name
 from podnet.model.ports import check_exposed
+from podnet.util.rates import check_rate
 from podnet.util.shapes import check_fields
 
 # Docker's floor for --memory: below it the sandbox's own runtime cannot even start.
@@ -47,6 +48,9 @@ def check_run(req: Any) -> None:
     if req.memory_bytes is not None and req.memory_bytes < MIN_MEMORY_BYTES:
         raise InvalidArgument(f"invalid --memory {req.memory_bytes} bytes: the minimum is 6 MiB",
                               "give at least 6m, for example --memory 64m")
+    for flag, bits in (("--bandwidth-ingress", req.bandwidth_ingress), ("--bandwidth-egress", req.bandwidth_egress)):
+        if bits is not None:
+            check_rate(bits, flag)
     for key, value in req.env.items():
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise InvalidArgument(f"invalid --env {key!r}", "write it as --env KEY=VALUE, KEY without '=' or NUL")

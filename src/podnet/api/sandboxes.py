@@ -42,6 +42,8 @@ class RunRequest:
     expose: list[str] = field(default_factory=list)
     pids_limit: int | None = None
     memory_bytes: int | None = None
+    bandwidth_ingress: int | None = None  # bits per second
+    bandwidth_egress: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     dns: list[str] = field(default_factory=list)
     auto_remove: bool = False
@@ -135,6 +137,9 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
         raise InvalidArgument("-p has no meaning with --network host", "the sandbox already uses the host's ports; drop -p")
     if (req.ip or req.ip6) and not first.allocates_addresses:
         raise InvalidArgument(f"--ip needs a network with addresses, not {nets[0].driver}", "leave --ip out")
+    if (req.bandwidth_ingress or req.bandwidth_egress) and not any(drivers.get(n.driver).supports.host_side for n in nets):
+        raise InvalidArgument("--bandwidth-* needs a network whose endpoints have a host-side link (bridge, routed)",
+                              "attach the sandbox to a bridge network, or leave the limits out")
     mappings = _prepare_ports(ctx, parsed_ports)
     if mappings and not any(drivers.get(n.driver).supports.publishes_ports for n in nets):
         raise InvalidArgument("-p needs a bridge network", "attach the sandbox to a bridge network to publish ports")
@@ -144,6 +149,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
     sandbox = Sandbox(
         id=sandbox_id, name=name, argv=req.argv, hostname=hostname, networks=attachments, ports=mappings,
         labels=req.labels, namespace=req.namespace, expose=exposed, pids_limit=req.pids_limit, memory_bytes=req.memory_bytes,
+        bandwidth_ingress=req.bandwidth_ingress, bandwidth_egress=req.bandwidth_egress,
         env=req.env, dns=req.dns, state="creating", auto_remove=req.auto_remove, created=time.time(),
         network_mode=network_mode, capabilities=caps, privileged=req.privileged,
         rootfs=req.rootfs, image=image["name"] if image else None, image_id=image["id"] if image else None,

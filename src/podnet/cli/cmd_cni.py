@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
                    help="1.0.0 suits podman 4, containerd 1.6 and Debian's reference plugins; 1.1.0 adds STATUS and GC")
     c.add_argument("--no-portmap", action="store_true", help="leave out portmap (published ports)")
     c.add_argument("--tuning", action="store_true", help="add the tuning plugin (sysctls, MAC, MTU)")
-    c.add_argument("--bandwidth", action="store_true", help="add the bandwidth plugin (traffic shaping)")
+    c.add_argument("--bandwidth", action="store_true", help="honour the runtime's bandwidth limits (the bandwidth capability: podnet shapes "
+                        "as the reference bandwidth plugin does)")
     c.add_argument("--firewall", action="store_true", help="add the firewall plugin (iptables FORWARD rules)")
     c.set_defaults(handler=config)
 
@@ -57,6 +58,8 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
     spec.check_network_name(args.network)
     # Runtimes pass runtimeConfig only to plugins that declare the capability.
     capabilities = {"ips": True, "mac": True}
+    if args.bandwidth:  # podnet shapes as the reference bandwidth plugin does (TBF, and IFB for egress)
+        capabilities["bandwidth"] = True
     main: dict[str, Any] = {"type": "podnet", "network": args.network, "capabilities": capabilities}
     if args.mode:
         main["mode"] = args.mode
@@ -89,8 +92,6 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
     if args.tuning:
         plugins.append({"type": "tuning", "capabilities": {"mac": True}, "sysctl": {}})
-    if args.bandwidth:
-        plugins.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
     if args.firewall:
         plugins.append({"type": "firewall", "backend": "iptables"})
     return {"cniVersion": args.cni_version, "name": name, "plugins": plugins}

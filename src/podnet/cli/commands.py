@@ -12,6 +12,7 @@ from podnet.api.lookup import sandbox_doc
 from podnet.cli import render, views
 from podnet.cli.main import _command, _kv, _size
 from podnet.model.common import parse_labels
+from podnet.util.rates import parse_rate
 from podnet.store import keys
 
 
@@ -73,6 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
         ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace, expose=args.expose,
         pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
+        bandwidth_ingress=parse_rate(args.bandwidth_ingress, "--bandwidth-ingress") if args.bandwidth_ingress else None,
+        bandwidth_egress=parse_rate(args.bandwidth_egress, "--bandwidth-egress") if args.bandwidth_egress else None,
         env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
         cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
         rootfs=os.path.abspath(args.rootfs) if args.rootfs else None, image=args.image, read_only=args.read_only,

@@ -47,7 +47,8 @@ def _command(args: argparse.Namespace) -> list[str]:
 # its parsers with `set_defaults(handler=...)`; a module keeps its heavy imports inside the
 # handlers so that registering costs nothing.
 EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store",
-              "podnet.cli.cmd_node", "podnet.cli.cmd_image", "podnet.cli.cmd_policy")
+              "podnet.cli.cmd_node", "podnet.cli.cmd_image", "podnet.cli.cmd_policy",
+              "podnet.cli.cmd_observe")
 
 
 # Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "ports resolve through it, e.g. http=8080 or dns=53/udp (repeatable)")
     run.add_argument("--pids-limit", type=int, metavar="N", help="at most N processes inside the sandbox")
     run.add_argument("--memory", "-m", metavar="SIZE", help="memory limit, for example 512m or 1g")
+    run.add_argument("--bandwidth-ingress", metavar="RATE",
+                     help="limit what the sandbox receives, a tc rate such as 10mbit (TBF on its veth's host side)")
+    run.add_argument("--bandwidth-egress", metavar="RATE",
+                     help="limit what the sandbox sends, a tc rate such as 10mbit (TBF on an IFB device)")
     run.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
                      help="an environment variable for the command (repeatable)")
     run.add_argument("--dns", action="append", default=[], metavar="IP",

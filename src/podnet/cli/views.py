@@ -70,7 +70,10 @@ def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, An
         "Ports": doc.get("ports", []),
         "ExposedPorts": [f"{p['name'] + '=' if p.get('name') else ''}{p['port']}/{p.get('protocol', 'tcp')}"
                          for p in doc.get("expose") or []],
-        "Limits": {"Pids": doc.get("pids_limit"), "MemoryBytes": doc.get("memory_bytes")},
+        "Limits": {"Pids": doc.get("pids_limit"), "MemoryBytes": doc.get("memory_bytes"),
+                   **({"BandwidthIngressBitsPerSecond": doc.get("bandwidth_ingress"),
+                       "BandwidthEgressBitsPerSecond": doc.get("bandwidth_egress")}
+                      if doc.get("bandwidth_ingress") or doc.get("bandwidth_egress") else {})},
         "Capabilities": doc.get("capabilities", list(DEFAULT_CAPABILITIES)),
         "Privileged": doc.get("privileged", False),
         "Created": doc.get("created"),

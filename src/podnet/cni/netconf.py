@@ -27,6 +27,7 @@ from podnet.config import service_cidrs
 from podnet.drivers import CNI_MODES as MODES
 from podnet.errors import InvalidArgument
 from podnet.ipam import subnets as subnet_rules
+from podnet.util.rates import check_rate
 _PLUGIN_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
@@ -49,6 +50,8 @@ class NetConf:
     prev_result: dict[str, Any] | None = None
     valid_attachments: set[tuple[str, str]] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    bandwidth_ingress: int | None = None  # the bandwidth capability, bits per second
+    bandwidth_egress: int | None = None
 
     @property
     def delegated(self) -> bool:
@@ -159,6 +162,7 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
             ipaddress.ip_address(ip)
         except ValueError:
             raise CniError(E_INVALID_CONFIG, f"invalid requested IP {ip!r} in runtimeConfig.ips") from None
+    ingress, egress = _bandwidth(runtime.get("bandwidth"), conf)
     prev = conf.get("prevResult")
     valid = None
     if command == "GC":
@@ -171,5 +175,24 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
         parent=parent, ipam_type=ipam_type, raw=conf, dns=dns, requested_ips=requested,
         requested_mac=runtime.get("mac") if isinstance(runtime.get("mac"), str) else None,
         prev_result=spec.parse_result(prev) if prev is not None else None, valid_attachments=valid,
-        labels=_labels(conf),
+        labels=_labels(conf), bandwidth_ingress=ingress, bandwidth_egress=egress,
     )
+
+
+def _bandwidth(runtime: Any, conf: dict[str, Any]) -> tuple[int | None, int | None]:
+    """runtimeConfig.bandwidth (the capability), else the plugin config's own ingressRate and
+    egressRate, as the reference bandwidth plugin reads them: rates in bits per second."""
+    source = runtime if isinstance(runtime, dict) else conf
+    rates = []
+    for key in ("ingressRate", "egressRate"):
+        value = source.get(key)
+        if value in (None, 0):
+            rates.append(None)
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise CniError(E_INVALID_CONFIG, f"invalid bandwidth {key} {value!r}: expected bits per second")
+        try:
+            rates.append(check_rate(value, f"bandwidth {key}"))
+        except InvalidArgument as exc:
+            raise CniError(E_INVALID_CONFIG, exc.message, exc.hint) from None
+    return rates[0], rates[1]

@@ -166,6 +166,7 @@ def _request(env: Env, conf: NetConf) -> Any:
         network=conf.network, cni_network=conf.name, mode=conf.mode, subnets=conf.subnets, gateway=conf.gateway,
         mtu=conf.mtu, parent=conf.parent, args=args, labels=conf.labels,
         requested_ips=ips, mac=mac.lower() if mac else None, ipam=conf.ipam_type,
+        bandwidth_ingress=conf.bandwidth_ingress, bandwidth_egress=conf.bandwidth_egress,
         ipam_conf=_without_prev(conf.raw) if conf.delegated else None,
         ipam_env=_ipam_env(env) if conf.delegated else None,
     )

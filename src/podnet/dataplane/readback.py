@@ -47,3 +47,11 @@ def has_route(ipr: Any, prefix: str, oif: int) -> bool:
     address, length = prefix.split("/")
     return any(r["dst_len"] == int(length) and r.get_attr("RTA_DST") == address and r.get_attr("RTA_OIF") == oif
                for r in ipr.route("dump", family=family_of(prefix)))
+
+
+def default_gateway(ipr: Any, version: int = 4) -> str | None:
+    """The gateway of the main table's default route in this namespace, if there is one."""
+    for r in ipr.route("dump", family=family_of("::" if version == 6 else "0.0.0.0")):
+        if r["dst_len"] == 0 and r.get_attr("RTA_TABLE") == MAIN_TABLE and r.get_attr("RTA_GATEWAY"):
+            return str(r.get_attr("RTA_GATEWAY"))
+    return None

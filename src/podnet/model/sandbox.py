@@ -64,6 +64,10 @@ class Sandbox(BaseModel):
     expose: list[ExposedPort] = Field(default_factory=list)
     pids_limit: int | None = None
     memory_bytes: int | None = None
+    # Bandwidth limits in bits per second (`--bandwidth-ingress/-egress`): what the sandbox
+    # may receive and send on each network with a host-side link.
+    bandwidth_ingress: int | None = None
+    bandwidth_egress: int | None = None
     env: dict[str, str] = Field(default_factory=dict)
     dns: list[str] = Field(default_factory=list)
     # "creating" until every endpoint is up and the command started; a sandbox left

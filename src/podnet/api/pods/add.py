@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from podnet import drivers
 from podnet.api import firewall_sync, follow
+from podnet.drivers import bandwidth
 from podnet.api.context import Context, require_privilege
 from podnet.api.pods import records
 from podnet.api.pods.namespace import netns_alive, netns_identity
@@ -19,7 +20,7 @@ from podnet.api.pods.release import release_lost
 from podnet.api.pods.request import PodRequest, lock_path, pod_id
 from podnet.api.pods.result import cni_result
 from podnet.dataplane import routes as kernel_routes
-from podnet.errors import Conflict, NotFound
+from podnet.errors import Conflict, NotFound, Unsupported
 from podnet.model import Network
 from podnet.store import keys
 from podnet.util import locks, undo
@@ -77,10 +78,23 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
             steps.push(f"take down {req.ifname}", driver.detach, net, ep, req.netns)
             driver.attach(net, ep, Path(req.netns), default_route=True)
             follow.bridges(ctx)  # a bridge attach made now passes bridged traffic to the policies
+            _limit_bandwidth(req, ep, driver, steps)
             _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])
             result = cni_result(driver.report(net, ep, req.netns), routes, dns or _embedded_dns(ctx, net, req.args))
             records.mark_ready(ctx, doc, result)
             return result
+
+
+def _limit_bandwidth(req: PodRequest, ep: Any, driver: Any, steps: Any) -> None:
+    """The runtime's runtimeConfig.bandwidth, as the reference bandwidth plugin applies it."""
+    if not (req.bandwidth_ingress or req.bandwidth_egress):
+        return
+    host_if = driver.host_interface(ep)
+    if host_if is None:
+        raise Unsupported(f"network {req.network!r} has no host-side link to shape: no bandwidth limit possible",
+                          "use a bridge or routed network for pods with bandwidth limits")
+    steps.push(f"remove the bandwidth limit of {req.ifname}", bandwidth.remove, ep.id)
+    bandwidth.apply(host_if, ep.id, req.bandwidth_ingress, req.bandwidth_egress)
 
 
 def _is_default(dst: str) -> bool:

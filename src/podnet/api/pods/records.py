@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from podnet import drivers
+from podnet.drivers import bandwidth
 from podnet.api import firewall_sync, realize
 from podnet.api.context import Context
 from podnet.api.pods.namespace import netns_alive
@@ -105,6 +106,7 @@ def detach_all(ctx: Context, doc: dict[str, Any]) -> None:
         net = nets.get(ep.network)
         if net is not None:
             drivers.get(net.driver).detach(net, ep, netns)
+            bandwidth.remove(ep.id)  # its IFB, if the runtime asked for a limit
     firewall_sync.unguard(endpoints, nets, pods=True)
 
 

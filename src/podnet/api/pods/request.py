@@ -28,6 +28,9 @@ class PodRequest:
     labels: dict[str, str] = field(default_factory=dict)
     requested_ips: list[str] = field(default_factory=list)
     mac: str | None = None
+    # The `bandwidth` capability (runtimeConfig.bandwidth), in bits per second.
+    bandwidth_ingress: int | None = None
+    bandwidth_egress: int | None = None
     # Delegated IPAM: the plugin's name, the config and environment it gets (kept for DEL/GC).
     ipam: str = "podnet"
     ipam_conf: dict[str, Any] | None = None

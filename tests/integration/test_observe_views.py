@@ -1,0 +1,78 @@
+"""`podnet topology` rendered by headless Chromium with every object on the page, and
+`podnet capture` showing (and writing) the packets of a sandbox's link."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.conftest import WEB, address, apply
+from tests.sandbox import Host
+
+pytestmark = pytest.mark.privileged
+
+
+def chromium_dom(host: Host, path: str) -> str:
+    """What a browser makes of the file: the DOM after headless Chromium loaded and rendered it."""
+    out = host.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--user-data-dir=/run/podnet-test/chromium", "--dump-dom", f"file://{path}"], timeout=120)
+    return out.stdout
+
+
+def test_topology_shows_every_object_in_a_browser(host: Host) -> None:
+    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
+    host.podnet("network", "create", "back", "--subnet", "10.41.0.0/24", "--internal")
+    host.podnet("run", "-d", "--name", "web1", "--network", "app", "--label", "app=web", "-p", "8080:8080", "--",
+                "sleep", "infinity")
+    host.podnet("run", "-d", "--name", "db", "--network", "back", "--", "sleep", "infinity")
+    host.podnet("connect", "back", "web1")
+    apply(host, WEB)
+    host.run(["mkdir", "-p", "/run/podnet-test"])
+    expected = ["app", "back", "web1", "db", "default/web", "10.40.0.0/24", "10.41.0.0/24", "8080 -> 8080/tcp",
+                address(host, "web1", "app"), address(host, "web1", "back"), address(host, "db", "back"),
+                json.loads(host.podnet("service", "inspect", "web").stdout)[0]["spec"]["clusterIP"]]
+    for fmt in ("svg", "html"):
+        path = f"/run/podnet-test/topology.{fmt}"
+        host.podnet("topology", "-o", path)
+        dom = chromium_dom(host, path)
+        missing = [text for text in expected if text not in dom]
+        assert not missing, f"{fmt}: not on the rendered page: {missing}"
+    dot = host.podnet("topology", "--format", "dot").stdout
+    assert dot.startswith("digraph podnet") and "web1" in dot
+
+
+def test_capture_shows_and_writes_a_sandboxs_packets(host: Host) -> None:
+    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
+    host.podnet("run", "-d", "--name", "web", "--network", "app", "--", "sleep", "infinity")
+    gateway = "10.40.0.1"
+
+    def captured(*args: str) -> subprocess.CompletedProcess[str]:
+        log = tempfile.TemporaryFile(mode="w+")
+        proc = host.popen([sys.executable, "-m", "podnet", "capture",
+                           "web", "-c", "2", *args, "icmp"], stdout=subprocess.PIPE, stderr=log)
+        try:
+            wait_for(lambda: log.seek(0) == 0 and "listening on" in log.read(), 20, "tcpdump to listen")
+            host.podnet("exec", "web", "--", "ping", "-c", "3", "-i", "0.2", gateway)
+            out, _ = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, log.read())
+
+    shown = captured()
+    assert shown.returncode == 0, shown.stderr
+    assert "pnve" in shown.stderr and "host side of web's eth0" in shown.stderr
+    lines = [l for l in shown.stdout.splitlines() if "ICMP" in l]
+    assert len(lines) == 2 and address(host, "web", "app") in lines[0] and gateway in lines[0]
+    written = captured("-w", "/run/web.pcap")
+    assert written.returncode == 0
+    assert host.run(["tcpdump", "-n", "-r", "/run/web.pcap"]).stdout.count("ICMP") == 2
+    bad = host.podnet("capture", "nosuch", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1
