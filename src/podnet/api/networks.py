@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from typing import Any
 
 from podnet.api.context import Context, require_privilege
@@ -12,6 +13,7 @@ from podnet.config import service_cidrs
 from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError
 from podnet.ipam import pools
 from podnet.ipam import subnets as subnet_rules
+from podnet.util.progress import silent
 from podnet.model import Network, SubnetConfig
 from podnet.model.common import check_name
 from podnet.store import keys
@@ -283,10 +285,12 @@ def remove(ctx: Context, ref: str) -> Network:
     return net
 
 
-def prune(ctx: Context) -> list[str]:
+def prune(ctx: Context, progress: Callable[..., None] = silent) -> list[str]:
     """Remove every user network no sandbox uses; the predefined ones stay."""
     removed = []
-    for net in all_networks(ctx):
+    nets = all_networks(ctx)
+    for done, net in enumerate(nets, 1):
+        progress("networks", done, len(nets))
         if net.default or sandboxes_on(ctx, net):
             continue
         try:

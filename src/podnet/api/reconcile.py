@@ -8,6 +8,7 @@ alone, one whose maker died is finished off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podnet import drivers
@@ -21,6 +22,7 @@ from podnet.model import Sandbox
 from podnet.runtime import cgroups, netns
 from podnet.store import keys
 from podnet.util import locks
+from podnet.util.progress import silent
 
 
 @dataclass
@@ -44,16 +46,22 @@ class Report:
         return any(v for k, v in self.__dict__.items() if k != "errors")
 
 
-def reconcile(ctx: Context) -> Report:
+def reconcile(ctx: Context, progress: Callable[..., None] = silent) -> Report:
+    """progress(step, done, total) hears where the pass is (the CLI draws it on a terminal)."""
     require_privilege()
     report = Report()
     with locks.held(ctx.paths.lock_dir / "reconcile"):
-        _sandboxes(ctx, report)
+        _sandboxes(ctx, report, progress)
+        progress("pods")
         _pods(ctx, report)
+        progress("networks")
         _networks(ctx, report)
+        progress("store garbage")
         _store_garbage(ctx, report)
+        progress("kernel garbage")
         _kernel_garbage(ctx, report)
         _file_garbage(ctx, report)
+        progress("firewall and Services")
         try:
             firewall_sync.sync(ctx)
         except PodnetError as exc:
@@ -70,9 +78,11 @@ def reconcile(ctx: Context) -> Report:
     return report
 
 
-def _sandboxes(ctx: Context, report: Report) -> None:
+def _sandboxes(ctx: Context, report: Report, progress: Callable[..., None] = silent) -> None:
     nets = realize.networks_by_id(ctx)
-    for _, doc in ctx.store.list(keys.SANDBOXES):
+    docs = ctx.store.list(keys.SANDBOXES)
+    for done, (_, doc) in enumerate(docs, 1):
+        progress("sandboxes", done, len(docs))
         sandbox = Sandbox(**doc)
         try:
             if sandbox.state == "creating":

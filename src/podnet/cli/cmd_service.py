@@ -16,6 +16,7 @@ from podnet.api.context import open_context
 from podnet.cli import render
 from podnet.errors import InvalidArgument
 from podnet.model.common import parse_labels
+from podnet.util.progress import Progress, silent
 
 PORT_SPEC = re.compile(r"^(?:(?P<name>[a-z0-9-]+)=)?(?P<port>\d+)(?::(?P<target>[a-z0-9-]+))?(?:/(?P<proto>tcp|udp|TCP|UDP))?$")
 
@@ -140,13 +141,15 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _documents(files: list[str]) -> tuple[list[Any], list[Any]]:
+def _documents(files: list[str], progress: Any = silent) -> tuple[list[Any], list[Any]]:
     """(Service specs, NetworkPolicies) of the files, every document validated first; a kind
     podnet does not apply is refused in one line naming it."""
     from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
     svc_specs, policy_specs = [], []
-    for source, text in _read(files):
+    sources = _read(files)
+    for done, (source, text) in enumerate(sources, 1):
+        progress("reading", done, len(sources))
         docs = services.load_manifests(text, source)
         for i, doc in enumerate(docs):
             kind = doc.get("kind") if isinstance(doc, dict) else None
@@ -165,14 +168,19 @@ def _suffix(namespace: str) -> str:
 def cmd_apply(args: argparse.Namespace) -> int:
     from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
-    svc_specs, policy_specs = _documents(args.filename)
-    ctx = _ctx(args)
-    if svc_specs:
-        for svc, action in services.apply(ctx, svc_specs):
-            print(f"service/{svc.name} {action}{_suffix(svc.namespace)}")
-    if policy_specs:
-        for policy, action in policies.apply(ctx, policy_specs):
-            print(f"networkpolicy.networking.k8s.io/{policy.name} {action}{_suffix(policy.namespace)}")
+    progress = Progress("apply")
+    try:
+        svc_specs, policy_specs = _documents(args.filename, progress)
+        ctx = _ctx(args)
+        progress(f"applying {len(svc_specs)} Services and {len(policy_specs)} NetworkPolicies")
+        applied = services.apply(ctx, svc_specs) if svc_specs else []
+        enforced = policies.apply(ctx, policy_specs) if policy_specs else []
+    finally:
+        progress.done()
+    for svc, action in applied:
+        print(f"service/{svc.name} {action}{_suffix(svc.namespace)}")
+    for policy, action in enforced:
+        print(f"networkpolicy.networking.k8s.io/{policy.name} {action}{_suffix(policy.namespace)}")
     return 0
 
 

@@ -12,6 +12,7 @@ from podnet.api.lookup import sandbox_doc
 from podnet.cli import render, views
 from podnet.cli.main import _command, _kv, _size
 from podnet.model.common import parse_labels
+from podnet.util.progress import Progress
 from podnet.util.rates import parse_rate
 from podnet.store import keys
 
@@ -59,7 +60,12 @@ def cmd_network(args: argparse.Namespace) -> int:
         for name in args.names:
             print(networks.remove(ctx, name).name)
     elif sub == "prune":
-        for name in networks.prune(ctx):
+        progress = Progress("prune")
+        try:
+            removed = networks.prune(ctx, progress)
+        finally:
+            progress.done()
+        for name in removed:
             print(f"Deleted network {name}")
     else:
         print("podnet: give a network command: create, ls, inspect, rm or prune; see `podnet network --help`",
@@ -224,7 +230,11 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from podnet.api.reconcile import reconcile  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
-    report = reconcile(_ctx(args))
+    progress = Progress("reconcile")
+    try:
+        report = reconcile(_ctx(args), progress)
+    finally:
+        progress.done()
     if args.json:
         render.dump_json(report.__dict__)
     else:
