@@ -8,10 +8,16 @@ keep living there; ping runs under `nsenter --net=` (argv only, no shell).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import random
 import re
 import shutil
 import socket
+import struct
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,23 +61,78 @@ def ping(netns_path: str | Path | None, dst: str, size: int | None = None, dont_
     return PingResult(proc.returncode == 0, output, int(found.group(1)) if found else None)
 
 
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_PROBE = 3  # DF set, and the path MTU cache neither consulted nor fed
+IP_MTU = 14
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def ping_df(netns_path: str | Path | None, dst: str, size: int, timeout: float = 1.0) -> PingResult:
+    """One IPv4 echo request of size payload bytes with DF set, as `ping -M do -s size` sends
+    it, but past the kernel's path MTU cache (IP_PMTUDISC_PROBE): what the path carries now,
+    not what a "fragmentation needed" taught the namespace minutes ago (iputils' ping has no
+    `-M probe`). The answer: the echo reply, or the MTU a "fragmentation needed" names."""
+    with netns.enter(netns_path) if netns_path else contextlib.nullcontext():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
+    ident, seq = os.getpid() & 0xFFFF, random.getrandbits(16)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+        sock.connect((dst, 0))
+        body = struct.pack("!HH", ident, seq) + bytes(size)
+        sock.send(struct.pack("!BBH", 8, 0, _checksum(b"\x08\0\0\0" + body)) + body)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data = sock.recv(65535)
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if len(icmp) >= 8 and icmp[0] == 0 and struct.unpack_from("!HH", icmp, 4) == (ident, seq):
+                return PingResult(True, f"echo reply from {dst}, {size} bytes")
+            if len(icmp) >= 36 and icmp[0] == 3:
+                inner = icmp[8:]
+                inner_icmp = inner[(inner[0] & 0x0F) * 4:]
+                if len(inner_icmp) >= 8 and struct.unpack_from("!HH", inner_icmp, 4) == (ident, seq):
+                    mtu = struct.unpack_from("!H", icmp, 6)[0] if icmp[1] == 4 else None
+                    return PingResult(False, f"destination unreachable (code {icmp[1]})", mtu or None)
+        return PingResult(False, "no answer")
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:  # larger than the first link: its MTU is the answer
+            return PingResult(False, "message too long", sock.getsockopt(socket.IPPROTO_IP, IP_MTU))
+        return PingResult(False, exc.strerror or str(exc))
+    finally:
+        sock.close()
+
+
+def _df(netns_path: str | Path | None, dst: str, size: int, timeout: float) -> PingResult:
+    if ":" in dst:
+        return ping(netns_path, dst, size, dont_fragment=True, timeout=timeout)
+    return ping_df(netns_path, dst, size, timeout)
+
+
 def largest_unfragmented(netns_path: str | Path | None, dst: str, mtu: int, timeout: float = 1.0) -> int | None:
     """The largest packet (IP header included) that reaches dst with DF set, at most mtu; None
     when not even a small one does. What a failed full-size ping says about the path MTU is
     tried first, then a binary search."""
     version = 6 if ":" in dst else 4
     overhead = IP_HEADER[version] + ICMP_HEADER
-    full = ping(netns_path, dst, mtu - overhead, dont_fragment=True, timeout=timeout)
+    full = _df(netns_path, dst, mtu - overhead, timeout)
     if full.ok:
         return mtu
-    if full.mtu and full.mtu < mtu and ping(netns_path, dst, full.mtu - overhead, True, timeout).ok:
+    if full.mtu and full.mtu < mtu and _df(netns_path, dst, full.mtu - overhead, timeout).ok:
         return full.mtu
     low, high = 68 if version == 4 else 1280, mtu - 1
-    if not ping(netns_path, dst, low - overhead, True, timeout).ok:
+    if not _df(netns_path, dst, low - overhead, timeout).ok:
         return None
     while low < high:
         middle = (low + high + 1) // 2
-        if ping(netns_path, dst, middle - overhead, True, timeout).ok:
+        if _df(netns_path, dst, middle - overhead, timeout).ok:
             low = middle
         else:
             high = middle - 1
