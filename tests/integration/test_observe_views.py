@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def chromium_dom(host: Host, path: str) -> str:
     """What a browser makes of the file: the DOM after headless Chromium loaded and rendered it."""
     out = host.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                     "--user-data-dir=/run/podnet-test/chromium", "--dump-dom", f"file://{path}"], timeout=120)
-    return out.stdout
+    return html.unescape(out.stdout)  # the DOM as text: "->" is serialised "-&gt;"
 
 
 def test_topology_shows_every_object_in_a_browser(host: Host) -> None:
@@ -54,7 +55,7 @@ def test_capture_shows_and_writes_a_sandboxs_packets(host: Host) -> None:
     def captured(*args: str) -> subprocess.CompletedProcess[str]:
         log = tempfile.TemporaryFile(mode="w+")
         proc = host.popen([sys.executable, "-m", "podnet", "capture",
-                           "web", "-c", "2", *args, "icmp"], stdout=subprocess.PIPE, stderr=log)
+                           "web", "icmp", "-c", "2", *args], stdout=subprocess.PIPE, stderr=log)
         try:
             wait_for(lambda: log.seek(0) == 0 and "listening on" in log.read(), 20, "tcpdump to listen")
             host.podnet("exec", "web", "--", "ping", "-c", "3", "-i", "0.2", gateway)
