@@ -22,8 +22,15 @@ apt-get install -y -q --no-install-recommends \
   containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns iperf3 curl >/dev/null
 # What `podnet capture` and `podnet topology` run (tcpdump, Graphviz), and what their tests and
 # the metrics' test use as real parts: Prometheus scraping the agent, headless Chromium rendering
-# the topology page (no recommends: ~350 MB instead of ~600 MB).
-apt-get install -y -q --no-install-recommends tcpdump graphviz prometheus chromium >/dev/null
+# the topology page (no recommends: ~350 MB instead of ~600 MB). The tests run Prometheus inside
+# their own hosts: a machine-wide one the package starts (where systemd runs) is stopped again
+# when this script installed it, as etcd's below.
+if ! dpkg -s prometheus >/dev/null 2>&1; then
+  apt-get install -y -q --no-install-recommends tcpdump graphviz prometheus chromium >/dev/null
+  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+else
+  apt-get install -y -q --no-install-recommends tcpdump graphviz chromium >/dev/null
+fi
 # The real CNI clients, with what Debian recommends beside them (the tests ran that way).
 apt-get install -y -q podman containerd busybox-static >/dev/null
 # etcd 3.4 and etcdctl: the cluster store, which the tests start inside their own hosts. Where
