@@ -65,6 +65,7 @@ def test_promql_returns_the_bytes_of_a_transfer(host: Host, prometheus: subproce
     host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
     agent = start_agent(host)
     try:
+        host.podnet("namespace", "create", "shop")
         host.podnet("run", "-d", "--name", "server", "--network", "app", "--namespace", "shop", "--",
                     PY, "-S", program("bulk_tcp.py"), "serve", "9000", str(SENT))
         host.podnet("run", "-d", "--name", "client", "--network", "app", "--", "sleep", "infinity")
