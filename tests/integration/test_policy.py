@@ -372,6 +372,8 @@ def test_agent_follows_and_a_restart_keeps_policies_in_force(w: World) -> None:
     try:
         w.apply(policy("deny-all", "x", {"podSelector": {}}))
         w.check(DENY_X, what="with the agent")
+        loop = w.host.popen(["nsenter", f"--net={w.netns['y/a']}", PY, "-S", program("connect_loop.py"), ip("x/a"), "80"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         agent.kill()  # no clean stop: the table stays in the kernel
         agent.wait()
         w.check(DENY_X, what="agent killed")
@@ -379,6 +381,9 @@ def test_agent_follows_and_a_restart_keeps_policies_in_force(w: World) -> None:
                  "--", PY, "-S", program("policy_server.py"), "80")
         assert w.probe(["y/a"], targets=["10.50.1.21"]) == {("y/a", "10.50.1.21"): False}
         agent = start_agent(w.host)
+        stdout, _ = loop.communicate(input="", timeout=10)
+        tries, connected = map(int, stdout.split())
+        assert tries > 10 and connected == 0, f"x/a was reachable {connected} times of {tries} while the agent restarted"
         w.check(DENY_X, what="agent restarted")
         w.podnet("label", "x-late", "open=yes")
         w.apply(policy("open", "x", {"podSelector": {"matchLabels": {"open": "yes"}}, "ingress": [{}]}))
