@@ -220,8 +220,8 @@ class EtcdStore:
                 "success": [{"request_put": {"key": key, "value": b64(owner), "lease": lease.id}}],
                 "failure": [{"request_range": {"key": key}}],
             })
-            if answer.get("succeeded"):
-                return owner
+            if answer.get("succeeded") or _holder(answer) == owner:
+                return owner  # (ours already: an earlier try went through, its answer was lost)
             left = deadline - time.monotonic()
             if left <= 0:
                 holder = _holder(answer)
@@ -251,20 +251,34 @@ class EtcdStore:
         try:
             yield txn
             ops = txn.operations()
-            if ops:
-                ops.append({"request_put": {"key": b64(self.meta_key("revision")), "value": b64("")}})
+            writes = bool(ops)
+            if writes:  # meta/revision names the commit that wrote it: an answer lost on the way is recovered
+                ops.append({"request_put": {"key": b64(self.meta_key("revision")), "value": b64(owner)}})
             ops.append({"request_delete_range": {"key": lock}})
-            answer = self.gateway.call("/v3/kv/txn", {
-                "compare": [{"key": lock, "target": "VALUE", "result": "EQUAL", "value": b64(owner)}, *txn.compares()],
-                "success": ops,
-            })
-            if not answer.get("succeeded"):
+            body = {"compare": [{"key": lock, "target": "VALUE", "result": "EQUAL", "value": b64(owner)},
+                                *txn.compares()], "success": ops}
+            try:
+                succeeded = bool(self.gateway.call("/v3/kv/txn", body).get("succeeded"))
+            except StorageError:
+                if not (writes and self._committed(owner)):
+                    raise
+                succeeded = True
+            if not succeeded and not (writes and self._committed(owner)):
                 raise Busy(f"podnet's store ({self.location}) changed under this transaction (its lease lapsed "
                            "or a writer bypassed the lock); nothing was written", "run the command again")
             committed = True
         finally:
             if not committed:
                 self._unlock(lock, owner)
+
+    def _committed(self, owner: str) -> bool:
+        """Did our commit go through although its answer did not come back (or a retry of it
+        was refused because the first try had already released the lock)?"""
+        try:
+            found = self._range(self.meta_key("revision"))
+        except StorageError:
+            return False
+        return bool(found) and found[0][1] == owner
 
     def _unlock(self, lock: str, owner: str) -> None:
         try:
