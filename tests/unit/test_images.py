@@ -109,3 +109,23 @@ def test_the_init_layer_copies_the_images_modes_and_never_follows_its_links(tmp_
     assert sorted(p.name for p in lower.iterdir()) == ["etc", "run"] and not any((lower / "etc").iterdir()), \
         "the lower layer is never written"
     assert not (tmp_path / "layers" / "upper").exists(), "--read-only has no upper layer"
+
+
+def test_file_capabilities_come_along_and_host_attributes_do_not(tmp_path: Path) -> None:
+    """docker export writes Debian's `ping` with cap_net_raw+ep as a SCHILY.xattr pax record."""
+    import struct
+
+    cap_net_raw_ep = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)  # vfs_cap_data v2, effective
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("bin/ping")
+        info.size, info.mode, info.uid, info.gid = 4, 0o755, os.getuid(), os.getgid()
+        info.pax_headers = {"SCHILY.xattr.security.capability": cap_net_raw_ep.decode("utf-8", "surrogateescape"),
+                            "SCHILY.xattr.trusted.overlay.opaque": "y"}
+        tar.addfile(info, io.BytesIO(b"\x7fELF"))
+    buf.seek(0)
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    images.extract(buf, dest)
+    assert os.getxattr(dest / "bin" / "ping", "security.capability") == cap_net_raw_ep
+    assert "trusted.overlay.opaque" not in os.listxattr(dest / "bin" / "ping")

@@ -13,7 +13,7 @@ member is placed by hand, and refused (the whole import with it) when:
 Symlinks themselves are kept as they are, absolute ones too (`/bin/sh -> /bin/busybox`): they
 are resolved inside the sandbox's root, never on the host. Device nodes are skipped (counted
 in the report): a sandbox gets its own /dev, and its root is mounted nodev anyway. Owners,
-modes (setuid too, as in Docker) and times are kept; directories get theirs at the end, so a
+modes (setuid too, as in Docker), file capabilities and times are kept; directories get theirs at the end, so a
 read-only directory in the archive does not stop its own members.
 
 Stdlib only.
@@ -87,10 +87,29 @@ def _clear(path: Path, keep_dir: bool) -> None:
         os.unlink(path)
 
 
+# Extended attributes kept from the archive (GNU tar's and docker export's SCHILY.xattr pax
+# records): file capabilities (Debian's ping has cap_net_raw), and user attributes. Never
+# trusted.* or security.selinux, which speak to the host's kernel and policy, not the image.
+XATTR_PREFIX = "SCHILY.xattr."
+XATTRS_KEPT = ("security.capability",)
+
+
+def _xattrs(path: Path, info: tarfile.TarInfo) -> None:
+    for key, value in info.pax_headers.items():
+        name = key[len(XATTR_PREFIX):] if key.startswith(XATTR_PREFIX) else None
+        if name is None or not (name in XATTRS_KEPT or name.startswith("user.")):
+            continue
+        try:
+            os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+        except OSError:
+            pass  # a filesystem without xattrs, or a malformed capability: the file stays without it
+
+
 def _attributes(path: Path, info: tarfile.TarInfo, symlink: bool = False) -> None:
     os.chown(path, info.uid, info.gid, follow_symlinks=False)
     if not symlink:
         os.chmod(path, info.mode & 0o7777)  # after chown, which clears setuid bits
+        _xattrs(path, info)  # after chown too, which clears file capabilities
     os.utime(path, (info.mtime, info.mtime), follow_symlinks=not symlink)
 
 
