@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PY, program, wait_for
-from tests.integration.conftest import inspect, start_agent, stop_agent
+from tests.integration.conftest import address, apply, inspect, start_agent, stop_agent
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -98,6 +98,31 @@ def test_each_injected_failure_is_named_with_its_fix(web: Host) -> None:
     web.agent = start_agent(web)  # type: ignore[attr-defined]
     code, checks = diagnose(web, "web")
     assert code == 0, failures(checks)
+
+
+DENY_DB = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-deny, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+"""
+
+
+def test_a_deny_policy_is_named_with_its_fix(web: Host) -> None:
+    web.podnet("run", "-d", "--name", "db", "--network", "app", "--label", "app=db", "--",
+               PY, "-S", program("serve_tcp.py"), "5432")
+    wait_for(lambda: web.podnet("exec", "web", "--", PY, "-S", program("probe_tcp.py"), address(web, "db", "app"),
+                                "5432", check=False).returncode == 0, 20, "db to serve")
+    code, checks = diagnose(web, "web", "--to", "db:5432")
+    assert code == 0 and checks["policy"][0]["status"] == "skip" and checks["peer"][0]["status"] == "pass"
+    apply(web, DENY_DB)
+    code, checks = diagnose(web, "web", "--to", "db:5432")
+    fail = failures(checks)
+    assert code == 1 and "default/db-deny" in fail["policy"]["detail"] and "dropped by NetworkPolicy" in fail["policy"]["detail"]
+    assert "default/db-deny" in fail["policy"]["fix"] and "podnet trace web db:5432" in fail["policy"]["fix"]
+    assert "peer" in fail, "the connection itself fails too"
 
 
 def test_unknown_target_is_one_line(web: Host) -> None:

@@ -33,6 +33,7 @@ from podnet.api.context import Context
 from podnet.dataplane import netlink, probe, readback, sysctl
 from podnet.dns import wire
 from podnet.errors import KernelError, NotFound, PodnetError
+from podnet.policy import engine as policy_engine
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.store import keys
 
@@ -75,17 +76,6 @@ class Diagnosis:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "ok": not self.failed, "checks": [asdict(r) for r in self.results]}
-
-
-# A peer check beyond reachability (NetworkPolicy: does a policy allow this sandbox to reach
-# PEER:PORT?). policy/ registers one when it exists: (ctx, target, peer address, port) ->
-# a Result, or None when it has nothing to say. Until then the policy check is a skip.
-PeerCheck = Callable[[Context, Target, str, int | None], Result | None]
-PEER_CHECKS: list[PeerCheck] = []
-
-
-def register_peer_check(check: PeerCheck) -> None:
-    PEER_CHECKS.append(check)
 
 
 # ---- finding the target -------------------------------------------------------------------------
@@ -445,8 +435,7 @@ def _peer(ctx: Context, target: Target, nets: dict[str, dict[str, Any]], to: str
     if isinstance(address, Result):
         yield address
         return
-    verdicts = [r for check in PEER_CHECKS if (r := check(ctx, target, address, port)) is not None]
-    yield from verdicts or [Result("policy", SKIP, "no NetworkPolicy in this podnet yet: nothing can block the peer")]
+    yield _policy(ctx, target, peer, address, port)
     if port is None:
         answer = probe.ping(target.netns, address)
         if answer.ok:
@@ -461,6 +450,30 @@ def _peer(ctx: Context, target: Target, nets: dict[str, dict[str, Any]], to: str
     else:
         yield Result("peer", FAIL, f"{target.name} cannot connect to {address}:{port}/tcp: {error}",
                      "is the peer's server listening (podnet diagnose PEER)? see the checks above")
+
+
+def _policy(ctx: Context, target: Target, peer: str, address: str, port: int | None) -> Result:
+    """Would podnet's NetworkPolicies let a new connection from the target to the peer through?
+    Decided by the engine the policy table is built from (`podnet trace` says it at length)."""
+    state = policy_engine.build(ctx.store)
+    if not state.policies:
+        return Result("policy", SKIP, "no NetworkPolicy exists: nothing blocks the peer")
+    version = ipaddress.ip_address(address).version
+    source = next((a.split("/")[0] for ep in target.endpoints for a in ep.get("addresses", [])
+                   if ipaddress.ip_interface(a).version == version), None)
+    if source is None:
+        return Result("policy", SKIP, f"{target.name} has no IPv{version} address to be judged by")
+    protocol = "tcp" if port is not None else "icmp"
+    decision = policy_engine.decide(state, source, address, protocol, port)
+    what = f"{source} -> {address}" + (f":{port}/tcp" if port is not None else " (ping)")
+    trace = f"podnet trace {target.name} {peer}" + (f":{port}" if port is not None else "")
+    if decision.verdict == "allow":
+        by = ", ".join(decision.decided_by) if isinstance(decision.decided_by, list) and decision.decided_by else ""
+        return Result("policy", PASS, f"{what}: {decision.reason}" + (f" ({by})" if by else ""))
+    sides = [s for s in (decision.egress, decision.ingress) if not s.allowed]
+    blocking = ", ".join(p for s in sides for p in s.policies)
+    return Result("policy", FAIL, f"{what} is dropped by NetworkPolicy: {decision.reason} (selected by {blocking})",
+                  f"add a rule allowing it to {blocking}; `{trace}` shows every rule")
 
 
 def _peer_address(ctx: Context, target: Target, peer: str, nets: dict[str, dict[str, Any]]) -> str | Result:
