@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PY, program, wait_for
-from tests.integration.conftest import address, start_agent, stop_agent
+from tests.integration.conftest import address, apply, start_agent, stop_agent
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -30,6 +30,16 @@ scrape_configs:
   - job_name: podnet
     static_configs:
       - targets: ["127.0.0.1:9469"]
+"""
+
+
+DENY_BULK = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: isolate-bulk, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: bulk}}
+  policyTypes: [Ingress]
 """
 
 
@@ -66,7 +76,7 @@ def test_promql_returns_the_bytes_of_a_transfer(host: Host, prometheus: subproce
     agent = start_agent(host)
     try:
         host.podnet("namespace", "create", "shop")
-        host.podnet("run", "-d", "--name", "server", "--network", "app", "--namespace", "shop", "--",
+        host.podnet("run", "-d", "--name", "server", "--network", "app", "--namespace", "shop", "--label", "app=bulk", "--",
                     PY, "-S", program("bulk_tcp.py"), "serve", "9000", str(SENT))
         host.podnet("run", "-d", "--name", "client", "--network", "app", "--", "sleep", "infinity")
         server_ip = address(host, "server", "app")
@@ -100,6 +110,13 @@ def test_promql_returns_the_bytes_of_a_transfer(host: Host, prometheus: subproce
         wait_for(lambda: (value(host, "podnet_reconcile_runs_total") or 0) >= 2, 30, "the reconcile counted")
         assert value(host, "podnet_reconcile_errors_total") == 0
         assert promql(host, "podnet_reconcile_duration_seconds_bucket")
+
+        # a NetworkPolicy that isolates the server: the client's next connection is counted as dropped
+        apply(host, DENY_BULK)
+        refused = host.podnet("exec", "client", "--", PY, "-S", program("probe_tcp.py"), server_ip, "9000", check=False)
+        assert refused.returncode != 0
+        drops = 'sum(podnet_policy_connections_total{policy="shop/isolate-bulk",verdict="drop",direction="ingress"})'
+        wait_for(lambda: (value(host, drops) or 0) >= 1, 30, "the dropped connection counted per policy")
     finally:
         stop_agent(agent)
 

@@ -101,7 +101,7 @@ def _exported_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]
     with store.transaction() as txn:
         txn.put(keys.service("default", "web"), {"id": "v", "name": "web", "namespace": "default",
                                                   "cluster_ips": ["10.96.0.10"], "ports": [{"port": 80, "protocol": "TCP"}]})
-    agent = metrics.AgentMetrics(store, DnsStats)
+    agent = metrics.AgentMetrics(store, DnsStats, lambda: [("default/web-in", "allow", "ingress", 3)])
     agent.cni_call("ADD", 0, 0.02)
     agent.reconciled(0.3, 0)
     return {s.name for family in agent.registry.collect() for s in family.samples}

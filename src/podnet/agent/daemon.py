@@ -86,7 +86,8 @@ class Agent:
         self._flows_ctx: Context | None = None  # the flows thread's own store connection
         self._names: tuple[int, tuple[dict[str, str], dict[str, str]]] = (-1, ({}, {}))
         # The scrape's own store connection: it runs on the metrics server's threads.
-        self.metrics = AgentMetrics(open_context(root).store, lambda: self.dns.core.stats if self.dns else None)
+        self.metrics = AgentMetrics(open_context(root).store, lambda: self.dns.core.stats if self.dns else None,
+                                    self.flows.counts_by_policy)
 
     # --- lifecycle ------------------------------------------------------------------------
     def _take_lock(self) -> None:

@@ -47,6 +47,9 @@ class FlowLog:
         self.error: str | None = None
         self.lock = threading.Lock()
         self.listener: nflog.Listener | None = None
+        # Every record by (verdict "A"|"D", direction "e"|"i", policy or group id), kept or not:
+        # the metrics' per-policy counts (podnet_policy_connections_total), bounded by the policies.
+        self.counts: dict[tuple[str, str, str], int] = {}
 
     def run(self, stopping: threading.Event) -> None:
         try:
@@ -62,6 +65,7 @@ class FlowLog:
                     continue
                 address_names, policy_names = self.names()
                 for record in records:
+                    self._count(record.prefix)
                     now = int(time.monotonic())
                     if now != window:
                         window, kept = now, 0
@@ -75,6 +79,22 @@ class FlowLog:
                             self.history.append(flow)
         finally:
             self.listener.close()
+
+    def _count(self, prefix: str) -> None:
+        parts = prefix.split(":")
+        if len(parts) == 4 and parts[0] == ruleset.LOG_PREFIX:
+            key = (parts[1], parts[2], parts[3])
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def counts_by_policy(self) -> list[tuple[str, str, str, int]]:
+        """(policy "NS/NAME" or the selecting policies of a default deny, verdict, direction, count)."""
+        _, policy_names = self.names()
+        out: dict[tuple[str, str, str], int] = {}
+        for (verdict, direction, who), count in list(self.counts.items()):
+            key = (policy_names.get(who, who), "allow" if verdict == "A" else "drop",
+                   "egress" if direction == "e" else "ingress")
+            out[key] = out.get(key, 0) + count
+        return [(*key, count) for key, count in sorted(out.items())]
 
     def _flow(self, record: nflog.Record, address_names: dict[str, str], policy_names: dict[str, str]) -> dict[str, Any] | None:
         parts = record.prefix.split(":")

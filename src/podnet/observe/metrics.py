@@ -126,9 +126,11 @@ class HostCollector:
     """Reads the kernel's and the store's numbers when Prometheus scrapes (prometheus-client's
     custom collector protocol: `collect()` yields metric families)."""
 
-    def __init__(self, store: Any, dns_stats: Callable[[], Any]) -> None:
+    def __init__(self, store: Any, dns_stats: Callable[[], Any],
+                 policy_counts: Callable[[], list[tuple[str, str, str, int]]] = list) -> None:
         self.store = store  # its own connection: scrapes run on the HTTP server's threads
         self.dns_stats = dns_stats
+        self.policy_counts = policy_counts
         self._lock = threading.Lock()  # one scrape at a time reads the store and the cache
         self._view: StoreView | None = None
 
@@ -147,6 +149,12 @@ class HostCollector:
         stats = self.dns_stats()
         if stats is not None:
             yield from _dns(stats)
+        policies = CounterMetricFamily(
+            "podnet_policy_connections", "New connections NetworkPolicies decided (their first packet), by the policy "
+            "that allowed it, or for a drop the policies that select the endpoint", labels=("policy", "verdict", "direction"))
+        for policy, verdict, direction, count in self.policy_counts():
+            policies.add_metric([policy, verdict, direction], count)
+        yield policies
 
     def _traffic(self, view: StoreView) -> Iterator[Metric]:
         counters = linkstats.read()
@@ -233,7 +241,8 @@ def _dns(stats: Any) -> Iterator[Metric]:
 class AgentMetrics:
     """The agent's registry: its own event counters and the host collector, served by `serve`."""
 
-    def __init__(self, store: Any, dns_stats: Callable[[], Any]) -> None:
+    def __init__(self, store: Any, dns_stats: Callable[[], Any],
+                 policy_counts: Callable[[], list[tuple[str, str, str, int]]] = list) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.cni_requests = Counter("podnet_cni_requests", "CNI calls the agent served, by verb and result code",
                                     ("command", "code"), registry=self.registry)
@@ -245,7 +254,7 @@ class AgentMetrics:
                                         registry=self.registry)
         self.reconcile_duration = Histogram("podnet_reconcile_duration_seconds", "How long a full reconcile took",
                                             buckets=RECONCILE_BUCKETS, registry=self.registry)
-        self.collector = HostCollector(store, dns_stats)
+        self.collector = HostCollector(store, dns_stats, policy_counts)
         self.registry.register(self.collector)  # type: ignore[arg-type]
         self._server: Any = None
         self.url: str | None = None  # where they are served, once they are
