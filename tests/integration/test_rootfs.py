@@ -126,6 +126,10 @@ def test_image_read_only_user_workdir_and_bind_mounts(host: Host) -> None:
     assert uid_line.split()[1:] == ["1000"] * 4, "the command itself runs as 1000"
     assert sh(host, "u", "cat /proc/self/status | grep CapEff").stdout.split()[1] == "0000000000000000"
     assert sh(host, "u", "cat /data/f").stdout == "hello\n"
+    as_root = host.podnet("exec", "-u", "0", "-w", "/data", "u", "--", "sh", "-c", "id -u; pwd").stdout.split()
+    assert as_root == ["0", "/data"], "exec -u/-w override the sandbox's own, as docker exec does"
+    nowhere = host.podnet("exec", "-w", "/nope", "u", "--", "true", check=False)
+    assert nowhere.returncode != 0 and "no directory /nope" in nowhere.stderr and len(nowhere.stderr.splitlines()) == 1
     assert "Read-only file system" in sh(host, "u", "touch /data/new", check=False).stderr
     host.run(["chmod", "777", "/run/rw"])
     sh(host, "u", "echo from-u > /rw/new")

@@ -30,7 +30,8 @@ def image_name(text: str) -> str:
     return text.removesuffix(":latest")
 
 
-def _container_path(text: str, flag: str) -> str:
+def container_path(text: str, flag: str) -> str:
+    """An absolute, normalised path inside the sandbox, or one line naming the flag."""
     if not text.startswith("/"):
         raise InvalidArgument(f"invalid {flag} {text!r}: the path inside the sandbox must be absolute",
                               "write it like /data")
@@ -56,7 +57,7 @@ def parse_volume(text: str) -> dict[str, Any]:
                               "write it like -v /srv/data:/data")
     if "\0" in source or not os.path.exists(source):
         raise InvalidArgument(f"invalid -v {text!r}: {source} does not exist on the host", "create it first")
-    target = _container_path(target, "-v")
+    target = container_path(target, "-v")
     if target == "/":
         raise InvalidArgument(f"invalid -v {text!r}: cannot mount over the sandbox's /", "mount it on a directory below /")
     return {"source": os.path.realpath(source), "target": target, "read_only": "ro" in options}
@@ -98,4 +99,4 @@ def check_files(req: Any) -> None:
     if req.user is not None:
         check_user(req.user)
     if req.workdir is not None:
-        _container_path(req.workdir, "--workdir")
+        container_path(req.workdir, "--workdir")

@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from podnet.api.execute import exec_in  # lazy: the supervisor's module (ctypes), for exec only
 
-    return exec_in(_ctx(args), args.name, _command(args))
+    return exec_in(_ctx(args), args.name, _command(args), user=args.user, workdir=args.workdir)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
     e = sub.add_parser("exec", help="run a command inside a running sandbox")
+    e.add_argument("-u", "--user", metavar="UID[:GID]",
+                   help="run as this user (a number, or a name from the sandbox's /etc/passwd) instead of the sandbox's")
+    e.add_argument("-w", "--workdir", metavar="DIR", help="run in this directory instead of the sandbox's working directory")
     e.add_argument("name", help="the sandbox's name or id")
     e.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     ps = sub.add_parser("ps", help="list sandboxes")

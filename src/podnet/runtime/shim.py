@@ -359,12 +359,14 @@ def _ns_fds(pid: int) -> dict[int, int]:
 
 
 def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None, capture: bool = False,
-            timeout: float | None = None) -> int | subprocess.CompletedProcess:
+            timeout: float | None = None, user: str | None = None,
+            workdir: str | None = None) -> int | subprocess.CompletedProcess:
     """Run argv inside the running sandbox: its namespaces (net, uts, mount; ipc and pid with a
     root filesystem of its own), its cgroup, root directory, working directory and user.
 
     stdio is inherited (interactive) unless capture=True, which returns the
-    CompletedProcess. The environment is the sandbox's, plus env.
+    CompletedProcess. The environment is the sandbox's, plus env. user and workdir replace
+    the sandbox's own (`exec -u/-w`).
     """
     import subprocess
 
@@ -375,6 +377,10 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
     if not argv:
         raise InvalidArgument("no command to run", "give the command after --, e.g. -- sh")
     pid = state["pid"]
+    user = user if user is not None else spec.user
+    workdir = workdir or spec.workdir or "/"
+    if not os.path.isdir(f"/proc/{pid}/root{workdir}"):  # the sandbox's root, seen from here
+        raise InvalidArgument(f"no directory {workdir} in sandbox {spec.sandbox_id[:12]}", "give one that exists there")
     try:
         fds = _ns_fds(pid)
     except FileNotFoundError:
@@ -392,9 +398,9 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
                     f.write("0")
             for flag, fd in fds.items():
                 syscalls.setns(fd, flag)  # the mount namespace last: it also moves / to the sandbox's root
-            os.chdir(spec.workdir or "/")
-            user = process.resolve_user(spec.user) if spec.user else None  # the sandbox's /etc/passwd
-            process.limit_capabilities(keep, last_cap, user)  # last: entering needed CAP_SYS_ADMIN
+            os.chdir(workdir)
+            ids = process.resolve_user(user) if user else None  # the sandbox's /etc/passwd
+            process.limit_capabilities(keep, last_cap, ids)  # last: entering needed CAP_SYS_ADMIN
 
         full_env = spec.environment()
         if not capture and "TERM" in os.environ:
@@ -411,6 +417,9 @@ def exec_in(state_dir: Path, argv: list[str], env: dict[str, str] | None = None,
         except subprocess.SubprocessError as e:
             if isinstance(e, subprocess.TimeoutExpired):
                 raise
+            if user:
+                raise InvalidArgument(f"could not enter sandbox {spec.sandbox_id[:12]} as user {user}",
+                                      "a name must be in the sandbox's /etc/passwd (or give UID[:GID])") from e
             raise KernelError(f"could not enter sandbox {spec.sandbox_id}: {e}") from e
     finally:
         for fd in [*fds.values(), *([pid_ns] if pid_ns is not None else [])]:
