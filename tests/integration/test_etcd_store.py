@@ -237,6 +237,18 @@ def test_two_hosts_register_on_one_etcd_and_one_dies(tmp_path: Path) -> None:
                 agents["host-b"].wait()
                 wait_for(lambda: [(n["name"], n["status"]) for n in _nodes(a, "--store", url)]
                          == [("host-a", "Ready"), ("host-b", "NotReady")], 60, "host-b's lease to lapse")
+                # b comes back under a's name by mistake: it waits and says who holds the name
+                log = tempfile.TemporaryFile(mode="w+")
+                agents["impostor"] = b.popen([sys.executable, "-m", "podnet", "--store", url, "agent",
+                                              "--node-name", "host-a"], stderr=log, stdout=subprocess.DEVNULL)
+
+                def waits() -> bool:
+                    log.seek(0)
+                    return "waiting: node name 'host-a' is held by a live agent (host-a:" in log.read()
+
+                wait_for(waits, 60, "the second host-a to wait")
+                assert agents["impostor"].poll() is None
+                assert ready() == [("host-a", "192.0.2.1")], "host-a is still the first host's"
             finally:
                 for agent in agents.values():
                     if agent.poll() is None:
