@@ -148,7 +148,7 @@ def test_table_is_flat_and_commented() -> None:
     chains = [c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})]
     assert len([c for c in chains if c.startswith("in-")]) == 1, "x's three pods share one group chain"
     assert len(rules) < 60, json.dumps(rules)[:2000]
-    vmap = next(c["add"]["element"] for c in cmds if "element" in c.get("add", {}) and c["add"]["element"]["name"] == "ingress4")
+    vmap = next(c["add"]["map"] for c in cmds if "map" in c.get("add", {}) and c["add"]["map"]["name"].startswith("ingress4-"))
     assert len(vmap["elem"]) == 3
 
 
