@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import marshal
 import os
 import statistics
 import subprocess
@@ -82,9 +83,10 @@ def sh(*argv: str) -> None:
     subprocess.run(argv, check=True)
 
 
-def pipeline(store: DictStore, previous: str | None) -> tuple[dict, str]:
+def pipeline(store: DictStore, previous: bytes | None) -> tuple[dict, bytes]:
     """What a change costs, as policy/controller.sync does it: the state, the table's objects,
-    the previous table read back (JSON, as kept in the run directory), the delta against it (the
+    the previous table read back (marshal, as kept in the run directory; the agent skips the
+    read when the file is the one it wrote), the delta against it (the
     whole table the first time), the transaction, the new table written; ms each."""
     from podnet.dataplane import nft
     from podnet.policy import engine, ruleset
@@ -94,13 +96,13 @@ def pipeline(store: DictStore, previous: str | None) -> tuple[dict, str]:
     t1 = time.perf_counter()
     objects = ruleset.build_objects(state)
     t2 = time.perf_counter()
-    old = json.loads(previous) if previous is not None else None
+    old = marshal.loads(previous) if previous is not None else None
     cmds = ruleset.delta(old, objects) if old is not None else None
     cmds = cmds if cmds is not None else ruleset.full(objects)
     t3 = time.perf_counter()
     nft.apply(cmds)
     t4 = time.perf_counter()
-    kept = json.dumps(objects)
+    kept = marshal.dumps(objects)
     t5 = time.perf_counter()
     return ({"engine": (t1 - t0) * 1000, "ruleset": (t2 - t1) * 1000, "delta": (t3 - t2) * 1000, "nft": (t4 - t3) * 1000,
              "keep": (t5 - t4) * 1000, "total": (t5 - t0) * 1000, "commands": len(cmds)}, kept)
