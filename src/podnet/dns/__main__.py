@@ -66,7 +66,8 @@ async def serve(args: argparse.Namespace) -> int:
             await asyncio.wait_for(stop.wait(), 0.05)
         except asyncio.TimeoutError:
             pass
-        if store is not None and (now := store.revision()) != revision:
+        # watch(since, 0): no wait; on etcd it answers from its watch stream, not a round trip
+        if store is not None and (now := store.watch(revision, 0)) != revision:
             revision = now
             service.update(records())
             if not args.listen:
