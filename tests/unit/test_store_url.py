@@ -55,3 +55,29 @@ def test_a_cni_call_meeting_etcd_away_answers_try_again() -> None:
     away = Gateway(parse_url("etcd://127.0.0.1:2379")).unreachable(ConnectionRefusedError(111, "Connection refused"))
     assert as_cni_error(away).code == spec.E_TRY_AGAIN == 11
     assert away.line().startswith("cannot reach etcd at 127.0.0.1:2379: Connection refused")
+
+
+def test_export_carries_every_kind_but_what_belongs_to_one_host() -> None:
+    from pathlib import Path
+
+    from podnet.api import transfer
+    from podnet.api.context import Context
+
+    class Listing:
+        def list(self, prefix: str) -> list:
+            docs = {
+                "networks/n1": {"id": "n1", "name": "app"}, "names/networks/app": "n1",
+                "networks/d1": {"id": "d1", "name": "podnet", "default": True}, "names/networks/podnet": "d1",
+                "ipam/n1/10.40.0.2": {"owner": "ep"}, "ipam-cursor/n1/10.40.0.0/24": 2,
+                "ipam/services/10.96.0.10": {"owner": "svc"}, "services/default/web": {"name": "web"},
+                "policies/default/deny": {"name": "deny"}, "somefuturekind/x": {"x": 1},
+                "sandboxes/s1": {}, "names/sandboxes/web": "s1", "endpoints/s1/n1": {}, "ports/tcp/80/*": {},
+                "pods/c1/eth0": {}, "nodes/host-a": {}, "node-leases/host-a": {},
+            }
+            return sorted((k, v) for k, v in docs.items() if k.startswith(prefix))
+
+    ctx = Context(config.Paths(root=Path("/x"), run=Path("/run/x"), netns_dir=Path("/run/netns"), cgroup_parent="p"),
+                  Listing())  # type: ignore[arg-type]
+    assert [k for k, _ in transfer.documents(ctx)] == [
+        "ipam/services/10.96.0.10", "names/networks/app", "networks/n1", "policies/default/deny",
+        "services/default/web", "somefuturekind/x"]
