@@ -111,6 +111,7 @@ def test_the_init_layer_copies_the_images_modes_and_never_follows_its_links(tmp_
     assert not (tmp_path / "layers" / "upper").exists(), "--read-only has no upper layer"
 
 
+@pytest.mark.privileged  # setting security.capability needs CAP_SETFCAP
 def test_file_capabilities_come_along_and_host_attributes_do_not(tmp_path: Path) -> None:
     """docker export writes Debian's `ping` with cap_net_raw+ep as a SCHILY.xattr pax record."""
     import struct
