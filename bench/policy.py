@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -90,7 +91,13 @@ def pipeline(store: DictStore, previous: bytes | None) -> tuple[dict, bytes]:
     whole table the first time), the transaction, the new table written; ms each."""
     from podnet.dataplane import nft
     from podnet.policy import engine, ruleset
+    from podnet.util import gcpause
 
+    with gcpause.paused():  # as controller.sync
+        return _pipeline(store, previous, engine, ruleset, nft)
+
+
+def _pipeline(store: DictStore, previous: bytes | None, engine: Any, ruleset: Any, nft: Any) -> tuple[dict, bytes]:
     t0 = time.perf_counter()
     state = engine.build(store)
     t1 = time.perf_counter()

@@ -30,7 +30,7 @@ from podnet.errors import InvalidArgument, KernelError
 from podnet.policy import engine, ruleset
 from podnet.store import keys
 from podnet.store.base import Store
-from podnet.util import locks
+from podnet.util import gcpause, locks
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -98,7 +98,7 @@ def sync(store: Store, strict: bool = False, force: bool = False) -> bool:
         if force or _applied_file().exists():
             teardown()
         return False
-    with _lock():  # built under the lock: a slower process never applies an older state over a newer one
+    with _lock(), gcpause.paused():  # under the lock: a slower process never applies an older state over a newer one
         state = engine.build(store)
         if strict:
             refuse_unenforceable(state)

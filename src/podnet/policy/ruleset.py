@@ -27,7 +27,6 @@ client's address against the endpoint they were translated to.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import ipaddress
 import json
@@ -36,6 +35,7 @@ from typing import Any, Iterable
 from podnet import config
 from podnet.firewall.expr import Expr, match, meta, payload
 from podnet.policy.engine import EGRESS, INGRESS, Endpoint, Policy, PolicyState, Rule
+from podnet.util import gcpause
 
 FAMILY = "inet"
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -299,15 +299,10 @@ def build(state: PolicyState) -> list[Command]:
 
 
 def build_objects(state: PolicyState) -> dict[str, Any]:
-    """The table `state` wants, as objects (see Builder.objects). The collector is paused: the
-    build makes many small dicts that all live on, and collecting them is a third of its time."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    """The table `state` wants, as objects (see Builder.objects); the collector is paused
+    (util/gcpause.py: the build makes many small dicts that all live on)."""
+    with gcpause.paused():
         return _build_objects(state)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _build_objects(state: PolicyState) -> dict[str, Any]:
