@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.conftest import leftovers, start_agent, stop_agent
+from tests.integration.conftest import cni, conf, ip_of, leftovers, netns, prepare_node, start_agent, stop_agent
 from tests.integration.etcd_server import URL, etcd_in, etcdctl, keys_under, make_pki
 from tests.sandbox import Host
 
@@ -298,3 +298,22 @@ def test_the_agent_outlives_an_etcd_restart_and_follows_it_again(host: Host, tmp
                 agent.kill()
                 agent.wait()
         log.close()
+
+
+def test_cni_calls_with_podnet_store_go_to_etcd_not_the_default_agent(host: Host, tmp_path: Path) -> None:
+    """A runtime whose environment names the etcd store: its pods land in etcd, even while the
+    host's default (SQLite) agent listens on /run/podnet/agent.sock."""
+    prepare_node(host)
+    default_agent = start_agent(host)
+    try:
+        with etcd_in(host, tmp_path / "etcd"):
+            ns = netns(host, "pod1")
+            code, result = cni(host, "ADD", conf(subnet="10.244.1.0/24"), netns=ns, env={"PODNET_STORE": URL})
+            assert code == 0 and ip_of(result).startswith("10.244.1."), result
+            assert any(k.startswith(KV + "pods/c1/eth0") for k in keys_under(host, KV)), "the pod is not in etcd"
+            assert host.podnet("cni", "ls").stdout.count("c1") == 0, "the pod went to the default store"
+            assert cni(host, "DEL", conf(subnet="10.244.1.0/24"), netns=ns, env={"PODNET_STORE": URL}) == (0, None)
+            assert not any(k.startswith(KV + "pods/") for k in keys_under(host, KV))
+            pn(host, "network", "rm", "app")
+    finally:
+        stop_agent(default_agent)

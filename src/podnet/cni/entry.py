@@ -76,8 +76,11 @@ def main() -> int:
     stdin = sys.stdin.buffer.read()
     run_dir = os.environ.get("PODNET_RUN") or "/run/podnet"
     root = os.environ.get("PODNET_ROOT")
-    if not os.environ.get("PODNET_RUN") and root and os.path.realpath(root) != "/var/lib/podnet":
-        return _fallback(stdin)  # another store: its agent's socket is named by its identity (podnet.config)
+    if not os.environ.get("PODNET_RUN") and (os.environ.get("PODNET_STORE")
+                                            or (root and os.path.realpath(root) != "/var/lib/podnet")):
+        # another store (another root, or etcd): its agent's socket is named by its identity
+        # (podnet.config); /run/podnet's agent serves the default store and must not get the call
+        return _fallback(stdin)
     # PODNET_DEBUG travels with the call: the hint tells users to set it in the runtime's environment.
     env = {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PODNET_DEBUG"}
     try:
