@@ -72,7 +72,7 @@ def test_export_carries_every_kind_but_what_belongs_to_one_host() -> None:
                 "ipam/services/10.96.0.10": {"owner": "svc"}, "services/default/web": {"name": "web"},
                 "policies/default/deny": {"name": "deny"}, "somefuturekind/x": {"x": 1},
                 "sandboxes/s1": {}, "names/sandboxes/web": "s1", "endpoints/s1/n1": {}, "ports/tcp/80/*": {},
-                "pods/c1/eth0": {}, "nodes/host-a": {}, "node-leases/host-a": {},
+                "pods/c1/eth0": {}, "nodes/host-a": {}, "node-leases/host-a": {}, "images/bb": {"id": "i1"},
             }
             return sorted((k, v) for k, v in docs.items() if k.startswith(prefix))
 

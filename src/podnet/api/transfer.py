@@ -23,7 +23,9 @@ from podnet.store import keys
 FORMAT = "podnet-store-export"
 VERSION = 1
 # Documents of one host's running things (and the hosts themselves): they stay where they run.
-HOST_LOCAL = (keys.SANDBOXES, "names/sandboxes/", keys.ENDPOINTS, keys.PORTS, keys.PODS, keys.NODES, keys.NODE_LEASES)
+# Images too: their files are unpacked on this host (images/<id> under its state root).
+HOST_LOCAL = (keys.SANDBOXES, "names/sandboxes/", keys.ENDPOINTS, keys.PORTS, keys.PODS, keys.NODES, keys.NODE_LEASES,
+              keys.IMAGES)
 BATCH = 100  # documents per transaction: etcd refuses a Txn of more than 128 operations
 
 
