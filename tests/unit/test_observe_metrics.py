@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
 
 from podnet.dataplane import linkstats
 from podnet.errors import InvalidArgument
@@ -68,7 +67,7 @@ def _store(tmp_path: Path) -> SqliteStore:
 
 def test_store_view_names_endpoints_by_namespace_sandbox_network(tmp_path: Path) -> None:
     view = metrics.read_store(_store(tmp_path))
-    assert set(view.endpoints) == {metrics.EndpointLink("vethab12", "shop", "web", "app"),
+    assert {ep for ep, _ in view.endpoints} == {metrics.EndpointLink("vethab12", "shop", "web", "app"),
                                    metrics.EndpointLink("vethcd34", "prod", "api-0", "app")}
     # a /29 less network, broadcast and gateway holds 5; a /24 less the same 253
     assert view.ipam == (("app", 2, 3), ("lan", 1, 252))
@@ -79,11 +78,11 @@ def test_a_scrape_shows_the_links_counters_from_the_sandboxs_side(tmp_path: Path
     agent = metrics.AgentMetrics(_store(tmp_path), lambda: None)
     agent.cni_call("ADD", 0, 0.02)
     agent.reconciled(0.3, 2)
-    text = generate_latest(agent.registry).decode()
-    labels = 'namespace="shop",network="app",sandbox="web"'
-    assert f"podnet_endpoint_receive_bytes_total{{{labels}}} 5000.0" in text  # the veth's host side sent it
-    assert f"podnet_endpoint_transmit_bytes_total{{{labels}}} 1000.0" in text
-    assert f"podnet_endpoint_receive_drops_total{{{labels}}} 3.0" in text
+    text = agent.exposition().decode()
+    labels = 'namespace="shop",sandbox="web",network="app"'
+    assert f"podnet_endpoint_receive_bytes_total{{{labels}}} 5000\n" in text  # the veth's host side sent it
+    assert f"podnet_endpoint_transmit_bytes_total{{{labels}}} 1000\n" in text
+    assert f"podnet_endpoint_receive_drops_total{{{labels}}} 3\n" in text
     assert 'podnet_network_receive_bytes_total{network="app"} 5000.0' in text  # vethcd34 has no link: not counted
     assert 'podnet_ipam_addresses_free{network="app"} 3.0' in text
     assert 'podnet_cni_requests_total{code="0",command="ADD"} 1.0' in text
@@ -104,7 +103,8 @@ def _exported_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]
     agent = metrics.AgentMetrics(store, DnsStats, lambda: [("default/web-in", "allow", "ingress", 3)])
     agent.cni_call("ADD", 0, 0.02)
     agent.reconciled(0.3, 0)
-    return {s.name for family in agent.registry.collect() for s in family.samples}
+    text = agent.exposition().decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def test_the_grafana_dashboard_uses_exactly_the_exported_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,3 +122,8 @@ def test_the_grafana_dashboard_uses_exactly_the_exported_names(tmp_path: Path, m
     assert all(n.endswith(("_total", "_seconds_bucket", "_seconds_sum", "_seconds_count", "_created"))
                or n.startswith(("podnet_ipam_", "podnet_service_connections", "podnet_endpoints"))
                for n in exported), "counters end in _total, durations are in seconds"
+
+
+def test_endpoint_labels_are_escaped_in_the_text_format() -> None:
+    link = metrics.EndpointLink("veth0", "default", 'evil"\\pod\nx', "app")
+    assert link.exposed == '{namespace="default",sandbox="evil\\"\\\\pod\\nx",network="app"}'
