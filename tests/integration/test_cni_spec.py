@@ -18,13 +18,16 @@ import pytest
 
 from tests.conftest import PY, program
 from tests.integration.conftest import (
-    CNI_PATH, EMPTY, PLUGIN, cni, conf, netns, nothing_left, ping_in_netns, start_agent, stop_agent, store_keys,
+    CNI_PATH, EMPTY, NATIVE_HTTPD, PLUGIN, cni, conf, netns, nothing_left, ping_in_netns, start_agent, stop_agent,
+    store_keys,
 )
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
 
 STUB_DIR = "/run/stub-ipam"  # the Host's private /run
+
+
 def install_stub(host: Host) -> None:
     host.run(["mkdir", "-p", STUB_DIR])
     host.run(["install", "-m", "755", program("stub_ipam.py"), f"{CNI_PATH}/stub-ipam"])
@@ -296,9 +299,43 @@ def test_check_sees_the_bridge_its_gateway_and_the_links(served: Host) -> None:
     assert cni(host, "DEL", check, netns=ns) == (0, None)
 
 
-def test_check_sees_the_dns_of_the_result_stop(node: Host) -> None:
+def test_check_sees_the_firewall_of_the_network_and_the_pod(served: Host) -> None:
+    """ADD promised forwarding, masquerade and anti-spoofing in podnet's firewall: CHECK reads
+    them back, and after `podnet reconcile` (which puts them back) passes again."""
+    host = served
+    ns = netns(host, "p1")
+    config = conf(subnet="10.244.7.0/24")
+    code, result = cni(host, "ADD", config, netns=ns)
+    assert code == 0, result
+    check = {**config, "prevResult": result}
+    bridge, host_veth = result["interfaces"][0]["name"], result["interfaces"][1]["name"]
+
+    def drift() -> str:
+        code, err = cni(host, "CHECK", check, netns=ns)
+        assert code == 1 and err["code"] == 102, err
+        return err["msg"]
+
+    host.run(["nft", "delete", "table", "inet", "podnet"])
+    assert "table inet podnet" in drift()
+    host.podnet("reconcile")
+    assert cni(host, "CHECK", check, netns=ns) == (0, None), "reconcile puts the firewall back"
+    host.run(["nft", "delete", "element", "inet", "podnet", "masq4", "{ 10.244.7.0/24 }"])
+    assert f"lacks the subnet(s) 10.244.7.0/24 of the bridge {bridge}" in drift()
+    host.podnet("reconcile")
+    host.run(["nft", "delete", "element", "inet", "podnet", "bridges", f"{{ {bridge} }}"])
+    assert f"no rules for the bridge {bridge}" in drift()
+    host.podnet("reconcile")
+    host.run(["nft", "delete", "table", "bridge", "podnet"])
+    assert f"anti-spoofing for {host_veth} lacks the pod's address(es) 10.244.7.2" in drift()
+    host.podnet("reconcile")
+    assert cni(host, "CHECK", check, netns=ns) == (0, None)
+    assert cni(host, "DEL", check, netns=ns) == (0, None)
+    assert nothing_left(host) == EMPTY
+
+
+def test_check_and_status_see_the_dns_of_the_result_stop(node: Host) -> None:
     """With the agent, ADD names the network's DNS as nameserver; when the agent stops it no
-    longer answers, and CHECK says so (102)."""
+    longer answers, and CHECK (102) and STATUS (50) say so."""
     host = node
     agent = start_agent(host)
     ns = netns(host, "p1")
@@ -311,4 +348,118 @@ def test_check_sees_the_dns_of_the_result_stop(node: Host) -> None:
         stop_agent(agent)
     code, err = cni(host, "CHECK", {**config, "prevResult": result}, netns=ns)
     assert code == 1 and err["code"] == 102 and "10.244.8.1 of the ADD result does not answer" in err["msg"], err
+    code, err = cni(host, "STATUS", config)
+    assert code == 1 and err["code"] == 50 and "10.244.8.1" in err["msg"] and "podnet agent" in err["details"], err
     assert cni(host, "DEL", config, netns=ns) == (0, None)
+    assert cni(host, "STATUS", config) == (0, None), "no pod holds that nameserver any more"
+
+
+# --- item 6: ipMasq and the masquerade set --------------------------------------------------------
+
+def masq_set(host: Host) -> list[str]:
+    """The IPv4 sources podnet masquerades, as nft lists them."""
+    out = json.loads(host.run(["nft", "-j", "list", "set", "inet", "podnet", "masq4"]).stdout)
+    found = []
+    for elem in next(o["set"] for o in out["nftables"] if "set" in o).get("elem", []):
+        value = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+        found.append(f"{value['prefix']['addr']}/{value['prefix']['len']}" if isinstance(value, dict) else str(value))
+    return found
+
+
+def test_ip_masq_false_is_honoured_and_the_set_follows_the_pods(served: Host) -> None:
+    host = served
+    router = host.add_internet()
+    # The router routes the pod subnet back to the host and counts packets that arrive from it
+    # (what arrives masqueraded has the host's 203.0.113.2 as source instead).
+    host.run(["ip", "-n", router, "route", "add", "10.244.10.0/24", "via", "203.0.113.2"])
+    host.run(["nft", "-f", "-"], netns=router, input="table ip seen {\n chain input {\n"
+                                                       "  type filter hook input priority 0;\n"
+                                                       "  ip saddr 10.244.10.0/24 counter\n }\n}\n")
+
+    def unmasqueraded() -> int:
+        out = json.loads(host.run(["nft", "-j", "list", "table", "ip", "seen"], netns=router).stdout)
+        return next(e["counter"]["packets"] for o in out["nftables"] if "rule" in o for e in o["rule"]["expr"]
+                    if "counter" in e)
+
+    masq, plain = conf(subnet="10.244.10.0/24"), conf(subnet="10.244.10.0/24", ipMasq=False)
+    code, a = cni(host, "ADD", masq, cid="a", netns=netns(host, "pa"))
+    assert code == 0, a
+    code, b = cni(host, "ADD", plain, cid="b", netns=netns(host, "pb"))
+    assert code == 0, b
+    assert "10.244.10.0/24" in masq_set(host)
+    assert ping_in_netns(host, "pa", "198.51.100.1") and unmasqueraded() == 0, "a leaves with the host's address"
+    assert ping_in_netns(host, "pb", "198.51.100.1") and unmasqueraded() == 1, "ipMasq false: b leaves with its own"
+    assert cni(host, "CHECK", {**plain, "prevResult": b}, cid="b", netns="/run/netns/pb") == (0, None)
+    host.run(["nft", "flush", "set", "inet", "podnet", "nomasq4"])
+    code, err = cni(host, "CHECK", {**plain, "prevResult": b}, cid="b", netns="/run/netns/pb")
+    assert code == 1 and "would masquerade 10.244.10.3" in err["msg"], err
+    host.podnet("reconcile")  # a full firewall sync derives the same from the store
+    assert ping_in_netns(host, "pa", "198.51.100.1") and ping_in_netns(host, "pb", "198.51.100.1")
+    assert unmasqueraded() == 2
+    assert cni(host, "DEL", masq, cid="a", netns="/run/netns/pa") == (0, None)
+    assert "10.244.10.0/24" in masq_set(host), "b is still there"
+    assert cni(host, "DEL", plain, cid="b", netns="/run/netns/pb") == (0, None)
+    assert masq_set(host) == [], "the last pod's DEL takes the subnet out"
+    host.podnet("reconcile")
+    assert masq_set(host) == [], "and a full sync agrees"
+    code, c = cni(host, "ADD", masq, cid="c", netns=netns(host, "pc"))
+    assert code == 0 and ping_in_netns(host, "pc", "198.51.100.1") and unmasqueraded() == 2, "the next pod brings it back"
+    assert cni(host, "DEL", masq, cid="c", netns="/run/netns/pc") == (0, None)
+    code, err = cni(host, "ADD", conf(subnet="10.244.10.0/24", ipMasq="no"), cid="d", netns=netns(host, "pd"))
+    assert code == 1 and err["code"] == 7 and "ipMasq" in err["msg"], err
+    assert nothing_left(host) == EMPTY
+
+
+# --- item 7: portMappings published by podnet when portmap is not chained ----------------------
+
+def test_port_mappings_published_by_podnet_without_portmap(served: Host) -> None:
+    host = served
+    conflist = json.loads(host.podnet("cni", "config", "app", "--subnet", "10.244.11.0/24", "--no-portmap").stdout)
+    assert [p["type"] for p in conflist["plugins"]] == ["podnet"]
+    assert conflist["plugins"][0]["capabilities"] == {"ips": True, "mac": True, "portMappings": True}
+    chained = json.loads(host.podnet("cni", "config", "app", "--subnet", "10.244.11.0/24").stdout)
+    assert [p["type"] for p in chained["plugins"]] == ["podnet", "portmap"]
+    assert "portMappings" not in chained["plugins"][0]["capabilities"], "portmap publishes them in that list"
+    # what a runtime sends to a plugin that declares portMappings
+    config = {**conflist["plugins"][0], "cniVersion": conflist["cniVersion"], "name": conflist["name"],
+              "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}
+    ns = netns(host, "p1")
+    code, result = cni(host, "ADD", config, netns=ns)
+    assert code == 0, result
+    server = host.popen(["busybox", "sh", "-c", NATIVE_HTTPD], netns="p1", stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+
+    def fetch() -> str:
+        out = ""
+        for _ in range(30):
+            out = host.run(["busybox", "timeout", "3", "busybox", "wget", "-qO-", "http://127.0.0.1:8080/"],
+                           check=False).stdout
+            if out:
+                break
+            time.sleep(0.1)
+        return out.strip()
+
+    try:
+        assert fetch() == "hello from native"
+        assert cni(host, "CHECK", {**config, "prevResult": result}, netns=ns) == (0, None)
+        host.podnet("reconcile")
+        assert fetch() == "hello from native", "a full firewall sync keeps the pod's port"
+        host.run(["nft", "flush", "map", "inet", "podnet", "dnat4_addr"])
+        code, err = cni(host, "CHECK", {**config, "prevResult": result}, netns=ns)
+        assert code == 1 and "published port tcp *:8080" in err["msg"], err
+        host.podnet("reconcile")
+        code, err = cni(host, "ADD", config, cid="c2", netns=netns(host, "p2"))
+        assert code == 1 and "8080/tcp is already published by a CNI pod" in err["msg"], err
+        assert fetch() == "hello from native", "the refused ADD left the first pod's port alone"
+        assert host.run(["ip", "-n", "p2", "-o", "link"]).stdout.count("\n") == 1, "nothing made for the refused pod"
+        assert cni(host, "DEL", config, netns=ns) == (0, None)
+        assert host.run(["busybox", "timeout", "3", "busybox", "wget", "-qO-", "http://127.0.0.1:8080/"],
+                        check=False).returncode != 0, "the port goes with the pod"
+        code, second = cni(host, "ADD", config, cid="c2", netns="/run/netns/p2")
+        assert code == 0, "the port is free again"
+        assert cni(host, "DEL", config, cid="c2", netns="/run/netns/p2") == (0, None)
+    finally:
+        server.kill()
+        server.wait()
+    assert nothing_left(host) == EMPTY
+    assert store_keys(host, "ports/") == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,7 +137,8 @@ def test_conflist_puts_podnet_first_and_chains_what_was_asked() -> None:
                                  "capabilities": {"ips": True, "mac": True, "bandwidth": True}}
     assert doc["plugins"][1]["capabilities"] == {"portMappings": True}
     delegated = conflist(_config_args(ipam="host-local", subnet=["10.9.0.0/24"], no_portmap=True))
-    assert delegated["plugins"] == [{"type": "podnet", "network": "app", "capabilities": {"ips": True, "mac": True},
+    assert delegated["plugins"] == [{"type": "podnet", "network": "app",
+                                     "capabilities": {"ips": True, "mac": True, "portMappings": True},
                                      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}}]
     from podnet.cni.spec import CniError
 
@@ -159,11 +161,13 @@ def test_the_thin_entry_is_stdlib_only_and_falls_back(tmp_path: Path) -> None:
     assert script.read_text().startswith("#!/usr/bin/python3 -IS\n")
     imports = [line for line in script.read_text().splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["import json", "import os", "import socket", "import sys", "import time"]
+    # PYTHONPATH (test.sh: the tree's src) reaches the full plugin the entry execs: the tree is tested
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0" * 5,
-           "PODNET_RUN": str(tmp_path / "run")}
+           "PODNET_RUN": str(tmp_path / "run"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([str(script)], input=json.dumps(GOOD).encode(), env=env, capture_output=True, timeout=60)
     assert out.returncode == 1 and json.loads(out.stdout)["code"] == 4, out
-    out = subprocess.run([str(script)], input=b"{}", env={"CNI_COMMAND": "VERSION", "PODNET_RUN": str(tmp_path)},
+    out = subprocess.run([str(script)], input=b"{}", env={"CNI_COMMAND": "VERSION", "PODNET_RUN": str(tmp_path),
+                                                             "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
                          capture_output=True, timeout=60)
     assert out.returncode == 0 and "supportedVersions" in json.loads(out.stdout)
 

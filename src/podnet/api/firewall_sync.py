@@ -27,13 +27,23 @@ def backend(ctx: Context | None = None) -> Any:
 
 
 GATEWAY_MODE_OPTIONS = {4: "com.docker.network.bridge.gateway_mode_ipv4", 6: "com.docker.network.bridge.gateway_mode_ipv6"}
+CNI_LABEL = "podnet.cni"  # on a network made by a CNI ADD (api.pods.network)
 
 
-def bridge_rules(net_doc: dict[str, Any]) -> BridgeRules:
+def follows_endpoints(net_doc: dict[str, Any]) -> bool:
+    """A network made by CNI masquerades only while it has endpoints: its subnet leaves the
+    masquerade set with the last pod, as the reference bridge plugin's ipMasq rules do."""
+    return (net_doc.get("labels") or {}).get(CNI_LABEL) == "true" and not net_doc.get("internal")
+
+
+def bridge_rules(net_doc: dict[str, Any], in_use: bool = True) -> BridgeRules:
+    """One network for the firewall; in_use (it has endpoints) matters only to the networks
+    that follow their endpoints: without one, their subnets are not masqueraded."""
     options = net_doc.get("options") or {}
+    masquerades = in_use or not follows_endpoints(net_doc)
     return BridgeRules(
         bridge=net_doc["interface"],
-        subnets=tuple(s["subnet"] for s in net_doc.get("subnets", [])),
+        subnets=tuple(s["subnet"] for s in net_doc.get("subnets", [])) if masquerades else (),
         internal=bool(net_doc.get("internal")),
         mode4=options.get(GATEWAY_MODE_OPTIONS[4], "nat"),
         mode6=options.get(GATEWAY_MODE_OPTIONS[6], "nat"),
@@ -51,6 +61,20 @@ def check_gateway_modes(driver: str, internal: bool, options: dict[str, str]) ->
                                   "leave it out, or use --driver bridge without --internal")
         if value not in GATEWAY_MODES:
             raise InvalidArgument(f"invalid -o {option}={value!r}", f"use one of: {', '.join(GATEWAY_MODES)}")
+
+
+def masquerade_follows(ctx: Context, networks: list[Any]) -> None:
+    """After an endpoint came or went: the masquerade of each network that follows its
+    endpoints (made by CNI) is on while one is left and off with the last. Level-triggered
+    and under the firewall's lock, so that a DEL of the last pod and a concurrent ADD agree."""
+    docs = [n if isinstance(n, dict) else n.model_dump() for n in networks]
+    follow = [d for d in docs if follows_endpoints(d) and drivers.supports(d["driver"]).nat and d.get("interface")]
+    if not follow:
+        return
+    with locks.held(ctx.paths.lock_dir / "firewall"):
+        in_use = {ep["network"] for _, ep in ctx.store.list(keys.ENDPOINTS)}
+        for doc in follow:
+            backend(ctx).masquerade(bridge_rules(doc), on=doc["id"] in in_use)
 
 
 def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], networks: dict[str, dict[str, Any]]) -> list[PortMapping]:
@@ -80,6 +104,11 @@ def port_mappings(sandbox: dict[str, Any], endpoints: list[dict[str, Any]], netw
                     target_ip=ip, target_port=port["container_port"] + i, bridge=bridge,
                 ))
     return out
+
+
+def pod_as_sandbox(pod: dict[str, Any]) -> dict[str, Any]:
+    """A CNI pod in the shape port_mappings reads: its runtimeConfig portMappings on its network."""
+    return {"ports": pod.get("ports") or [], "networks": [{"network": pod["network"]}]}
 
 
 def endpoint_guard(ep: dict[str, Any], driver: str | None, pod: bool = False) -> EndpointGuard | None:
@@ -122,18 +151,27 @@ def _guards(endpoints: list[Any], networks: dict[str, Any], pods: bool | set[str
 
 def desired(ctx: Context) -> FirewallState:
     networks = {doc["id"]: doc for _, doc in ctx.store.list(keys.NETWORKS)}
-    bridges = tuple(bridge_rules(n) for n in networks.values() if drivers.supports(n["driver"]).nat and n.get("interface"))
     endpoints_by_sandbox: dict[str, list[dict[str, Any]]] = {}
+    in_use: set[str] = set()
     for _, ep in ctx.store.list(keys.ENDPOINTS):
         endpoints_by_sandbox.setdefault(ep["sandbox"], []).append(ep)
+        in_use.add(ep["network"])
+    bridges = tuple(bridge_rules(n, n["id"] in in_use) for n in networks.values()
+                    if drivers.supports(n["driver"]).nat and n.get("interface"))
     ports: list[PortMapping] = []
     for _, sb in ctx.store.list(keys.SANDBOXES):
         if sb.get("state") in ("running", "creating"):
             ports.extend(port_mappings(sb, endpoints_by_sandbox.get(sb["id"], []), networks))
+    pods = [doc for _, doc in ctx.store.list(keys.PODS)]
+    no_masquerade: list[str] = []  # CNI pods added with "ipMasq": false
+    for pod in pods:
+        pod_endpoints = endpoints_by_sandbox.get(pod["id"], [])
+        ports.extend(port_mappings(pod_as_sandbox(pod), pod_endpoints, networks))
+        if pod.get("ip_masq") is False:
+            no_masquerade.extend(a.split("/")[0] for ep in pod_endpoints for a in ep.get("addresses", []))
     all_endpoints = [ep for eps in endpoints_by_sandbox.values() for ep in eps]
-    pod_endpoints = {doc.get("endpoint") for _, doc in ctx.store.list(keys.PODS)}
-    guards = _guards(all_endpoints, networks, {e for e in pod_endpoints if e})
-    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(guards))
+    guards = _guards(all_endpoints, networks, {doc["endpoint"] for doc in pods if doc.get("endpoint")})
+    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(guards), no_masquerade=tuple(no_masquerade))
 
 
 def sync(ctx: Context) -> None:

@@ -7,8 +7,11 @@ import ipaddress
 import re
 import socket
 
+from typing import Any
+
 from podnet.errors import Conflict, InvalidArgument
 from podnet.model import PortMapping
+from podnet.store import keys
 
 _SPEC = re.compile(
     r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>\d+(?:-\d+)?)?:)?(?P<cont>\d+(?:-\d+)?)(?:/(?P<proto>[a-z]+))?$"
@@ -87,3 +90,25 @@ def pick_free_port(protocol: str, host_ip: str | None, taken: set[int]) -> int:
         if port not in taken and host_port_free(protocol, host_ip, port):
             return port
     raise Conflict("no free host port is left in 32768-60999", "publish on an explicit host port")
+
+
+def claim(txn: Any, holder: str, mappings: list[PortMapping]) -> None:
+    """Claim host ports in the store for a sandbox or a CNI pod (holder: its id), in the
+    caller's transaction: one host port has one holder, whatever made it."""
+    for m in mappings:
+        for host_port, _ in m.pairs():
+            for key, other in txn.list(keys.port_claims(m.protocol, host_port)):
+                bound = key.rsplit("/", 1)[1]
+                if m.host_ip is None or bound == "*" or bound == m.host_ip:
+                    where = f"{m.host_ip}:" if m.host_ip else ""
+                    by = "a CNI pod" if other.startswith("cni-") else f"sandbox {other[:12]}"
+                    raise Conflict(f"port {where}{host_port}/{m.protocol} is already published by {by}",
+                                   "choose another host port, or remove that sandbox or pod")
+            txn.put(keys.port_claim(m.protocol, host_port, m.host_ip), holder)
+
+
+def release(txn: Any, holder: str) -> None:
+    """Give back every host port the holder claimed."""
+    for key, claimed_by in txn.list(keys.PORTS):
+        if claimed_by == holder:
+            txn.delete(key)

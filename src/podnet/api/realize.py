@@ -21,7 +21,7 @@ from podnet.store import keys
 from podnet.util import perms
 from podnet.util.undo import Undo
 from podnet.runtime import netns
-from podnet.api import firewall_sync
+from podnet.api import firewall_sync, ports as portspec
 from podnet.runtime import etcfiles
 from podnet.runtime import shim
 from podnet.ipam import allocator
@@ -68,6 +68,7 @@ def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: 
         steps.push(f"take down {ep.ifname} on network {net.name}", driver.detach, net, ep)
         driver.attach(net, ep, path, default_route=ep.network == gw_net)
         limit_bandwidth(sandbox, ep, driver, steps)
+    firewall_sync.masquerade_follows(ctx, [nets[ep.network] for ep in endpoints])  # a network made by CNI
 
 
 def limit_bandwidth(sandbox: Sandbox, ep: Endpoint, driver: Any, steps: Undo) -> None:
@@ -220,9 +221,7 @@ def forget_network_state(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoin
             for ip in ep.ips:
                 allocator.release(txn, ep.network, ip, owner=ep.id)
             txn.delete(keys.endpoint(ep.sandbox, ep.network))
-        for key, claim in txn.list(keys.PORTS):
-            if claim == sandbox.id:
-                txn.delete(key)
+        portspec.release(txn, sandbox.id)
 
 
 def end_process(ctx: Context, sandbox: Sandbox) -> None:
@@ -253,3 +252,4 @@ def destroy(ctx: Context, sandbox: Sandbox) -> None:
     teardown_network(ctx, sandbox, endpoints, nets)
     cgroups.remove(sandbox.id)
     forget(ctx, sandbox, endpoints)
+    firewall_sync.masquerade_follows(ctx, [nets[ep.network] for ep in endpoints if ep.network in nets])

@@ -144,7 +144,7 @@ def _store_garbage(ctx: Context, report: Report) -> None:
                 txn.delete(key)
                 report.released_addresses.append(key.split("/", 2)[2])
         for key, holder in txn.list(keys.PORTS):
-            if holder not in sandbox_ids:
+            if holder not in owner_ids:  # sandboxes' and CNI pods' published ports
                 txn.delete(key)
                 report.released_ports.append(key[len(keys.PORTS):])
         for key, doc in txn.list(keys.ENDPOINTS):

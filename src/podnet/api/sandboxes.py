@@ -94,20 +94,6 @@ def _make_endpoint(txn: Txn, sandbox_id: str, net: Network, index: int, att: Att
     return ep
 
 
-def _claim_ports(txn: Txn, sandbox_id: str, mappings: list[PortMapping]) -> None:
-    for m in mappings:
-        for host_port, _ in m.pairs():
-            for key, holder in txn.list(keys.port_claims(m.protocol, host_port)):
-                bound = key.rsplit("/", 1)[1]
-                if m.host_ip is None or bound == "*" or bound == m.host_ip:
-                    where = f"{m.host_ip}:" if m.host_ip else ""
-                    raise Conflict(
-                        f"port {where}{host_port}/{m.protocol} is already published by sandbox {holder[:12]}",
-                        "choose another host port, or remove that sandbox",
-                    )
-            txn.put(keys.port_claim(m.protocol, host_port, m.host_ip), sandbox_id)
-
-
 def _prepare_ports(ctx: Context, mappings: list[PortMapping]) -> list[PortMapping]:
     """Pick host ports for `-p PORT` and check nothing on the host listens on the others."""
     taken: set[int] = set()
@@ -165,7 +151,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
                            f"remove it (`podnet rm -f {name}`) or choose another --name")
         if image is not None and (txn.get(keys.image(image["name"])) or {}).get("id") != image["id"]:
             raise NotFound(f"image {image['name']!r} was removed meanwhile", "import it again")
-        _claim_ports(txn, sandbox_id, mappings)
+        portspec.claim(txn, sandbox_id, mappings)
         if network_mode == "netns":
             for index, (net, att) in enumerate(zip(nets, attachments)):
                 ep = _make_endpoint(txn, sandbox_id, net, index, att)

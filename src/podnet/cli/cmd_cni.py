@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
     c.add_argument("--ipam", default="podnet", help="podnet (default) or host-local (delegated, with --subnet)")
     c.add_argument("--cni-version", default="1.0.0", choices=CNI_VERSIONS,
                    help="1.0.0 suits podman 4, containerd 1.6 and Debian's reference plugins; 1.1.0 adds STATUS and GC")
-    c.add_argument("--no-portmap", action="store_true", help="leave out portmap (published ports)")
+    c.add_argument("--no-portmap", action="store_true",
+                   help="leave out portmap: podnet publishes the runtime's portMappings itself, in its own firewall")
     c.add_argument("--tuning", action="store_true", help="add the tuning plugin (sysctls, MAC, MTU)")
     c.add_argument("--bandwidth", action="store_true", help="honour the runtime's bandwidth limits (the bandwidth capability: podnet shapes "
                         "as the reference bandwidth plugin does)")
@@ -56,8 +57,10 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
 
     name = spec.check_network_name(args.name or args.network)
     spec.check_network_name(args.network)
-    # Runtimes pass runtimeConfig only to plugins that declare the capability.
-    capabilities = {"ips": True, "mac": True}
+    # Runtimes pass runtimeConfig only to plugins that declare the capability. portMappings goes
+    # to every plugin that declares it: podnet declares it only when portmap is not chained
+    # (else both would publish the same port).
+    capabilities = {"ips": True, "mac": True, **({"portMappings": True} if args.no_portmap else {})}
     if args.bandwidth:  # podnet shapes as the reference bandwidth plugin does (TBF, and IFB for egress)
         capabilities["bandwidth"] = True
     main: dict[str, Any] = {"type": "podnet", "network": args.network, "capabilities": capabilities}

@@ -7,7 +7,8 @@
      "gateway": "10.244.1.1", "mtu": 1450,
      "master": "eth0",                    # macvlan parent (or "parent")
      "ipam": {"type": "podnet"},          # or absent, or a delegated plugin: {"type": "host-local", ...}
-     "dns": {...}, "capabilities": {"ips": true, "mac": true}}
+     "ipMasq": true,                      # false: the pods' packets leave the host with their own address
+     "dns": {...}, "capabilities": {"ips": true, "mac": true}}   # + "portMappings" without portmap
 
 Validated here with the stdlib (error 7 and friends), before anything is touched, so a bad
 config costs no pydantic, no pyroute2 and leaves nothing behind. Fields podnet does not
@@ -52,6 +53,8 @@ class NetConf:
     labels: dict[str, str] = field(default_factory=dict)
     bandwidth_ingress: int | None = None  # the bandwidth capability, bits per second
     bandwidth_egress: int | None = None
+    ip_masq: bool = True  # "ipMasq" (SPEC section 1): masquerade the pod's traffic leaving the host
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)  # runtimeConfig "portMappings"
 
     @property
     def delegated(self) -> bool:
@@ -111,6 +114,34 @@ def _delegated_subnets(ipam: dict[str, Any], gateway: str | None) -> tuple[list[
     return subnets, gateway
 
 
+def _port_mappings(items: Any) -> list[dict[str, Any]]:
+    """runtimeConfig.portMappings (CONVENTIONS.md: hostPort, containerPort, protocol, hostIP)
+    in the shape podnet keeps published ports in (model.PortMapping)."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise CniError(E_INVALID_CONFIG, "invalid runtimeConfig.portMappings: expected a list")
+    out = []
+    for item in items:
+        ports = [item.get(k) if isinstance(item, dict) else None for k in ("hostPort", "containerPort")]
+        if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports):
+            raise CniError(E_INVALID_CONFIG, f"invalid port mapping {item!r} in runtimeConfig.portMappings",
+                           "hostPort and containerPort are numbers from 1 to 65535")
+        protocol = str(item.get("protocol") or "tcp").lower()
+        if protocol not in ("tcp", "udp"):
+            raise CniError(E_INVALID_CONFIG, f"invalid protocol {protocol!r} in runtimeConfig.portMappings",
+                           "use tcp or udp")
+        host_ip = item.get("hostIP") or None
+        if host_ip is not None:
+            try:
+                parsed = ipaddress.ip_address(str(host_ip))
+            except ValueError:
+                raise CniError(E_INVALID_CONFIG, f"invalid hostIP {host_ip!r} in runtimeConfig.portMappings") from None
+            host_ip = None if parsed.is_unspecified else str(parsed)
+        out.append({"protocol": protocol, "host_ip": host_ip, "host_port": ports[0], "container_port": ports[1]})
+    return out
+
+
 def parse(conf: dict[str, Any], command: str) -> NetConf:
     version = spec.check_version(conf.get("cniVersion"), command)
     name = spec.check_network_name(conf.get("name"))
@@ -163,6 +194,10 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
         except ValueError:
             raise CniError(E_INVALID_CONFIG, f"invalid requested IP {ip!r} in runtimeConfig.ips") from None
     ingress, egress = _bandwidth(runtime.get("bandwidth"), conf)
+    ports = _port_mappings(runtime.get("portMappings"))
+    ip_masq = conf.get("ipMasq", True)
+    if not isinstance(ip_masq, bool):
+        raise CniError(E_INVALID_CONFIG, f"invalid \"ipMasq\" {ip_masq!r}: expected true or false")
     prev = conf.get("prevResult")
     valid = None
     if command == "GC":
@@ -175,7 +210,8 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
         parent=parent, ipam_type=ipam_type, raw=conf, dns=dns, requested_ips=requested,
         requested_mac=runtime.get("mac") if isinstance(runtime.get("mac"), str) else None,
         prev_result=spec.parse_result(prev) if prev is not None else None, valid_attachments=valid,
-        labels=_labels(conf), bandwidth_ingress=ingress, bandwidth_egress=egress,
+        labels=_labels(conf), bandwidth_ingress=ingress, bandwidth_egress=egress, ip_masq=ip_masq,
+        port_mappings=ports,
     )
 
 

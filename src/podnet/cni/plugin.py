@@ -168,7 +168,7 @@ def _request(env: Env, conf: NetConf) -> Any:
         requested_ips=ips, mac=mac.lower() if mac else None, ipam=conf.ipam_type,
         bandwidth_ingress=conf.bandwidth_ingress, bandwidth_egress=conf.bandwidth_egress,
         ipam_conf=_without_prev(conf.raw) if conf.delegated else None,
-        ipam_env=_ipam_env(env) if conf.delegated else None,
+        ipam_env=_ipam_env(env) if conf.delegated else None, ip_masq=conf.ip_masq, ports=conf.port_mappings,
     )
 
 
@@ -261,12 +261,17 @@ def cmd_status(env: Env, conf: NetConf) -> None:
     """Can an ADD be served now? Error 50 when not (SPEC 1.1.0 STATUS).
 
     A delegated IPAM plugin must speak the config's version (else every ADD is refused with
-    error 1), and its own STATUS answer is passed on.
+    error 1), and its own STATUS answer is passed on. The network's own DNS (the agent's),
+    when its pods were given it as nameserver, must answer.
     """
     from podnet.api import pods  # lazy: pydantic + pyroute2 (~0.35 s), not for VERSION
 
     try:
-        _with_context(lambda ctx: pods.status(ctx, conf.network))
+        promised = _with_context(lambda ctx: pods.status(ctx, conf.network))
+        silent = [server for server in promised if not dns_answers(server)]
+        if silent:
+            raise CniError(spec.E_NOT_AVAILABLE, f"network {conf.network}'s DNS ({', '.join(silent)}) does not answer, "
+                           "though its pods were given it as nameserver", "start `podnet agent` (it serves the DNS)")
         if conf.delegated:
             delegate.require_version(conf.ipam_type, env, conf.version)
             delegate.run(conf.ipam_type, "STATUS", env, conf.raw)

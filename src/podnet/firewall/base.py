@@ -21,6 +21,12 @@ class Firewall(Protocol):
     def remove_bridge(self, bridge: BridgeRules) -> None:
         """Remove one network's elements; tolerates them being gone already."""
 
+    def masquerade(self, bridge: BridgeRules, on: bool) -> None:
+        """Add or remove only the network's masquerade (its bridge's other elements stay)."""
+
+    def no_masquerade(self, addresses: Iterable[str], on: bool) -> None:
+        """Exempt these addresses from their network's masquerade, or end that."""
+
     def add_ports(self, ports: Iterable[PortMapping]) -> None:
         """Publish ports; idempotent for identical mappings."""
 

@@ -73,6 +73,8 @@ class FirewallState:
     trusted_interfaces: tuple[str, ...] = ()  # ifnames
     peer_blocks: tuple[str, ...] = ()  # source CIDRs, v4 and/or v6
     endpoints: tuple[EndpointGuard, ...] = ()  # every sandbox veth on a bridge network
+    # Addresses never masqueraded although their network is: CNI pods added with "ipMasq": false.
+    no_masquerade: tuple[str, ...] = ()
 
     def empty(self) -> bool:
         """Nothing to enforce: podnet then keeps no table at all (it goes with the last network)."""

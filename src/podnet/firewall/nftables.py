@@ -27,7 +27,8 @@ outside the host is refused except where a set says otherwise: open4/open6 (subn
 gateway mode nat-unprotected), direct4/direct6 (subnets of gateway mode routed: published
 container ports, targets4/targets6 = address . l4proto . port, and no masquerade),
 trusted_ifaces (ifname) and peers4/peers6 (source CIDRs): a cluster's overlay device and
-its peers' pod blocks are elements there, never new chains. Port maps, each a pair
+its peers' pod blocks are elements there, never new chains. nomasq4/nomasq6 (addresses): CNI
+pods added with "ipMasq": false, which leave the host with their own address. Port maps, each a pair
 <name>_addr -> target address and <name>_port -> target port with the same key:
 dnat4/dnat6 (l4proto . port) and dnat4_ip/dnat6_ip (daddr . l4proto . port); the
 _addr element's comment is the bridge. Comments let `current()` read the state back.
@@ -83,6 +84,8 @@ SETS: dict[str, tuple[str | list[str], str | None, list[str]]] = {
     "trusted_ifaces": ("ifname", None, []),
     "peers4": ("ipv4_addr", None, ["interval"]),
     "peers6": ("ipv6_addr", None, ["interval"]),
+    "nomasq4": ("ipv4_addr", None, []),
+    "nomasq6": ("ipv6_addr", None, []),
 }
 # Published ports: nft 1.0.6's JSON parser cannot declare a map whose data is a
 # concatenation (ipv4_addr . inet_service), so each port map is a pair with the same key:
@@ -225,6 +228,10 @@ def rules() -> list[tuple[str, list[Expr], str]]:
         ("nat_postrouting", [_match(_payload("ip6", "saddr"), "@direct6"),
                              _match(_meta("oifname"), "@bridges", op="!="), {"return": None}],
          "gateway mode routed: outbound IPv6 keeps the sandbox's address (no NAT)"),
+        ("nat_postrouting", [_match(_payload("ip", "saddr"), "@nomasq4"), {"return": None}],
+         "CNI pods added with ipMasq false leave with their own address"),
+        ("nat_postrouting", [_match(_payload("ip6", "saddr"), "@nomasq6"), {"return": None}],
+         "CNI pods added with ipMasq false leave with their own address"),
         ("nat_postrouting", [_match(_payload("ip", "saddr"), "@masq4"),
                              _match(_meta("oifname"), "@bridges", op="!="), _MASQUERADE],
          "outbound IPv4 from non-internal networks leaves with the host's address"),
@@ -288,6 +295,22 @@ def exemption_elements(state: FirewallState) -> dict[str, list[Any]]:
     return out
 
 
+def no_masquerade_elements(addresses: Iterable[str]) -> dict[str, list[Any]]:
+    """Addresses exempted from their network's outbound masquerade, by set name."""
+    out: dict[str, list[Any]] = defaultdict(list)
+    for address in addresses:
+        canonical = _canonical_ip(address)
+        out[f"nomasq{_family_of(canonical)}"].append(canonical)
+    return dict(out)
+
+
+def masquerade_elements(bridge: BridgeRules) -> dict[str, list[Any]]:
+    """What a network's subnets put in the sets (masquerade, gateway modes), without the
+    bridge's own elements (forwarding and isolation stay while the network exists)."""
+    return {name: elems for name, elems in bridge_elements(bridge).items()
+            if name not in ("bridges", "same_bridge", "internal")}
+
+
 def _port_key(port: PortMapping) -> tuple[str, Any]:
     """(map name, key) of one published port; the key is all a delete needs."""
     if port.protocol not in PROTOCOLS:
@@ -327,6 +350,8 @@ def state_elements(state: FirewallState) -> dict[str, list[Any]]:
     for name, elems in exemption_elements(state).items():
         out[name].extend(elems)
     for name, elems in guard.endpoint_elements(state.endpoints).items():
+        out[name].extend(elems)
+    for name, elems in no_masquerade_elements(state.no_masquerade).items():
         out[name].extend(elems)
     return dict(out)
 
@@ -454,7 +479,9 @@ def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
             proto, port = parts[-2], parts[-1]
             target_port = int(target_ports.get(parts, 0))  # 0: the pair is torn, show it
             ports.append(PortMapping(proto, host_ip, int(port), target_ip, target_port, _comment(key)))
-    return normalized(FirewallState(bridges, tuple(ports), tuple(elems.get("trusted_ifaces", [])), peers))
+    no_masquerade = tuple(str(v) for name in ("nomasq4", "nomasq6") for v in elems.get(name, []))
+    return normalized(FirewallState(bridges, tuple(ports), tuple(elems.get("trusted_ifaces", [])), peers,
+                                    no_masquerade=no_masquerade))
 
 
 def normalized(state: FirewallState) -> FirewallState:
@@ -489,7 +516,9 @@ def normalized(state: FirewallState) -> FirewallState:
          for g in state.endpoints),
         key=lambda g: g.port,
     ))
-    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers, endpoints)
+    no_masquerade = tuple(sorted({_canonical_ip(a) for a in state.no_masquerade},
+                                 key=lambda a: (_family_of(a), ipaddress.ip_address(a))))
+    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers, endpoints, no_masquerade)
 
 
 # ---- the backend ----------------------------------------------------------------------------
@@ -535,6 +564,14 @@ class NftablesFirewall:
 
     def remove_bridge(self, bridge: BridgeRules) -> None:
         self._remove(bridge_elements(bridge))
+
+    def masquerade(self, bridge: BridgeRules, on: bool) -> None:
+        """Add or remove only a network's masquerade (a CNI network's follows its pods)."""
+        (self._add if on else self._remove)(masquerade_elements(bridge))
+
+    def no_masquerade(self, addresses: Iterable[str], on: bool) -> None:
+        """Exempt addresses from their network's masquerade (on), or end the exemption."""
+        (self._add if on else self._remove)(no_masquerade_elements(addresses))
 
     def add_ports(self, ports: Iterable[PortMapping]) -> None:
         """Publish ports. A host port already published to a different target is refused

@@ -15,8 +15,9 @@ reconcile finish off.
 
 One module per job: request (what an ADD asks), namespace (the runtime's netns identity),
 network (the network a pod joins), records (the store side), add (the ADD sequence),
-result (the CNI result from the driver's report), check (CHECK, STATUS), release (DEL, GC,
-lost pods). The endpoint's kernel side is its driver's (podnet.drivers).
+result (the CNI result from the driver's report), firewall (the pod's masquerade exemption
+and published ports, and CHECK's reading of the firewall), check (CHECK, STATUS), release
+(DEL, GC, lost pods). The endpoint's kernel side is its driver's (podnet.drivers).
 """
 
 from __future__ import annotations

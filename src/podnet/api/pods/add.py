@@ -13,6 +13,7 @@ from podnet import drivers
 from podnet.api import firewall_sync, follow
 from podnet.drivers import bandwidth
 from podnet.api.context import Context, require_privilege
+from podnet.api.pods import firewall as pod_firewall
 from podnet.api.pods import records
 from podnet.api.pods.namespace import netns_alive, netns_identity
 from podnet.api.pods.network import ensure_network
@@ -62,6 +63,7 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
                 raise
             doc, ep = records.record(ctx, pid, net, req, ident)
         with undo.on_failure(log, f"ADD {req.container_id[:12]}/{req.ifname}") as steps:
+            steps.push("let the network's masquerade follow its pods", firewall_sync.masquerade_follows, ctx, [net])
             steps.push("remove the pod's records", records.forget, ctx, doc)
             routes: list[dict[str, Any]] = []
             dns: dict[str, Any] = {}
@@ -79,6 +81,9 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
             driver.attach(net, ep, Path(req.netns), default_route=True)
             follow.bridges(ctx)  # a bridge attach made now passes bridged traffic to the policies
             _limit_bandwidth(req, ep, driver, steps)
+            steps.push("take its exemption and ports out of the firewall", pod_firewall.leave, net, doc, ep)
+            pod_firewall.join(net, doc, ep)
+            firewall_sync.masquerade_follows(ctx, [net])
             _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])
             result = cni_result(driver.report(net, ep, req.netns), routes, dns or _embedded_dns(ctx, net, req.args))
             records.mark_ready(ctx, doc, result)

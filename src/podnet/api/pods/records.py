@@ -13,13 +13,14 @@ from typing import Any
 
 from podnet import drivers
 from podnet.drivers import bandwidth
-from podnet.api import firewall_sync, realize
+from podnet.api import firewall_sync, ports as portspec, realize
 from podnet.api.context import Context
+from podnet.api.pods import firewall as pod_firewall
 from podnet.api.pods.namespace import netns_alive
 from podnet.api.pods.request import PodRequest
 from podnet.errors import Unsupported
 from podnet.ipam import allocator
-from podnet.model import Endpoint, Network
+from podnet.model import Endpoint, Network, PortMapping
 from podnet.store import keys
 from podnet.util.ids import new_id, random_mac
 
@@ -49,11 +50,13 @@ def record(ctx: Context, pid: str, net: Network, req: PodRequest, ident: tuple[i
         "id": pid, "container_id": req.container_id, "ifname": req.ifname, "netns": req.netns,
         "netns_id": list(ident), "network": net.id, "network_name": net.name, "cni_network": req.cni_network,
         "endpoint": ep.id, "args": req.args, "labels": req.labels, "ipam": req.ipam,
-        "ipam_conf": req.ipam_conf, "ipam_env": req.ipam_env, "state": "creating", "created": time.time(),
+        "ipam_conf": req.ipam_conf, "ipam_env": req.ipam_env, "ip_masq": req.ip_masq, "ports": req.ports,
+        "state": "creating", "created": time.time(),
         "result": None,
     }
     with ctx.store.transaction() as txn:
         txn.put(keys.pod(req.container_id, req.ifname), doc)
+        portspec.claim(txn, pid, [PortMapping(**p) for p in req.ports])
         if req.ipam == "podnet":
             _allocate(txn, net, ep, req)
         txn.put(keys.endpoint(pid, net.id), ep.model_dump())
@@ -105,6 +108,7 @@ def detach_all(ctx: Context, doc: dict[str, Any]) -> None:
     for ep in endpoints:
         net = nets.get(ep.network)
         if net is not None:
+            pod_firewall.leave(net, doc, ep)
             drivers.get(net.driver).detach(net, ep, netns)
             bandwidth.remove(ep.id)  # its IFB, if the runtime asked for a limit
     firewall_sync.unguard(endpoints, nets, pods=True)
@@ -120,6 +124,7 @@ def forget(ctx: Context, doc: dict[str, Any], refused: Exception | None = None) 
             for ip in ep.ips:
                 allocator.release(txn, ep.network, ip, owner=ep.id)
             txn.delete(keys.endpoint(doc["id"], ep.network))
+        portspec.release(txn, doc["id"])
         current = txn.get(keys.pod(doc["container_id"], doc["ifname"]))
         if current is not None and current.get("id") == doc["id"] and current.get("endpoint") == doc.get("endpoint"):
             if refused is not None:
@@ -133,6 +138,8 @@ def destroy(ctx: Context, doc: dict[str, Any]) -> None:
     """Everything of one pod, kernel and store (DEL, GC, reconcile); each step tolerates what
     is already gone. A delegated IPAM plugin that refuses to release keeps the record
     ("releasing", no endpoint left) and its error is raised."""
+    nets = realize.networks_by_id(ctx)
+    joined = [nets[ep.network] for ep in realize.endpoints_of(ctx, doc["id"]) if ep.network in nets]
     detach_all(ctx, doc)
     refused: Exception | None = None
     if doc.get("ipam") not in (None, "podnet"):
@@ -141,5 +148,6 @@ def destroy(ctx: Context, doc: dict[str, Any]) -> None:
         except Exception as exc:  # noqa: BLE001 - the plugin's own error, passed on below
             refused = exc
     forget(ctx, doc, refused)
+    firewall_sync.masquerade_follows(ctx, joined)  # the last pod takes its network's subnet out
     if refused is not None:
         raise refused

@@ -35,6 +35,8 @@ class PodRequest:
     ipam: str = "podnet"
     ipam_conf: dict[str, Any] | None = None
     ipam_env: dict[str, str] | None = None
+    ip_masq: bool = True  # the config's "ipMasq": false: the pod's packets leave with its own address
+    ports: list[dict[str, Any]] = field(default_factory=list)  # runtimeConfig.portMappings, when podnet publishes them
 
 
 def pod_id(container_id: str, ifname: str) -> str:
