@@ -29,6 +29,36 @@ def test_agent_status_single_instance_and_clean_stop(host: Host) -> None:
     assert host.podnet("agent", "status", check=False).returncode == 1
 
 
+def test_agent_help_stop_and_status_say_what_is_true(host: Host) -> None:
+    """`agent --help` says how to start it and what it serves; `agent stop` stops it cleanly
+    (one line when none runs); `agent status` with no network does not claim DNS on nothing."""
+    helped = host.podnet("agent", "--help").stdout
+    for promise in ("setsid podnet agent", "systemctl enable --now podnet-agent", "embedded DNS",
+                    "agent.sock", "podnet agent stop"):
+        assert promise in helped, promise
+    idle = host.podnet("agent", "stop")
+    assert idle.returncode == 0 and idle.stdout == "podnet: no agent is running for this store; nothing to stop\n"
+    agent = start_agent(host)
+    try:
+        line = host.podnet("agent", "status").stdout
+        pid = json.loads(host.podnet("agent", "status", "--json").stdout)["pid"]
+        assert "DNS on nothing" not in line and "DNS not listening yet (no bridge network" in line, line
+        host.podnet("network", "create", "web", "--subnet", "10.91.0.0/24")
+        wait_for(lambda: "DNS on 10.91.0.1" in host.podnet("agent", "status").stdout, 10, "the DNS on the new network")
+        stopped = host.podnet("agent", "stop")
+        assert stopped.returncode == 0 and stopped.stdout == f"podnet agent stopped (pid {pid})\n", stopped
+        assert agent.wait(timeout=5) == 0, "a clean exit"
+        agent.log.seek(0)  # type: ignore[attr-defined]
+        assert "stopped" in agent.log.read()  # type: ignore[attr-defined]
+        assert host.podnet("agent", "status", check=False).returncode == 1
+        assert host.run(["test", "-e", "/run/podnet/agent.sock"], check=False).returncode != 0, "socket removed"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    host.podnet("network", "rm", "web")
+
+
 def test_agent_releases_a_sandbox_as_soon_as_it_ends(host: Host) -> None:
     agent = start_agent(host)
     try:
