@@ -12,41 +12,29 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # System packages: the kernel tools podnet drives, Debian's Python (starts in ~10 ms,
-# against ~70 ms for a pyenv shim), and what the tests and benchmarks use as real parts
-# and anchors (the reference CNI plugins, ping, conntrack); podman, containerd and a static
-# busybox are the real CNI clients the tests drive podnet's plugin with.
+# against ~70 ms for a pyenv shim), the reference CNI plugins podnet's conflists chain
+# (portmap, tuning, bandwidth, firewall; host-local for delegated IPAM), curl and ping that
+# the demo suggests, tcpdump and Graphviz that `podnet capture` and `podnet topology` run. What only the tests use (podman, containerd, dnsperf, ...) is in
+# tests/apt-packages.txt: ./test.sh installs it when missing.
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   python3 python3-venv nftables iproute2 iptables util-linux procps iputils-ping conntrack \
-  containernetworking-plugins ca-certificates dnsutils dnsmasq-base dnsperf aardvark-dns iperf3 curl >/dev/null
-# What `podnet capture` and `podnet topology` run (tcpdump, Graphviz), and what their tests and
-# the metrics' test use as real parts: Prometheus scraping the agent, headless Chromium rendering
-# the topology page (no recommends: ~350 MB instead of ~600 MB). The tests run Prometheus inside
-# their own hosts: a machine-wide one the package starts (where systemd runs) is stopped again
-# when this script installed it, as etcd's below.
-if ! dpkg -s prometheus >/dev/null 2>&1; then
-  apt-get install -y -q --no-install-recommends tcpdump graphviz prometheus chromium >/dev/null
-  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
-else
-  apt-get install -y -q --no-install-recommends tcpdump graphviz chromium >/dev/null
-fi
-# The real CNI clients, with what Debian recommends beside them (the tests ran that way).
-apt-get install -y -q podman containerd busybox-static >/dev/null
-# etcd 3.4 and etcdctl: the cluster store, which the tests start inside their own hosts. Where
-# systemd runs, Debian's package also starts a machine-wide etcd that podnet does not use: when
-# this script is what installed the package, that service is stopped and disabled again.
-if ! dpkg -s etcd-server >/dev/null 2>&1; then
-  apt-get install -y -q --no-install-recommends etcd-server etcd-client >/dev/null
-  if [ -d /run/systemd/system ]; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
-else
-  apt-get install -y -q --no-install-recommends etcd-client >/dev/null
-fi
+  containernetworking-plugins ca-certificates curl >/dev/null
+# What `podnet capture` and `podnet topology` run.
+apt-get install -y -q --no-install-recommends tcpdump graphviz >/dev/null
 
-# podnet and its Python dependencies in a venv of Debian's interpreter.
+# podnet and its Python dependencies in a venv of Debian's interpreter: a normal install (a
+# wheel built from this clone and copied into the venv), so moving or deleting the clone
+# leaves the installed `podnet` working. Run ./install.sh again after changing the code.
 venv=/opt/podnet/venv
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+"$venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$wheels" .
+rm -rf build src/*.egg-info  # what building left in the clone
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$wheels"/podnet-*.whl
+"$venv/bin/pip" install -q --disable-pip-version-check "$wheels"/podnet-*.whl  # its dependencies
 ln -sf "$venv/bin/podnet" /usr/local/bin/podnet
 echo "podnet installed: $(podnet version)"
 

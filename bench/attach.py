@@ -11,10 +11,10 @@ network to --count sandboxes that keep running, and records the time of each:
      records, netns, veth onto the bridge, addresses, /etc files) without spawning the
      sandbox's supervisor and command.
   B. podnet CLI: `podnet run -d --network bench -- sleep infinity` as a user runs it (a new
-     process each time, the .venv entry point), from the start of that process until the
+     process each time, the venv entry point), from the start of that process until the
      sandbox answers an ICMP echo sent from the host (raw socket, retried every 1 ms).
      At 100 sandboxes (and again at N) it times `podnet ps` and `podnet network ls`, via the
-     .venv entry point and via `/usr/bin/python3 -m podnet` with PYTHONPATH.
+     venv entry point and via `/usr/bin/python3 -m podnet` with PYTHONPATH.
   C. The anchor: /usr/lib/cni/bridge with host-local IPAM and ipMasq, invoked as a runtime
      does (CNI_COMMAND=ADD, CNI_NETNS=/run/netns/X from `ip netns add`, config on stdin,
      cniVersion 1.0.0); each ADD process is timed. ipMasq needs iptables; when it is absent
@@ -24,7 +24,7 @@ Nothing leaves the sandboxes: host-local's dataDir is under the Host's private /
 only packets are pings from a Host to its own sandboxes, and the script checks that `ip
 netns`, `ip link`, `nft list tables` and the cgroup tree of this machine are unchanged.
 
-    /work/main/.venv/bin/python bench/attach.py [--count 500]
+    /opt/podnet/venv/bin/python bench/attach.py [--count 500]
 """
 
 from __future__ import annotations
@@ -42,8 +42,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PODNET = REPO / ".venv" / "bin" / "podnet"
-SITE_PACKAGES = REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+# The clone's own .venv when it has one, else the venv ./install.sh made; either way the code
+# measured is this tree's (PYTHONPATH=src below), not what the venv was installed from.
+VENV = REPO / ".venv" if (REPO / ".venv" / "bin" / "podnet").exists() else Path("/opt/podnet/venv")
+VENV_PODNET = VENV / "bin" / "podnet"
+SITE_PACKAGES = VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 CNI_PATH = "/usr/lib/cni"
 NET = "bench"
 PS_TARGET_MS = 150.0
@@ -345,14 +348,14 @@ def driver_cli(count: int, ps_runs: int) -> None:
     from podnet.api.context import open_context
 
     ctx = open_context()
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     env_sys = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}:{SITE_PACKAGES}")
     reads = {
-        "ps (.venv podnet)": [str(VENV_PODNET), "ps"],
-        "network ls (.venv podnet)": [str(VENV_PODNET), "network", "ls"],
+        "ps (venv podnet)": [str(VENV_PODNET), "ps"],
+        "network ls (venv podnet)": [str(VENV_PODNET), "network", "ls"],
         "ps (/usr/bin/python3 -m podnet)": ["/usr/bin/python3", "-m", "podnet", "ps"],
         "network ls (/usr/bin/python3 -m podnet)": ["/usr/bin/python3", "-m", "podnet", "network", "ls"],
-        "version (.venv podnet; start-up floor)": [str(VENV_PODNET), "version"],
+        "version (venv podnet; start-up floor)": [str(VENV_PODNET), "version"],
         "version (/usr/bin/python3 -m podnet)": ["/usr/bin/python3", "-m", "podnet", "version"],
     }
     to_ping: list[float] = []

@@ -22,7 +22,7 @@ with CNI_COMMAND=VERSION. Nothing leaves the Hosts: every CNI directory is a pri
 and the script checks this machine's `ip netns`, `ip link`, `nft list tables` and
 /var/lib/cni are unchanged.
 
-    sudo /work/main/.venv/bin/python bench/cni.py [--count 1000] [--fallback-count 100] [--profile]
+    sudo /opt/podnet/venv/bin/python bench/cni.py [--count 1000] [--fallback-count 100] [--profile]
     sudo /opt/podnet/venv/bin/python bench/cni.py --parallel 20 --compare /work/main   # parallel only
 """
 

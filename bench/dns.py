@@ -19,7 +19,7 @@ ratios are podnet over each anchor. Also printed: the cost per query of the code
 (dnslib when installed, podnet's slow path, the cached fast path) and of an index rebuild
 with 10,000 sandboxes. Nothing leaves the Host; every process started is killed by id.
 
-    sudo /work/main/.venv/bin/python bench/dns.py [--seconds 10] [--processes 1 2] [--skip aardvark]
+    sudo /opt/podnet/venv/bin/python bench/dns.py [--seconds 10] [--processes 1 2] [--skip aardvark]
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ one `tests.sandbox.Host` (fresh network + mount namespace, private /run and
            default) and iptables-legacy; the same connects. The measured Service is the LAST
            of KUBE-SERVICES (a linear chain's worst case; podnet's maps have no order).
 
-    sudo /work/main/.venv/bin/python bench/services.py [--services 10000] [--connects 1500]
+    sudo /opt/podnet/venv/bin/python bench/services.py [--services 10000] [--connects 1500]
 """
 
 from __future__ import annotations
