@@ -24,7 +24,7 @@ from tests.integration.conftest import HTTPD, NATIVE_HTTPD, busybox_rootfs, podn
 from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("ctr") is None, reason="containerd is not installed (install.sh installs it)")]
+              pytest.mark.skipif(shutil.which("ctr") is None, reason="containerd is not installed (test.sh installs it: tests/apt-packages.txt)")]
 
 CONFIG = """version = 2
 root = "/var/lib/containerd"

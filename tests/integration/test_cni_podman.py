@@ -18,7 +18,7 @@ from tests.integration.conftest import HTTPD, NATIVE_HTTPD, busybox_rootfs, podn
 from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (install.sh installs it)")]
+              pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (test.sh installs it: tests/apt-packages.txt)")]
 
 CONTAINERS_CONF = """[engine]
 cgroup_manager = "cgroupfs"

@@ -51,7 +51,7 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
 def dns_host() -> Iterator[Host]:
     missing = [t for t in ("dig", "nslookup", "dnsmasq") if not shutil.which(t)]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)} (install.sh installs dnsutils and dnsmasq-base)")
+        pytest.skip(f"needs {', '.join(missing)} (test.sh installs dnsutils and dnsmasq-base: tests/apt-packages.txt)")
     with Host() as host:
         host.add_internet()
         host.sh(f"ip -n inet addr add {UPSTREAM}/32 dev lo; ip -n inet addr add {SILENT}/32 dev lo")
