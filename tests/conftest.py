@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests import leaks
 from tests.sandbox import Host, have_root
 
 T = TypeVar("T")
@@ -41,6 +42,32 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+_at_start: leaks.Snapshot | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _at_start
+    _at_start = leaks.Snapshot()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process or a named network namespace it started outlives it
+    (tests/leaks.py says what counts; leftovers are removed, then named)."""
+    if _at_start is None:
+        return
+    left = _at_start.leftovers()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["the test run left these behind (now removed):", *(f"  {line}" for line in left)]
+        if reporter is not None:
+            reporter.write_sep("=", "leftovers", red=True)
+            for line in lines:
+                reporter.write_line(line)
+        else:
+            print("\n".join(lines))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

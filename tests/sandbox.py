@@ -6,8 +6,9 @@ and /etc/netns are private tmpfs, and /etc/resolv.conf names only a test address
 nothing podnet does there can reach this machine's real interfaces, nftables, named
 namespaces or resolvers. The "internet" (203.0.113.0/24) and other hosts on its link are
 namespaces made inside it. Cgroups are not namespaced: each Host gets its own cgroup
-parent and removes it. When the Host closes, every process it started is killed, and its
-namespaces vanish with the holder process.
+parent and removes it. When the Host closes, every process it started is killed (found by
+its mount namespace, its cgroups, and the network namespaces it holds or names in its
+/run/netns, so also what `ip netns exec` started), and its namespaces vanish with them.
 """
 
 from __future__ import annotations
@@ -110,13 +111,36 @@ class Host:
         return name
 
     # --- teardown -----------------------------------------------------------------------
-    def _our_pids(self) -> set[int]:
+    def _pin_net_namespaces(self, pinned: dict[int, int]) -> None:
+        """Open (and so keep from being freed and its inode reused) the holder's network
+        namespace and every one named in this host's /run/netns: processes in them are this
+        host's, also those `ip netns exec` started (they get a mount namespace of their own)."""
+        paths = [Path(f"/proc/{self.pid}/ns/net")]
+        netns_dir = Path(f"/proc/{self.pid}/root/run/netns")  # this host's private /run
+        try:
+            paths += [netns_dir / name for name in os.listdir(netns_dir)]
+        except OSError:
+            pass  # the holder is gone: what it had is pinned already
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            info = os.fstat(fd)
+            if info.st_dev == os.stat("/proc/self/ns/net").st_dev and info.st_ino not in pinned:
+                pinned[info.st_ino] = fd  # a namespace (not a name whose mount is gone)
+            else:
+                os.close(fd)
+
+    def _our_pids(self, net_namespaces: dict[int, int] | None = None) -> set[int]:
         pids: set[int] = set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 if os.stat(entry / "ns" / "mnt").st_ino == self.mnt_ns:
+                    pids.add(int(entry.name))
+                elif net_namespaces and os.stat(entry / "ns" / "net").st_ino in net_namespaces:
                     pids.add(int(entry.name))
             except OSError:
                 continue
@@ -132,8 +156,10 @@ class Host:
         return pids
 
     def close(self) -> None:
+        pinned: dict[int, int] = {}  # network namespace inode -> an fd holding it
         for _ in range(50):
-            pids = self._our_pids()
+            self._pin_net_namespaces(pinned)
+            pids = self._our_pids(pinned)
             if not pids:
                 break
             for pid in pids:
@@ -149,6 +175,8 @@ class Host:
         except subprocess.TimeoutExpired:
             pass
         os.close(self._mnt_fd)
+        for fd in pinned.values():
+            os.close(fd)
         for root in CGROUP_ROOTS:
             parent = Path(root) / self.cgroup_parent
             if parent.is_dir():
