@@ -322,7 +322,7 @@ def test_check_sees_the_firewall_of_the_network_and_the_pod(served: Host) -> Non
     host.run(["nft", "delete", "element", "inet", "podnet", "masq4", "{ 10.244.7.0/24 }"])
     assert f"lacks the subnet(s) 10.244.7.0/24 of the bridge {bridge}" in drift()
     host.podnet("reconcile")
-    host.run(["nft", "delete", "element", "inet", "podnet", "bridges", f"{{ {bridge} }}"])
+    host.run(["nft", "delete", "element", "inet", "podnet", "bridges", f'{{ "{bridge}" }}'])
     assert f"no rules for the bridge {bridge}" in drift()
     host.podnet("reconcile")
     host.run(["nft", "delete", "table", "bridge", "podnet"])
