@@ -42,5 +42,8 @@ class Firewall(Protocol):
     def teardown(self) -> None:
         """Remove everything this backend put in the kernel."""
 
+    def present(self) -> bool:
+        """Whether this backend's tables are in the kernel at all."""
+
     def current(self) -> FirewallState:
         """What the kernel holds now, read back."""

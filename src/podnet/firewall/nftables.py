@@ -595,6 +595,10 @@ class NftablesFirewall:
         nft.delete_table(FAMILY, config.paths().nft_table)
         nft.delete_table(guard.FAMILY, config.paths().nft_table)
 
+    def present(self) -> bool:
+        """Whether podnet's table is in the kernel at all (an empty one is there)."""
+        return nft.list_table(FAMILY, config.paths().nft_table, terse=True) is not None
+
     def current(self) -> FirewallState:
         state = state_from_table(nft.list_table(FAMILY, config.paths().nft_table))
         guards = guard.guards_from_table(nft.list_table(guard.FAMILY, config.paths().nft_table))

@@ -52,9 +52,10 @@ def check(net: Network, doc: dict[str, Any], ep: Endpoint) -> list[str]:
     anti-spoofing guard, its exemption and its published ports."""
     if not drivers.supports(net.driver).nat or not net.interface:
         return []
-    current = firewall_sync.backend().current()
-    if not current.bridges:
-        return [f"podnet's firewall is missing (table inet {config.paths().nft_table} holds no network)"]
+    backend = firewall_sync.backend()
+    if not backend.present():
+        return [f"podnet's firewall is missing (no table inet {config.paths().nft_table})"]
+    current = backend.current()
     problems = []
     rules = next((b for b in current.bridges if b.bridge == net.interface), None)
     if rules is None:
