@@ -53,6 +53,12 @@ def test_limits_hold_both_ways_and_go_with_the_sandbox(host: Host) -> None:
 
     ifbs = [l for l in host.run(["ip", "-o", "link", "show", "type", "ifb"]).stdout.splitlines()]
     assert len(ifbs) == 1 and "pnif" in ifbs[0]
+    # a veth deleted by hand: reconcile makes it again, with its limits
+    veth = json.loads(host.podnet("inspect", "client").stdout)[0]["Networks"]["app"]["HostInterface"]
+    host.run(["ip", "link", "del", veth])
+    host.podnet("reconcile")
+    assert "rate 10Mbit" in host.run(["tc", "qdisc", "show", "dev", veth]).stdout
+    assert "Redirect to device pnif" in host.run(["tc", "filter", "show", "dev", veth, "parent", "ffff:"]).stdout
     host.podnet("rm", "-f", "client", "server")
     host.podnet("network", "rm", "app")
     assert host.run(["ip", "-o", "link", "show", "type", "ifb"]).stdout == ""

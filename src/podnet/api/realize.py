@@ -71,11 +71,13 @@ def attach_all(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: 
     firewall_sync.masquerade_follows(ctx, [nets[ep.network] for ep in endpoints])  # a network made by CNI
 
 
-def limit_bandwidth(sandbox: Sandbox, ep: Endpoint, driver: Any, steps: Undo) -> None:
-    """The sandbox's --bandwidth-* limits on one endpoint, when it has a host-side link."""
+def limit_bandwidth(sandbox: Sandbox, ep: Endpoint, driver: Any, steps: Undo | None = None) -> None:
+    """The sandbox's --bandwidth-* limits on one endpoint, when it has a host-side link
+    (at start, and again when reconcile remade a veth that went missing)."""
     host_if = driver.host_interface(ep)
     if host_if and (sandbox.bandwidth_ingress or sandbox.bandwidth_egress):
-        steps.push(f"remove the bandwidth limit of {ep.ifname}", bandwidth.remove, ep.id)
+        if steps is not None:
+            steps.push(f"remove the bandwidth limit of {ep.ifname}", bandwidth.remove, ep.id)
         bandwidth.apply(host_if, ep.id, sandbox.bandwidth_ingress, sandbox.bandwidth_egress)
 
 

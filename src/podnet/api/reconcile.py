@@ -115,6 +115,7 @@ def _repair(ctx: Context, sandbox: Sandbox, nets: dict, report: Report) -> None:
                 netlink.delete_link(ep.ifname, ipr)
             gw = realize.default_route_network(sandbox, nets) == net.id
             driver.attach(net, ep, realize.netns_path(ctx, sandbox), default_route=gw)
+            realize.limit_bandwidth(sandbox, ep, driver)  # its limits went with the old veth
             report.repaired.append(f"{sandbox.name}/{ep.ifname}")
 
 
