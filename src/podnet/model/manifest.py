@@ -73,3 +73,23 @@ def looks_numeric(text: str) -> bool:
         return True
     except ValueError:
         return text.lower().startswith("0x")
+
+
+def header(doc: Any, api_version: str, kind: str, name_re: re.Pattern[str], name_hint: str) -> tuple[dict[str, Any], dict[str, Any], str, str]:
+    """What every kind's document starts with: apiVersion, kind, metadata with its name and
+    namespace (default "default"). Returns (document, metadata, name, namespace)."""
+    doc = mapping(doc, "document")
+    if doc.get("apiVersion") != api_version:
+        raise fail("apiVersion", f"{doc.get('apiVersion')!r} is not supported", f"podnet applies apiVersion {api_version}, kind {kind}")
+    if doc.get("kind") != kind:
+        raise fail("kind", f"{doc.get('kind')!r} is not supported", f"podnet applies kind {kind}")
+    unknown(doc, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
+    meta = mapping(doc.get("metadata"), "metadata")
+    unknown(meta, KNOWN_METADATA, "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name_re.match(name):
+        raise fail("metadata.name", f"invalid {kind} name {name!r}", name_hint)
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(namespace, str) or not DNS1123.match(namespace):
+        raise fail("metadata.namespace", f"invalid namespace {namespace!r}", "lowercase letters, digits and '-'")
+    return doc, meta, name, namespace

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from podnet.model.manifest import (DNS1123, DNS1123_SUBDOMAIN, KNOWN_METADATA, LABEL_KEY, LABEL_VALUE, fail, integer,
+from podnet.model.manifest import (DNS1123_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, fail, header, integer,
                                    labels as read_labels, looks_numeric, mapping, unknown)
 from podnet.model.ports import PORT_NAME
 
@@ -159,19 +159,8 @@ def _rules(value: Any, field: str, peers_key: str) -> list[dict[str, Any]]:
 
 def from_manifest(doc: Any) -> NetworkPolicy:
     """A networking.k8s.io/v1 NetworkPolicy document -> NetworkPolicy; InvalidArgument names the field."""
-    doc = mapping(doc, "document")
-    if doc.get("apiVersion") != API_VERSION:
-        raise fail("apiVersion", f"{doc.get('apiVersion')!r} is not supported", f"a NetworkPolicy has apiVersion {API_VERSION}")
-    unknown(doc, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
-    meta = mapping(doc.get("metadata"), "metadata")
-    unknown(meta, KNOWN_METADATA, "metadata")
-    name = meta.get("name")
-    if not isinstance(name, str) or not DNS1123_SUBDOMAIN.match(name):
-        raise fail("metadata.name", f"invalid NetworkPolicy name {name!r}",
-                   "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit")
-    namespace = meta.get("namespace") or "default"
-    if not isinstance(namespace, str) or not DNS1123.match(namespace):
-        raise fail("metadata.namespace", f"invalid namespace {namespace!r}", "lowercase letters, digits and '-'")
+    doc, meta, name, namespace = header(doc, API_VERSION, KIND, DNS1123_SUBDOMAIN,
+                                        "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit")
     spec = mapping(doc.get("spec"), "spec")
     unknown(spec, {"podSelector", "policyTypes", "ingress", "egress"}, "spec")
     types = _list(spec.get("policyTypes"), "spec.policyTypes")

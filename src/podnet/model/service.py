@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from podnet.config import DEFAULT_SERVICE_CIDRS, service_cidrs  # noqa: F401 - the one definition, re-exported
 from podnet.errors import InvalidArgument
-from podnet.model.manifest import (DNS1123, KNOWN_METADATA, fail as _fail, integer as _int, ip as _ip,  # noqa: F401
+from podnet.model.manifest import (DNS1123, KNOWN_METADATA, fail as _fail, header, integer as _int, ip as _ip,  # noqa: F401
                                    labels as _labels, looks_numeric as _looks_numeric, mapping as _mapping,
                                    unknown as _unknown)
 from podnet.model.ports import PORT_LABEL_PREFIX, PORT_NAME  # noqa: F401 - re-exported
@@ -117,21 +117,8 @@ def _port(doc: Any, field: str, service_type: str) -> ServicePortSpec:
 
 def from_manifest(doc: Any) -> ServiceSpec:
     """A Kubernetes v1 Service document -> ServiceSpec; InvalidArgument names the field."""
-    doc = _mapping(doc, "document")
-    if doc.get("apiVersion") != "v1":
-        raise _fail("apiVersion", f"{doc.get('apiVersion')!r} is not supported", "podnet applies apiVersion v1, kind Service")
-    if doc.get("kind") != "Service":
-        raise _fail("kind", f"{doc.get('kind')!r} is not supported", "podnet applies kind Service")
-    _unknown(doc, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
-    meta = _mapping(doc.get("metadata"), "metadata")
-    _unknown(meta, KNOWN_METADATA, "metadata")
-    name = meta.get("name")
-    if not isinstance(name, str) or not DNS1035.match(name):
-        raise _fail("metadata.name", f"invalid Service name {name!r}",
-                    "up to 63 lowercase letters, digits and '-', starting with a letter")
-    namespace = meta.get("namespace") or "default"
-    if not isinstance(namespace, str) or not DNS1123.match(namespace):
-        raise _fail("metadata.namespace", f"invalid namespace {namespace!r}", "lowercase letters, digits and '-'")
+    doc, meta, name, namespace = header(doc, "v1", "Service", DNS1035,
+                                        "up to 63 lowercase letters, digits and '-', starting with a letter")
     spec = _mapping(doc.get("spec"), "spec")
     _unknown(spec, KNOWN_SPEC, "spec")
     service_type = spec.get("type", "ClusterIP")
