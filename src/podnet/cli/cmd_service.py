@@ -154,7 +154,8 @@ def _documents(files: list[str], progress: Any = silent) -> tuple[list[Any], lis
         for i, doc in enumerate(docs):
             kind = doc.get("kind") if isinstance(doc, dict) else None
             if kind not in ("Service", "NetworkPolicy"):
-                raise InvalidArgument(f"{source}: document {i + 1}: kind {kind!r} is not supported",
+                version = doc.get("apiVersion") if isinstance(doc, dict) else None
+                raise InvalidArgument(f"{source}: document {i + 1}: apiVersion {version!r}, kind {kind!r} is not supported",
                                       "podnet applies v1 Service and networking.k8s.io/v1 NetworkPolicy documents")
         svc_specs += services.parse_all([d for d in docs if d.get("kind") == "Service"], source)
         policy_specs += policies.parse_all([d for d in docs if d.get("kind") == "NetworkPolicy"], source)
