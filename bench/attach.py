@@ -330,13 +330,13 @@ def _not_running(env: dict[str, str]) -> str:
     gone = []
     for d in docs:
         st = d.get("State", {})
-        if st.get("running"):
+        if st.get("Running"):
             continue
         shim_log = Path("/run/podnet/sandboxes") / d.get("Id", "") / "shim.log"
         note = shim_log.read_text().strip()[-200:] if shim_log.is_file() else ""
-        ended = st.get("finished_at")
-        gone.append(f"{d.get('Name')}: {st.get('status')}, ended {time.time() - ended:.0f} s ago" if ended else
-                    f"{d.get('Name')}: {st.get('status')}")
+        ended = st.get("FinishedAt")
+        gone.append(f"{d.get('Name')}: {st.get('Status')}, ended {time.time() - ended:.0f} s ago" if ended else
+                    f"{d.get('Name')}: {st.get('Status')}")
         if note:
             gone[-1] += f" (shim.log: {note})"
     return "; ".join(gone) or "(all running)"

@@ -157,7 +157,7 @@ def apply(host: Host, text: str, check: bool = True):
 
 
 def vip(host: Host, name: str) -> str:
-    return json.loads(host.podnet("service", "inspect", name).stdout)[0]["spec"]["clusterIP"]
+    return json.loads(host.podnet("service", "inspect", name).stdout)[0]["ClusterIPs"][0]
 
 
 def web_servers(host: Host, names: tuple[str, ...] = ("web1", "web2", "web3"), label: str = "app=web") -> None:

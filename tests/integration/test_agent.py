@@ -18,7 +18,7 @@ def test_agent_status_single_instance_and_clean_stop(host: Host) -> None:
     assert host.podnet("agent", "status", check=False).returncode == 1
     agent = start_agent(host)
     info = json.loads(host.podnet("agent", "status", "--json").stdout)
-    assert info["running"] and info["pid"] > 0
+    assert info["Running"] and info["Pid"] > 0
     second = host.podnet("agent", check=False)
     assert second.returncode != 0 and "already running" in second.stderr and len(second.stderr.splitlines()) == 1
     agent.send_signal(signal.SIGTERM)
@@ -41,7 +41,7 @@ def test_agent_help_stop_and_status_say_what_is_true(host: Host) -> None:
     agent = start_agent(host)
     try:
         line = host.podnet("agent", "status").stdout
-        pid = json.loads(host.podnet("agent", "status", "--json").stdout)["pid"]
+        pid = json.loads(host.podnet("agent", "status", "--json").stdout)["Pid"]
         assert "DNS on nothing" not in line and "DNS not listening yet (no bridge network" in line, line
         host.podnet("network", "create", "web", "--subnet", "10.91.0.0/24")
         wait_for(lambda: "DNS on 10.91.0.1" in host.podnet("agent", "status").stdout, 10, "the DNS on the new network")

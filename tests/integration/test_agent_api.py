@@ -65,7 +65,7 @@ def proc_status(pid: int, field: str) -> int:
 
 
 def agent_pid(host: Host) -> int:
-    return json.loads(host.podnet("agent", "status", "--json").stdout)["pid"]
+    return json.loads(host.podnet("agent", "status", "--json").stdout)["Pid"]
 
 
 RUN = "/v1/sandboxes"

@@ -22,7 +22,7 @@ def cap_sets(host: Host, name: str) -> dict[str, int]:
 
 def command_caps(host: Host, name: str) -> int:
     """CapEff of the sandbox's own command, as started by the supervisor."""
-    pid = inspect(host, name)["State"]["pid"]
+    pid = inspect(host, name)["State"]["Pid"]
     line = next(l for l in host.run(["cat", f"/proc/{pid}/status"]).stdout.splitlines() if l.startswith("CapEff"))
     return int(line.split()[1], 16)
 

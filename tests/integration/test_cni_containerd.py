@@ -75,12 +75,12 @@ def test_ctr_run_cni_on_a_podnet_network(containerd: Host) -> None:
 
     run(host, "web", "/bin/sh", "-c", HTTPD, "web", detach=True)
     pods = json.loads(host.podnet("cni", "ls", "--json").stdout)
-    assert [(p["container"], p["state"]) for p in pods] == [("default-web", "ready")], pods
-    web = pods[0]["addresses"][0].split("/")[0]
+    assert [(p["ContainerId"], p["State"]) for p in pods] == [("default-web", "ready")], pods
+    web = pods[0]["Addresses"][0].split("/")[0]
     assert web.startswith("10.244.2.")
     # another container reaches it by address; its --rm run calls DEL when it ends
     assert run(host, "client", "/bin/wget", "-qO-", f"http://{web}/").stdout.strip() == "hello from web"
-    assert [p["container"] for p in json.loads(host.podnet("cni", "ls", "--json").stdout)] == ["default-web"]
+    assert [p["ContainerId"] for p in json.loads(host.podnet("cni", "ls", "--json").stdout)] == ["default-web"]
     # the published port, from the LAN
     lan = host.run(["busybox", "wget", "-qO-", "http://203.0.113.2:8081/"], netns="peer", check=False)
     assert lan.stdout.strip() == "hello from web", lan.stderr

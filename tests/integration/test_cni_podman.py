@@ -79,7 +79,7 @@ def test_podman_containers_on_a_podnet_network(podman_node: Host) -> None:
     web = address(host, "web", "app")
     assert web.startswith("10.244.1."), web
     pods = json.loads(host.podnet("cni", "ls", "--json").stdout)
-    assert [p["pod"] for p in pods] == ["web"] and pods[0]["addresses"] == [f"{web}/24"], "podman passed K8S_POD_NAME"
+    assert [p["Pod"] for p in pods] == ["web"] and pods[0]["Addresses"] == [f"{web}/24"], "podman passed K8S_POD_NAME"
 
     # another container reaches it by address
     out = run(host, "--rm", "--network", "app", IMAGE, "wget", "-qO-", f"http://{web}/")

@@ -96,7 +96,7 @@ def test_agent_starts_and_reconcile_works_past_a_refusing_ipam(node: Host) -> No
     code, err = cni(host, "DEL", stub_conf(), netns=ns)
     assert code == 1 and err["code"] == 11 and "cannot release" in err["msg"], "the plugin's own error is passed on"
     assert podnet_links_of(host) == [] and store_keys(host, "endpoints/") == [], "podnet's own part is gone"
-    assert [p["state"] for p in json.loads(host.podnet("cni", "ls", "--json").stdout)] == ["releasing"]
+    assert [p["State"] for p in json.loads(host.podnet("cni", "ls", "--json").stdout)] == ["releasing"]
     assert host.podnet("reconcile", check=False).returncode == 0
     agent = start_agent(host)
     try:

@@ -29,7 +29,7 @@ def test_add_check_del_in_every_version(served: Host, version: str) -> None:
     assert json.loads(host.run(["ip", "-n", "p1", "-j", "addr", "show", "eth0"]).stdout)[0]["addr_info"][0]["local"] == ip_of(result)
     assert ping_in_netns(host, "p1", "10.244.1.1")
     listed = json.loads(host.podnet("cni", "ls", "--json").stdout)
-    assert [(p["container"], p["pod"], p["state"]) for p in listed] == [("c1", "default/web", "ready")]
+    assert [(p["ContainerId"], p["Pod"], p["State"]) for p in listed] == [("c1", "default/web", "ready")]
     if version != "0.3.1":  # CHECK came with 0.4.0
         code, out = cni(host, "CHECK", conf(version, subnet="10.244.1.0/24", prevResult=result), netns=ns)
         assert (code, out) == (0, None)

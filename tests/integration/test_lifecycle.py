@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import PY, program, wait_for
-from tests.integration.conftest import address, inspect, leftovers, ping, probe, serve
+from tests.integration.conftest import address, apply, inspect, leftovers, ping, probe, serve
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -26,7 +26,7 @@ def test_foreground_run_streams_output_returns_exit_code_and_releases(host: Host
     result = host.podnet("run", "--name", "job", "--network", "app", "--", "sh", "-c", "echo hello from $(hostname); exit 3", check=False)
     assert result.returncode == 3 and "hello from" in result.stdout
     view = inspect(host, "job")
-    assert view["State"]["status"] == "Exited (3)"
+    assert view["State"]["Status"] == "Exited (3)"
     assert view["Networks"]["app"]["Addresses"] == [], "an exited sandbox gives its address back"
     assert host.podnet("logs", "job").stdout.startswith("hello from")
     assert host.podnet("run", "--rm", "--name", "gone", "--network", "app", "--", "true").returncode == 0
@@ -38,9 +38,69 @@ def test_stop_then_rm_and_running_rm_refused(host: Host) -> None:
     refused = host.podnet("rm", "s", check=False)
     assert refused.returncode != 0 and "is running" in refused.stderr
     host.podnet("stop", "-t", "2", "s")
-    assert inspect(host, "s")["State"]["running"] is False
+    assert inspect(host, "s")["State"]["Running"] is False
     host.podnet("rm", "s")
     assert json.loads(host.podnet("ps", "-a", "--json").stdout) == []
+
+
+# Keys whose values are the user's data (labels, options, a Kubernetes document), not podnet's
+# keys; and maps keyed by names (network names, sandbox ids), whose values are podnet's again.
+DATA_MAPS = {"Labels", "Options", "Selector", "AuxAddresses", "Manifest", "Limits"}
+NAME_MAPS = {"Networks", "Sandboxes"}
+
+
+def not_camel(value: object, where: str = "") -> list[str]:
+    """Keys of podnet's JSON that are not in its one style (CamelCase, as Docker's inspect)."""
+    found: list[str] = []
+    if isinstance(value, list):
+        for item in value:
+            found += not_camel(item, where)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if key in DATA_MAPS:
+                continue
+            if key in NAME_MAPS and isinstance(inner, dict):
+                for name, entry in inner.items():
+                    found += not_camel(entry, f"{where}{key}.{name}.")
+                continue
+            if not key[:1].isupper() or "_" in key:
+                found.append(where + key)
+            found += not_camel(inner, f"{where}{key}.")
+    return found
+
+
+def test_exited_sandbox_publishes_no_port_and_json_has_one_key_style(host: Host) -> None:
+    host.podnet("network", "create", "app", "--subnet", "10.52.0.0/24")
+    host.podnet("run", "-d", "--name", "up", "--network", "app", "-p", "8081:80", "--", "sleep", "infinity")
+    done = host.podnet("run", "-d", "--name", "done", "--network", "app", "-p", "8080:80", "--", "true").stdout.strip()
+    ended(host, done)
+    rows = {line.split()[1]: line for line in host.podnet("ps", "-a").stdout.splitlines()[1:]}
+    assert "0.0.0.0:8081->80/tcp" in rows["up"]
+    assert "Exited (0)" in rows["done"] and "8080" not in rows["done"], rows["done"]
+    view = inspect(host, "done")
+    assert view["Ports"] == [] and view["PortBindings"][0]["HostPort"] == 8080, "asked for, not published"
+    assert inspect(host, "up")["Ports"] == [{"HostIp": None, "HostPort": 8081, "HostPortEnd": None, "ContainerPort": 80,
+                                             "ContainerPortEnd": None, "Protocol": "tcp"}]
+    assert set(view["State"]) == {"Status", "Running", "Pid", "ExitCode", "StartedAt", "FinishedAt", "Desired"}
+    apply(host, "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {tier: front_end}}\n"
+                "spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}\n")
+    outputs = {
+        "inspect": host.podnet("inspect", "up", "done").stdout,
+        "ps --json": host.podnet("ps", "-a", "--json").stdout,
+        "network inspect": host.podnet("network", "inspect", "app").stdout,
+        "network ls --json": host.podnet("network", "ls", "--json").stdout,
+        "service inspect": host.podnet("service", "inspect", "web").stdout,
+        "service ls --json": host.podnet("service", "ls", "--json").stdout,
+        "cni ls --json": host.podnet("cni", "ls", "--json").stdout,
+        "reconcile --json": host.podnet("reconcile", "--json").stdout,
+        "agent status --json": host.podnet("agent", "status", "--json", check=False).stdout,
+    }
+    for command, text in outputs.items():
+        assert not_camel(json.loads(text)) == [], command
+    svc = json.loads(outputs["service inspect"])[0]
+    assert svc["Name"] == "web" and svc["Ports"][0]["TargetPort"] == 8080 and svc["Labels"] == {"tier": "front_end"}
+    assert svc["Manifest"]["spec"]["ports"][0]["targetPort"] == 8080, "the Kubernetes document keeps its own keys"
+    host.podnet("rm", "-f", "up", "done")
 
 
 def ended(host: Host, sandbox_id: str) -> None:
@@ -111,18 +171,18 @@ def test_reconcile_repairs_and_collects(host: Host) -> None:
     host.run(["ip", "link", "del", inspect(host, "a")["Networks"]["app"]["HostInterface"]])
     assert not ping(host, "a", b)
     report = json.loads(host.podnet("reconcile", "--json").stdout)
-    assert report["repaired"] == ["a/eth0"]
+    assert report["Repaired"] == ["a/eth0"]
     assert ping(host, "a", b)
     # stray objects carrying podnet's mark but unknown to the store are removed
     host.sh("ip link add pnvestray type veth peer name pnvestray2; ip link set pnvestray alias podnet:ep:deadbeef;"
             "ip netns add podnet-0123456789ab")
     report = json.loads(host.podnet("reconcile", "--json").stdout)
-    assert "pnvestray" in report["removed_links"] and "podnet-0123456789ab" in report["removed_netns"]
-    assert json.loads(host.podnet("reconcile", "--json").stdout)["removed_links"] == [], "idempotent"
+    assert "pnvestray" in report["RemovedLinks"] and "podnet-0123456789ab" in report["RemovedNetns"]
+    assert json.loads(host.podnet("reconcile", "--json").stdout)["RemovedLinks"] == [], "idempotent"
     # a command that ended on its own is noticed: its network is given back
     ended(host, host.podnet("run", "-d", "--name", "short", "--network", "app", "--", "true").stdout.strip())
     report = json.loads(host.podnet("reconcile", "--json").stdout)
-    assert report["exited_sandboxes"] == ["short"]
+    assert report["ExitedSandboxes"] == ["short"]
     assert inspect(host, "short")["Networks"]["app"]["Addresses"] == []
 
 
@@ -150,7 +210,7 @@ def test_sigkill_during_run_then_reconcile_converges(host: Host) -> None:
         if sb["Name"] == "witness":
             continue
         # every survivor is whole: running, addressed, reachable
-        assert sb["State"]["running"], sb
+        assert sb["State"]["Running"], sb
         ip = sb["Networks"]["app"]["Addresses"][0].split("/")[0]
         assert ping(host, "witness", ip), f"{sb['Name']} survived the crash half-made"
     addrs = all_addresses(host)
@@ -203,7 +263,7 @@ def test_port_and_name_of_an_ended_sandbox_are_not_left_allocated(host: Host) ->
     # the command has ended; nobody ran reconcile
     again = host.podnet("run", "-d", "--name", "twice", "-p", "8080:80", "--", "sleep", "infinity", check=False)
     assert again.returncode == 0, again.stderr
-    assert inspect(host, "once")["State"]["status"] == "Exited (0)"
+    assert inspect(host, "once")["State"]["Status"] == "Exited (0)"
 
 
 def test_network_ls_shows_the_predefined_networks(host: Host) -> None:

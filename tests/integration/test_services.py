@@ -51,7 +51,7 @@ def test_endpoints_follow_start_stop_and_rm(app: Host) -> None:
     web_servers(host, ("other",), label="app=other")
     host.podnet("rm", "-f", "web2")
     assert set(answers(host, "client", ip, 80, 3)) == {"FAIL"}, "no endpoint left: refused"
-    assert json.loads(host.podnet("service", "inspect", "web").stdout)[0]["status"]["endpoints"] == []
+    assert json.loads(host.podnet("service", "inspect", "web").stdout)[0]["Endpoints"] == []
 
 
 def test_session_affinity_keeps_a_client_on_one_endpoint(app: Host) -> None:
@@ -82,7 +82,7 @@ def test_nodeport_answers_on_the_hosts_address_from_the_lan(app: Host) -> None:
     host.run(["ip", "route", "add", "192.0.2.10", "via", "203.0.113.2"], netns="peer")
     assert set(answers(host, None, "192.0.2.10", 80, 15, netns="peer")) == {"web1", "web2", "web3"}
     svc = json.loads(host.podnet("service", "inspect", "web").stdout)[0]
-    udp_port = next(p["nodePort"] for p in svc["spec"]["ports"] if p["protocol"] == "UDP")
+    udp_port = next(p["NodePort"] for p in svc["Ports"] if p["Protocol"] == "UDP")
     assert 30000 <= udp_port <= 32767
     assert set(answers(host, None, "203.0.113.2", udp_port, 15, udp=True, netns="peer")) <= {"web1", "web2", "web3"}
 
@@ -148,7 +148,7 @@ def test_named_target_port_resolves_through_a_label(app: Host) -> None:
     assert set(answers(host, "client", vip(host, "api"), 80, 15)) == {"named"}
     listed = host.podnet("service", "ls").stdout.splitlines()
     assert listed[0].split()[:3] == ["NAME", "TYPE", "CLUSTER-IP"] and listed[1].split()[0] == "api", listed
-    assert json.loads(host.podnet("service", "ls", "--json").stdout)[0]["metadata"]["name"] == "api"
+    assert json.loads(host.podnet("service", "ls", "--json").stdout)[0]["Name"] == "api"
     assert host.podnet("service", "rm", "api").stdout.strip() == "api"
 
 
@@ -187,11 +187,12 @@ spec:
     out = apply(host, manifest).stdout.splitlines()
     assert out == ["service/web created", "service/web-headless created", "service/web-public created"]
     assert apply(host, manifest).stdout.splitlines()[0] == "service/web unchanged"
-    docs = {d["metadata"]["name"]: d for d in json.loads(host.podnet("service", "ls", "--json").stdout)}
-    assert docs["web-headless"]["spec"]["clusterIP"] == "None"
-    assert len(docs["web-headless"]["status"]["endpoints"]) == 3
-    public = docs["web-public"]["spec"]
-    assert len(public["clusterIPs"]) == 2 and public["clusterIPs"][1].startswith("fd00:96::"), public
+    docs = {d["Name"]: d for d in json.loads(host.podnet("service", "ls", "--json").stdout)}
+    assert docs["web-headless"]["Headless"] and docs["web-headless"]["ClusterIPs"] == []
+    assert docs["web-headless"]["Manifest"]["spec"]["clusterIP"] == "None", "the Kubernetes document as applied"
+    assert len(docs["web-headless"]["Endpoints"]) == 3
+    public = docs["web-public"]
+    assert len(public["ClusterIPs"]) == 2 and public["ClusterIPs"][1].startswith("fd00:96::"), public
     deleted = host.podnet("delete", "-f", MANIFEST).stdout.splitlines()
     assert deleted == ['service "web" deleted', 'service "web-headless" deleted', 'service "web-public" deleted']
     tables = host.run(["nft", "list", "tables"]).stdout

@@ -60,7 +60,7 @@ def _nobody_cannot_read(host: Host) -> None:
     assert [_mode(host, f) for f in files] == ["600", "600", "600", "640"]
     # The sandbox's own /etc files stay readable inside it (an unprivileged process there reads them).
     assert host.podnet("exec", "db", "--", *AS_NOBODY, "cat", "/etc/hosts").returncode == 0
-    assert inspect(host, "db")["State"]["running"]
+    assert inspect(host, "db")["State"]["Running"]
 
 
 def test_state_left_open_by_an_older_podnet_is_tightened_on_first_use(host: Host) -> None:
@@ -179,7 +179,7 @@ def test_two_stores_side_by_side(internet_host: Host) -> None:
     assert host.run(["test", "-e", "/run/store-empty/podnet.db"], check=False).returncode == 0
 
     for root, web, plain, port in (((), a_web, a_plain, 8080), (B, b_web, b_plain, 8081)):
-        states = {s["Name"]: s["State"]["running"] for s in json.loads(host.podnet(*root, "ps", "-a", "--json").stdout)}
+        states = {s["Name"]: s["State"]["Running"] for s in json.loads(host.podnet(*root, "ps", "-a", "--json").stdout)}
         assert states == {"web": True, "plain": True}, (root, states)
         assert _reachable(host, web, 80) and _reachable(host, plain, 81), root
         assert probe(host, None, "203.0.113.2", port, netns="peer").returncode == 0, f"published port {port}"

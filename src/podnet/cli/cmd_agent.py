@@ -85,13 +85,15 @@ def status(args: argparse.Namespace) -> int:
     info = _ask_status()
     if info is None:
         if args.json:
-            print(json.dumps({"running": False}))
+            print(json.dumps({"Running": False}))
         else:
             print("podnet: the agent is not running; start it with `podnet agent` (see `podnet agent --help`)",
                   file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"running": True, **info}, indent=2))
+        from podnet.cli.render import camel_keys  # lazy: every command imports this module
+
+        print(json.dumps(camel_keys({"running": True, **info}), indent=2))
     else:
         print(status_line(info))
         for err in info.get("recent_errors", []):

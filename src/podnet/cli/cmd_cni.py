@@ -142,16 +142,16 @@ def list_pods(args: argparse.Namespace) -> int:
     ctx = open_context(args.root, readonly=True)
     pods = [doc for _, doc in ctx.store.list(keys.PODS)]
     addresses = {doc["sandbox"]: doc.get("addresses", []) for _, doc in ctx.store.list(keys.ENDPOINTS)}
-    rows = []
-    for doc in pods:
-        args_ = doc.get("args") or {}
-        pod = "/".join(x for x in (args_.get("K8S_POD_NAMESPACE"), args_.get("K8S_POD_NAME")) if x)
-        rows.append({"container": doc["container_id"], "ifname": doc["ifname"], "network": doc.get("network_name"),
-                     "cni_network": doc.get("cni_network"), "addresses": addresses.get(doc["id"], []),
-                     "state": doc.get("state"), "netns": doc.get("netns"), "pod": pod})
+    from podnet.cli import views  # lazy: every command imports this module
+
+    rows = [views.pod_view(doc, addresses.get(doc["id"], [])) for doc in pods]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    table(["CONTAINER", "IFNAME", "NETWORK", "ADDRESSES", "STATE", "POD"],
+          [[r["ContainerId"][:12], r["IfName"], r["Network"] or "", ",".join(r["Addresses"]), r["State"] or "", r["Pod"]]
+           for r in rows])
+    return 0
     table(["CONTAINER", "IFNAME", "NETWORK", "ADDRESSES", "STATE", "POD"],
           [[r["container"][:12], r["ifname"], r["network"] or "", ",".join(r["addresses"]), r["state"] or "", r["pod"]]
            for r in rows])

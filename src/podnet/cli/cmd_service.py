@@ -210,12 +210,21 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _view(svc: Any, endpoints: list[Any]) -> dict[str, Any]:
+    """One Service as inspect and `service ls --json` print it: podnet's CamelCase keys, as
+    for sandboxes, networks and pods, and under "Manifest" the Kubernetes v1 document it
+    stands for (Kubernetes' own camelCase, ready for `podnet apply -f`)."""
     from podnet.model.service import to_manifest  # lazy: pydantic (~0.2 s); every command imports this module
 
-    doc = to_manifest(svc)
-    doc["status"] = {"endpoints": [{"name": ep.name, "hostname": ep.hostname, "addresses": list(ep.addresses)}
-                                   for ep in endpoints]}
-    return doc
+    return {
+        "Id": svc.id, "Name": svc.name, "Namespace": svc.namespace, "Type": svc.type, "Headless": svc.headless,
+        "ClusterIPs": list(svc.cluster_ips), "ExternalIPs": list(svc.external_ips),
+        "Ports": [{"Name": p.name or None, "Protocol": p.protocol, "Port": p.port, "TargetPort": p.target_port,
+                   "NodePort": p.node_port} for p in svc.ports],
+        "Selector": dict(svc.selector), "Labels": dict(svc.labels), "SessionAffinity": svc.session_affinity,
+        "Created": svc.created,
+        "Endpoints": [{"Name": ep.name, "Hostname": ep.hostname, "Addresses": list(ep.addresses)} for ep in endpoints],
+        "Manifest": to_manifest(svc),
+    }
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

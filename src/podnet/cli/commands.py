@@ -157,7 +157,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         [d["id"][:12], d["name"], " ".join(d["argv"])[:30], status_text(d, s),
          ",".join(nets.get(a["network"], {}).get("name", "?") for a in d.get("networks", [])),
          ",".join(a.split("/")[0] for ep in endpoints.get(d["id"], []) for a in ep["addresses"]),
-         ports(d)]
+         ports(d) if s["running"] else ""]  # an exited sandbox publishes nothing (its ports are given back)
         for d, s in rows
     ])
     return 0
@@ -236,7 +236,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     if args.json:
-        render.dump_json(report.__dict__)
+        render.dump_json(render.camel_keys(report.__dict__))
     else:
         for key, values in report.__dict__.items():
             if values and key != "errors":

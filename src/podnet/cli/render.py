@@ -28,6 +28,12 @@ def dump_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def camel_keys(doc: dict[str, Any]) -> dict[str, Any]:
+    """A report's snake_case keys in the CamelCase every podnet JSON output uses (dns_listening
+    -> DnsListening), one level deep: the values are data, not keys."""
+    return {"".join(part[:1].upper() + part[1:] for part in key.split("_")): value for key, value in doc.items()}
+
+
 def ago(timestamp: float | None) -> str:
     if not timestamp:
         return ""

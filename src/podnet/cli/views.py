@@ -53,21 +53,40 @@ def endpoint_view(net: dict[str, Any] | None, ep: dict[str, Any] | None, aliases
             "Aliases": aliases}
 
 
+def port_view(port: dict[str, Any]) -> dict[str, Any]:
+    """One `-p` mapping in inspect's key style."""
+    return {"HostIp": port.get("host_ip"), "HostPort": port["host_port"], "HostPortEnd": port.get("host_port_end"),
+            "ContainerPort": port["container_port"], "ContainerPortEnd": port.get("container_port_end"),
+            "Protocol": port.get("protocol", "tcp")}
+
+
+def state_view(doc: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """A sandbox's State as Docker's inspect names it, and what the store wants of it (Desired)."""
+    return {"Status": status["status"], "Running": status["running"], "Pid": status["pid"],
+            "ExitCode": status["exit_code"], "StartedAt": status["started_at"], "FinishedAt": status["finished_at"],
+            "Desired": doc["state"]}
+
+
 def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, Any]],
                  endpoints: list[dict[str, Any]]) -> dict[str, Any]:
-    """What `inspect` and `ps --json` print for one sandbox."""
+    """What `inspect` and `ps --json` print for one sandbox. Keys are Docker inspect's
+    CamelCase, as in every podnet object's JSON (README: "JSON output")."""
     by_network = {ep["network"]: ep for ep in endpoints}
+    status = sandbox_status(ctx, doc)
+    asked = [port_view(p) for p in doc.get("ports", [])]
     return {
         "Id": doc["id"],
         "Name": doc["name"],
-        "State": {"Desired": doc["state"], **sandbox_status(ctx, doc)},
+        "State": state_view(doc, status),
         "Command": doc["argv"],
         "Hostname": doc["hostname"],
         "Labels": doc.get("labels", {}),
         "Namespace": doc.get("namespace", "default"),
         "NetworkMode": doc.get("network_mode", "netns"),
         "NetNS": str(ctx.paths.netns_dir / ctx.paths.netns_name(doc["id"])) if doc.get("network_mode") != "host" else None,
-        "Ports": doc.get("ports", []),
+        # as Docker: the bindings asked for stay; the ports published now are only a live sandbox's
+        "PortBindings": asked,
+        "Ports": asked if status["running"] or doc["state"] == "creating" else [],
         "ExposedPorts": [f"{p['name'] + '=' if p.get('name') else ''}{p['port']}/{p.get('protocol', 'tcp')}"
                          for p in doc.get("expose") or []],
         "Limits": {"Pids": doc.get("pids_limit"), "MemoryBytes": doc.get("memory_bytes"),
@@ -108,6 +127,15 @@ def root_view(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
         "Mounts": [{"Source": m["source"], "Destination": m["target"], "RW": not m.get("read_only")}
                    for m in doc.get("mounts", [])],
     }
+
+
+def pod_view(doc: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
+    """One CNI attachment, as `podnet cni ls --json` prints it."""
+    args = doc.get("args") or {}
+    return {"ContainerId": doc["container_id"], "IfName": doc["ifname"], "Network": doc.get("network_name"),
+            "CniNetwork": doc.get("cni_network"), "Addresses": addresses, "State": doc.get("state"),
+            "NetNS": doc.get("netns"),
+            "Pod": "/".join(x for x in (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) if x)}
 
 
 def network_view(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
