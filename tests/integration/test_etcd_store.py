@@ -85,7 +85,7 @@ def test_the_agent_waits_for_etcd_and_follows_it(host: Host, tmp_path: Path) -> 
             pn(host, "network", "create", "app", "--subnet", "10.40.0.0/24")
             pn(host, "run", "-d", "--name", "web", "--network", "app", "--", "sleep", "600")
             # The agent's DNS follows the store through etcd's watch: the new network gets a listener.
-            wait_for(lambda: "10.40.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["dns_listening"],
+            wait_for(lambda: "10.40.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["DnsListening"],
                      30, "the agent's DNS on the new network")
             pn(host, "rm", "-f", "web")
             pn(host, "network", "rm", "app")
@@ -121,7 +121,7 @@ def test_export_from_sqlite_and_import_into_etcd(host: Host, tmp_path: Path) -> 
         assert "imported" in pn(host, "store", "import", str(state)).stdout
         assert "app" in pn(host, "network", "ls").stdout
         services = json.loads(pn(host, "service", "ls", "--json").stdout)
-        assert [s["metadata"]["name"] for s in services] == ["web"], services
+        assert [s["Name"] for s in services] == ["web"], services
         assert "deny" in pn(host, "policy", "ls").stdout
         before = keys_under(host, KV)
         line = _one_line_failure(pn(host, "store", "import", str(state), check=False))
@@ -269,7 +269,7 @@ def test_the_agent_outlives_an_etcd_restart_and_follows_it_again(host: Host, tmp
             wait_for(lambda: pn(host, "agent", "status", check=False).returncode == 0, 60, "the agent to serve")
             pn(host, "network", "create", "one", "--subnet", "10.40.0.0/24")
             pn(host, "run", "-d", "--name", "a", "--network", "one", "--", "sleep", "600")
-            wait_for(lambda: "10.40.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["dns_listening"],
+            wait_for(lambda: "10.40.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["DnsListening"],
                      30, "DNS on network one")
         # etcd is stopped
         assert "cannot reach etcd" in _one_line_failure(pn(host, "ps", check=False))
@@ -283,7 +283,7 @@ def test_the_agent_outlives_an_etcd_restart_and_follows_it_again(host: Host, tmp
         with etcd_in(host, data):
             pn(host, "network", "create", "two", "--subnet", "10.41.0.0/24")
             pn(host, "run", "-d", "--name", "b", "--network", "two", "--", "sleep", "600")
-            wait_for(lambda: "10.41.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["dns_listening"],
+            wait_for(lambda: "10.41.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["DnsListening"],
                      60, "DNS on network two, after etcd came back")
             wait_for(lambda: [n["status"] for n in _nodes(host, "--store", URL)] == ["Ready"], 60, "the node Ready again")
             pn(host, "rm", "-f", "a", "b")

@@ -292,7 +292,7 @@ def test_sctp_rules_are_enforced_in_the_table(w: World) -> None:
 def test_service_vip_is_judged_by_the_endpoint_policy(w: World) -> None:
     w.podnet("service", "create", "web", "-n", "x", "--selector", "pod=a", "--port", "80")
     try:
-        vip = json.loads(w.podnet("service", "inspect", "x/web").stdout)[0]["spec"]["clusterIP"]
+        vip = json.loads(w.podnet("service", "inspect", "x/web").stdout)[0]["ClusterIPs"][0]
         reach = lambda: w.probe(["y/a", "z/a"], targets=[vip])  # noqa: E731
         assert reach() == {("y/a", vip): True, ("z/a", vip): True}
         w.apply(policy("a-from-z", "x", {"podSelector": {"matchLabels": {"pod": "a"}},

@@ -121,7 +121,7 @@ def test_image_read_only_user_workdir_and_bind_mounts(host: Host) -> None:
     host.podnet("run", "-d", "--name", "u", "--image", "bb", "--network", "none", "--user", "1000", "-w", "/srv",
                 "-v", "/run/shared:/data:ro", "-v", "/run/rw:/rw", "--", "sleep", "100000")
     assert sh(host, "u", "id -u; pwd").stdout.split() == ["1000", "/srv"], "exec enters the same user and directory"
-    pid = inspect(host, "u")["State"]["pid"]
+    pid = inspect(host, "u")["State"]["Pid"]
     uid_line = next(l for l in host.run(["cat", f"/proc/{pid}/status"]).stdout.splitlines() if l.startswith("Uid:"))
     assert uid_line.split()[1:] == ["1000"] * 4, "the command itself runs as 1000"
     assert sh(host, "u", "cat /proc/self/status | grep CapEff").stdout.split()[1] == "0000000000000000"
