@@ -131,11 +131,11 @@ def test_metrics_address_moves_or_turns_off(host: Host) -> None:
             default = host.run(["curl", "-sf", "http://127.0.0.1:9469/metrics"], check=False)
             assert default.returncode != 0, "nothing on the default port when it is moved or off"
             if reachable:
-                assert status["metrics"] == f"http://{reachable}/metrics"
+                assert status["Metrics"] == f"http://{reachable}/metrics"
                 text = host.run(["curl", "-sf", f"http://{reachable}/metrics"]).stdout
                 assert "podnet_ipam_addresses_used" in text and "podnet_reconcile_runs_total" in text
             else:
-                assert status["metrics"] is None
+                assert status["Metrics"] is None
         finally:
             stop_agent(proc)
     bad = host.podnet("agent", "--metrics-address", "localhost:80", check=False)

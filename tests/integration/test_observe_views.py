@@ -36,7 +36,7 @@ def test_topology_shows_every_object_in_a_browser(host: Host) -> None:
     host.run(["mkdir", "-p", "/run/podnet-test"])
     expected = ["app", "back", "web1", "db", "default/web", "10.40.0.0/24", "10.41.0.0/24", "8080 -> 8080/tcp",
                 address(host, "web1", "app"), address(host, "web1", "back"), address(host, "db", "back"),
-                json.loads(host.podnet("service", "inspect", "web").stdout)[0]["spec"]["clusterIP"]]
+                json.loads(host.podnet("service", "inspect", "web").stdout)[0]["ClusterIPs"][0]]
     for fmt in ("svg", "html"):
         path = f"/run/podnet-test/topology.{fmt}"
         host.podnet("topology", "-o", path)
