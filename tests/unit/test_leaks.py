@@ -15,10 +15,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 LEAKY = '''
 import subprocess
+import time
+from pathlib import Path
 
 def test_starts_a_daemon_and_forgets_it():
     # the shell exits at once: its sleep is an orphan, as a daemon that forked twice is
-    subprocess.run(["sh", "-c", "exec 0</dev/null 1>/dev/null 2>&1; sleep 600 &"], check=True)
+    pid = subprocess.run(["sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $!"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    for _ in range(200):  # until the child has exec'd sleep (the report names what runs)
+        if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"):
+            break
+        time.sleep(0.05)
 '''
 TIDY = '''
 def test_starts_nothing():
