@@ -109,7 +109,7 @@ def test_image_read_only_user_workdir_and_bind_mounts(host: Host) -> None:
     host.run(["tar", "-C", ROOT, "-cf", "/run/bb.tar", "."])
     image_id = host.podnet("image", "import", "/run/bb.tar", "bb").stdout.strip()
     listed = json.loads(host.podnet("image", "ls", "--json").stdout)
-    assert [(i["name"], i["id"]) for i in listed] == [("bb", image_id)]
+    assert [(i["Name"], i["Id"]) for i in listed] == [("bb", image_id)]
     host.sh("mkdir -p /run/shared /run/rw && echo hello > /run/shared/f")
 
     host.podnet("run", "-d", "--name", "ro", "--image", "bb", "--read-only", "--network", "none", "--", "sleep", "100000")

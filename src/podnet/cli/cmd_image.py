@@ -55,14 +55,22 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _view(ctx: Any, doc: dict[str, Any], used_by: list[str]) -> dict[str, Any]:
+    """One image as `image ls --json` prints it, in the CamelCase keys of every podnet object
+    (README: "JSON output"): Docker's image inspect names where it has them (Id, Created, Size,
+    RootFS)."""
+    return {"Id": doc["id"], "Name": doc["name"], "Created": doc.get("created"), "Size": doc.get("size", 0),
+            "Files": doc.get("files"), "SkippedDevices": doc.get("skipped_devices", 0), "Source": doc.get("source"),
+            "RootFS": str(ctx.paths.image_rootfs(doc["id"])), "UsedBy": used_by}
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from podnet.api import images  # lazy: as above
 
     ctx = open_context(args.root, readonly=True)
     docs = images.list_images(ctx.store)
     if args.json:
-        render.dump_json([{**d, "rootfs": str(ctx.paths.image_rootfs(d["id"])), "used_by": images.users(ctx.store, d["id"])}
-                          for d in docs])
+        render.dump_json([_view(ctx, d, images.users(ctx.store, d["id"])) for d in docs])
     elif args.quiet:
         for d in docs:
             print(d["name"])
