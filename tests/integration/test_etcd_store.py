@@ -145,14 +145,14 @@ def test_a_node_is_ready_while_its_agent_lives_and_not_after_it_dies(host: Host,
         agent = host.popen([sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name", "host-a"],
                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
-            found = wait_for(lambda: [n for n in _nodes(host, "--store", URL) if n["status"] == "Ready"], 60,
+            found = wait_for(lambda: [n for n in _nodes(host, "--store", URL) if n["Status"] == "Ready"], 60,
                              "host-a to register")
-            assert [(n["name"], n["address"], n["version"]) for n in found] == [("host-a", "127.0.0.1", "0.1.0")]
+            assert [(n["Name"], n["Address"], n["Version"]) for n in found] == [("host-a", "127.0.0.1", "0.1.0")]
             assert any(k.startswith(KV + "node-leases/host-a") for k in keys_under(host, KV))
             assert "is Ready" in _one_line_failure(pn(host, "node", "rm", "host-a", check=False))
             agent.kill()  # the host dies: no goodbye, only the lease's TTL tells
             agent.wait()
-            wait_for(lambda: [n["status"] for n in _nodes(host, "--store", URL)] == ["NotReady"], 60,
+            wait_for(lambda: [n["Status"] for n in _nodes(host, "--store", URL)] == ["NotReady"], 60,
                      "host-a's lease to lapse")
             pn(host, "node", "rm", "host-a")
             assert _nodes(host, "--store", URL) == []
@@ -165,10 +165,10 @@ def test_a_node_is_ready_while_its_agent_lives_and_not_after_it_dies(host: Host,
 def test_on_sqlite_the_one_node_is_ready_while_the_agent_runs(host: Host) -> None:
     agent = start_agent(host)
     try:
-        assert [n["status"] for n in _nodes(host)] == ["Ready"]
+        assert [n["Status"] for n in _nodes(host)] == ["Ready"]
     finally:
         stop_agent(agent)
-    assert [n["status"] for n in _nodes(host)] == ["NotReady"]
+    assert [n["Status"] for n in _nodes(host)] == ["NotReady"]
     host.podnet("node", "rm", "host")
     assert _nodes(host) == []
 
@@ -228,14 +228,14 @@ def test_two_hosts_register_on_one_etcd_and_one_dies(tmp_path: Path) -> None:
             try:
                 def ready() -> list[tuple[str, str]]:
                     found = _nodes(a, "--store", url)
-                    return [(n["name"], n["address"]) for n in found if n["status"] == "Ready"]
+                    return [(n["Name"], n["Address"]) for n in found if n["Status"] == "Ready"]
 
                 wait_for(lambda: len(ready()) == 2, 60, "both hosts to register")
                 assert ready() == [("host-a", "192.0.2.1"), ("host-b", "192.0.2.2")]
                 assert _nodes(b, "--store", url) == _nodes(a, "--store", url), "both hosts see one list"
                 agents["host-b"].kill()  # host b dies
                 agents["host-b"].wait()
-                wait_for(lambda: [(n["name"], n["status"]) for n in _nodes(a, "--store", url)]
+                wait_for(lambda: [(n["Name"], n["Status"]) for n in _nodes(a, "--store", url)]
                          == [("host-a", "Ready"), ("host-b", "NotReady")], 60, "host-b's lease to lapse")
                 # b comes back under a's name by mistake: it waits and says who holds the name
                 log = tempfile.TemporaryFile(mode="w+")
@@ -285,7 +285,7 @@ def test_the_agent_outlives_an_etcd_restart_and_follows_it_again(host: Host, tmp
             pn(host, "run", "-d", "--name", "b", "--network", "two", "--", "sleep", "600")
             wait_for(lambda: "10.41.0.1" in json.loads(pn(host, "agent", "status", "--json").stdout)["DnsListening"],
                      60, "DNS on network two, after etcd came back")
-            wait_for(lambda: [n["status"] for n in _nodes(host, "--store", URL)] == ["Ready"], 60, "the node Ready again")
+            wait_for(lambda: [n["Status"] for n in _nodes(host, "--store", URL)] == ["Ready"], 60, "the node Ready again")
             pn(host, "rm", "-f", "a", "b")
             pn(host, "network", "rm", "one")
             pn(host, "network", "rm", "two")

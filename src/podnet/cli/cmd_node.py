@@ -27,13 +27,20 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _view(node: dict[str, Any]) -> dict[str, Any]:
+    """One node as `node ls --json` prints it, in the CamelCase keys of every podnet object."""
+    return {"Name": node["name"], "Address": node.get("address"), "Blocks": list(node.get("blocks") or []),
+            "Status": node["status"], "Agent": node.get("agent"), "Version": node.get("version"),
+            "Registered": node.get("registered"), "Updated": node.get("updated")}
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from podnet.api import nodes  # lazy: registering the command costs nothing
     from podnet.api.context import open_context
 
     found = sorted(nodes.listing(open_context(args.root, readonly=True)), key=lambda n: n["name"])
     if args.json:
-        render.dump_json(found)
+        render.dump_json([_view(n) for n in found])
         return 0
     render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "VERSION", "REGISTERED"],
                  [[n["name"], n.get("address") or "-", ",".join(n.get("blocks") or []) or "-", n["status"],
