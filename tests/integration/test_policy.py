@@ -56,7 +56,7 @@ class World:
     def delete_all(self) -> None:
         for doc in json.loads(self.podnet("policy", "ls", "-A", "--json").stdout):
             text = json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                               "metadata": {"name": doc["metadata"]["name"], "namespace": doc["metadata"]["namespace"]}})
+                               "metadata": {"name": doc["Name"], "namespace": doc["Namespace"]}})
             self.host.run(["sh", "-c", f"cat > {MANIFEST}"], input=text)
             self.podnet("delete", "-f", MANIFEST)
 
@@ -427,8 +427,10 @@ def test_policies_select_cni_pods(w: World) -> None:
         w.apply(policy("web", "x", {"podSelector": {"matchLabels": {"pod": "web"}},
                                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}]}]}))
         assert w.probe(["y/a", "z/a"], targets=[pod_ip]) == {("y/a", pod_ip): False, ("z/a", pod_ip): True}
-        listed = json.loads(w.podnet("policy", "inspect", "x/web").stdout)[0]["status"]["selected"]
-        assert listed == ["x/web"]
+        listed = json.loads(w.podnet("policy", "inspect", "x/web").stdout)[0]
+        assert listed["Selected"] == ["x/web"]
+        assert listed["Manifest"]["kind"] == "NetworkPolicy" and listed["Manifest"]["spec"]["podSelector"] == \
+            {"matchLabels": {"pod": "web"}, "matchExpressions": []}, "the Kubernetes document, kept verbatim"
     finally:
         server.kill()
         server.wait()
@@ -490,6 +492,8 @@ def test_a_sandbox_podnet_cannot_police_is_never_silently_open(w: World) -> None
     """A host-network sandbox's traffic never crosses the forward path: a policy selecting it is
     refused in one line, and so is a run that would put one under a policy."""
     w.podnet("namespace", "create", "hostnet")
+    listed = {d["Name"]: d for d in json.loads(w.podnet("namespace", "ls", "--json").stdout)}
+    assert {"default", "hostnet"} <= set(listed) and listed["hostnet"]["Labels"] == {}
     try:
         w.podnet("run", "-d", "--name", "h1", "--namespace", "hostnet", "--network", "host", "--", "sleep", "600")
         refused = w.apply(policy("all", "hostnet", {"podSelector": {}}), check=False)

@@ -95,7 +95,7 @@ def cmd_ns_ls(args: argparse.Namespace) -> int:
 
     docs = sorted(namespaces.all_namespaces(_ctx(args, readonly=True).store).values(), key=lambda d: d["name"])
     if args.json:
-        render.dump_json(docs)
+        render.dump_json([{"Name": d["name"], "Labels": dict(d["labels"]), "Created": d["created"]} for d in docs])
         return 0
     render.table(["NAME", "LABELS", "AGE"], [
         [d["name"], ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())), render.ago(d["created"]) if d["created"] else ""]
@@ -113,19 +113,22 @@ def cmd_ns_rm(args: argparse.Namespace) -> int:
 
 
 def _view(doc: dict[str, Any], state: Any) -> dict[str, Any]:
+    """One NetworkPolicy as `policy ls --json` and `policy inspect` print it: podnet's CamelCase
+    keys, as for Services, and under "Manifest" the Kubernetes document verbatim (ready for
+    `podnet apply -f`)."""
     from podnet.model.policy import to_manifest  # lazy: pydantic, for the commands that show policies
 
     policy = next(p for p in state.policies if p.key == f"{doc['namespace']}/{doc['name']}")
-    out = to_manifest(doc)
 
     def rules(rules: Any) -> Any:
         if rules is None:
             return None
-        return [{"peers": "any" if r.any_peer else list(r.peers), "blocks": list(r.blocks),
-                 "ports": [p.text() for p in r.ports] or "any"} for r in rules]
+        return [{"Peers": "any" if r.any_peer else list(r.peers), "Blocks": list(r.blocks),
+                 "Ports": [p.text() for p in r.ports] or "any"} for r in rules]
 
-    out["status"] = {"selected": list(policy.selected), "ingress": rules(policy.ingress), "egress": rules(policy.egress)}
-    return out
+    return {"Name": doc["name"], "Namespace": doc["namespace"], "PolicyTypes": list(doc.get("policy_types") or []),
+            "Created": doc.get("created"), "Selected": list(policy.selected),
+            "Ingress": rules(policy.ingress), "Egress": rules(policy.egress), "Manifest": to_manifest(doc)}
 
 
 def cmd_policy_ls(args: argparse.Namespace) -> int:
