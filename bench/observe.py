@@ -135,7 +135,7 @@ def diagnose_driver(runs: int) -> dict[str, object]:
             if proc.returncode != 0:
                 failed.append(proc.stdout[-800:])
         checks = podnet("diagnose", "web", "--json", check=False).stdout
-        return {"times": times, "failed": failed, "checks": len(json.loads(checks)["checks"])}
+        return {"times": times, "failed": failed, "checks": len(json.loads(checks)["Checks"])}
     finally:
         agent.terminate()
         agent.wait(timeout=30)

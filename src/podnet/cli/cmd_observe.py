@@ -62,13 +62,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     found = diagnose.run(ctx, args.target, args.to, _agent_running, show)
     if args.json:
-        print(json.dumps(found.to_dict(), indent=2))
+        print(json.dumps(report_view(found), indent=2))
     else:
         failed = sum(r.status == "fail" for r in found.results)
         passed = sum(r.status == "pass" for r in found.results)
         skipped = len(found.results) - failed - passed
         print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if found.failed else 0
+
+
+def report_view(found: Any) -> dict[str, Any]:
+    """`diagnose --json`: the checks in the CamelCase keys of every podnet object (README: "JSON
+    output"); issue 15 names no keys for it, unlike flows and trace records."""
+    return {"Target": found.target, "Ok": not found.failed,
+            "Checks": [{"Check": r.check, "Status": r.status, "Detail": r.detail, "Fix": r.fix, "Network": r.network}
+                       for r in found.results]}
 
 
 def line(result: Any) -> str:

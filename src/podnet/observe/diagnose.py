@@ -22,7 +22,7 @@ import os
 import random
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -73,9 +73,6 @@ class Diagnosis:
     @property
     def failed(self) -> bool:
         return any(r.status == FAIL for r in self.results)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "ok": not self.failed, "checks": [asdict(r) for r in self.results]}
 
 
 # ---- finding the target -------------------------------------------------------------------------
