@@ -493,7 +493,7 @@ def test_a_sandbox_podnet_cannot_police_is_never_silently_open(w: World) -> None
     refused in one line, and so is a run that would put one under a policy."""
     w.podnet("namespace", "create", "hostnet")
     listed = {d["Name"]: d for d in json.loads(w.podnet("namespace", "ls", "--json").stdout)}
-    assert {"default", "hostnet"} <= set(listed) and listed["hostnet"]["Labels"] == {}
+    assert {"default", "hostnet"} <= set(listed) and listed["hostnet"]["Labels"] == {"kubernetes.io/metadata.name": "hostnet"}
     try:
         w.podnet("run", "-d", "--name", "h1", "--namespace", "hostnet", "--network", "host", "--", "sleep", "600")
         refused = w.apply(policy("all", "hostnet", {"podSelector": {}}), check=False)
