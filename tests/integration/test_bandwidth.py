@@ -32,6 +32,22 @@ def iperf(host: Host, server_ip: str, reverse: bool) -> float:
     return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
+def assert_shaped(host: Host, server_ip: str, direction: str, reverse: bool) -> None:
+    """The rate is within 10% of the limit. Never above it: one measurement over 1.1x fails at
+    once (the shaping does not hold). Below it only when the machine starves iperf3 of CPU (the
+    suite shares 2 cores with whatever else runs), so a low measurement is taken again, up to
+    three times, and the test fails only when none comes within 10%."""
+    rates = []
+    for _ in range(3):
+        rate = iperf(host, server_ip, reverse)
+        rates.append(rate)
+        assert rate < LIMIT * 1.1, f"{direction} {rate / 1e6:.2f} Mbit/s: over the 10 Mbit/s limit"
+        if rate > LIMIT * 0.9:
+            return
+    raise AssertionError(f"{direction} " + ", ".join(f"{r / 1e6:.2f}" for r in rates)
+                         + " Mbit/s: never within 10% of the 10 Mbit/s limit")
+
+
 def test_limits_hold_both_ways_and_go_with_the_sandbox(host: Host) -> None:
     ifbs_before = machine_ifbs()
     host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
@@ -44,10 +60,8 @@ def test_limits_hold_both_ways_and_go_with_the_sandbox(host: Host) -> None:
     limits = json.loads(host.podnet("inspect", "client").stdout)[0]["Limits"]
     assert limits["BandwidthIngressBitsPerSecond"] == LIMIT and limits["BandwidthEgressBitsPerSecond"] == LIMIT
 
-    sent = iperf(host, server_ip, reverse=False)  # client -> server: the client's egress (IFB)
-    received = iperf(host, server_ip, reverse=True)  # server -> client: the client's ingress (veth)
-    assert abs(sent - LIMIT) < LIMIT * 0.1, f"egress {sent / 1e6:.2f} Mbit/s against a 10 Mbit/s limit"
-    assert abs(received - LIMIT) < LIMIT * 0.1, f"ingress {received / 1e6:.2f} Mbit/s against a 10 Mbit/s limit"
+    for direction, reverse in (("egress", False), ("ingress", True)):  # egress: the IFB; ingress: the veth
+        assert_shaped(host, server_ip, direction, reverse)
     unlimited = host.podnet("exec", "server", "--", "iperf3", "-c", "127.0.0.1", "-t", "2", "-J").stdout
     assert json.loads(unlimited)["end"]["sum_received"]["bits_per_second"] > 3 * LIMIT, "the limit is the client's only"
 
