@@ -8,7 +8,7 @@ from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
 
-ROOT = "/tmp/podnet-full"
+ROOT = "/run/podnet-full"  # the Host's private /run: nothing lands in the machine's /tmp
 
 
 def one_line(result) -> str:  # noqa: ANN001 - a CompletedProcess
