@@ -139,7 +139,11 @@ def open_context(root: str | None = None, readonly: bool = False) -> Context:
 
     readonly is for commands that only read: they open the store read-only and, where
     there is none, see an empty one; they never create the store, a directory or a link.
+    A command that may write is refused without privilege before anything is made (rule 5:
+    a refused request changes nothing), not after the store file exists.
     """
+    if not readonly:
+        require_privilege()
     if (url := store_url()) is not None:  # etcd: its identity is read from the store just opened
         store = open_store(root, readonly=readonly)
         if store.identity:
