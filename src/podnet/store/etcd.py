@@ -51,11 +51,15 @@ class Lease:
         self._thread.start()
 
     def _keep_alive(self) -> None:
-        while not self._stop.wait(max(1.0, self.ttl / 3)):
+        """Renew three times per TTL; a failed beat is tried again after half a second, so one
+        slow answer (a loaded host, a leader election) does not cost the whole margin."""
+        beat = self.ttl / 3
+        while not self._stop.wait(beat):
             try:
                 self.gateway.call("/v3/lease/keepalive", {"ID": self.id})
+                beat = self.ttl / 3
             except StorageError:
-                pass  # etcd away for a moment: the next beat tries again; the lease may lapse
+                beat = 0.5  # etcd away for a moment: try again soon; the lease may still lapse
 
     def alive(self) -> bool:
         answer = self.gateway.call("/v3/lease/timetolive", {"ID": self.id})
