@@ -58,25 +58,32 @@ def test_ipv6(store: SqliteStore) -> None:
         assert str(allocator.allocate(txn, "n", subnet, "a")) == "fd00:1::2"
 
 
-def _grab(path: str, count: int, queue: "multiprocessing.Queue[list[str]]") -> None:
-    store = SqliteStore(Path(path))
-    subnet = SubnetConfig(subnet="10.7.0.0/22", gateway="10.7.0.1")
-    got = []
-    for i in range(count):
-        with store.transaction() as txn:
-            got.append(str(allocator.allocate(txn, "n", subnet, f"{multiprocessing.current_process().pid}-{i}")))
-    queue.put(got)
+def _grab(path: str, count: int, queue: "multiprocessing.Queue[list[str] | str]") -> None:
+    """Allocates count addresses; puts them on the queue, or the error that stopped it (so the
+    test names it at once instead of waiting out its timeout for a child that died)."""
+    try:
+        store = SqliteStore(Path(path))
+        subnet = SubnetConfig(subnet="10.7.0.0/22", gateway="10.7.0.1")
+        got = []
+        for i in range(count):
+            with store.transaction() as txn:
+                got.append(str(allocator.allocate(txn, "n", subnet, f"{multiprocessing.current_process().pid}-{i}")))
+        queue.put(got)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails on it
+        queue.put(f"{type(exc).__name__}: {exc}")
 
 
 def test_parallel_processes_never_share_an_address(tmp_path: Path) -> None:
     SqliteStore(tmp_path / "db")
-    queue: multiprocessing.Queue[list[str]] = multiprocessing.Queue()
+    queue: multiprocessing.Queue[list[str] | str] = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_grab, args=(str(tmp_path / "db"), 25, queue)) for _ in range(8)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=60) for _ in procs]
+    results = [queue.get(timeout=180) for _ in procs]  # generous: 2 shared cores under a loaded CI
     for p in procs:
         p.join(timeout=60)
+    errors = [r for r in results if isinstance(r, str)]
+    assert not errors, errors
     flat = [a for r in results for a in r]
     assert len(flat) == 200 and len(set(flat)) == 200
 
