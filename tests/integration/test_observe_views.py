@@ -18,6 +18,25 @@ from tests.sandbox import Host
 pytestmark = pytest.mark.privileged
 
 
+DB_ONLY_FROM_WEB = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: db-from-web
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      app: db
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          app: web
+"""
+
+
 def chromium_dom(host: Host, path: str) -> str:
     """What a browser makes of the file: the DOM after headless Chromium loaded and rendered it."""
     out = host.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -30,11 +49,13 @@ def test_topology_shows_every_object_in_a_browser(host: Host) -> None:
     host.podnet("network", "create", "back", "--subnet", "10.41.0.0/24", "--internal")
     host.podnet("run", "-d", "--name", "web1", "--network", "app", "--label", "app=web", "-p", "8080:8080", "--",
                 "sleep", "infinity")
-    host.podnet("run", "-d", "--name", "db", "--network", "back", "--", "sleep", "infinity")
+    host.podnet("run", "-d", "--name", "db", "--network", "back", "--label", "app=db", "--", "sleep", "infinity")
     host.podnet("connect", "back", "web1")
     apply(host, WEB)
+    apply(host, DB_ONLY_FROM_WEB)
     host.run(["mkdir", "-p", "/run/podnet-test"])
     expected = ["app", "back", "web1", "db", "default/web", "10.40.0.0/24", "10.41.0.0/24", "8080 -> 8080/tcp",
+                "default/db-from-web", "ingress: 1 rule allow", "isolates",
                 address(host, "web1", "app"), address(host, "web1", "back"), address(host, "db", "back"),
                 json.loads(host.podnet("service", "inspect", "web").stdout)[0]["ClusterIPs"][0]]
     for fmt in ("svg", "html"):
@@ -45,6 +66,9 @@ def test_topology_shows_every_object_in_a_browser(host: Host) -> None:
         assert not missing, f"{fmt}: not on the rendered page: {missing}"
     dot = host.podnet("topology", "--format", "dot").stdout
     assert dot.startswith("digraph podnet") and "web1" in dot
+    policy_edges = [line for line in dot.splitlines() if line.startswith('  "pol_') and "isolates" in line]
+    db_id = next(s["Id"] for s in json.loads(host.podnet("ps", "--json").stdout) if s["Name"] == "db")
+    assert len(policy_edges) == 1 and f'"sb_{db_id[:12]}"' in policy_edges[0], "the policy selects db alone"
 
 
 def test_capture_shows_and_writes_a_sandboxs_packets(host: Host) -> None:

@@ -8,6 +8,8 @@ reads no kernel state, so it is cheap and shows the same on every run. The graph
   network ── sandbox or pod (edge: its interface and addresses on that network)
   host ── sandbox (edge: each published port, host side -> sandbox side)
   Service (VIPs, ports) ── each sandbox it selects (edge: the target port)
+  NetworkPolicy (what it isolates, its rules) ── each sandbox or pod it selects, as the
+      policy engine selects them (policy/engine.py), so the picture and enforcement agree
 
 Every label is escaped for DOT and HTML: sandbox and pod names come from users and runtimes.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 from podnet import drivers
 from podnet.errors import PodnetError, Unsupported
+from podnet.policy import engine as policy_engine
 from podnet.store import keys
 
 FORMATS = ("svg", "html", "dot")
@@ -32,7 +35,7 @@ DOT_TIMEOUT = 60.0
 @dataclass
 class Node:
     id: str
-    kind: str  # host, network, sandbox, pod, service
+    kind: str  # host, network, sandbox, pod, service, policy
     title: str
     lines: list[str] = field(default_factory=list)
 
@@ -69,6 +72,7 @@ def build(store: Any) -> Graph:
         graph.edges.append(Edge("host", f"net_{net['id'][:12]}", style="bold"))
     owners: dict[str, str] = {}
     labels_of: dict[str, tuple[str, dict[str, str]]] = {}
+    by_key: dict[str, str] = {}  # "NAMESPACE/NAME", as policies name endpoints -> graph node
     for _, doc in sorted(store.list(keys.SANDBOXES), key=lambda kv: kv[1]["name"]):
         node = f"sb_{doc['id'][:12]}"
         owners[doc["id"]] = node
@@ -78,6 +82,7 @@ def build(store: Any) -> Graph:
             lines.append("host network")
         graph.nodes.append(Node(node, "sandbox", doc["name"], lines))
         labels_of[node] = (doc.get("namespace", "default"), doc.get("labels", {}))
+        by_key[f"{doc.get('namespace', 'default')}/{doc['name']}"] = node
         for port in doc.get("ports", []):
             end = f"-{port['host_port_end']}" if port.get("host_port_end") else ""
             host_ip = f"{port['host_ip']}:" if port.get("host_ip") else ""
@@ -91,6 +96,7 @@ def build(store: Any) -> Graph:
         namespace = args.get("K8S_POD_NAMESPACE") or "default"
         graph.nodes.append(Node(node, "pod", name, [f"CNI pod, {namespace}", doc.get("state", "?")]))
         labels_of[node] = (namespace, doc.get("labels") or {})
+        by_key.setdefault(f"{namespace}/{name}", node)
     for _, ep in store.list(keys.ENDPOINTS):
         node, net = owners.get(ep["sandbox"]), nets.get(ep["network"])
         if node is None or net is None:
@@ -110,7 +116,30 @@ def build(store: Any) -> Graph:
             if selector and namespace == svc.get("namespace", "default") and all(labels.get(k) == v for k, v in selector.items()):
                 target = ", ".join(str(p.get("target_port", p["port"])) for p in svc.get("ports", []))
                 graph.edges.append(Edge(node, member, f"-> {target}", "dotted"))
+    _add_policies(graph, store, by_key)
     return graph
+
+
+def _rules_text(direction: str, rules: tuple[policy_engine.Rule, ...] | None) -> list[str]:
+    if rules is None:
+        return []
+    if not rules:
+        return [f"{direction}: deny all"]
+    return [f"{direction}: {len(rules)} rule{'s' if len(rules) != 1 else ''} allow"]
+
+
+def _add_policies(graph: Graph, store: Any, by_key: dict[str, str]) -> None:
+    """A node per NetworkPolicy, an edge to each endpoint it selects (isolates)."""
+    if not store.list(keys.POLICIES):
+        return  # no policy: skip building the engine's state
+    state = policy_engine.build(store)
+    for number, policy in enumerate(sorted(state.policies, key=lambda p: p.key)):
+        node = f"pol_{number}"  # an id of our own: DOT ids are not escaped
+        lines = ["NetworkPolicy", *_rules_text("ingress", policy.ingress), *_rules_text("egress", policy.egress)]
+        graph.nodes.append(Node(node, "policy", policy.key, lines))
+        for selected in policy.selected:
+            if selected in by_key:
+                graph.edges.append(Edge(node, by_key[selected], "isolates", "dashed"))
 
 
 class _Record:
@@ -121,7 +150,7 @@ class _Record:
 
 
 _SHAPES = {"host": ("box3d", "#e8e8e8"), "network": ("box", "#cfe3ff"), "sandbox": ("component", "#d8f5d0"),
-           "pod": ("component", "#fff2c2"), "service": ("hexagon", "#f6d5f0")}
+           "pod": ("component", "#fff2c2"), "service": ("hexagon", "#f6d5f0"), "policy": ("octagon", "#ffd6d6")}
 
 
 def _dot_text(text: str) -> str:
