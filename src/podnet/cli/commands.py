@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 
-from podnet import __version__
 from podnet.api.context import Context, open_context
 from podnet.api.lookup import sandbox_doc
 from podnet.cli import render, views
@@ -19,11 +18,6 @@ from podnet.store import keys
 
 def _ctx(args: argparse.Namespace, readonly: bool = False) -> Context:
     return open_context(args.root, readonly=readonly)
-
-
-def cmd_version(args: argparse.Namespace) -> int:
-    print(f"podnet {__version__}")
-    return 0
 
 
 def cmd_network(args: argparse.Namespace) -> int:

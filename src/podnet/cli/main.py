@@ -11,9 +11,11 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
-from podnet.api import context
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~4 ms of the 50 ms start-up floor; annotations are strings here
+    from typing import Any
+
 from podnet.errors import InvalidArgument, PodnetError
 
 
@@ -65,7 +67,24 @@ def _registry_lists() -> dict[str, tuple[str, ...]]:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Fills in the registry's lists of drivers and CNI modes only when help is printed."""
+    """Fills in the registry's lists of drivers and CNI modes only when help is printed.
+
+    argparse makes a formatter for every add_argument, and its default width comes from
+    shutil (~4 ms to import, with bz2 and lzma); the terminal's width is asked here directly.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS", "")) or 80
+            except ValueError:
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+                except (AttributeError, ValueError, OSError):
+                    width = 80
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
@@ -123,19 +142,7 @@ def unknown_option(parser: argparse.ArgumentParser, extras: list[str]) -> str:
     return f"podnet: unknown option {given}{where}{hint} {see}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="podnet", description="Container networking for Linux.")
-    p.add_argument("--root", help="state directory (default /var/lib/podnet, or $PODNET_ROOT)")
-    p.add_argument("--store", dest="store_store", metavar="URL",
-                   help="keep the state in etcd v3: etcd://HOST:2379[,HOST:2379...][/PREFIX], https://... for TLS "
-                        "(or $PODNET_STORE; default: the SQLite file under --root)")
-    p.add_argument("--cacert", dest="store_cacert", metavar="FILE", help="CA bundle that signed etcd's certificate ($PODNET_STORE_CACERT)")
-    p.add_argument("--cert", dest="store_cert", metavar="FILE", help="client certificate for etcd ($PODNET_STORE_CERT)")
-    p.add_argument("--key", dest="store_key", metavar="FILE", help="its private key ($PODNET_STORE_KEY)")
-    p.add_argument("--user", dest="store_user", metavar="NAME[:PASSWORD]", help="etcd user ($PODNET_STORE_USER)")
-    p.add_argument("--password", dest="store_password", metavar="PASSWORD", help="etcd user's password ($PODNET_STORE_PASSWORD)")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-
+def _add_network(sub: Any) -> None:
     net = sub.add_parser("network", help="manage networks").add_subparsers(dest="netcmd", metavar="COMMAND", parser_class=_Parser)
     c = net.add_parser("create", help="create a network")
     c.add_argument("name", help="the network's name (letters, digits, . _ -)")
@@ -164,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("names", nargs="+", metavar="NAME", help="networks to remove (no sandbox may use them)")
     net.add_parser("prune", help="remove every network no sandbox uses")
 
+
+def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="run a command in a new sandbox")
     run.add_argument("-d", "--detach", action="store_true", help="run in the background and print the sandbox's id")
     run.add_argument("--name", help="the sandbox's name (default: a generated one)")
@@ -213,28 +222,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-w", "--workdir", metavar="DIR", help="the command's working directory inside the sandbox (default /)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
+
+def _add_exec(sub: Any) -> None:
     e = sub.add_parser("exec", help="run a command inside a running sandbox")
     e.add_argument("-u", "--user", metavar="UID[:GID]",
                    help="run as this user (a number, or a name from the sandbox's /etc/passwd) instead of the sandbox's")
     e.add_argument("-w", "--workdir", metavar="DIR", help="run in this directory instead of the sandbox's working directory")
     e.add_argument("name", help="the sandbox's name or id")
     e.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
+
+def _add_ps(sub: Any) -> None:
     ps = sub.add_parser("ps", help="list sandboxes")
     ps.add_argument("-a", "--all", action="store_true", help="show ended sandboxes too")
     ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
     ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+def _add_inspect(sub: Any) -> None:
     ins = sub.add_parser("inspect", help="show sandboxes as JSON")
     ins.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to show (name or id)")
+
+def _add_logs(sub: Any) -> None:
     lg = sub.add_parser("logs", help="print a sandbox's output")
     lg.add_argument("name", help="the sandbox's name or id")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output until interrupted")
+
+def _add_stop(sub: Any) -> None:
     st = sub.add_parser("stop", help="stop sandboxes")
     st.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to stop (name or id)")
     st.add_argument("-t", "--time", type=float, default=10, metavar="SECONDS",
                     help="wait this long after SIGTERM before SIGKILL (default %(default)s)")
+
+def _add_rm(sub: Any) -> None:
     rm = sub.add_parser("rm", help="remove sandboxes")
     rm.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to remove (name or id)")
     rm.add_argument("-f", "--force", action="store_true", help="stop running sandboxes first")
+
+def _add_connect(sub: Any) -> None:
     cn = sub.add_parser("connect", help="connect a running sandbox to a network")
     cn.add_argument("network", help="the network to join")
     cn.add_argument("name", help="the sandbox's name or id")
@@ -242,18 +265,98 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--ip6", help="its IPv6 address on that network (default: the next free one)")
     cn.add_argument("--alias", action="append", default=[], metavar="NAME",
                     help="another name it answers to on that network (repeatable)")
+
+def _add_disconnect(sub: Any) -> None:
     dc = sub.add_parser("disconnect", help="disconnect a sandbox from a network")
     dc.add_argument("network", help="the network to leave")
     dc.add_argument("name", help="the sandbox's name or id")
+
+def _add_label(sub: Any) -> None:
     lb = sub.add_parser("label", help="set (key=value) or remove (key-) labels of a sandbox or CNI pod")
     lb.add_argument("name", help="the sandbox's name or id, or a CNI pod's name (K8S_POD_NAME) or container id")
     lb.add_argument("-n", "--namespace", help="the CNI pod's namespace (K8S_POD_NAMESPACE), when its name is not unique")
     lb.add_argument("changes", nargs="*", metavar="KEY=VALUE|KEY-", help="labels to set or (with a trailing -) remove")
+
+def _add_reconcile(sub: Any) -> None:
     rc = sub.add_parser("reconcile", help="make the host match the store; remove leftovers")
     rc.add_argument("--json", action="store_true", help="print what was done as JSON")
+
+def _add_demo(sub: Any) -> None:
     dm = sub.add_parser("demo", help="bring up a small multi-tier application and check every path")
     dm.add_argument("--down", action="store_true", help="remove the demo")
-    sub.add_parser("version", help="print podnet's version")
+
+def _add_version(sub: Any) -> None:
+    sub.add_parser("version", help="print podnet's version").set_defaults(handler=_cmd_version, uses_api=False)
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    # here, not in commands.py: the start-up floor of every command is what `version` costs
+    from podnet import __version__
+
+    print(f"podnet {__version__}")
+    return 0
+
+
+# Podnet's own commands, each adding its parser when (and only when) it is the one given:
+# building every parser costs more than the rest of a read command's start-up.
+CORE_COMMANDS: dict[str, Callable[[Any], None]] = {
+    "network": _add_network,
+    "run": _add_run,
+    "exec": _add_exec,
+    "ps": _add_ps,
+    "inspect": _add_inspect,
+    "logs": _add_logs,
+    "stop": _add_stop,
+    "rm": _add_rm,
+    "connect": _add_connect,
+    "disconnect": _add_disconnect,
+    "label": _add_label,
+    "reconcile": _add_reconcile,
+    "demo": _add_demo,
+    "version": _add_version,
+}
+
+# Options before the command that take a value (so that their value is not read as the command).
+_GLOBAL_VALUED = ("--root", "--store", "--cacert", "--cert", "--key", "--user", "--password")
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command argv names, or None when it cannot be told without the full parser (help,
+    an unknown or abbreviated option, no command): then every parser is built."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _GLOBAL_VALUED:
+            i += 2
+        elif word.split("=", 1)[0] in _GLOBAL_VALUED and "=" in word:
+            i += 1
+        elif word.startswith("-"):
+            return None
+        else:
+            return word
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command` one of podnet's own, only that command's parser is added
+    (the help listing and an extension's command need them all)."""
+    p = _Parser(prog="podnet", description="Container networking for Linux.")
+    p.add_argument("--root", help="state directory (default /var/lib/podnet, or $PODNET_ROOT)")
+    p.add_argument("--store", dest="store_store", metavar="URL",
+                   help="keep the state in etcd v3: etcd://HOST:2379[,HOST:2379...][/PREFIX], https://... for TLS "
+                        "(or $PODNET_STORE; default: the SQLite file under --root)")
+    p.add_argument("--cacert", dest="store_cacert", metavar="FILE", help="CA bundle that signed etcd's certificate ($PODNET_STORE_CACERT)")
+    p.add_argument("--cert", dest="store_cert", metavar="FILE", help="client certificate for etcd ($PODNET_STORE_CERT)")
+    p.add_argument("--key", dest="store_key", metavar="FILE", help="its private key ($PODNET_STORE_KEY)")
+    p.add_argument("--user", dest="store_user", metavar="NAME[:PASSWORD]", help="etcd user ($PODNET_STORE_USER)")
+    p.add_argument("--password", dest="store_password", metavar="PASSWORD", help="etcd user's password ($PODNET_STORE_PASSWORD)")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    if command in CORE_COMMANDS:
+        CORE_COMMANDS[command](sub)
+        return p
+    for add in CORE_COMMANDS.values():
+        add(sub)
     for module_name in EXTENSIONS:
         try:
             module = importlib.import_module(module_name)
@@ -265,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _served_here() -> context.Served:
+def _served_here() -> Any:
     """What runs above api/ for this command: asked on the api's first need only, so read
     commands never pay for the question (nor for importing the Services controller)."""
     from podnet.agent import client  # lazy: http.client, paid only by a command that needs the answer
@@ -273,6 +376,8 @@ def _served_here() -> context.Served:
     from podnet.dns import resolvconf  # lazy: for those commands only
     from podnet.policy import controller as policies  # lazy: the drivers and nft, for those commands only
     from podnet.services import controller  # lazy: the Service model's pydantic (~0.2 s)
+
+    from podnet.api import context  # lazy: see main()
 
     agent = client.running()
     return context.Served(dns=resolvconf if agent else None, agent_follows_services=agent, services=controller,
@@ -284,8 +389,8 @@ STORE_FLAGS = {"store": "PODNET_STORE", "cacert": "PODNET_STORE_CACERT", "cert":
 
 
 def main(argv: list[str] | None = None) -> int:
-    context.announce(_served_here)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_word(argv))
     args, extras = parser.parse_known_args(argv)
     if extras:
         sys.stderr.write(unknown_option(getattr(args, "_parser", parser), extras) + "\n")
@@ -302,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, f"store_{flag}", None)
         if value is not None:
             os.environ[variable] = os.path.abspath(value) if flag in ("cacert", "cert", "key") else value
+    if getattr(args, "uses_api", True):
+        from podnet.api import context  # lazy: dataclasses, pathlib and the store's code (~30 ms), not for `version`
+
+        context.announce(_served_here)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         from podnet.cli import commands  # lazy: commands imports this module's flag helpers
