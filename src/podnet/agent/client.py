@@ -6,14 +6,13 @@ works against it too.
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
 from podnet import errors
 from podnet.config import paths
+from podnet.util.unixhttp import UnixConnection
 
 
 def socket_path() -> Path:
@@ -21,16 +20,8 @@ def socket_path() -> Path:
     return paths().run / "agent.sock"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("podnet-agent", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+def _UnixConnection(path: Path, timeout: float) -> UnixConnection:
+    return UnixConnection(path, timeout, host="podnet-agent")
 
 
 class AgentUnavailable(Exception):

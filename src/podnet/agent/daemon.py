@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import ipaddress
 import os
@@ -34,6 +35,9 @@ from podnet.cni import delegate, spec
 from podnet.cni.plugin import handle
 from podnet.config import Paths
 from podnet.dataplane import netlink
+from podnet.docker import protocol
+from podnet.docker.engine import DEFAULT_HOST
+from podnet.docker.plugin import PLUGINS_DIR, Plugin, socket_path
 from podnet.dns import resolvconf
 from podnet.dns.records import index_from_store
 from podnet.dns.service import DnsService
@@ -57,8 +61,10 @@ NODE_CHECK_EVERY = 5.0  # seconds between checks that this host's node lease is 
 
 class Agent:
     def __init__(self, root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
-                 advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS) -> None:
+                 advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS,
+                 docker: DockerPlugin | None = None) -> None:
         self.root = root
+        self.docker = docker
         self.metrics_address = parse_address(metrics_address)  # bad input: one line before anything starts
         self.ctx: Context = ctx or open_until_reachable(root)
         self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
@@ -119,6 +125,7 @@ class Agent:
         api = ApiServer(self.paths.run / "agent.sock", self.routes())
         api.start()
         log(f"API on {api.path}")
+        docker_api = self._serve_docker_plugin()
         self._serve_metrics()
         self.loop = asyncio.new_event_loop()
         watcher = threading.Thread(target=self._watch, name="sync", daemon=True)
@@ -133,6 +140,8 @@ class Agent:
         finally:
             self.stopping.set()
             api.stop()
+            if docker_api is not None:
+                docker_api.stop()
             self.metrics.stop()
             if self.node is not None:
                 nodes.retire(self.ctx, self.node)
@@ -156,6 +165,21 @@ class Agent:
                         "choose another with --metrics-address ADDR:PORT")
             return
         log(f"metrics on {self.metrics.url}")
+
+    def _serve_docker_plugin(self) -> ApiServer | None:
+        """Docker's network and IPAM plugin on its socket in Docker's plugin directory."""
+        if self.docker is None:
+            return None
+        plugin = Plugin(self.root, self.docker.docker_host)
+        routes = {("POST", path): _closing_netlink(functools.partial(plugin.handle, path)) for path in protocol.PATHS}
+        server = ApiServer(socket_path(self.docker.plugins_dir), routes)
+        try:
+            server.start()
+        except OSError as exc:
+            self._error(f"Docker plugin not served at {server.path}: {exc.strerror or exc}")
+            return None
+        log(f"Docker plugin on {server.path}")
+        return server
 
     def _register_node(self) -> None:
         """Register this host (waiting while a previous agent's lease on its name lapses)."""
@@ -414,9 +438,17 @@ def _closing_netlink(route: Any) -> Any:
     return run
 
 
+@dataclass
+class DockerPlugin:
+    """Where the agent serves Docker's plugin, and the dockerd it asks for names."""
+
+    plugins_dir: str = PLUGINS_DIR
+    docker_host: str = DEFAULT_HOST
+
+
 def run(root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
-        advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS) -> int:
-    return Agent(root, ctx, node_name, advertise, metrics_address).run()
+        advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS, docker: DockerPlugin | None = None) -> int:
+    return Agent(root, ctx, node_name, advertise, metrics_address, docker).run()
 
 
 def socket_of(paths: Paths) -> Path:

@@ -299,3 +299,19 @@ def prune(ctx: Context, progress: Callable[..., None] = silent) -> list[str]:
         except PodnetError:
             continue
     return removed
+
+
+def rename(ctx: Context, network_id: str, name: str) -> bool:
+    """Give a network the name its maker knows it by (Docker tells its names after CreateNetwork);
+    False, and nothing changed, when another network holds that name or the network is gone."""
+    check_name("network", name)
+    with ctx.store.transaction() as txn:
+        doc = txn.get(keys.network(network_id))
+        if doc is None or doc["name"] == name:
+            return doc is not None
+        if not txn.create(keys.network_name(name), network_id):
+            return False
+        if txn.get(keys.network_name(doc["name"])) == network_id:
+            txn.delete(keys.network_name(doc["name"]))
+        txn.put(keys.network(network_id), {**doc, "name": name})
+    return True

@@ -140,8 +140,16 @@ def _store_garbage(ctx: Context, report: Report) -> None:
         owner_ids = sandbox_ids | {doc["id"] for _, doc in txn.list(keys.PODS)}  # endpoints of sandboxes and pods
         network_ids = {doc["id"] for _, doc in txn.list(keys.NETWORKS)}
         service_ids = {doc["id"] for _, doc in txn.list(keys.SERVICES)}  # virtual IPs: ipam/services/<ip>
+        # Addresses an IPAM front door (Docker's RequestAddress) holds for an endpoint to come;
+        # a hold whose network is gone goes with it.
+        hold_ids = set()
+        for key, hold in txn.list(keys.ADDRESS_HOLDS):
+            if hold.get("network") in network_ids:
+                hold_ids.add(hold["id"])
+            else:
+                txn.delete(key)
         for key, claim in txn.list("ipam/"):
-            if claim.get("owner") not in endpoint_ids | service_ids:
+            if claim.get("owner") not in endpoint_ids | service_ids | hold_ids:
                 txn.delete(key)
                 report.released_addresses.append(key.split("/", 2)[2])
         for key, holder in txn.list(keys.PORTS):

@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
     agent.add_argument("--metrics-address", default="127.0.0.1:9469", metavar="ADDR:PORT",
                        help="serve Prometheus metrics at http://ADDR:PORT/metrics (default 127.0.0.1:9469; "
                             "'' turns them off)")
+    agent.add_argument("--docker-plugins-dir", metavar="DIR",
+                       help="serve Docker's network and IPAM plugin `podnet` as DIR/podnet.sock (default "
+                            "/run/docker/plugins when dockerd is installed; '' turns it off)")
+    agent.add_argument("--docker-host", default="unix:///run/docker.sock", metavar="unix://PATH",
+                       help="the dockerd asked for the names of its networks and containers (default "
+                            "unix:///run/docker.sock)")
     agent.set_defaults(handler=run)
     cmds = agent.add_subparsers(dest="agentcmd", metavar="COMMAND", title="commands (none: run the agent)")
     st = cmds.add_parser("status", help="is the agent running, and how is it doing")
@@ -61,13 +67,28 @@ def run(args: argparse.Namespace) -> int:
     from podnet.observe.address import parse_address  # lazy: as above
 
     parse_address(args.metrics_address)  # a typo is one line, before the store is opened or made
+    docker = _docker_plugin(args)
 
     # The store first: the agent's modules name kernel objects after its identity when imported.
     ctx = open_until_reachable(args.root)
-    from podnet.agent.daemon import run as run_agent  # lazy: the agent loads every layer; `agent status` needs none
+    from podnet.agent.daemon import DockerPlugin, run as run_agent  # lazy: the agent loads every layer
 
     return run_agent(args.root, ctx, node_name=args.node_name, advertise=args.advertise,
-                     metrics_address=args.metrics_address)
+                     metrics_address=args.metrics_address,
+                     docker=DockerPlugin(docker[0], args.docker_host) if docker else None)
+
+
+DOCKERD = ("/usr/sbin/dockerd", "/usr/bin/dockerd")
+
+
+def _docker_plugin(args: argparse.Namespace) -> tuple[str] | None:
+    """(plugins dir,) when the agent serves Docker's plugin: asked for, or dockerd installed."""
+    from podnet.docker.engine import socket_of  # lazy: as above
+
+    socket_of(args.docker_host)  # a typo is one line, before anything starts
+    if args.docker_plugins_dir is not None:
+        return (args.docker_plugins_dir,) if args.docker_plugins_dir else None
+    return ("/run/docker/plugins",) if any(os.path.exists(p) for p in DOCKERD) else None
 
 
 def _ask_status() -> dict[str, Any] | None:

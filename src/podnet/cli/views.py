@@ -135,7 +135,8 @@ def pod_view(doc: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
     return {"ContainerId": doc["container_id"], "IfName": doc["ifname"], "Network": doc.get("network_name"),
             "CniNetwork": doc.get("cni_network"), "Addresses": addresses, "State": doc.get("state"),
             "NetNS": doc.get("netns"),
-            "Pod": "/".join(x for x in (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) if x)}
+            "Pod": "/".join(x for x in (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) if x),
+            "Name": doc.get("name") or "", "Container": (doc.get("labels") or {}).get("docker.container.id", "")}
 
 
 def network_view(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:

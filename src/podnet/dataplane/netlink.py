@@ -192,19 +192,20 @@ def delete_link(name: str, ipr: Any | None = None) -> bool:
 
 
 def create_veth_into(
-    host_ifname: str, peer_ifname: str, netns_path: Path, master: int | None, mtu: int, mac: str, alias: str
+    host_ifname: str, peer_ifname: str, netns_path: Path | None, master: int | None, mtu: int, mac: str, alias: str
 ) -> None:
-    """A veth pair whose peer is born inside the sandbox under its final name (no rename)."""
+    """A veth pair whose peer is born inside the sandbox under its final name (no rename).
+
+    netns_path None leaves the peer, down and without addresses, in the host's namespace: for
+    a runtime that moves and configures it itself (Docker's libnetwork after a plugin's Join)."""
     ipr = host()
     NetlinkError = _netlink_error()
-    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC) if netns_path is not None else None
     try:
-        kwargs: dict[str, Any] = {
-            "ifname": host_ifname,
-            "kind": "veth",
-            "mtu": mtu,
-            "peer": {"ifname": peer_ifname, "net_ns_fd": fd, "address": mac, "mtu": mtu},
-        }
+        peer: dict[str, Any] = {"ifname": peer_ifname, "address": mac, "mtu": mtu}
+        if fd is not None:
+            peer["net_ns_fd"] = fd
+        kwargs: dict[str, Any] = {"ifname": host_ifname, "kind": "veth", "mtu": mtu, "peer": peer}
         if master is not None:
             kwargs["master"] = master
         ipr.link("add", **kwargs)
@@ -212,7 +213,8 @@ def create_veth_into(
         if exc.code != errno.EEXIST:
             raise _kernel_error(f"create veth {host_ifname}", exc) from None
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     index = link_index(host_ifname)
     if index is None:
         raise KernelError(f"veth {host_ifname} vanished right after it was made", "run `podnet reconcile`")

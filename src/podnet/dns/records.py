@@ -290,11 +290,12 @@ def build_index(networks: Iterable[Mapping[str, Any]], sandboxes: Iterable[Mappi
 def pod_as_sandbox(pod: Mapping[str, Any]) -> dict[str, Any]:
     """A CNI attachment (pods/<container id>/<ifname>) seen as a sandbox: ready means running.
 
-    Its name is the Kubernetes pod name when the runtime passed K8S_POD_NAME, else the first
+    Its name is the one its runtime gave (a Docker container's), the Kubernetes pod name when the
+    runtime passed K8S_POD_NAME, else the first
     12 characters of the container id (what `crictl ps` shows).
     """
     args = pod.get("args") or {}
-    return {"id": pod["id"], "name": args.get("K8S_POD_NAME") or str(pod.get("container_id", pod["id"]))[:12],
+    return {"id": pod["id"], "name": pod.get("name") or args.get("K8S_POD_NAME") or str(pod.get("container_id", pod["id"]))[:12],
             "state": "running" if pod.get("state") == "ready" else "creating",
             "networks": [{"network": pod.get("network")}]}
 

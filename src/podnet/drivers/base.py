@@ -52,6 +52,9 @@ class Supports:
     cni_needs_subnet: bool = False
     # Needs a parent interface (-o parent=, CNI "master").
     needs_parent: bool = False
+    # hand_over works: the sandbox's link can be left in the host's namespace for a runtime
+    # that moves it into its sandbox itself (Docker's libnetwork, through podnet's plugin).
+    hands_over: bool = False
 
 
 NOTHING = Supports(kernel_objects=False, allocates_addresses=False)
@@ -128,6 +131,12 @@ class Driver(Protocol):
 
     def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None:
         """Set the endpoint up in the sandbox's namespace (CNI ADD)."""
+        ...
+
+    def hand_over(self, net: Network, ep: Endpoint) -> None:
+        """Set the endpoint's host side up and leave its sandbox link, named ep.ifname and
+        unconfigured, in the host's namespace: the runtime moves it, renames it and gives it
+        its addresses (Docker's Join). Refused (Unsupported) where supports.hands_over is False."""
         ...
 
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:

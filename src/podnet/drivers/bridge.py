@@ -64,7 +64,7 @@ def check_bridge(net: Network) -> list[str]:
 class BridgeDriver:
     name = "bridge"
     supports = Supports(host_side=True, publishes_ports=True, nat=True, dns=True, default_route=True,
-                        picks_subnet=True, gateway_in_subnet=True, cni_mode=True)
+                        picks_subnet=True, gateway_in_subnet=True, cni_mode=True, hands_over=True)
 
     def interface_name(self, net: Network) -> str | None:
         return bridge_name(net)
@@ -102,6 +102,13 @@ class BridgeDriver:
             master = netlink.link_index(bridge_name(net))
         netlink.create_veth_into(host_veth_name(ep), ep.ifname, netns, master, ep.mtu, ep.mac, marks.endpoint_mark(ep.id))
         netlink.configure_inside(netns, ep.ifname, ep.addresses, ep.gateways if default_route else [], ep.mtu)
+
+    def hand_over(self, net: Network, ep: Endpoint) -> None:
+        master = netlink.link_index(bridge_name(net))
+        if master is None:
+            self.setup_network(net)
+            master = netlink.link_index(bridge_name(net))
+        netlink.create_veth_into(host_veth_name(ep), ep.ifname, None, master, ep.mtu, ep.mac, marks.endpoint_mark(ep.id))
 
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
         """Deleting the host end deletes the pair."""

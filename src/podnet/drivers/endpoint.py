@@ -13,6 +13,7 @@ from typing import Any
 
 from podnet.dataplane import netlink, readback
 from podnet.drivers.base import EndpointReport, Interface, Route
+from podnet.errors import Unsupported
 
 
 def default_routes(gateways: list[str]) -> tuple[Route, ...]:
@@ -44,3 +45,9 @@ def check_inside(ep: Any, netns: Path | str, expected: list[str]) -> list[str]:
             if not readback.has_default_route(ipr, gw):
                 problems.append(f"the default route via {gw} is missing")
     return problems
+
+
+def refuse_hand_over(driver: str) -> None:
+    """hand_over of a driver whose sandbox link cannot wait in the host's namespace for a runtime."""
+    raise Unsupported(f"a {driver} network cannot hand its links to a runtime that moves them itself (Docker)",
+                      "use a bridge network with Docker")

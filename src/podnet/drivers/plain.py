@@ -45,6 +45,9 @@ class PlainDriver:
     def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None:
         pass
 
+    def hand_over(self, net: Network, ep: Endpoint) -> None:
+        endpoint.refuse_hand_over(self.name)
+
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
         pass
 

@@ -92,6 +92,9 @@ class RoutedDriver:
             routes.add_route(host, address, host_index, link_scope=True, replace=True, what=WHAT)  # type: ignore[arg-type]
             routes.add_neighbour(host, address.split("/")[0], ep.mac, host_index, replace=True, what=WHAT)  # type: ignore[arg-type]
 
+    def hand_over(self, net: Network, ep: Endpoint) -> None:
+        endpoint.refuse_hand_over(self.name)
+
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
         """Deleting the host veth takes its routes and neighbour entries with it."""
         netlink.delete_link(host_veth_name(ep))

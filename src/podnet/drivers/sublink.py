@@ -68,6 +68,9 @@ class SublinkDriver:
         )
         netlink.configure_inside(netns, ep.ifname, ep.addresses, ep.gateways if default_route else [], net.mtu)
 
+    def hand_over(self, net: Network, ep: Endpoint) -> None:
+        endpoint.refuse_hand_over(self.name)
+
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
         """The link lives in the sandbox: it goes with its namespace, or is removed there, as the
         reference macvlan plugin does, when it is still this kind of link. (Its ifalias cannot

@@ -91,6 +91,12 @@ def release(txn: Txn, network_id: str, address: str, owner: str | None = None) -
     txn.delete(key)
 
 
+def owner_of(txn: Txn, network_id: str, address: str) -> str | None:
+    """Who holds one address of a network, if anyone."""
+    held = txn.get(_key(network_id, ipaddress.ip_address(address)))
+    return held.get("owner") if held else None
+
+
 def in_use(txn: Txn, network_id: str) -> dict[str, str]:
     """address -> owner for one network (inspect, garbage collection)."""
     prefix = f"ipam/{network_id}/"

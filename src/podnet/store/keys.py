@@ -94,3 +94,17 @@ def namespace(name: str) -> str:
 
 def policy(namespace: str, name: str) -> str:
     return f"{POLICIES}{namespace}/{name}"
+
+
+# An IPAM front door (Docker's IpamDriver) hands out pools and addresses before the network
+# or the endpoint that will use them exists.
+IPAM_POOLS = "ipam-pools/"  # ipam-pools/<pool id> -> {id, subnet, ip_range, gateway, network, created}
+ADDRESS_HOLDS = "address-holds/"  # address-holds/<hold id> -> {id, pool, network, address, created}: owns ipam/<net>/<ip>
+
+
+def ipam_pool(pool_id: str) -> str:
+    return f"{IPAM_POOLS}{pool_id}"
+
+
+def address_hold(hold_id: str) -> str:
+    return f"{ADDRESS_HOLDS}{hold_id}"

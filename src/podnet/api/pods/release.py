@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from podnet.api import follow
@@ -14,6 +15,8 @@ from podnet.store import keys
 from podnet.util import locks
 
 log = logging.getLogger(__name__)
+
+JOIN_GRACE = 600.0  # seconds a pod made by a runtime that attaches it later (Docker's CreateEndpoint) waits for it
 
 
 def delete(ctx: Context, container_id: str, ifname: str) -> bool:
@@ -47,6 +50,8 @@ def release_lost(ctx: Context) -> list[str]:
     """Release pods whose namespace is gone (a reboot, a runtime that never called DEL) and
     pods left "creating" by a killed ADD; the addresses go back to the pool."""
     def lost(d: dict[str, Any]) -> bool:
+        if d.get("state") == "created":  # made for a runtime that joins it later (Docker): given time to
+            return time.time() - d.get("created", 0) > JOIN_GRACE
         return d.get("state") != "ready" or not netns_alive(d)
 
     done = []
