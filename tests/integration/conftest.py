@@ -73,10 +73,10 @@ def internet_host(host: Host) -> Host:
 
 # ---- the agent ------------------------------------------------------------------------------
 
-def start_agent(host: Host) -> subprocess.Popen[str]:
+def start_agent(host: Host, *args: str) -> subprocess.Popen[str]:
     """The agent, its log in a file (`proc.log`): a pipe nobody reads would stall it once full."""
     log = tempfile.TemporaryFile(mode="w+")
-    proc = host.popen([sys.executable, "-m", "podnet", "agent"], stderr=log, stdout=subprocess.DEVNULL)
+    proc = host.popen([sys.executable, "-m", "podnet", "agent", *args], stderr=log, stdout=subprocess.DEVNULL)
     proc.log = log  # type: ignore[attr-defined]
 
     def up_or_ended() -> str | None:

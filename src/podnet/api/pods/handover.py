@@ -111,6 +111,7 @@ def create(ctx: Context, attachment_id: str, network: str, requested: list[str],
 def join(ctx: Context, attachment_id: str, sandbox_key: str) -> tuple[Network, Endpoint]:
     """Make the host side and leave the link named ep.ifname in the host's namespace."""
     require_privilege()
+    find(ctx, attachment_id)  # an unknown endpoint is named as such, whatever its sandbox
     ident = netns_identity(sandbox_key)
     if ident is None:
         raise NotFound(f"sandbox {sandbox_key[:200]} is not a network namespace", "the runtime makes it before Join")
