@@ -22,8 +22,8 @@ from podnet.store import keys
 
 log = logging.getLogger(__name__)
 
-TRIES = 40
-EVERY = 0.25  # seconds between tries: names follow within a second or so of `docker run`
+TRIES = 120
+EVERY = 0.25  # seconds between tries (30 s in all): names follow within a second or so of `docker run`
 
 
 def _retry(what: Callable[[], bool]) -> None:

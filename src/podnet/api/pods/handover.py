@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import time
 from typing import Any
 
@@ -112,9 +113,11 @@ def join(ctx: Context, attachment_id: str, sandbox_key: str) -> tuple[Network, E
     """Make the host side and leave the link named ep.ifname in the host's namespace."""
     require_privilege()
     find(ctx, attachment_id)  # an unknown endpoint is named as such, whatever its sandbox
+    # Docker's sandbox file appears only after Join (runc's hook mounts it): a namespace is
+    # recorded by its identity, one to come by its path (namespace.netns_alive).
     ident = netns_identity(sandbox_key)
-    if ident is None:
-        raise NotFound(f"sandbox {sandbox_key[:200]} is not a network namespace", "the runtime makes it before Join")
+    if not os.path.isabs(sandbox_key):
+        raise InvalidArgument(f"sandbox {sandbox_key[:200]!r} is not an absolute path", "send the sandbox's namespace path")
     with locks.held(lock_path(ctx, pod_id(attachment_id, IFNAME))):
         doc = find(ctx, attachment_id)
         if doc["state"] != "created":
@@ -131,7 +134,8 @@ def join(ctx: Context, attachment_id: str, sandbox_key: str) -> tuple[Network, E
             firewall_sync.masquerade_follows(ctx, [net])
             with ctx.store.transaction() as txn:
                 txn.put(keys.pod(attachment_id, IFNAME), {**doc, "state": "ready", "netns": sandbox_key,
-                                                          "netns_id": list(ident)})
+                                                          "netns_id": list(ident) if ident else None,
+                                                          "joined": time.time()})
     return net, ep
 
 

@@ -4,6 +4,7 @@ without a DEL (a reboot, a crashed runtime) is recognised by it, even at a reuse
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 
@@ -51,5 +52,10 @@ def netns_identity(path: str) -> tuple[int, int] | None:
 def netns_alive(doc: dict[str, Any]) -> bool:
     """The pod's namespace is still the one it was made in (a reused path does not count).
     One stat: the identity recorded at ADD was checked to be a network namespace then."""
+    if doc.get("netns_id") is None and doc.get("netns"):
+        # Made by a runtime that mounts the namespace after the attachment (Docker: runc's hook
+        # after Join): the path is all there is, and it lives as long as the runtime's sandbox
+        # (given a minute to appear).
+        return os.path.exists(doc["netns"]) or time.time() - doc.get("joined", 0) < 60
     ident = _nsfs_identity(doc["netns"])
     return ident is not None and list(ident) == list(doc.get("netns_id") or [])
