@@ -21,6 +21,9 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
   python3 python3-venv nftables iproute2 iptables util-linux procps iputils-ping conntrack \
   containernetworking-plugins ca-certificates curl >/dev/null
+# The C compiler `podnet cni install` builds the compiled CNI entry with (~1 ms per call
+# against ~40 ms for the stdlib Python entry, which it installs instead when none is there).
+apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null
 # What `podnet capture` and `podnet topology` run.
 apt-get install -y -q --no-install-recommends tcpdump graphviz >/dev/null
 
@@ -38,9 +41,9 @@ rm -rf build src/*.egg-info  # what building left in the clone
 ln -sf "$venv/bin/podnet" /usr/local/bin/podnet
 echo "podnet installed: $(podnet version)"
 
-# The CNI plugin: a small stdlib-only entry named `podnet` in the CNI plugin directories
-# (the CNI default /opt/cni/bin and Debian's /usr/lib/cni) that hands each call to the agent,
-# or runs the plugin from this venv when no agent runs. `podnet cni config NET` prints a
+# The CNI plugin: a small entry named `podnet` in the CNI plugin directories (the CNI default
+# /opt/cni/bin and Debian's /usr/lib/cni), compiled from the package's forwarder.c, that hands
+# each call to the agent, or runs the plugin from this venv when no agent runs. `podnet cni config NET` prints a
 # conflist for /etc/cni/net.d.
 podnet cni install
 

@@ -340,6 +340,7 @@ class Agent:
             ("GET", "/v1/status"): self.status,
             ("POST", "/v1/reconcile"): self.api_reconcile,
             ("POST", "/v1/cni"): self.api_cni,
+            ("POST", "/v1/cni/framed"): self.api_cni_framed,
             ("POST", "/v1/sandboxes"): self.api_run,
             ("POST", "/v1/flows"): self.api_flows,
         }
@@ -389,13 +390,24 @@ class Agent:
         return 200, self.flows.query(after=query.after, since=query.since, denied=query.denied, sandbox=query.sandbox)
 
     def api_cni(self, body: Any) -> tuple[int, Any]:
+        """The stdlib Python entry's call (cni/entry.py): the answer as JSON strings."""
+        code, out, err = self._cni(body)
+        return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
+
+    def api_cni_framed(self, body: Any) -> tuple[int, Any]:
+        """The compiled entry's call (cni/forwarder.c): "CODE STDOUT_LEN STDERR_LEN\\n" and the bytes,
+        which it writes out unchanged without a JSON decoder."""
+        code, out, err = self._cni(body)
+        return 200, b"%d %d %d\n" % (code, len(out), len(err)) + out + err
+
+    def _cni(self, body: Any) -> tuple[int, bytes, bytes]:
         call = build(CniCall, body, "CNI call")
         began = time.monotonic()
         code, out, err = handle(call.env, call.stdin.encode())
         command = call.env.get("CNI_COMMAND", "")
         self.metrics.cni_call(command if command in spec.COMMANDS else "invalid", _cni_code(code, out),
                               time.monotonic() - began)
-        return 200, {"code": code, "stdout": out.decode(), "stderr": err.decode()}
+        return code, out, err
 
 
 @dataclass

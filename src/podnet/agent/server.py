@@ -211,12 +211,14 @@ class ApiServer:
             return 500, _error_body("internal", f"{type(exc).__name__}: {exc}")
 
     async def _answer(self, writer: asyncio.StreamWriter, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        # a route may answer bytes of its own framing (the CNI forwarder's): sent as they are
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        kind = "application/octet-stream" if isinstance(body, bytes) else "application/json"
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = "Status"
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
         writer.write(head + data)
         await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)

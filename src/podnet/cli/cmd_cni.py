@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
 
     i = cmds.add_parser("install", help="install the plugin as `podnet` in the CNI plugin directories")
     i.add_argument("--dir", action="append", default=[], help=f"target directory (default: {' and '.join(DEFAULT_DIRS)})")
+    i.add_argument("--python-entry", action="store_true",
+                   help="install the stdlib Python entry, not the compiled one (~40 ms more per call)")
     i.set_defaults(handler=install)
 
     ls = cmds.add_parser("ls", help="list the attachments made through CNI")
@@ -122,19 +124,35 @@ def entry_script(python: str) -> str:
 
 
 def install(args: argparse.Namespace) -> int:
-    script = entry_script(sys.executable)
+    """The compiled entry when a C compiler is there, else the stdlib Python entry, with one
+    line saying why."""
+    from podnet.cni import compiled  # lazy: every command imports this module
+
+    kind, content = "compiled entry", None
+    if args.python_entry:
+        kind = "the stdlib Python entry, as asked"
+    else:
+        try:
+            content = compiled.build(sys.executable)
+        except compiled.CannotBuild as exc:
+            kind = f"the stdlib Python entry: {exc}"
+    content = content or entry_script(sys.executable).encode()
     for directory in args.dir or DEFAULT_DIRS:
         target = Path(directory) / "podnet"
-        tmp = target.with_name(".podnet.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(script)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)  # a runtime never runs a half-written plugin
+            _replace(target, content)
         except PermissionError:
             raise PermissionDenied(f"cannot write {target}", "run `podnet cni install` as root") from None
-        print(f"installed {target}")
+        print(f"installed {target} ({kind})")
     return 0
+
+
+def _replace(target: Path, content: bytes) -> None:
+    tmp = target.with_name(".podnet.tmp")
+    tmp.write_bytes(content)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)  # a runtime never runs a half-written plugin
 
 
 def list_pods(args: argparse.Namespace) -> int:
