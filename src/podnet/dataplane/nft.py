@@ -32,7 +32,7 @@ def binary() -> str:
     return path
 
 
-def _first_error_line(stderr: str) -> str:
+def first_error_line(stderr: str) -> str:
     """nft prints the error first, then the offending input; the first line is the useful part."""
     for line in stderr.splitlines():
         line = line.strip()
@@ -57,7 +57,7 @@ def _run(args: list[str], stdin: str | None, what: str) -> str:
     except OSError as exc:
         raise KernelError(f"nft {what} could not be run: {exc}") from None
     if proc.returncode != 0:
-        raise KernelError(f"nft {what} failed: {_first_error_line(proc.stderr)}")
+        raise KernelError(f"nft {what} failed: {first_error_line(proc.stderr)}")
     return proc.stdout
 
 

@@ -24,7 +24,9 @@ The semantics (Kubernetes API reference, networking.k8s.io/v1):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import marshal
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -154,12 +156,31 @@ def collapse(cidrs: Iterable[str]) -> tuple[str, ...]:
 # ---- reading the store ---------------------------------------------------------------------------
 
 
-def endpoints(store: Store) -> dict[str, Endpoint]:
-    """Every sandbox and pod that is starting or running, keyed "NAMESPACE/NAME"."""
+@functools.lru_cache(maxsize=1 << 16)
+def canonical(address: str) -> str:
+    """An address as ipaddress writes it (what the table and `decide` compare); cached: the
+    agent reads every endpoint's addresses on each change."""
+    return str(ipaddress.ip_address(address))
+
+
+def endpoints(store: Store, memo: dict[str, Any] | None = None) -> dict[str, Endpoint]:
+    """Every sandbox and pod that is starting or running, keyed "NAMESPACE/NAME".
+
+    memo (engine.Compiler's): the documents each endpoint was made from last time; one whose
+    documents (and the networks) are unchanged is the same Endpoint object as then."""
     networks = {doc["id"]: doc for _, doc in store.list(keys.NETWORKS)}
     eps: dict[str, list[dict[str, Any]]] = {}
     for _, ep in store.list(keys.ENDPOINTS):
         eps.setdefault(ep["sandbox"], []).append(ep)
+    last: dict[str, Any] = {}
+    if memo is not None:
+        signature = marshal.dumps(networks, 2)
+        if memo.get("networks") == signature:
+            last = memo.get("made", {})
+        made: dict[str, Any] = {}
+        memo["networks"], memo["made"] = signature, made
+    else:
+        made = {}
 
     def addresses_and_reason(owner: str) -> tuple[tuple[str, ...], str]:
         addrs, reason = [], ""
@@ -168,18 +189,28 @@ def endpoints(store: Store) -> dict[str, Endpoint]:
             if not drivers.supports(driver).host_side:
                 reason = f"it is on {driver} network {(networks.get(ep['network']) or {}).get('name', '?')}"
             addrs += [a.split("/")[0] for a in ep.get("addresses", [])]
-        return tuple(str(ipaddress.ip_address(a)) for a in addrs), reason
+        return tuple(canonical(a) for a in addrs), reason
 
     out: dict[str, Endpoint] = {}
     for _, sb in store.list(keys.SANDBOXES):
         if sb.get("state") not in ("creating", "running"):
             continue
         ns = sb.get("namespace", "default")
-        addrs, reason = addresses_and_reason(sb["id"])
-        if sb.get("network_mode") == "host":
-            addrs, reason = (), "it shares the host's network namespace"
-        out[f"{ns}/{sb['name']}"] = Endpoint(f"{ns}/{sb['name']}", sb["name"], ns, "sandbox", dict(sb.get("labels") or {}),
-                                             addrs, named_ports(sb.get("labels") or {}, sb.get("expose")), reason)
+        key = f"{ns}/{sb['name']}"
+        # as bytes (version 2: no references, so equal documents give equal bytes): a store may
+        # hand out the same dicts again, changed in place
+        inputs = marshal.dumps((sb, eps.get(sb["id"])), 2) if memo is not None else b""
+        before = last.get(key)
+        if before is not None and before[0] == inputs:
+            endpoint = before[1]
+        else:
+            addrs, reason = addresses_and_reason(sb["id"])
+            if sb.get("network_mode") == "host":
+                addrs, reason = (), "it shares the host's network namespace"
+            endpoint = Endpoint(key, sb["name"], ns, "sandbox", dict(sb.get("labels") or {}),
+                                addrs, named_ports(sb.get("labels") or {}, sb.get("expose")), reason)
+        out[key] = endpoint
+        made[key] = (inputs, endpoint)
     for _, pod in store.list(keys.PODS):
         if pod.get("state") not in ("creating", "ready"):
             continue
@@ -267,6 +298,87 @@ def build(store: Store) -> PolicyState:
     index = Index(eps)
     policies = tuple(compile_policy(d, index, namespaces) for d in docs)
     return PolicyState(eps, policies, {n: d["labels"] for n, d in namespaces.items()})
+
+
+class Compiler:
+    """`build(store)` again and again, recompiling only the policies a change can affect.
+
+    Kept in a long-lived process (the agent; the controller keeps one per process): between
+    two calls it remembers the endpoints, namespaces, policy documents and compiled policies
+    of the last one. A policy is compiled again when its document changed, when an endpoint
+    that appeared, disappeared or was relabelled matches one of its selectors (with its labels
+    before or after), or when namespace labels changed and it has a namespaceSelector.
+    Everything else keeps the very objects of the last state, which is what ruleset.Memo
+    compares to reuse the table's parts. The result equals `build(store)` (tests check it)."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, Endpoint] = {}
+        self.namespaces: dict[str, Mapping[str, str]] = {}
+        self.docs: dict[str, Mapping[str, Any]] = {}
+        self.compiled: dict[str, Policy] = {}
+        self.selectors: dict[str, Selectors] = {}
+        self.made: dict[str, Any] = {}  # endpoints' documents (engine.endpoints' memo)
+
+    def build(self, store: Store) -> PolicyState:
+        eps = endpoints(store, self.made)
+        relabelled: list[Endpoint] = []
+        for key, ep in eps.items():
+            old = self.endpoints.get(key)
+            if old is None or old.labels != ep.labels:
+                relabelled.append(ep)
+                if old is not None:
+                    relabelled.append(old)
+            if old is not None and old is not ep and old == ep and old.named_ports == ep.named_ports:
+                eps[key] = old  # the same object: ruleset.Memo reuses what was built from it
+        relabelled += [old for key, old in self.endpoints.items() if key not in eps]
+        namespaces = all_namespaces(store)
+        labels = {n: d["labels"] for n, d in namespaces.items()}
+        namespaces_changed = labels != self.namespaces
+        docs = {f"{d['namespace']}/{d['name']}": d for _, d in store.list(keys.POLICIES)}
+        index: Index | None = None
+        compiled: dict[str, Policy] = {}
+        selectors: dict[str, Selectors] = {}
+        for key in sorted(docs, key=lambda k: (docs[k]["namespace"], docs[k]["name"])):
+            doc, old_policy = docs[key], self.compiled.get(key)
+            unchanged = old_policy is not None and self.docs.get(key) == doc
+            sel = selectors[key] = self.selectors[key] if unchanged else Selectors(doc)
+            if not unchanged or (namespaces_changed and sel.by_namespace) \
+                    or any(sel.may_pick(ep, labels) for ep in relabelled):
+                index = index or Index(eps)
+                compiled[key] = compile_policy(doc, index, namespaces)
+            else:
+                compiled[key] = old_policy  # type: ignore[assignment]
+        self.endpoints, self.namespaces, self.docs, self.compiled = eps, labels, docs, compiled
+        self.selectors = selectors
+        return PolicyState(eps, tuple(compiled.values()), labels)
+
+
+class Selectors:
+    """A policy document's selectors, read once: what `may_pick` asks of every endpoint that
+    appeared, disappeared or was relabelled."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.namespace = doc["namespace"]
+        self.pods = doc["spec"]["podSelector"]
+        # (podSelector, namespaceSelector) of every peer that picks pods (not ipBlocks)
+        self.peers = [(peer.get("podSelector"), peer.get("namespaceSelector"))
+                      for direction, peers_key in (("ingress", "from"), ("egress", "to"))
+                      for rule in doc["spec"].get(direction, []) for peer in rule.get(peers_key, [])
+                      if not peer.get("ipBlock")]
+        self.by_namespace = any(ns_sel is not None for _, ns_sel in self.peers)
+
+    def may_pick(self, ep: Endpoint, namespaces: Mapping[str, Mapping[str, str]]) -> bool:
+        """Could the policy select `ep`, or name it as a peer (the rules of compile_policy)?"""
+        if ep.namespace == self.namespace and matches(self.pods, ep.labels):
+            return True
+        for pod_sel, ns_sel in self.peers:
+            if ns_sel is None:
+                in_ns = ep.namespace == self.namespace
+            else:
+                in_ns = ep.namespace in namespaces and matches(ns_sel, namespaces[ep.namespace])
+            if in_ns and (pod_sel is None or matches(pod_sel, ep.labels)):
+                return True
+        return False
 
 
 # ---- deciding one connection ---------------------------------------------------------------------
