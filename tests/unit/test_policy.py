@@ -192,3 +192,30 @@ def test_a_label_change_is_a_small_delta() -> None:
     assert cmds and len(cmds) < len(ruleset.full(before)) / 2, cmds
     assert not any("delete" in c and "table" in c["delete"] for c in cmds)
 
+
+
+def test_flow_log_merges_a_connections_records() -> None:
+    """Egress and ingress records of one connection, and a dropped connect's retransmitted SYNs,
+    are one flow; another source port is another flow."""
+    import time
+
+    from podnet.agent.flows import FlowLog
+    from podnet.dataplane.nflog import Record
+
+    now = time.time() - 60
+    log = FlowLog(lambda: ({"10.0.0.2": "x/x-a", "10.0.1.2": "y/y-a"}, {"p1": "x/out", "g2": "y/in"}))
+
+    def record(t: float, prefix: str, sport: int) -> None:
+        log._add(Record(now + t, prefix, 2, "10.0.0.2", "10.0.1.2", "tcp", sport, 80), *log.names())
+
+    record(1.0, "podnet:A:e:p1", 40000)
+    record(1.0, "podnet:D:i:g2", 40000)
+    record(2.0, "podnet:A:e:p1", 40000)  # the SYN again: egress allows it again, ingress drops it again
+    record(2.0, "podnet:D:i:g2", 40000)
+    record(2.5, "podnet:A:e:p1", 40001)
+    flows = log.query()["flows"]
+    assert [(f["sport"], f["verdict"], f["direction"], f["policy"], f["attempts"]) for f in flows] == \
+        [(40000, "drop", "ingress", "default-deny", 2), (40001, "allow", "egress", "x/out", 1)]
+    assert flows[0]["egress"]["policy"] == "x/out" and flows[0]["ingress"]["selected_by"] == "y/in"
+    record(9.0, "podnet:A:e:p1", 40000)  # the port used again much later: a new connection
+    assert len(log.query()["flows"]) == 3

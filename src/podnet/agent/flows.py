@@ -2,8 +2,11 @@
 
 Every policy rule's accept and every default deny in `table inet podnet-policy` copies the
 first packet of a new connection to NFLOG (policy/ruleset.py: prefix `podnet:A|D:e|i:<id>`);
-only new connections meet those rules, so this is one record per connection attempt and
-direction (a dropped TCP connect shows once per SYN retransmission). A thread of the agent
+only new connections meet those rules. The kernel sends a record per direction that polices
+the connection (the source's egress, the destination's ingress) and one more per
+retransmitted SYN of a dropped connect: they are merged here into one flow per connection
+(same addresses, ports and protocol within MERGE_SECONDS), with each side's verdict and
+policy under "egress" and "ingress" and the retransmissions counted in "attempts". A thread of the agent
 reads them (dataplane/nflog.py) into a bounded history: the last PODNET_FLOWS_MAX records
 (10,000) or PODNET_FLOWS_SECONDS (900), whichever is less. A flood cannot fill memory (the
 history is bounded, the kernel's queue is the socket buffer) nor stall the agent (at most
@@ -25,6 +28,10 @@ from podnet.dataplane import nflog
 from podnet.policy import ruleset
 
 RATE = 2000  # records kept per second at most
+# Records of one connection: both directions come from the same packet (microseconds apart);
+# a dropped TCP connect's SYN is sent again after 1 s and 3 s (Linux), a UDP one when the
+# application repeats itself
+MERGE_SECONDS = 5.0
 
 
 def _env_int(name: str, default: int) -> int:
@@ -50,6 +57,8 @@ class FlowLog:
         # Every record by (verdict "A"|"D", direction "e"|"i", policy or group id), kept or not:
         # the metrics' per-policy counts (podnet_policy_connections_total), bounded by the policies.
         self.counts: dict[tuple[str, str, str], int] = {}
+        # flows of the last MERGE_SECONDS by (src, sport, dst, dport, protocol), oldest first
+        self.recent: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def run(self, stopping: threading.Event) -> None:
         try:
@@ -64,19 +73,17 @@ class FlowLog:
                 if not records:
                     continue
                 address_names, policy_names = self.names()
-                for record in records:
-                    self._count(record.prefix)
-                    now = int(time.monotonic())
-                    if now != window:
-                        window, kept = now, 0
-                    if kept >= RATE:
-                        self.suppressed += 1
-                        continue
-                    kept += 1
-                    flow = self._flow(record, address_names, policy_names)
-                    if flow is not None:
-                        with self.lock:
-                            self.history.append(flow)
+                with self.lock:  # a batch at once: a follower never sees half of a connection's records
+                    for record in records:
+                        self._count(record.prefix)
+                        now = int(time.monotonic())
+                        if now != window:
+                            window, kept = now, 0
+                        if kept >= RATE:
+                            self.suppressed += 1
+                            continue
+                        kept += 1
+                        self._add(record, address_names, policy_names)
         finally:
             self.listener.close()
 
@@ -96,20 +103,39 @@ class FlowLog:
             out[key] = out.get(key, 0) + count
         return [(*key, count) for key, count in sorted(out.items())]
 
-    def _flow(self, record: nflog.Record, address_names: dict[str, str], policy_names: dict[str, str]) -> dict[str, Any] | None:
+    def _add(self, record: nflog.Record, address_names: dict[str, str], policy_names: dict[str, str]) -> None:
+        """One record into the history (under self.lock): a new flow, or merged into the flow of
+        its connection."""
         parts = record.prefix.split(":")
         if len(parts) != 4 or parts[0] != ruleset.LOG_PREFIX:
-            return None
-        _, verdict, direction, who = parts
-        allowed = verdict == "A"
-        return {
-            "seq": next(self.seq), "time": record.time, "src": record.src, "dst": record.dst,
-            "src_name": address_names.get(record.src), "dst_name": address_names.get(record.dst),
-            "protocol": record.protocol, "sport": record.sport, "dport": record.dport,
-            "verdict": "allow" if allowed else "drop", "direction": "egress" if direction == "e" else "ingress",
-            "policy": policy_names.get(who, who) if allowed else "default-deny",
-            "selected_by": None if allowed else policy_names.get(who, who),
-        }
+            return
+        _, verdict, code, who = parts
+        direction = "egress" if code == "e" else "ingress"
+        side = {"verdict": "allow" if verdict == "A" else "drop",
+                "policy": policy_names.get(who, who) if verdict == "A" else "default-deny",
+                "selected_by": None if verdict == "A" else policy_names.get(who, who)}
+        while self.recent:  # forget what is too old to merge with (oldest first)
+            oldest = next(iter(self.recent.values()))
+            if record.time - oldest["time"] <= MERGE_SECONDS:
+                break
+            del self.recent[next(iter(self.recent))]
+        key = (record.src, record.sport, record.dst, record.dport, record.protocol)
+        flow = self.recent.get(key)
+        if flow is None:
+            flow = {"seq": next(self.seq), "time": record.time, "src": record.src, "dst": record.dst,
+                    "src_name": address_names.get(record.src), "dst_name": address_names.get(record.dst),
+                    "protocol": record.protocol, "sport": record.sport, "dport": record.dport,
+                    "egress": None, "ingress": None, "attempts": 1}
+            self.recent[key] = flow
+            self.history.append(flow)
+        elif flow[direction] is not None:
+            # the same connection tried again (a retransmitted SYN): counted once, on the side
+            # its packets meet first (egress runs before ingress)
+            if direction == "egress" or flow["egress"] is None:
+                flow["attempts"] += 1
+            return
+        flow[direction] = side
+        _summarise(flow)
 
     def query(self, after: int = 0, since: float | None = None, denied: bool = False,
               sandbox: str | None = None) -> dict[str, Any]:
@@ -121,3 +147,16 @@ class FlowLog:
                           or sandbox in ((f["src_name"] or "").split("/")[-1], (f["dst_name"] or "").split("/")[-1]))]
         return {"flows": flows, "suppressed": self.suppressed, "lost": self.listener.lost if self.listener else 0,
                 "error": self.error}
+
+
+def _summarise(flow: dict[str, Any]) -> None:
+    """The flow's verdict from its sides: dropped when either side dropped it (the side that
+    did is its direction), else allowed by the policies of the sides that were policed."""
+    sides = [(d, flow[d]) for d in ("egress", "ingress") if flow[d] is not None]
+    dropped = [(d, s) for d, s in sides if s["verdict"] == "drop"]
+    if dropped:
+        direction, side = dropped[0]
+        flow.update(verdict="drop", direction=direction, policy="default-deny", selected_by=side["selected_by"])
+        return
+    policies = list(dict.fromkeys(s["policy"] for _, s in sides))
+    flow.update(verdict="allow", direction="+".join(d for d, _ in sides), policy=",".join(policies), selected_by=None)
