@@ -45,6 +45,7 @@ from podnet.errors import Conflict, InvalidArgument, PodnetError
 from podnet.model import Sandbox
 from podnet.observe.address import DEFAULT_ADDRESS, parse_address
 from podnet.observe.metrics import AgentMetrics
+from podnet.runtime import forkserver, shim
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.policy import controller as policies, engine as policy_engine, ruleset as policy_ruleset
 from podnet.services import controller
@@ -114,6 +115,10 @@ class Agent:
     def run(self) -> int:
         require_privilege()
         self._take_lock()
+        # First, while this process has one thread: sandboxes' supervisors fork from it.
+        forks = shim.start_fork_server()
+        log(f"supervisors fork from pid {forks.pid}" if forks else
+            "supervisors start their own interpreter (threads ran before the fork server could start)")
         # Every api call in this process (CNI, run, reconcile, the sync loop) is served by this agent.
         context.announce(context.Served(dns=resolvconf, agent_follows_services=True, services=controller,
                                         ipam_plugin=delegate.run, policies=policies))
@@ -150,6 +155,7 @@ class Agent:
             self.loop.close()
             if watcher.is_alive():
                 watcher.join(timeout=5)
+            forkserver.stop()  # the supervisors it made run on, in their own sessions
             log("stopped")
         return 0
 
@@ -342,6 +348,8 @@ class Agent:
             ("POST", "/v1/cni"): self.api_cni,
             ("POST", "/v1/cni/framed"): self.api_cni_framed,
             ("POST", "/v1/sandboxes"): self.api_run,
+            ("POST", "/v1/sandboxes/stop"): self.api_stop,
+            ("POST", "/v1/sandboxes/rm"): self.api_rm,
             ("POST", "/v1/flows"): self.api_flows,
         }
         return {key: _closing_netlink(route) for key, route in routes.items()}
@@ -384,6 +392,26 @@ class Agent:
         finally:
             ctx.close()
 
+    def api_stop(self, body: Any) -> tuple[int, Any]:
+        """`podnet stop` through the agent, as `run -d`: the CLI imports neither pydantic nor pyroute2."""
+        req = build(StopRequest, body, "stop request")
+        ctx = open_context(self.root)
+        try:
+            sandbox = sandboxes.stop(ctx, req.name, timeout=req.time)
+            return 200, {"id": sandbox.id, "name": sandbox.name}
+        finally:
+            ctx.close()
+
+    def api_rm(self, body: Any) -> tuple[int, Any]:
+        """`podnet rm [-f]` through the agent."""
+        req = build(RemoveRequest, body, "rm request")
+        ctx = open_context(self.root)
+        try:
+            sandbox = sandboxes.remove(ctx, req.name, force=req.force)
+            return 200, {"id": sandbox.id, "name": sandbox.name}
+        finally:
+            ctx.close()
+
     def api_flows(self, body: Any) -> tuple[int, Any]:
         """`podnet flows`: the history, filtered; `after` is the last seq a follower saw."""
         query = build(FlowQuery, body or {}, "flows query")
@@ -418,6 +446,22 @@ class FlowQuery:
     since: float | None = None  # seconds back
     denied: bool = False
     sandbox: str | None = None
+
+
+@dataclass
+class StopRequest:
+    """`POST /v1/sandboxes/stop`, what `podnet stop` sends: one sandbox by name or id."""
+
+    name: str
+    time: float = 10
+
+
+@dataclass
+class RemoveRequest:
+    """`POST /v1/sandboxes/rm`, what `podnet rm` sends."""
+
+    name: str
+    force: bool = False
 
 
 @dataclass

@@ -181,21 +181,35 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
+def _through_agent(args: argparse.Namespace, path: str, body: dict, timeout: float = 120.0) -> dict | None:
+    """The agent's answer to a sandbox request, or None when it must run in-process (no agent,
+    or another --root than the agent's), as `run -d` does."""
+    if args.root is not None:
+        return None
+    from podnet.agent import client  # lazy: http.client, only for the commands handed to the agent
 
-    ctx = _ctx(args)
+    return client.forward("POST", path, body, timeout=timeout)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
     for name in args.names:
-        print(sandboxes.stop(ctx, name, timeout=args.time).name)
+        answer = _through_agent(args, "/v1/sandboxes/stop", {"name": name, "time": args.time}, timeout=args.time + 60)
+        if answer is None:
+            from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), skipped when the agent runs
+
+            answer = {"name": sandboxes.stop(_ctx(args), name, timeout=args.time).name}
+        print(answer["name"])
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
-
-    ctx = _ctx(args)
     for name in args.names:
-        print(sandboxes.remove(ctx, name, force=args.force).name)
+        answer = _through_agent(args, "/v1/sandboxes/rm", {"name": name, "force": args.force})
+        if answer is None:
+            from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), skipped when the agent runs
+
+            answer = {"name": sandboxes.remove(_ctx(args), name, force=args.force).name}
+        print(answer["name"])
     return 0
 
 

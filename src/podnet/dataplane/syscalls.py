@@ -41,6 +41,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
+PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -110,6 +111,12 @@ def sethostname(name: str) -> None:
 def drop_bounding(cap: int) -> None:
     """Remove one capability from the calling thread's bounding set (needs CAP_SETPCAP)."""
     _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
+
+
+def die_with_parent(signal_number: int) -> None:
+    """Have the kernel send signal_number to the caller when the thread that forked it ends
+    (PR_SET_PDEATHSIG): a helper process never outlives the process it serves."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "ask to die with the parent")
 
 
 def clear_ambient() -> None:
