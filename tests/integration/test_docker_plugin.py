@@ -67,8 +67,11 @@ def dockerd() -> Iterator[tuple[Host, list[subprocess.Popen[str]]]]:
         procs = [start_dockerd(host)]
         try:
             root = busybox_rootfs(host, "/run/dk/rootfs")
+            host.run(["ln", "-s", "busybox", f"{root}/bin/nslookup"])
             host.sh(f"tar -C {root} -c . | {' '.join(DOCKER)} import - {IMAGE}")
             yield host, procs
+            agent.log.seek(0)  # type: ignore[attr-defined]
+            print("agent log:", agent.log.read()[-3000:])  # type: ignore[attr-defined]
         finally:
             for cid in docker(host, "ps", "-aq", check=False).stdout.split():
                 docker(host, "rm", "-f", cid, check=False)
@@ -113,9 +116,18 @@ def test_two_containers_a_sandbox_names_ports_and_nothing_left(dockerd) -> None:
     native = json.loads(host.podnet("inspect", "native").stdout)[0]["Networks"]["app"]["Addresses"][0].split("/")[0]
     assert native.startswith("10.77.0.") and native not in ips.values()
     assert docker(host, "exec", "c2", "wget", "-qO-", f"http://{native}/").stdout.strip() == "hello from native"
-    # Docker's containers by their names in podnet's views
+    # Docker's containers by their names in podnet's views and DNS
     wait_for(lambda: {"c1", "c2"} <= {p.get("Name") for p in json.loads(host.podnet("cni", "ls", "--json").stdout)},
              30, "podnet's views to name the containers")
+    wait_for(lambda: host.podnet("exec", "native", "--", "getent", "ahostsv4", "c1", check=False).stdout.split()[:1]
+             == [ips["c1"]], 10, "the sandbox to resolve c1")
+    # and a container resolves podnet's names with --dns GATEWAY
+    out = docker(host, "run", "--rm", "--network", "app", "--dns", "10.77.0.1", IMAGE, "nslookup", "native", check=False)
+    assert f"Address: {native}" in out.stdout, (out.stdout, out.stderr)
+
+    # -p through podnet's firewall, from a LAN neighbour
+    lan = host.run(["curl", "-s", "-m", "3", "http://203.0.113.2:8080/"], netns="peer", check=False)
+    assert lan.stdout.strip() == "hello from c1", lan.stderr
 
 
     # disconnect / connect
@@ -128,6 +140,7 @@ def test_two_containers_a_sandbox_names_ports_and_nothing_left(dockerd) -> None:
 
     docker(host, "rm", "-f", "c1", "c2")
     host.podnet("rm", "-f", "native")
+    assert host.run(["curl", "-s", "-m", "2", "http://203.0.113.2:8080/"], netns="peer", check=False).returncode != 0
     docker(host, "network", "rm", "app")
     assert leftovers(host) == NOTHING
 

@@ -53,6 +53,7 @@ class Engine:
         """(container id, name) of the container holding an endpoint of a network."""
         net = self.network(network_id) or {}
         for container_id, info in (net.get("Containers") or {}).items():
-            if isinstance(info, dict) and info.get("EndpointID") == endpoint_id:
+            # "ep-<endpoint id>": an endpoint whose container has not started yet
+            if isinstance(info, dict) and info.get("EndpointID") == endpoint_id and not container_id.startswith("ep-"):
                 return container_id, str(info.get("Name") or container_id[:12])
         return None

@@ -18,7 +18,6 @@ from podnet.api import networks
 from podnet.api.pods import handover
 from podnet.docker.engine import Engine
 from podnet.docker.network_driver import find_network
-from podnet.store import keys
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +26,15 @@ EVERY = 0.25  # seconds between tries (30 s in all): names follow within a secon
 
 
 def _retry(what: Callable[[], bool]) -> None:
+    said = ""
     for _ in range(TRIES):
         try:
             if what():
                 return
         except Exception as exc:  # noqa: BLE001 - names are a courtesy: never take the plugin down
-            log.warning("docker names: %s", exc)
-            return
+            if str(exc) != said:
+                log.warning("docker names: %s", exc)
+                said = str(exc)
         time.sleep(EVERY)
 
 
@@ -59,9 +60,5 @@ def name_endpoint(engine: Engine, open_context: Callable[[], Any], endpoint_id: 
         return False
     container_id, name = found
     with open_context() as ctx:
-        with ctx.store.transaction() as txn:
-            doc = txn.get(keys.pod(endpoint_id, handover.IFNAME))
-            if doc is not None:
-                txn.put(keys.pod(endpoint_id, handover.IFNAME),
-                        {**doc, "name": name.lstrip("/"), "labels": {**doc["labels"], "docker.container.id": container_id}})
+        handover.name(ctx, endpoint_id, name.lstrip("/"), {"docker.container.id": container_id})
     return True

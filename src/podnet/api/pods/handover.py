@@ -177,6 +177,16 @@ def publish(ctx: Context, attachment_id: str, mappings: list[dict[str, Any]]) ->
         pod_firewall.join(net, new, ep)
 
 
+def name(ctx: Context, attachment_id: str, name: str, labels: dict[str, str]) -> None:
+    """The runtime's name for the attachment (views, DNS), under its lock: no lost update
+    against a Join or a publish at work on the same record."""
+    with locks.held(lock_path(ctx, pod_id(attachment_id, IFNAME))):
+        with ctx.store.transaction() as txn:
+            doc = txn.get(keys.pod(attachment_id, IFNAME))
+            if doc is not None:
+                txn.put(keys.pod(attachment_id, IFNAME), {**doc, "name": name, "labels": {**doc["labels"], **labels}})
+
+
 def report(ctx: Context, attachment_id: str) -> dict[str, Any]:
     """What the endpoint holds, for EndpointOperInfo and the views."""
     doc = find(ctx, attachment_id)
