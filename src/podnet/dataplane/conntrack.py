@@ -60,9 +60,9 @@ def udp_dnat_flows(family: int) -> list[Flow]:
     return [f for line in proc.stdout.splitlines() if (f := parse(line, family))]
 
 
-def flows(family: int, protocol: str) -> list[Flow]:
-    """Every entry of one protocol (tcp, udp, sctp) and family."""
-    proc = _run(["-L", "-p", protocol, "-f", "ipv4" if family == 4 else "ipv6"])
+def flows(family: int, protocol: str | None = None) -> list[Flow]:
+    """Every entry of one protocol (tcp, udp, sctp; None: of every protocol) and family."""
+    proc = _run(["-L", *(["-p", protocol] if protocol else []), "-f", "ipv4" if family == 4 else "ipv6"])
     if proc is None:
         return []
     return [f for line in proc.stdout.splitlines() if (f := parse(line, family))]

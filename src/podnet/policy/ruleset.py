@@ -265,7 +265,10 @@ def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain
             every_port.add(port.protocol)
         else:
             numeric.setdefault(port.protocol, []).append((port.port, port.end or port.port))
-    port_sets = {proto: b.set(f"{base}-{proto}", "inet_service", _ranges(ranges), interval=True)
+    # one port or one range is matched as it is: a set per rule would double the objects of
+    # the table, and nft lists every object of the table before each transaction
+    port_sets = {proto: merged[0] if len(merged := _ranges(ranges)) == 1
+                 else b.set(f"{base}-{proto}", "inet_service", merged, interval=True)
                  for proto, ranges in numeric.items() if proto not in every_port}
     for version in (4, 6):
         ip = IP[version]
