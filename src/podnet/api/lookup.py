@@ -6,7 +6,7 @@ costs ~0.2 s of start-up, more than the whole command should take.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from podnet.errors import InvalidArgument, NotFound
 from podnet.store import keys
@@ -23,3 +23,15 @@ def sandbox_doc(store: Any, ref: str) -> dict[str, Any]:
     if len(matches) > 1:
         raise InvalidArgument(f"sandbox id prefix {ref!r} is ambiguous", "give more characters of the id, or the name")
     raise NotFound(f"no such sandbox: {ref}", "list sandboxes with `podnet ps -a`")
+
+
+def namespaced_doc(store: Any, key: Callable[[str, str], str], ref: str, namespace: str, kind: str,
+                   hint: str) -> dict[str, Any]:
+    """A namespaced object's stored document (a Service, a NetworkPolicy) by NAME in
+    `namespace` or by NAMESPACE/NAME, as kubectl takes them; `hint` names the command that lists them."""
+    if "/" in ref:
+        namespace, ref = ref.split("/", 1)
+    doc = store.get(key(namespace, ref))
+    if doc is None:
+        raise NotFound(f"{kind} {namespace}/{ref} not found", hint)
+    return doc

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from podnet.api import follow, namespaces
+from podnet.api import follow, lookup, namespaces
 from podnet.api.context import Context, require_privilege
 from podnet.errors import InvalidArgument, NotFound, PodnetError
 from podnet.model.policy import NetworkPolicy, from_manifest
@@ -95,9 +95,5 @@ def all_policies(ctx: Context, namespace: str | None = None) -> list[dict[str, A
 
 def find(ctx: Context, ref: str, namespace: str = "default") -> dict[str, Any]:
     """By NAME (in `namespace`) or NAMESPACE/NAME."""
-    if "/" in ref:
-        namespace, ref = ref.split("/", 1)
-    doc = ctx.store.get(keys.policy(namespace, ref))
-    if doc is None:
-        raise NotFound(f"NetworkPolicy {namespace}/{ref} not found", "list policies with `podnet policy ls -A`")
-    return doc
+    return lookup.namespaced_doc(ctx.store, keys.policy, ref, namespace, "NetworkPolicy",
+                                 "list policies with `podnet policy ls -A`")

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from podnet.api import lookup
 from podnet.api.context import Context, require_privilege
 from podnet.errors import Conflict, InvalidArgument, NotFound
 from podnet.ipam import allocator
@@ -229,9 +230,5 @@ def all_services(ctx: Context, namespace: str | None = None) -> list[Service]:
 
 def find(ctx: Context, ref: str, namespace: str = "default") -> Service:
     """By NAME (in `namespace`) or NAMESPACE/NAME."""
-    if "/" in ref:
-        namespace, ref = ref.split("/", 1)
-    doc = ctx.store.get(keys.service(namespace, ref))
-    if doc is None:
-        raise NotFound(f"Service {namespace}/{ref} not found", "list Services with `podnet service ls -A`")
-    return Service(**doc)
+    return Service(**lookup.namespaced_doc(ctx.store, keys.service, ref, namespace, "Service",
+                                          "list Services with `podnet service ls -A`"))

@@ -137,8 +137,7 @@ def cmd_policy_ls(args: argparse.Namespace) -> int:
     store = _ctx(args, readonly=True).store
     state = engine.build(store)
     docs = sorted((d for _, d in store.list("policies/")), key=lambda d: (d["namespace"], d["name"]))
-    if not args.all_namespaces:
-        docs = [d for d in docs if d["namespace"] == (args.namespace or "default")]
+    docs = render.in_namespace(docs, lambda d: d["namespace"], args.all_namespaces, args.namespace)
     if args.json:
         render.dump_json([_view(d, state) for d in docs])
         return 0
@@ -154,10 +153,7 @@ def cmd_policy_ls(args: argparse.Namespace) -> int:
     rows = [[d["namespace"], d["name"], selector(d), ",".join(d["policy_types"]),
              ",".join(e.split("/", 1)[1] for e in selected.get(f"{d['namespace']}/{d['name']}", ())) or "<none>",
              render.ago(d.get("created"))] for d in docs]
-    headers = ["NAMESPACE", "NAME", "POD-SELECTOR", "TYPES", "SELECTS", "AGE"]
-    if not args.all_namespaces:
-        headers, rows = headers[1:], [r[1:] for r in rows]
-    render.table(headers, rows)
+    render.namespaced_table(["NAMESPACE", "NAME", "POD-SELECTOR", "TYPES", "SELECTS", "AGE"], rows, args.all_namespaces)
     return 0
 
 

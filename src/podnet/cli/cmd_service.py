@@ -232,8 +232,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args, readonly=True)
     services, endpoints = desired(ctx.store)
-    if not args.all_namespaces:
-        services = [s for s in services if s.namespace == (args.namespace or "default")]
+    services = render.in_namespace(services, lambda s: s.namespace, args.all_namespaces, args.namespace)
     services.sort(key=lambda s: (s.namespace, s.name))
     if args.json:
         render.dump_json([_view(s, endpoints[s.key]) for s in services])
@@ -244,10 +243,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     rows = [[s.namespace, s.name, s.type, ",".join(s.cluster_ips) or "None", ",".join(s.external_ips) or "<none>",
              ports(s), str(len(endpoints[s.key])), render.ago(s.created)] for s in services]
-    headers = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS", "AGE"]
-    if not args.all_namespaces:
-        headers, rows = headers[1:], [r[1:] for r in rows]
-    render.table(headers, rows)
+    render.namespaced_table(["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS", "AGE"],
+                            rows, args.all_namespaces)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
@@ -22,6 +22,21 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     out.write(fmt.format(*headers).rstrip() + "\n")
     for row in rows:
         out.write(fmt.format(*row).rstrip() + "\n")
+
+
+def in_namespace(items: list[Any], namespace_of: Callable[[Any], str], all_namespaces: bool,
+                 namespace: str | None) -> list[Any]:
+    """What a namespaced `ls` lists (kubectl's): `namespace` (default `default`), or every one with -A."""
+    if all_namespaces:
+        return items
+    return [item for item in items if namespace_of(item) == (namespace or "default")]
+
+
+def namespaced_table(headers: list[str], rows: list[list[str]], all_namespaces: bool) -> None:
+    """A namespaced `ls` table: its first column, NAMESPACE, only with -A (kubectl's)."""
+    if not all_namespaces:
+        headers, rows = headers[1:], [row[1:] for row in rows]
+    table(headers, rows)
 
 
 def dump_json(value: Any) -> None:
