@@ -26,6 +26,15 @@ apt-get install -y -q --no-install-recommends \
 apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null
 # What `podnet capture` and `podnet topology` run.
 apt-get install -y -q --no-install-recommends tcpdump graphviz >/dev/null
+# HAProxy: the agent runs its own as the Ingress proxy (`podnet agent --ingress-ports`), with
+# its own configuration under podnet's run directory. The machine-wide haproxy.service that
+# Debian enables is not used: stopped and disabled when this script installed the package
+# (a haproxy the machine already had is left as it was).
+had_haproxy=$(dpkg-query -W -f='${Status}' haproxy 2>/dev/null | grep -c 'install ok installed' || true)
+apt-get install -y -q --no-install-recommends haproxy >/dev/null
+if [ "$had_haproxy" = 0 ] && [ -d /run/systemd/system ]; then
+  systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+fi
 
 # podnet and its Python dependencies in a venv of Debian's interpreter: a normal install (a
 # wheel built from this clone and copied into the venv), so moving or deleting the clone

@@ -42,6 +42,7 @@ from podnet.dns import resolvconf
 from podnet.dns.records import index_from_store
 from podnet.dns.service import DnsService
 from podnet.errors import Conflict, InvalidArgument, PodnetError
+from podnet.ingress.controller import IngressController, parse_ports
 from podnet.model import Sandbox
 from podnet.observe.address import DEFAULT_ADDRESS, parse_address
 from podnet.observe.metrics import AgentMetrics
@@ -63,10 +64,11 @@ NODE_CHECK_EVERY = 5.0  # seconds between checks that this host's node lease is 
 class Agent:
     def __init__(self, root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
                  advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS,
-                 docker: DockerPlugin | None = None) -> None:
+                 docker: DockerPlugin | None = None, ingress_ports: str | None = None) -> None:
         self.root = root
         self.docker = docker
         self.metrics_address = parse_address(metrics_address)  # bad input: one line before anything starts
+        ports = parse_ports(ingress_ports) if ingress_ports else None
         self.ctx: Context = ctx or open_until_reachable(root)
         self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
         if advertise is not None:
@@ -77,6 +79,9 @@ class Agent:
         self.advertise = advertise
         self.node: nodes.Registration | None = None
         self.paths: Paths = self.ctx.paths
+        # The Ingress proxy runs only where the user chose its ports: 80 and 443 are not taken by default.
+        self.ingress = IngressController(self.paths.run / "ingress", self.paths.log_dir / "ingress-haproxy.log",
+                                         ports, log) if ports else None
         self.work = threading.Lock()
         self.stopping = threading.Event()
         self.started_at = time.time()
@@ -152,6 +157,8 @@ class Agent:
                 nodes.retire(self.ctx, self.node)
             if self.dns is not None:
                 self.loop.run_until_complete(self.dns.stop())
+            if self.ingress is not None:
+                self.ingress.stop()
             self.loop.close()
             if watcher.is_alive():
                 watcher.join(timeout=5)
@@ -227,6 +234,7 @@ class Agent:
                 if time.monotonic() - last_node_check > NODE_CHECK_EVERY:
                     last_node_check = time.monotonic()
                     self._keep_node(ctx)
+                self._supervise_ingress(ctx)
                 if rev != last_rev or ended or full:
                     began = time.monotonic()
                     self.sync(full=full, ctx=ctx)
@@ -281,12 +289,27 @@ class Agent:
         # lock, so a CNI ADD or a `run` never waits for a DNS index rebuild.
         self._sync_policies(ctx, full)
         self._sync_services(ctx)
+        self._sync_ingress(ctx)
         self._sync_dns(ctx)
         self.last_sync = time.time()
         self.syncs += 1
 
     def _sync_services(self, ctx: Context) -> None:
         controller.sync(ctx.store)
+
+    def _sync_ingress(self, ctx: Context) -> None:
+        if self.ingress is not None:
+            try:
+                self.ingress.sync(ctx.store)
+            except PodnetError as exc:
+                self._error(f"ingress: {exc.line()}")
+
+    def _supervise_ingress(self, ctx: Context) -> None:
+        if self.ingress is not None:
+            try:
+                self.ingress.supervise(ctx.store)
+            except PodnetError as exc:
+                self._error(f"ingress: {exc.line()}")
 
     def _sync_policies(self, ctx: Context, full: bool) -> None:
         """Policies follow every store change (a CLI without the agent's help already did: the
@@ -360,7 +383,7 @@ class Agent:
             "uptime_seconds": round(time.time() - self.started_at, 1), "state_root": str(self.paths.root),
             "syncs": self.syncs, "node": self.node_name,
             "last_sync": self.last_sync, "dns_listening": self.dns_addresses, "recent_errors": self.errors[-5:],
-            "metrics": self.metrics.url,
+            "metrics": self.metrics.url, "ingress": self.ingress.status() if self.ingress else None,
         }
 
     def api_reconcile(self, _: Any) -> tuple[int, Any]:
@@ -503,8 +526,9 @@ class DockerPlugin:
 
 
 def run(root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
-        advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS, docker: DockerPlugin | None = None) -> int:
-    return Agent(root, ctx, node_name, advertise, metrics_address, docker).run()
+        advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS, docker: DockerPlugin | None = None,
+        ingress_ports: str | None = None) -> int:
+    return Agent(root, ctx, node_name, advertise, metrics_address, docker, ingress_ports).run()
 
 
 def socket_of(paths: Paths) -> Path:

@@ -39,7 +39,7 @@ STOP_WAIT = 20.0  # seconds `agent stop` waits for the agent to finish its curre
 def register(sub: Any) -> None:
     agent = sub.add_parser("agent", help="run the host agent (DNS, sandbox follow-up, Services, fast CNI)",
                            description=AGENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           usage="podnet agent [--node-name NAME] [--advertise IP] [--metrics-address ADDR:PORT] [COMMAND]")
+                           usage="podnet agent [--node-name NAME] [--advertise IP] [--metrics-address ADDR:PORT] [--ingress-ports HTTP[,HTTPS]] [COMMAND]")
     agent.add_argument("--node-name", metavar="NAME", help="this host's name in the cluster (default: the host name)")
     agent.add_argument("--advertise", metavar="IP",
                        help="the underlay address other hosts reach this one by (default: the source address of the "
@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
     agent.add_argument("--docker-host", default="unix:///run/docker.sock", metavar="unix://PATH",
                        help="the dockerd asked for the names of its networks and containers (default "
                             "unix:///run/docker.sock)")
+    agent.add_argument("--ingress-ports", metavar="HTTP[,HTTPS]",
+                       help="run the Ingress proxy (HAProxy) listening on these host ports, e.g. 80,443 "
+                            "(default: no proxy)")
     agent.set_defaults(handler=run)
     cmds = agent.add_subparsers(dest="agentcmd", metavar="COMMAND", title="commands (none: run the agent)")
     st = cmds.add_parser("status", help="is the agent running, and how is it doing")
@@ -68,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     parse_address(args.metrics_address)  # a typo is one line, before the store is opened or made
     docker = _docker_plugin(args)
+    if args.ingress_ports:
+        from podnet.ingress.controller import parse_ports  # lazy: as above
+
+        parse_ports(args.ingress_ports)
 
     # The store first: the agent's modules name kernel objects after its identity when imported.
     ctx = open_until_reachable(args.root)
@@ -75,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     return run_agent(args.root, ctx, node_name=args.node_name, advertise=args.advertise,
                      metrics_address=args.metrics_address,
-                     docker=DockerPlugin(docker[0], args.docker_host) if docker else None)
+                     docker=DockerPlugin(docker[0], args.docker_host) if docker else None,
+                     ingress_ports=args.ingress_ports)
 
 
 DOCKERD = ("/usr/sbin/dockerd", "/usr/bin/dockerd")

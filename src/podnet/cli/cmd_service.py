@@ -1,4 +1,4 @@
-"""`podnet service create|ls|inspect|rm`, `podnet apply -f` and `podnet delete -f`.
+"""`podnet service create|ls|inspect|rm`, `podnet apply -f` and `podnet delete -f` (every kind in KINDS).
 
 kubectl's words where it has them: `apply -f FILE` takes Kubernetes v1 Service manifests
 unchanged and prints `service/web created`; `delete -f FILE` removes what the file names.
@@ -58,10 +58,10 @@ def register(sub: Any) -> None:
     r.add_argument("-n", "--namespace", default="default", help="namespace of the names without one (default %(default)s)")
     r.set_defaults(handler=cmd_rm)
 
-    a = sub.add_parser("apply", help="create or update Services and NetworkPolicies from Kubernetes YAML")
+    a = sub.add_parser("apply", help="create or update Services, NetworkPolicies, Ingresses and TLS Secrets from Kubernetes YAML")
     a.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
     a.set_defaults(handler=cmd_apply)
-    d = sub.add_parser("delete", help="remove the Services and NetworkPolicies a Kubernetes YAML file names")
+    d = sub.add_parser("delete", help="remove the Services, NetworkPolicies, Ingresses and Secrets a Kubernetes YAML file names")
     d.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
     d.add_argument("--ignore-not-found", action="store_true", help="a Service that does not exist is not an error")
     d.set_defaults(handler=cmd_delete)
@@ -141,25 +141,34 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _documents(files: list[str], progress: Any = silent) -> tuple[list[Any], list[Any]]:
-    """(Service specs, NetworkPolicies) of the files, every document validated first; a kind
-    podnet does not apply is refused in one line naming it."""
-    from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+# kind -> (apiVersion, the word kubectl prints for it); apply and delete take these kinds.
+KINDS = {"Service": ("v1", "service"), "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicy.networking.k8s.io"),
+         "Ingress": ("networking.k8s.io/v1", "ingress.networking.k8s.io"), "Secret": ("v1", "secret")}
 
-    svc_specs, policy_specs = [], []
+
+def _documents(files: list[str], progress: Any = silent) -> dict[str, list[Any]]:
+    """Kind -> its validated specs, every document of every file validated first; a kind
+    podnet does not apply is refused in one line naming it."""
+    from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+
+    parsers = {"Service": services.parse_all, "NetworkPolicy": policies.parse_all,
+               "Ingress": lambda docs, source: ingresses.parse_all("Ingress", docs, source),
+               "Secret": lambda docs, source: ingresses.parse_all("Secret", docs, source)}
+    out: dict[str, list[Any]] = {kind: [] for kind in KINDS}
     sources = _read(files)
     for done, (source, text) in enumerate(sources, 1):
         progress("reading", done, len(sources))
         docs = services.load_manifests(text, source)
         for i, doc in enumerate(docs):
             kind = doc.get("kind") if isinstance(doc, dict) else None
-            if kind not in ("Service", "NetworkPolicy"):
+            if kind not in KINDS:
                 version = doc.get("apiVersion") if isinstance(doc, dict) else None
                 raise InvalidArgument(f"{source}: document {i + 1}: apiVersion {version!r}, kind {kind!r} is not supported",
-                                      "podnet applies v1 Service and networking.k8s.io/v1 NetworkPolicy documents")
-        svc_specs += services.parse_all([d for d in docs if d.get("kind") == "Service"], source)
-        policy_specs += policies.parse_all([d for d in docs if d.get("kind") == "NetworkPolicy"], source)
-    return svc_specs, policy_specs
+                                      "podnet applies v1 Service and Secret (kubernetes.io/tls), networking.k8s.io/v1 "
+                                      "NetworkPolicy and Ingress documents")
+        for kind, parse in parsers.items():
+            out[kind] += parse([d for d in docs if d.get("kind") == kind], source)
+    return out
 
 
 def _suffix(namespace: str) -> str:
@@ -167,35 +176,42 @@ def _suffix(namespace: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+    from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
     progress = Progress("apply")
     try:
-        svc_specs, policy_specs = _documents(args.filename, progress)
+        specs = _documents(args.filename, progress)
         ctx = _ctx(args)
-        progress(f"applying {len(svc_specs)} Services and {len(policy_specs)} NetworkPolicies")
-        applied = services.apply(ctx, svc_specs) if svc_specs else []
-        enforced = policies.apply(ctx, policy_specs) if policy_specs else []
+        progress(f"applying {sum(len(v) for v in specs.values())} documents")
+        done = [("Secret", r) for r in (ingresses.apply(ctx, specs["Secret"]) if specs["Secret"] else [])]
+        done += [("Service", r) for r in (services.apply(ctx, specs["Service"]) if specs["Service"] else [])]
+        done += [("NetworkPolicy", r) for r in (policies.apply(ctx, specs["NetworkPolicy"]) if specs["NetworkPolicy"] else [])]
+        done += [("Ingress", r) for r in (ingresses.apply(ctx, specs["Ingress"]) if specs["Ingress"] else [])]
     finally:
         progress.done()
-    for svc, action in applied:
-        print(f"service/{svc.name} {action}{_suffix(svc.namespace)}")
-    for policy, action in enforced:
-        print(f"networkpolicy.networking.k8s.io/{policy.name} {action}{_suffix(policy.namespace)}")
+    for kind, (item, action) in done:
+        print(f"{KINDS[kind][1]}/{item.name} {action}{_suffix(item.namespace)}")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from podnet.api import policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+    from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
-    svc_specs, policy_specs = _documents(args.filename)
+    specs = _documents(args.filename)
     ctx = _ctx(args)
-    if svc_specs:
-        for svc in services.delete(ctx, [(s.namespace, s.name) for s in svc_specs], missing_ok=args.ignore_not_found):
+    missing_ok = args.ignore_not_found
+    if specs["Ingress"]:
+        for doc in ingresses.delete(ctx, "Ingress", [(i.namespace, i.name) for i in specs["Ingress"]], missing_ok):
+            print(f'ingress.networking.k8s.io "{doc["name"]}" deleted')
+    if specs["Service"]:
+        for svc in services.delete(ctx, [(s.namespace, s.name) for s in specs["Service"]], missing_ok=missing_ok):
             print(f'service "{svc.name}" deleted')
-    if policy_specs:
-        for doc in policies.delete(ctx, [(p.namespace, p.name) for p in policy_specs], missing_ok=args.ignore_not_found):
+    if specs["NetworkPolicy"]:
+        for doc in policies.delete(ctx, [(p.namespace, p.name) for p in specs["NetworkPolicy"]], missing_ok=missing_ok):
             print(f'networkpolicy.networking.k8s.io "{doc["name"]}" deleted')
+    if specs["Secret"]:
+        for doc in ingresses.delete(ctx, "Secret", [(i.namespace, i.name) for i in specs["Secret"]], missing_ok):
+            print(f'secret "{doc["name"]}" deleted')
     return 0
 
 

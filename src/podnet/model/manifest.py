@@ -75,15 +75,17 @@ def looks_numeric(text: str) -> bool:
         return text.lower().startswith("0x")
 
 
-def header(doc: Any, api_version: str, kind: str, name_re: re.Pattern[str], name_hint: str) -> tuple[dict[str, Any], dict[str, Any], str, str]:
+def header(doc: Any, api_version: str, kind: str, name_re: re.Pattern[str], name_hint: str,
+           top: frozenset[str] = frozenset({"spec", "status"})) -> tuple[dict[str, Any], dict[str, Any], str, str]:
     """What every kind's document starts with: apiVersion, kind, metadata with its name and
-    namespace (default "default"). Returns (document, metadata, name, namespace)."""
+    namespace (default "default"), and only the `top` fields besides (a Secret has no spec).
+    Returns (document, metadata, name, namespace)."""
     doc = mapping(doc, "document")
     if doc.get("apiVersion") != api_version:
         raise fail("apiVersion", f"{doc.get('apiVersion')!r} is not supported", f"podnet applies apiVersion {api_version}, kind {kind}")
     if doc.get("kind") != kind:
         raise fail("kind", f"{doc.get('kind')!r} is not supported", f"podnet applies kind {kind}")
-    unknown(doc, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
+    unknown(doc, {"apiVersion", "kind", "metadata", *top}, "")
     meta = mapping(doc.get("metadata"), "metadata")
     unknown(meta, KNOWN_METADATA, "metadata")
     name = meta.get("name")

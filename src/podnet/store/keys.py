@@ -108,3 +108,15 @@ def ipam_pool(pool_id: str) -> str:
 
 def address_hold(hold_id: str) -> str:
     return f"{ADDRESS_HOLDS}{hold_id}"
+
+
+INGRESSES = "ingresses/"  # ingresses/<namespace>/<name> -> an Ingress (model/ingress.py)
+SECRETS = "secrets/"  # secrets/<namespace>/<name> -> a kubernetes.io/tls Secret (the store is root's alone)
+
+
+def ingress(namespace: str, name: str) -> str:
+    return f"{INGRESSES}{namespace}/{name}"
+
+
+def secret(namespace: str, name: str) -> str:
+    return f"{SECRETS}{namespace}/{name}"
