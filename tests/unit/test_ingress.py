@@ -161,7 +161,8 @@ def test_slots_are_powers_of_two_and_keep_their_servers() -> None:
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed (tests/apt-packages.txt lists it)")
 def test_haproxy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
-    out = rendered_for(tmp_path, [endpoint("w1", "10.0.0.2")], tls=False)
-    (tmp_path / "haproxy.cfg").write_text(out.text)
-    result = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr + result.stdout
+    empty = render(routes.build([], [], {}, {}), Ports(), files(tmp_path))  # the agent's first one: no Ingress yet
+    for out in (rendered_for(tmp_path, [endpoint("w1", "10.0.0.2")], tls=False), empty):
+        (tmp_path / "haproxy.cfg").write_text(out.text)
+        result = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr + result.stdout

@@ -135,7 +135,8 @@ def status_line(info: dict[str, Any]) -> str:
     dns = (f"DNS on {', '.join(listening)}" if listening
            else "DNS not listening yet (no bridge network: it listens on each one's gateway once one exists)")
     return (f"podnet agent {info['version']} running: pid {info['pid']}, up {info['uptime_seconds']} s, "
-            f"{info['syncs']} syncs, {dns}, metrics {info.get('metrics') or 'off'}")
+            f"{info['syncs']} syncs, {dns}, metrics {info.get('metrics') or 'off'}"
+            + (f", ingress proxy pid {info['ingress']['Pid']}" if info.get("ingress") else ""))
 
 
 def _gone(pid: int) -> bool:

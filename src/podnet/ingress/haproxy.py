@@ -133,7 +133,8 @@ def _host_acls(routing: Routing) -> list[str]:
     exact = sorted({r.host for r in routing.routes if r.host_kind == "exact"})
     wild = sorted({r.host for r in routing.routes if r.host_kind == "wildcard"})
     lines = ["    # which group of rules a host picks: exact hosts, then wildcards, then the rules without a host"]
-    lines += [f"    acl exact_host var(txn.host) -m str {' '.join(_quote(h) for h in exact) or _quote('-')}"]
+    lines += [f"    acl exact_host var(txn.host) -m str {' '.join(_quote(h) for h in exact)}"] if exact else \
+             ["    acl exact_host always_false"]
     lines += [f"    acl wildcard_host var(txn.host) -m reg {_quote(wildcard_regex(h))}" for h in wild] or \
              ["    acl wildcard_host always_false"]
     return lines

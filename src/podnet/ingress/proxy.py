@@ -5,9 +5,11 @@ HAProxy runs in master-worker mode in the foreground (`-W`), the agent's child: 
 (SIGUSR2 to the master) starts new workers on the new configuration, which take the
 listening sockets over from the old ones (`expose-fd listeners`), while the old workers
 finish the connections they hold. A configuration is checked (`haproxy -c`) before it
-replaces the one running, so a bad one never stops the proxy. The runtime API (the stats
-socket, root's alone) changes servers in place. If the master dies, `supervise` starts it
-again from the configuration on disk.
+replaces the one running, so a bad one never stops the proxy. The master's CLI socket
+(root's alone) tells when the new workers run (`show proc`) and carries runtime API
+commands to the current worker (`@1 set server ...`): the workers' stats socket itself is
+handed from old to new workers on a reload, so it cannot tell which one answers. If the
+master dies, the controller starts it again from the configuration on disk.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class HAProxy:
         self.files = files
         self.log_path = log_path
         self.pidfile = files.directory / "haproxy.pid"
+        self.master_socket = files.directory / "master.sock"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -55,7 +58,7 @@ class HAProxy:
 
     def check(self, config: Path) -> None:
         """`haproxy -c`: raise ProxyError with HAProxy's own words when it would not load."""
-        result = subprocess.run([BINARY, "-c", "-q", "-f", str(config)], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([BINARY, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
             said = [line for line in (result.stderr + result.stdout).splitlines() if "ALERT" in line or "rror" in line]
             raise ProxyError(f"HAProxy refuses the configuration: {(said or ['?'])[0].strip()}",
@@ -75,22 +78,22 @@ class HAProxy:
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, LOG_MODE)
         try:
             self.proc = subprocess.Popen(
-                [BINARY, "-W", "-f", str(self.files.config), "-p", str(self.pidfile)],
+                [BINARY, "-W", "-f", str(self.files.config), "-p", str(self.pidfile), "-S", f"{self.master_socket},mode,600"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
             os.close(log)
         self.starts += 1
-        self._wait_socket(None)
+        self._wait_workers(())
 
     def reload(self) -> None:
         """Seamless: new workers on the new file, the old ones finish their connections."""
         if not self.alive():
             self.start()
             return
-        before = self._socket_inode()
+        before = self.workers()
         assert self.proc is not None
         self.proc.send_signal(signal.SIGUSR2)
-        self._wait_socket(before)
+        self._wait_workers(before)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -122,39 +125,47 @@ class HAProxy:
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.05)
 
-    def _socket_inode(self) -> int | None:
+    def workers(self) -> tuple[int, ...]:
+        """The current workers' pids (the master's `show proc`); () while it cannot say."""
         try:
-            return os.stat(self.files.socket).st_ino
-        except FileNotFoundError:
-            return None
+            answer = self.master(["show proc"])
+        except OSError:
+            return ()
+        section, pids = "", []
+        for line in answer.splitlines():
+            if line.startswith("#"):
+                section = line
+            elif section == "# workers" and line.split() and line.split()[0].isdigit():
+                pids.append(int(line.split()[0]))
+        return tuple(pids)
 
-    def _wait_socket(self, old_inode: int | None, timeout: float = 10.0) -> None:
-        """Until the (new) worker's runtime socket answers: commands then reach the new worker."""
+    def _wait_workers(self, old: tuple[int, ...], timeout: float = 10.0) -> None:
+        """Until workers other than `old` run: then `@1` commands reach the new configuration."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise ProxyError(f"HAProxy exited ({self.proc.returncode}) while starting", f"see its log, {self.log_path}")
-            inode = self._socket_inode()
-            if inode is not None and inode != old_inode:
-                try:
-                    self.runtime(["show info"])
-                    return
-                except OSError:
-                    pass
+            now = self.workers()
+            if now and now != old:
+                return
             time.sleep(0.01)
-        raise ProxyError("HAProxy's runtime socket did not answer within 10 s", f"see its log, {self.log_path}")
+        raise ProxyError("HAProxy's new workers did not start within 10 s", f"see its log, {self.log_path}")
 
-    # --- the runtime API ---------------------------------------------------------------------
-    def runtime(self, commands: list[str]) -> str:
-        """Commands in one connection (';' separated); the answers, which must not name an error."""
+    # --- the master CLI and the runtime API --------------------------------------------------
+    def master(self, commands: list[str]) -> str:
+        """Commands to the master CLI in one connection, then `quit` (it would keep it open)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
-            sock.connect(str(self.files.socket))
-            sock.sendall(("; ".join(commands) + "\n").encode())
+            sock.connect(str(self.master_socket))
+            sock.sendall(("; ".join(commands + ["quit"]) + "\n").encode())
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        answer = b"".join(chunks).decode(errors="replace")
+        return b"".join(chunks).decode(errors="replace")
+
+    def runtime(self, commands: list[str]) -> str:
+        """Runtime API commands to the current worker; the answers, which must name no error."""
+        answer = self.master([f"@1 {command}" for command in commands])
         for line in answer.splitlines():
             low = line.lower()
             if "unknown" in low or "no such" in low or "invalid" in low or "require" in low or "error" in low:
