@@ -90,8 +90,8 @@ def test_cni_modes_map_to_drivers_through_the_registry() -> None:
     assert all(drivers.for_cni_mode(m).name == m for m in drivers.CNI_MODES)
     with pytest.raises(InvalidArgument):
         drivers.for_cni_mode("ipvlan")
-    with pytest.raises(InvalidArgument, match="unknown network driver 'overlay'"):
-        drivers.get("overlay")
+    with pytest.raises(InvalidArgument, match="unknown network driver 'geneve'"):
+        drivers.get("geneve")
     assert drivers.supports(None) == drivers.NOTHING and drivers.supports("gone") == drivers.NOTHING
     assert drivers.PREDEFINED == ("host", "none")
 
@@ -124,8 +124,9 @@ def test_routed_endpoints_hold_their_address_alone_behind_a_link_local_gateway()
 
 def test_supports_is_what_the_layers_above_branch_on() -> None:
     s = {name: d.supports for name, d in drivers.REGISTRY.items()}
-    assert [n for n in s if s[n].publishes_ports] == ["bridge"] and [n for n in s if s[n].dns] == ["bridge"]
-    assert [n for n in s if s[n].host_side] == ["bridge", "routed"]
-    assert [n for n in s if s[n].default_route] == ["bridge", "macvlan", "ipvlan"]
+    assert [n for n in s if s[n].publishes_ports] == ["bridge", "overlay"] and [n for n in s if s[n].dns] == ["bridge", "overlay"]
+    assert [n for n in s if s[n].host_side] == ["bridge", "routed", "overlay"]
+    assert [n for n in s if s[n].default_route] == ["bridge", "macvlan", "ipvlan", "overlay"]
+    assert [n for n in s if s[n].per_host_blocks] == ["overlay"]
     assert [n for n in s if s[n].shares_host_netns] == ["host"]
     assert [n for n in s if not s[n].allocates_addresses] == ["host", "none"]

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "podnet"
 FLOORS: list[set[str]] = [
     {"cli", "__main__"},
     {"agent"},
-    {"cni", "dns", "services", "policy", "observe", "docker", "ingress"},  # the front doors (cluster will join them)
+    {"cni", "dns", "services", "policy", "observe", "docker", "ingress", "cluster"},  # the front doors
     {"api"},
     {"drivers", "firewall", "runtime"},
     {"ipam"},

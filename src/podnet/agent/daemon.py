@@ -28,9 +28,10 @@ from podnet import __version__
 from podnet.agent.flows import FlowLog
 from podnet.agent.server import ApiServer
 from podnet.agent.startup import STORE_RETRY, log, open_until_reachable
-from podnet.api import context, nodes, realize, sandboxes
+from podnet.api import context, hostview, nodes, realize, sandboxes
 from podnet.api.context import Context, open_context, require_privilege
 from podnet.api.reconcile import reconcile
+from podnet.cluster.peers import PeerSync
 from podnet.cni import delegate, spec
 from podnet.cni.plugin import handle
 from podnet.config import Paths
@@ -78,6 +79,7 @@ class Agent:
                 raise InvalidArgument(f"--advertise {advertise!r} is not an IP address", "write it like 10.0.0.5") from None
         self.advertise = advertise
         self.node: nodes.Registration | None = None
+        self.peers = PeerSync(self.node_name)
         self.paths: Paths = self.ctx.paths
         # The Ingress proxy runs only where the user chose its ports: 80 and 443 are not taken by default.
         self.ingress = IngressController(self.paths.run / "ingress", self.paths.log_dir / "ingress-haproxy.log",
@@ -131,6 +133,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         log(f"starting (podnet {__version__}, pid {os.getpid()}, state {self.paths.root})")
+        hostview.remember_node_name(self.ctx, self.node_name)  # whose block is whose, for every podnet here
         self._register_node()
         api = ApiServer(self.paths.run / "agent.sock", self.routes())
         api.start()
@@ -287,12 +290,21 @@ class Agent:
                     log(f"reconcile: {', '.join(f'{k}={v}' for k, v in report.__dict__.items() if v)}")
         # Services and DNS touch neither netlink nor the sandboxes: they run outside the work
         # lock, so a CNI ADD or a `run` never waits for a DNS index rebuild.
+        self._sync_peers(ctx)
         self._sync_policies(ctx, full)
         self._sync_services(ctx)
         self._sync_ingress(ctx)
         self._sync_dns(ctx)
         self.last_sync = time.time()
         self.syncs += 1
+
+    def _sync_peers(self, ctx: Context) -> None:
+        """Networks across hosts reach the live hosts' blocks (cluster/peers.py)."""
+        try:
+            for line in self.peers.sync(ctx):
+                log(line)
+        except PodnetError as exc:
+            self._error(f"peers: {exc.line()}")
 
     def _sync_services(self, ctx: Context) -> None:
         controller.sync(ctx.store)
@@ -324,6 +336,8 @@ class Agent:
         the embedded DNS now (their resolv.conf is rewritten in place)."""
         with self.work:
             for _, doc in self.ctx.store.list(keys.SANDBOXES):
+                if not hostview.is_here(self.ctx, doc):
+                    continue  # another host's
                 sandbox = Sandbox(**doc)
                 if sandbox.state == "running" and sandbox.network_mode == "netns":
                     try:
@@ -354,7 +368,7 @@ class Agent:
     def _sync_dns(self, ctx: Context) -> None:
         if self.dns is None or self.loop is None:
             return
-        index = index_from_store(ctx.store, list(controller.dns_records(ctx.store)))
+        index = index_from_store(ctx.store, list(controller.dns_records(ctx.store)), node=self.node_name)
         addresses, upstreams = index.listen_addresses, host_nameservers()
         self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)
         if addresses != self.dns_addresses:

@@ -12,7 +12,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from podnet import drivers
+from podnet.api import hostview
 from podnet.api.context import Context
+from podnet.ipam import blocks
 from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
 from podnet.store import keys
 from podnet.util import locks
@@ -154,13 +156,15 @@ def desired(ctx: Context) -> FirewallState:
     endpoints_by_sandbox: dict[str, list[dict[str, Any]]] = {}
     in_use: set[str] = set()
     for _, ep in ctx.store.list(keys.ENDPOINTS):
+        if not hostview.is_here(ctx, ep):
+            continue  # another host's endpoint: its host publishes and guards it
         endpoints_by_sandbox.setdefault(ep["sandbox"], []).append(ep)
         in_use.add(ep["network"])
     bridges = tuple(bridge_rules(n, n["id"] in in_use) for n in networks.values()
                     if drivers.supports(n["driver"]).nat and n.get("interface"))
     ports: list[PortMapping] = []
     for _, sb in ctx.store.list(keys.SANDBOXES):
-        if sb.get("state") in ("running", "creating"):
+        if sb.get("state") in ("running", "creating") and hostview.is_here(ctx, sb):
             ports.extend(port_mappings(sb, endpoints_by_sandbox.get(sb["id"], []), networks))
     pods = [doc for _, doc in ctx.store.list(keys.PODS)]
     no_masquerade: list[str] = []  # CNI pods added with "ipMasq": false
@@ -171,7 +175,19 @@ def desired(ctx: Context) -> FirewallState:
             no_masquerade.extend(a.split("/")[0] for ep in pod_endpoints for a in ep.get("addresses", []))
     all_endpoints = [ep for eps in endpoints_by_sandbox.values() for ep in eps]
     guards = _guards(all_endpoints, networks, {doc["endpoint"] for doc in pods if doc.get("endpoint")})
-    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(guards), no_masquerade=tuple(no_masquerade))
+    return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(guards), no_masquerade=tuple(no_masquerade),
+                         peer_blocks=peer_blocks(ctx, networks.values()))
+
+
+def peer_blocks(ctx: Context, networks: Any) -> tuple[str, ...]:
+    """The other hosts' blocks of every network across hosts: their sandboxes reach this host's
+    on every port, and traffic to them keeps its sandbox address (no masquerade)."""
+    spanning = [n for n in networks if drivers.supports(n["driver"]).per_host_blocks]
+    if not spanning:
+        return ()
+    node = hostview.node_name(ctx)
+    return tuple(sorted(block for n in spanning for block, owner in blocks.owners(ctx.store, n["id"]).items()
+                        if owner != node))
 
 
 def sync(ctx: Context) -> None:

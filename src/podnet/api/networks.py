@@ -198,7 +198,7 @@ def _forget(ctx: Context, net: Network) -> None:
         txn.delete(keys.network(net.id))
         if txn.get(keys.network_name(net.name)) == net.id:
             txn.delete(keys.network_name(net.name))
-        for key, _ in txn.list(f"ipam/{net.id}/") + txn.list(f"ipam-cursor/{net.id}/"):
+        for key, _ in txn.list(f"ipam/{net.id}/") + txn.list(f"ipam-cursor/{net.id}/") + txn.list(keys.blocks_of(net.id)):
             txn.delete(key)
 
 

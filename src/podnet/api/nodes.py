@@ -124,10 +124,13 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
     """Every node with its health, by name."""
     leases = {k[len(keys.NODE_LEASES):]: v for k, v in ctx.store.list(keys.NODE_LEASES)}
     supports_leases = not _is_sqlite(ctx)
+    held: dict[str, list[str]] = {}  # node -> the blocks it holds of networks across hosts
+    for _, block in ctx.store.list(keys.BLOCKS):
+        held.setdefault(block["node"], []).append(block["block"])
     out = []
     for _, doc in ctx.store.list(keys.NODES):
         alive = doc["name"] in leases if supports_leases else _agent_alive_here(ctx)
-        out.append({**doc, "status": READY if alive else NOT_READY,
+        out.append({**doc, "blocks": sorted(held.get(doc["name"], [])), "status": READY if alive else NOT_READY,
                     "agent": leases.get(doc["name"], {}).get("holder") if alive else None})
     return out
 

@@ -21,7 +21,7 @@ from podnet.store import keys
 from podnet.util import perms
 from podnet.util.undo import Undo
 from podnet.runtime import netns
-from podnet.api import firewall_sync, ports as portspec
+from podnet.api import firewall_sync, hostview, ports as portspec
 from podnet.runtime import etcfiles
 from podnet.runtime import shim
 from podnet.ipam import allocator
@@ -42,7 +42,10 @@ def endpoints_of(ctx: Context, sandbox_id: str) -> list[Endpoint]:
 
 
 def networks_by_id(ctx: Context) -> dict[str, Network]:
-    return {doc["id"]: Network(**doc) for _, doc in ctx.store.list(keys.NETWORKS)}
+    """Every network as this host sees it (a network across hosts: with this host's block)."""
+    docs = [doc for _, doc in ctx.store.list(keys.NETWORKS)]
+    node = hostview.node_name(ctx) if any(hostview.spans_hosts(d) for d in docs) else ""
+    return {doc["id"]: hostview.local(ctx.store, Network(**doc), node) for doc in docs}
 
 
 def default_route_network(sandbox: Sandbox, nets: dict[str, Network]) -> str | None:

@@ -83,6 +83,8 @@ def _sandboxes(ctx: Context, report: Report, progress: Callable[..., None] = sil
     docs = ctx.store.list(keys.SANDBOXES)
     for done, (_, doc) in enumerate(docs, 1):
         progress("sandboxes", done, len(docs))
+        if not hostview.is_here(ctx, doc):
+            continue  # another host's sandbox: its own host reconciles it
         sandbox = Sandbox(**doc)
         try:
             if sandbox.state == "creating":

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podnet import drivers
-from podnet.api import firewall_sync, follow, images, namespaces, networks, ports as portspec, realize
+from podnet.api import firewall_sync, follow, hostview, images, namespaces, networks, ports as portspec, realize
 from podnet.api.rootfs_input import parse_volume
 from podnet.api.context import Context, require_privilege
 from podnet.api.run_input import check_aliases, check_run
@@ -77,11 +77,12 @@ def _resolve_networks(ctx: Context, refs: list[str]) -> list[Network]:
     return nets
 
 
-def _make_endpoint(txn: Txn, sandbox_id: str, net: Network, index: int, att: Attachment) -> Endpoint:
-    ep = Endpoint(id=new_id(), sandbox=sandbox_id, network=net.id, ifname=f"eth{index}", mac=random_mac(),
-                  aliases=att.aliases, mtu=net.mtu or 1500)
+def _make_endpoint(txn: Txn, sandbox: Sandbox, net: Network, index: int, att: Attachment, node: str) -> Endpoint:
+    ep = Endpoint(id=new_id(), sandbox=sandbox.id, network=net.id, ifname=f"eth{index}", mac=random_mac(),
+                  aliases=att.aliases, mtu=net.mtu or 1500, node=sandbox.node or (node if hostview.spans_hosts(net) else None))
     if not drivers.get(net.driver).supports.allocates_addresses:
         return ep
+    net = hostview.claim(txn, net, node)  # a network across hosts: addresses from this host's block
     for subnet in net.subnets:
         requested = att.ip if subnet.version == 4 else att.ip6
         address = allocator.allocate(txn, net.id, subnet, ep.id, requested)
@@ -140,9 +141,10 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
         network_mode=network_mode, capabilities=caps, privileged=req.privileged,
         rootfs=req.rootfs, image=image["name"] if image else None, image_id=image["id"] if image else None,
         read_only=req.read_only, mounts=[Mount(**parse_volume(v)) for v in req.volumes], user=req.user,
-        workdir=req.workdir,
+        workdir=req.workdir, node=hostview.node_of_new(ctx),
     )
     endpoints: list[Endpoint] = []
+    node = hostview.node_name(ctx)
     with ctx.store.transaction() as txn:
         namespaces.require(txn, req.namespace)
         if not txn.create(keys.sandbox_name(name), sandbox_id):
@@ -154,7 +156,7 @@ def create(ctx: Context, req: RunRequest, sandbox_id: str) -> tuple[Sandbox, lis
         portspec.claim(txn, sandbox_id, mappings)
         if network_mode == "netns":
             for index, (net, att) in enumerate(zip(nets, attachments)):
-                ep = _make_endpoint(txn, sandbox_id, net, index, att)
+                ep = _make_endpoint(txn, sandbox, net, index, att, node)
                 txn.put(keys.endpoint(sandbox_id, net.id), ep.model_dump())
                 endpoints.append(ep)
         txn.put(keys.sandbox(sandbox_id), sandbox.model_dump())
@@ -340,6 +342,8 @@ def reap(ctx: Context) -> list[str]:
     """Finish off sandboxes left half-made by a killed podnet, and release those whose command ended."""
     done = []
     for _, doc in ctx.store.list(keys.SANDBOXES):
+        if not hostview.is_here(ctx, doc):
+            continue  # another host's: its agent reaps it
         sandbox = Sandbox(**doc)
         if sandbox.state == "creating":
             with locks.held(lock_path(ctx, sandbox.id), blocking=False) as free:

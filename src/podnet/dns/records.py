@@ -300,12 +300,16 @@ def pod_as_sandbox(pod: Mapping[str, Any]) -> dict[str, Any]:
             "networks": [{"network": pod.get("network")}]}
 
 
-def index_from_store(store: Any, services: Iterable[ServiceRecord] = ()) -> RecordIndex:
-    """Read networks/, sandboxes/, pods/ and endpoints/ from a Store (see api/keys.py) and build."""
+def index_from_store(store: Any, services: Iterable[ServiceRecord] = (), node: str | None = None) -> RecordIndex:
+    """Read networks/, sandboxes/, pods/ and endpoints/ from a Store (see api/keys.py) and build;
+    with node, networks across hosts as that host sees them (its block's gateway is where it listens)."""
+    from podnet.api import hostview  # lazy: it brings pydantic, which the CLI's reads of Services skip
+
     members = [doc for _, doc in store.list(keys.SANDBOXES)]
     members += [pod_as_sandbox(doc) for _, doc in store.list(getattr(keys, "PODS", "pods/"))]
     return build_index(
-        (doc for _, doc in store.list(keys.NETWORKS)),
+        hostview.local_docs(store, [doc for _, doc in store.list(keys.NETWORKS)], node) if node
+        else (doc for _, doc in store.list(keys.NETWORKS)),
         members,
         (doc for _, doc in store.list(keys.ENDPOINTS)),
         services,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from podnet.drivers.base import NOTHING, Driver, EndpointReport, Interface, Route, Supports
 from podnet.drivers.bridge import BridgeDriver
+from podnet.drivers.overlay import OverlayDriver
 from podnet.drivers.plain import PlainDriver
 from podnet.drivers.routed import RoutedDriver
 from podnet.drivers.sublink import SublinkDriver
@@ -22,6 +23,7 @@ REGISTRY: dict[str, Driver] = {d.name: d for d in (
     SublinkDriver("macvlan", cni_mode=True),
     SublinkDriver("ipvlan"),
     RoutedDriver(),
+    OverlayDriver(),
 )}
 
 DEFAULT = "bridge"  # the default network's driver, and `network create`'s without --driver

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from podnet.model import Endpoint, Network
@@ -55,6 +55,9 @@ class Supports:
     # hand_over works: the sandbox's link can be left in the host's namespace for a runtime
     # that moves it into its sandbox itself (Docker's libnetwork, through podnet's plugin).
     hands_over: bool = False
+    # Spans hosts: each host hands out addresses from its own block of the subnet (ipam/blocks.py)
+    # and sees the network with its block's first address as the gateway.
+    per_host_blocks: bool = False
 
 
 NOTHING = Supports(kernel_objects=False, allocates_addresses=False)
@@ -155,4 +158,23 @@ class Driver(Protocol):
     def report(self, net: Any, ep: Any, netns: str | None) -> EndpointReport:
         """What the endpoint got, from its records (no kernel call). net and ep may be the
         models or anything with their attributes (cli/views passes store documents)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PeerHost:
+    """Another host holding a block of a network that spans hosts (supports.per_host_blocks)."""
+
+    node: str
+    block: str  # its share of the subnet, e.g. 10.244.2.0/24
+    underlay: str  # the address other hosts reach it by (its node's advertised address)
+
+
+@runtime_checkable
+class SpansHosts(Protocol):
+    """What a driver whose networks span hosts adds: reaching the other hosts' blocks."""
+
+    def program_peers(self, net: Network, peers: list[PeerHost]) -> bool:
+        """Make this host reach exactly these peers' blocks (net: this host's view of it);
+        True when something changed."""
         ...

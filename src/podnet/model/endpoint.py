@@ -16,6 +16,7 @@ class Endpoint(BaseModel):
     gateways: list[str] = Field(default_factory=list)
     aliases: list[str] = Field(default_factory=list)
     mtu: int = 1500
+    node: str | None = None  # the host it lives on, for a network that spans hosts (overlay)
 
     @property
     def ips(self) -> list[str]:

@@ -90,6 +90,7 @@ class Sandbox(BaseModel):
     mounts: list[Mount] = Field(default_factory=list)
     user: str | None = None
     workdir: str | None = None
+    node: str | None = None  # the host it runs on, in a cluster store (api/hostview.py)
 
     @property
     def own_root(self) -> bool:

@@ -120,3 +120,14 @@ def ingress(namespace: str, name: str) -> str:
 
 def secret(namespace: str, name: str) -> str:
     return f"{SECRETS}{namespace}/{name}"
+
+
+BLOCKS = "blocks/"  # blocks/<network id>/<block, '/' as '_'> -> {"block", "node", "claimed"}: one host's share of an overlay
+
+
+def blocks_of(network_id: str) -> str:
+    return f"{BLOCKS}{network_id}/"
+
+
+def block(network_id: str, cidr: str) -> str:
+    return f"{BLOCKS}{network_id}/{cidr.replace('/', '_')}"

@@ -13,7 +13,7 @@ from typing import Any
 
 from podnet import drivers
 from podnet.drivers import bandwidth
-from podnet.api import firewall_sync, ports as portspec, realize
+from podnet.api import firewall_sync, hostview, ports as portspec, realize
 from podnet.api.context import Context
 from podnet.api.pods import firewall as pod_firewall
 from podnet.api.pods.namespace import netns_alive
@@ -46,12 +46,13 @@ def _allocate(txn: Any, net: Network, ep: Endpoint, req: PodRequest) -> None:
 def record(ctx: Context, pid: str, net: Network, req: PodRequest, ident: tuple[int, int]) -> tuple[dict[str, Any], Endpoint]:
     """The pod's document in state "creating" and its Endpoint, addresses claimed (podnet IPAM)."""
     ep = _new_endpoint(pid, net, req)
+    ep.node = hostview.node_of_new(ctx)
     doc = {
         "id": pid, "container_id": req.container_id, "ifname": req.ifname, "netns": req.netns,
         "netns_id": list(ident), "network": net.id, "network_name": net.name, "cni_network": req.cni_network,
         "endpoint": ep.id, "args": req.args, "labels": req.labels, "ipam": req.ipam,
         "ipam_conf": req.ipam_conf, "ipam_env": req.ipam_env, "ip_masq": req.ip_masq, "ports": req.ports,
-        "state": "creating", "created": time.time(),
+        "state": "creating", "created": time.time(), "node": hostview.node_of_new(ctx),
         "result": None,
     }
     with ctx.store.transaction() as txn:

@@ -56,7 +56,7 @@ def release_lost(ctx: Context) -> list[str]:
 
     done = []
     for _, doc in ctx.store.list(keys.PODS):
-        if not lost(doc):
+        if not hostview.is_here(ctx, doc) or not lost(doc):
             continue  # a live pod costs one stat(), not a lock: reconcile stays cheap at 1000s of pods
         try:
             if _release_if(ctx, doc, lost):

@@ -1,0 +1,1 @@
+"""Many hosts: what the agent does so that networks spanning hosts follow the cluster."""

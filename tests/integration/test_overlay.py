@@ -1,0 +1,211 @@
+"""Many hosts on one overlay network: three simulated hosts (each its own Host: network, mount
+and UTS namespaces, its own agent under its own --node-name) joined by an underlay bridge in
+the test's namespace, and a real etcd on host a's underlay address.
+
+Everything a user checks: the three agents, started at once, claim three distinct blocks;
+sandboxes on different hosts reach each other by address (ICMP, TCP, UDP) and by name; the
+MTU is the underlay's less VXLAN's 50 bytes (`ping -M do` at the edge); a Service with
+endpoints on two hosts answers from a third; a host that dies leaves the others' FDB once
+its lease lapses; nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import program, wait_for
+from tests.integration.conftest import PY, leftovers
+from tests.integration.etcd_server import etcd_in, etcdctl
+from tests.sandbox import Host
+
+pytestmark = [pytest.mark.privileged, pytest.mark.slow]
+
+UNDERLAY = "pnt-under"  # the underlay bridge, in the test's own network namespace
+ADDRESSES = {"host-a": "192.0.2.1", "host-b": "192.0.2.2", "host-c": "192.0.2.3"}
+URL = "etcd://192.0.2.1:2379"
+SUBNET = "10.244.0.0/16"
+VXLAN_MTU = 1500 - 50
+
+
+@dataclass
+class Cluster:
+    hosts: dict[str, Host]
+    agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    logs: dict[str, tempfile._TemporaryFileWrapper] = field(default_factory=dict)  # type: ignore[type-arg]
+
+    def pn(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = self.hosts[host].podnet("--store", URL, *args, check=False)
+        assert not check or result.returncode == 0, f"{args}: {result.stderr}\nits agent: {self.log(host) if host in self.logs else '-'}"
+        return result
+
+    def start_agents(self, *names: str) -> None:
+        """Agents started together, without waiting for one before the next."""
+        for name in names:
+            self.logs[name] = tempfile.NamedTemporaryFile(mode="w+", prefix=f"agent-{name}-")
+            self.agents[name] = self.hosts[name].popen(
+                [sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name", name],
+                stderr=self.logs[name], stdout=subprocess.DEVNULL)
+        for name in names:
+            wait_for(lambda: self.agents[name].poll() is not None or self.pn(name, "agent", "status", check=False).returncode == 0,
+                     60, f"the agent of {name} to serve")
+            assert self.agents[name].poll() is None, self.log(name)
+
+    def log(self, name: str) -> str:
+        self.logs[name].seek(0)
+        return self.logs[name].read()[-3000:]
+
+    def stop_agents(self) -> None:
+        for agent in self.agents.values():
+            if agent.poll() is None:
+                agent.terminate()
+                try:
+                    agent.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    agent.wait()
+        for log in self.logs.values():
+            log.close()
+
+    def address(self, host: str, sandbox: str) -> str:
+        doc = json.loads(self.pn(host, "inspect", sandbox).stdout)[0]
+        return doc["Networks"]["ov"]["Addresses"][0].split("/")[0]
+
+    def exec(self, host: str, sandbox: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.pn(host, "exec", sandbox, "--", *argv, check=check)
+
+    def blocks(self) -> dict[str, str]:
+        """node -> its block, as `podnet node ls --json` shows it."""
+        return {n["Name"]: b for n in json.loads(self.pn("host-a", "node", "ls", "--json").stdout) for b in n["Blocks"]}
+
+    def fdb(self, host: str) -> list[str]:
+        """The underlay addresses host's VXLAN device sends to (`bridge fdb show`)."""
+        device = next(line.split(":")[1].strip().split("@")[0] for line in
+                      self.hosts[host].run(["ip", "-o", "link", "show", "type", "vxlan"]).stdout.splitlines())
+        out = self.hosts[host].run(["bridge", "fdb", "show", "dev", device]).stdout
+        return sorted(line.split(" dst ")[1].split()[0] for line in out.splitlines() if " dst " in line)
+
+
+def _underlay(hosts: dict[str, Host]) -> None:
+    subprocess.run(["ip", "link", "add", UNDERLAY, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", UNDERLAY, "up"], check=True)
+    for name, host in hosts.items():
+        peer = f"pnt-{name[-1]}"
+        subprocess.run(["ip", "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid)], check=True)
+        subprocess.run(["ip", "link", "set", peer, "master", UNDERLAY, "up"], check=True)
+        host.run(["ip", "addr", "add", f"{ADDRESSES[name]}/24", "dev", "eth0"])
+        host.run(["ip", "link", "set", "eth0", "up"])
+        host.run(["ip", "link", "set", "lo", "up"])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    hosts = {name: Host(name) for name in ADDRESSES}
+    found = Cluster(hosts)
+    try:
+        _underlay(hosts)
+        with etcd_in(hosts["host-a"], tmp_path_factory.mktemp("etcd") / "data", client_ip=ADDRESSES["host-a"]):
+            found.pn("host-a", "network", "create", "ov", "--driver", "overlay", "--subnet", SUBNET, "-o", "vni=4242")
+            found.start_agents(*hosts)  # three agents at once
+            try:
+                yield found
+            finally:
+                found.stop_agents()
+    finally:
+        for host in hosts.values():
+            host.close()
+        subprocess.run(["ip", "link", "del", UNDERLAY], check=False)
+
+
+def test_three_agents_started_at_once_claim_three_distinct_blocks(cluster: Cluster) -> None:
+    wait_for(lambda: len(cluster.blocks()) == 3, 60, "each host to claim its block")
+    blocks = cluster.blocks()
+    assert len(set(blocks.values())) == 3, blocks
+    for block in blocks.values():
+        assert block.startswith("10.244.") and block.endswith("/24"), blocks
+    # each host's bridge holds the first address of its block, as the whole subnet's gateway
+    for name, block in blocks.items():
+        first = block.split("/")[0].rsplit(".", 1)[0] + ".1"
+        out = cluster.hosts[name].run(["ip", "-o", "-4", "addr", "show"]).stdout
+        assert f"{first}/16" in out, (name, out)
+    held = [k for k in etcdctl(cluster.hosts["host-a"], "get", "--prefix", "--keys-only", "/podnet/kv/blocks/").stdout.split()]
+    assert len(held) == 3, held
+
+
+def test_sandboxes_on_three_hosts_talk_by_address_and_by_name(cluster: Cluster) -> None:
+    for host, name in (("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1")):
+        cluster.pn(host, "run", "-d", "--name", name, "--hostname", name, "--network", "ov", "--",
+                   "sh", "-c", f"{PY} -S \"$0\" 8080 & exec {PY} -S \"$1\" 5353",
+                   program("serve_tcp.py"), program("serve_udp.py"))
+    ips = {name: cluster.address(host, name) for host, name in (("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1"))}
+    blocks = cluster.blocks()
+    for host, name in (("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1")):
+        block = blocks[host].rsplit(".", 1)[0] + "."
+        assert ips[name].startswith(block), f"{name} got {ips[name]}, outside its host's block {blocks[host]}"
+    # ICMP both ways between every pair of hosts
+    for src_host, src in (("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1")):
+        for dst, ip in ips.items():
+            if dst != src:
+                result = cluster.exec(src_host, src, "ping", "-c1", "-W3", ip)
+                assert result.returncode == 0, f"{src} cannot ping {dst} ({ip}): {result.stdout}{result.stderr}"
+    # TCP and UDP across hosts, the answer names the server; the client's address is kept (no NAT)
+    tcp = cluster.exec("host-a", "a1", PY, "-S", program("probe_tcp.py"), ips["b1"], "8080")
+    assert tcp.returncode == 0 and "b1" in tcp.stdout, tcp
+    udp = cluster.exec("host-c", "c1", PY, "-S", program("probe_udp.py"), ips["a1"], "5353")
+    assert udp.returncode == 0 and "a1" in udp.stdout, udp
+    # names of sandboxes on other hosts resolve in each host's DNS
+    for src_host, src, other in (("host-a", "a1", "c1"), ("host-b", "b1", "a1"), ("host-c", "c1", "b1")):
+        result = cluster.exec(src_host, src, PY, "-S", program("getaddrinfo.py"), other)
+        assert ips[other] in result.stdout, f"{other} does not resolve on {src_host}: {result.stdout}{result.stderr}"
+
+
+def test_the_mtu_is_the_underlays_less_vxlan_and_the_edge_holds(cluster: Cluster) -> None:
+    ips = {name: cluster.address(host, name) for host, name in (("host-a", "a1"), ("host-b", "b1"))}
+    largest = VXLAN_MTU - 28  # ICMP payload: less the IPv4 (20) and ICMP (8) headers
+    fits = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest), ips["b1"])
+    assert fits.returncode == 0, f"{largest} bytes with DF set did not cross: {fits.stdout}{fits.stderr}"
+    over = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest + 1), ips["b1"])
+    assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower(), over
+
+
+def test_a_service_with_endpoints_on_two_hosts_answers_from_a_third(cluster: Cluster) -> None:
+    for host, name in (("host-a", "web-a"), ("host-b", "web-b")):
+        cluster.pn(host, "run", "-d", "--name", name, "--hostname", name, "--network", "ov", "--label", "app=web",
+                   "--", PY, "-S", program("serve_tcp.py"), "8080")
+    cluster.pn("host-a", "service", "create", "web", "--selector", "app=web", "--port", "80:8080/tcp")
+    vip = json.loads(cluster.pn("host-a", "service", "inspect", "web").stdout)[0]["ClusterIPs"][0]
+
+    def both_answer() -> bool:
+        out = cluster.exec("host-c", "c1", PY, "-S", program("many.py"), vip, "80", "tcp", "20").stdout
+        return set(Counter(line.split()[0] for line in out.splitlines())) == {"web-a", "web-b"}
+
+    wait_for(both_answer, 30, "the VIP to answer from both hosts' endpoints")
+
+
+def test_a_dead_host_leaves_the_others_fdb_after_its_lease(cluster: Cluster) -> None:
+    wait_for(lambda: cluster.fdb("host-a") == ["192.0.2.2", "192.0.2.3"], 30, "host-a's FDB to name both peers")
+    assert cluster.fdb("host-b") == ["192.0.2.1", "192.0.2.3"]
+    cluster.agents["host-c"].kill()  # host c's agent dies without a word
+    cluster.agents["host-c"].wait()
+    wait_for(lambda: cluster.fdb("host-a") == ["192.0.2.2"] and cluster.fdb("host-b") == ["192.0.2.1"], 60,
+             "host-c to leave the FDBs once its lease lapsed")
+    ips = cluster.address("host-b", "b1")
+    assert cluster.exec("host-a", "a1", "ping", "-c1", "-W3", ips).returncode == 0, "a and b still talk"
+
+
+def test_removing_everything_leaves_nothing(cluster: Cluster) -> None:
+    for host, names in (("host-a", ("a1", "web-a")), ("host-b", ("b1", "web-b")), ("host-c", ("c1",))):
+        cluster.pn(host, "rm", "-f", *names)
+    cluster.pn("host-a", "service", "rm", "web")
+    cluster.pn("host-a", "network", "rm", "ov")
+    for name in ("host-a", "host-b"):
+        wait_for(lambda: leftovers(cluster.hosts[name])["links"] == [], 30, f"{name}'s overlay links to go")
+    assert etcdctl(cluster.hosts["host-a"], "get", "--prefix", "--keys-only", "/podnet/kv/blocks/").stdout.split() == []
