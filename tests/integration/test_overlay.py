@@ -195,8 +195,11 @@ def test_a_dead_host_leaves_the_others_fdb_after_its_lease(cluster: Cluster) -> 
     assert cluster.fdb("host-b") == ["192.0.2.1", "192.0.2.3"]
     cluster.agents["host-c"].kill()  # host c's agent dies without a word
     cluster.agents["host-c"].wait()
-    wait_for(lambda: cluster.fdb("host-a") == ["192.0.2.2"] and cluster.fdb("host-b") == ["192.0.2.1"], 60,
-             "host-c to leave the FDBs once its lease lapsed")
+    try:
+        wait_for(lambda: cluster.fdb("host-a") == ["192.0.2.2"] and cluster.fdb("host-b") == ["192.0.2.1"], 60,
+                 "host-c to leave the FDBs once its lease lapsed")
+    except AssertionError:
+        raise AssertionError(f"{cluster.fdb('host-a')} {cluster.pn('host-a', 'node', 'ls').stdout} {cluster.log('host-a')}")
     ips = cluster.address("host-b", "b1")
     assert cluster.exec("host-a", "a1", "ping", "-c1", "-W3", ips).returncode == 0, "a and b still talk"
 

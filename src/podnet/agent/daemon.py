@@ -60,6 +60,8 @@ TICK = 0.05  # how often the store and the sandboxes are looked at: names follow
 # path missed; at 1000 pods it takes ~2 s, so not too often.
 FULL_RECONCILE_EVERY = 300.0
 NODE_CHECK_EVERY = 5.0  # seconds between checks that this host's node lease is still ours
+# A lapsed lease is no committed change (the store's revision stays): peers are looked at this often.
+PEER_CHECK_EVERY = 1.0
 
 
 class Agent:
@@ -227,7 +229,7 @@ class Agent:
     def _watch(self) -> None:
         ctx = open_until_reachable(self.root)  # this thread's own store connection
         last_rev = -1
-        last_full = last_node_check = time.monotonic()
+        last_full = last_node_check = last_peer_check = time.monotonic()
         while not self.stopping.is_set():
             spent = 0.0
             try:
@@ -238,6 +240,9 @@ class Agent:
                     last_node_check = time.monotonic()
                     self._keep_node(ctx)
                 self._supervise_ingress(ctx)
+                if time.monotonic() - last_peer_check > PEER_CHECK_EVERY:
+                    last_peer_check = time.monotonic()
+                    self._sync_peers(ctx)
                 if rev != last_rev or ended or full:
                     began = time.monotonic()
                     self.sync(full=full, ctx=ctx)
