@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from podnet.config import LINK_PREFIX
 from podnet.dataplane import netlink, sysctl, vxlan
-from podnet.drivers import marks
+from podnet.drivers import endpoint, marks
 from podnet.drivers.base import EndpointReport, PeerHost, Supports
 from podnet.drivers.bridge import BridgeDriver, bridge_name
 from podnet.errors import Conflict, InvalidArgument
@@ -144,6 +144,10 @@ class OverlayDriver:
         if netlink.link_index(device_name(net)) is None or not self._gateway_on_bridge(net):
             self.setup_network(net)
         self._bridge.attach(net, ep, netns, default_route)
+
+    def hand_over(self, net: Network, ep: Endpoint) -> None:
+        """Docker's plugin hands over links on one host's networks only, for now."""
+        endpoint.refuse_hand_over(self.name)
 
     def _gateway_on_bridge(self, net: Network) -> bool:
         attrs = netlink.link_attrs(bridge_name(net))
