@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from podnet.dns import answer, wire
+from podnet.dns import answer, cache, wire
 from podnet.dns.records import RecordIndex, View
 from podnet.dns.stats import DnsStats
 from podnet.dns.upstream import Forwarder
@@ -43,13 +43,15 @@ Send = Callable[[bytes], None]
 
 
 class Core:
-    """Shared by every listener: the current index, the host's upstreams, the forwarder."""
+    """Shared by every listener: the current index, the host's upstreams, the forwarder and
+    the cache of its answers."""
 
     def __init__(self, index: RecordIndex, host_upstreams: tuple[str, ...] = (),
-                 forwarder: Forwarder | None = None) -> None:
+                 forwarder: Forwarder | None = None, forwarded: cache.ForwardCache | None = None) -> None:
         self.index = index
         self.host_upstreams = host_upstreams
         self.forwarder = forwarder or Forwarder()
+        self.forwarded = forwarded or cache.ForwardCache()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stats = DnsStats()
 
@@ -91,14 +93,22 @@ class Core:
             send(answer.reply(qid, found, query.question, edns, limit, rd))
             return
         upstreams = index.upstreams_for(source, view) or self.host_upstreams
-        self._forward(data, upstreams, not udp, send)
+        key = (upstreams, cache.key_of(query.question, query.flags, edns, query.do_bit))
+        kept = self.forwarded.get(key, qid, query.question, 1 if rd else 0)
+        if kept is not None and len(kept) <= limit:
+            send(kept)
+            return
+        self._forward(data, upstreams, not udp, send, key, 12 + len(query.question))
 
-    def _forward(self, data: bytes, upstreams: tuple[str, ...], tcp: bool, send: Send) -> None:
+    def _forward(self, data: bytes, upstreams: tuple[str, ...], tcp: bool, send: Send, key: cache.Key,
+                 question_end: int) -> None:
         async def run() -> None:
             reply = await self.forwarder.forward(data, upstreams, tcp=tcp) if upstreams else None
             if reply is None:
                 self.stats.forward_failures += 1
                 reply = wire.error_reply(data, wire.SERVFAIL)
+            else:
+                self.forwarded.put(key, reply, question_end)
             if reply is not None:
                 send(reply)
 

@@ -1,0 +1,123 @@
+"""The cache of forwarded answers (dns/cache.py) on replies built here, with a clock the test moves.
+
+The real upstream and real clients are in tests/integration/test_dns_cache.py; here the
+cases a real upstream gives rarely: truncated and SERVFAIL replies, a SOA without the
+answer, the OPT record, the bounds.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from podnet.dns import cache, wire
+
+QNAME = wire.encode_name("www.Example.test")
+QUESTION = QNAME + struct.pack("!HH", wire.A, wire.IN)
+SOA = wire.rr(wire.encode_name("example.test"), wire.SOA, 300,
+              wire.soa_rdata(wire.encode_name("ns.example.test"), wire.encode_name("host.example.test"), 1, 60))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reply(rcode: int = wire.NOERROR, answers: tuple[bytes, ...] = (), authority: tuple[bytes, ...] = (),
+          additional: tuple[bytes, ...] = (), flags: int = wire.QR | wire.RD | wire.RA) -> bytes:
+    return (wire.header(0x1234, flags | rcode, 1, len(answers), len(authority), len(additional)) + QUESTION
+            + b"".join(answers) + b"".join(authority) + b"".join(additional))
+
+
+def a(ttl: int, ip: str = "198.51.100.7") -> bytes:
+    return wire.rr(wire.QNAME_PTR, wire.A, ttl, wire.a_rdata(ip))
+
+
+def ttls(message: bytes) -> list[int]:
+    out, off = [], 12 + len(QUESTION)
+    _, _, _, an, ns, ar = wire.HEADER.unpack_from(message)
+    for _ in range(an + ns + ar):
+        _, off = wire.read_name(message, off)
+        rtype, _, ttl, rdlen = struct.unpack_from("!HHIH", message, off)
+        if rtype != wire.OPT:
+            out.append(ttl)
+        off += 10 + rdlen
+    return out
+
+
+KEY = (("198.51.100.53",), cache.key_of(QUESTION, wire.RD, False, False))
+
+
+def kept(c: cache.ForwardCache, rd: int = 1) -> bytes | None:
+    return c.get(KEY, b"\xab\xcd", QUESTION.upper(), rd)
+
+
+def test_an_answer_is_served_with_the_clients_id_and_question_and_ttls_counting_down() -> None:
+    clock = Clock()
+    c = cache.ForwardCache(clock=clock)
+    c.put(KEY, reply(answers=(a(30), a(10, "198.51.100.8"))), 12 + len(QUESTION))
+    out = kept(c)
+    assert out is not None and out[:2] == b"\xab\xcd" and out[12:12 + len(QUESTION)] == QUESTION.upper()
+    assert ttls(out) == [30, 10]
+    clock.now += 4.5
+    assert ttls(kept(c) or b"") == [26, 6]
+    clock.now += 5.5  # 10 s: the smallest TTL is over, so is the entry
+    assert kept(c) is None and not c.entries
+
+
+def test_rd_follows_the_query() -> None:
+    c = cache.ForwardCache(clock=Clock())
+    c.put(KEY, reply(answers=(a(30),)), 12 + len(QUESTION))
+    assert (kept(c, rd=0) or b"")[2] & 0x01 == 0
+    assert (kept(c, rd=1) or b"")[2] & 0x01 == 1
+
+
+def test_nxdomain_and_nodata_are_kept_for_the_soa_minimum_and_not_without_a_soa() -> None:
+    clock = Clock()
+    c = cache.ForwardCache(clock=clock)
+    c.put(KEY, reply(rcode=wire.NXDOMAIN, authority=(SOA,)), 12 + len(QUESTION))
+    out = kept(c)
+    assert out is not None and out[3] & 0x0F == wire.NXDOMAIN and ttls(out) == [60], "min(SOA TTL 300, MINIMUM 60)"
+    clock.now += 60
+    assert kept(c) is None
+    c.put(KEY, reply(authority=(SOA,)), 12 + len(QUESTION))  # NODATA
+    assert kept(c) is not None
+    c.entries.clear()
+    c.put(KEY, reply(rcode=wire.NXDOMAIN), 12 + len(QUESTION))
+    assert kept(c) is None, "no SOA: no negative caching (RFC 2308 section 5)"
+
+
+def test_what_is_never_kept() -> None:
+    c = cache.ForwardCache(clock=Clock())
+    end = 12 + len(QUESTION)
+    for bad in (reply(rcode=wire.SERVFAIL), reply(rcode=wire.REFUSED), reply(answers=(a(0),)),
+                reply(answers=(a(30),), flags=wire.QR | wire.RD | wire.RA | wire.TC),
+                reply(answers=(a(30),))[:-2], reply(answers=(a(30),)) + b"junk"):
+        c.put(KEY, bad, end)
+        assert kept(c) is None, bad
+
+
+def test_the_opt_record_keeps_its_flags_and_ttls_are_capped() -> None:
+    clock = Clock()
+    c = cache.ForwardCache(clock=clock)
+    opt = wire.opt_record(ext_rcode=0)
+    c.put(KEY, reply(answers=(a(10 ** 9),), additional=(opt,)), 12 + len(QUESTION))
+    clock.now += 2
+    out = kept(c) or b""
+    assert ttls(out) == [cache.MAX_TTL - 2]
+    assert out.endswith(opt), "the OPT record is not counted down"
+
+
+def test_bounded_in_entries_and_bytes_oldest_first() -> None:
+    clock = Clock()
+    c = cache.ForwardCache(max_entries=3, max_bytes=10_000, clock=clock)
+    keys = [(("u",), bytes([i])) for i in range(5)]
+    for key in keys:
+        c.put(key, reply(answers=(a(30),)), 12 + len(QUESTION))
+    assert list(c.entries) == keys[2:]
+    big = reply(answers=tuple(a(30) for _ in range(400)))  # ~6.4 kB: two do not fit
+    c.put(keys[0], big, 12 + len(QUESTION))
+    c.put(keys[1], big, 12 + len(QUESTION))
+    assert c.bytes <= 10_000 and keys[1] in c.entries and keys[0] not in c.entries
