@@ -121,3 +121,28 @@ def test_bounded_in_entries_and_bytes_oldest_first() -> None:
     c.put(keys[0], big, 12 + len(QUESTION))
     c.put(keys[1], big, 12 + len(QUESTION))
     assert c.bytes <= 10_000 and keys[1] in c.entries and keys[0] not in c.entries
+
+
+def test_the_udp_fast_path_serves_a_kept_answer_only_for_a_name_the_view_forwards() -> None:
+    from podnet.dns import answer
+    from podnet.dns.records import build_index
+    from podnet.dns.server import Core
+
+    net = [{"id": "n", "name": "lo", "driver": "bridge", "subnets": [{"subnet": "127.0.0.0/29", "gateway": "127.0.0.1"}]}]
+    sbx = [{"id": "w" * 64, "name": "web", "state": "running", "networks": [{"network": "n"}]}]
+    eps = [{"sandbox": "w" * 64, "network": "n", "addresses": ["127.0.0.2/29"], "aliases": []}]
+    core = Core(build_index(net, sbx, eps), ("198.51.100.53",))
+    view = core.index.by_source["127.0.0.2"]
+    for edns in (False, True):
+        data = wire.header(0x4242, wire.RD, 1, 0, 0, 1 if edns else 0) + QUESTION + (wire.opt_record() if edns else b"")
+        assert core.kept_reply(data, "127.0.0.2", view) is None, "not known to the view as forwarded yet"
+        assert answer.cached(core.index, view, QUESTION.lower(), "www.example.test", wire.A, wire.IN) is answer.FORWARD
+        assert core.kept_reply(data, "127.0.0.2", view) is None, "nothing kept yet"
+        key = (("198.51.100.53",), cache.key_of(QUESTION, wire.RD, edns, False))
+        core.forwarded.put(key, reply(answers=(a(30),), additional=(wire.opt_record(),) if edns else ()), 12 + len(QUESTION))
+        out = core.kept_reply(data, "127.0.0.2", view)
+        assert out is not None and out[:2] == b"\x42\x42" and ttls(out) == [30] and out.endswith(wire.opt_record()) == edns
+    local = wire.header(1, wire.RD, 1, 0, 0, 0) + wire.encode_name("web") + struct.pack("!HH", wire.A, wire.IN)
+    core.forwarded.put((("198.51.100.53",), cache.key_of(local[12:], wire.RD, False, False)), reply(answers=(a(30),)),
+                       len(local))
+    assert core.kept_reply(local, "127.0.0.2", view) is None, "a local name is never answered from the upstream's words"

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,9 +140,19 @@ def enter(path: str | os.PathLike[str]) -> Iterator[None]:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         join(path)
+        _away.depth = getattr(_away, "depth", 0) + 1
         try:
             yield
         finally:
             syscalls.setns(home, syscalls.CLONE_NEWNET)
+            _away.depth -= 1
     finally:
         os.close(home)
+
+
+_away = threading.local()
+
+
+def visiting() -> bool:
+    """Whether this thread is inside `enter` (in another namespace than its own) right now."""
+    return getattr(_away, "depth", 0) > 0

@@ -100,6 +100,35 @@ class Core:
             return
         self._forward(data, upstreams, not udp, send, key, 12 + len(query.question))
 
+    def kept_reply(self, data: bytes, source: str, view: View) -> bytes | None:
+        """The kept upstream answer to a stub resolver's query for a name this view forwards,
+        or None for the slow path: fast_reply's shape checks, then one cache lookup (the
+        name must be known to the view as forwarded, so a name that became local since is
+        never answered from what the upstream said)."""
+        n = len(data)
+        if n < 17 or data[2] != 1 or data[4:10] != _ONE_QUESTION or data[10]:
+            return None
+        end = wire.question_end(data)
+        if end < 0:
+            return None
+        question = data[12:end]
+        lowered = question.lower()
+        if view.cache.get(lowered) is not answer.FORWARD:
+            return None
+        ar = data[11]
+        if ar == 0 and end == n:
+            shape, limit = 0, wire.MAX_UDP
+        elif ar == 1 and n == end + 11 and data[end] == 0 and data[end + 1:end + 3] == _OPT_TYPE and data[end + 6] == 0:
+            shape = 1 | (2 if data[end + 7] & 0x80 else 0)
+            limit = max(wire.MAX_UDP, min((data[end + 3] << 8) | data[end + 4], wire.EDNS_UDP))
+        else:
+            return None
+        if data[3] & 0x10:  # CD, as cache.key_of
+            shape |= 4
+        key = (self.index.upstreams_for(source, view) or self.host_upstreams, lowered + bytes((shape,)))
+        out = self.forwarded.get(key, data[:2], question, 1)
+        return out if out is not None and len(out) <= limit else None
+
     def _forward(self, data: bytes, upstreams: tuple[str, ...], tcp: bool, send: Send, key: cache.Key,
                  question_end: int) -> None:
         async def run() -> None:
@@ -212,6 +241,8 @@ class UdpListener:
             queries["udp"] += 1
             view = core.index.by_source.get(addr[0])
             out = fast_reply(data, view) if view is not None else None
+            if out is None and view is not None:
+                out = core.kept_reply(data, addr[0], view)  # a forwarded name, answered before
             if out is None:
                 if len(data) >= RECV_BUFFER:
                     continue

@@ -83,7 +83,7 @@ def add(ctx: Context, req: PodRequest, ipam_add: Callable[[], dict[str, Any]] | 
             _limit_bandwidth(req, ep, driver, steps)
             steps.push("take its exemption and ports out of the firewall", pod_firewall.leave, net, doc, ep)
             pod_firewall.join(net, doc, ep)
-            firewall_sync.masquerade_follows(ctx, [net])
+            firewall_sync.masquerade_follows(ctx, [net], joined=True)  # its endpoint is recorded
             _add_routes(req.netns, ep.ifname, ep.gateways, [r for r in routes if not _is_default(r["dst"])])
             result = cni_result(driver.report(net, ep, req.netns), routes, dns or _embedded_dns(ctx, net, req.args))
             records.mark_ready(ctx, doc, result)
