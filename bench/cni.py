@@ -3,11 +3,16 @@
 Issue 4. Every phase runs in its own `tests.sandbox.Host` and grows one network to --count
 pods, one plugin process per call, timed from spawn to exit as a runtime sees it:
 
-  agent     /opt/cni/bin/podnet (the thin entry) with `podnet agent` running: the fast path
-  fallback  the same entry with no agent: it execs the full plugin in-process (--fallback-count)
+  agent     /opt/cni/bin/podnet, the compiled entry (`podnet cni install`), with `podnet agent`
+            running: the fast path
+  pyentry   the stdlib Python entry (`podnet cni install --python-entry`) with the agent
+  fallback  the compiled entry with no agent: it execs the full plugin in-process (--fallback-count)
   handle    podnet.cni.plugin.handle() called in one warm process: the agent's work without
-            the process start and the socket (and what --profile profiles)
+            the process start and the socket (and what --profile profiles: pods 11..60
+            against the last 50, to show what grows with the pods)
   reference /usr/lib/cni/bridge + host-local with ipMasq (iptables), cniVersion 1.0.0
+  netavark  Debian's netavark 1.4 `setup` / `teardown NETNS` with the JSON podman sends (a
+            bridge network, iptables; podman's own IPAM gives the address: a static IP)
 
 With --parallel N, one more phase: N ADDs at once through the thin entry and the agent (a
 runtime starting N pods), then N DELs at once; it prints each call's p50/p95 and the
@@ -50,7 +55,8 @@ REFERENCE_CONF = {
     "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
              "dataDir": "/var/lib/cni/networks"},
 }
-KINDS = ("agent", "fallback", "handle", "reference")
+KINDS = ("agent", "pyentry", "fallback", "handle", "reference", "netavark")
+NETAVARK = "/usr/lib/podman/netavark"
 
 
 def log(msg: str) -> None:
@@ -70,6 +76,18 @@ def _private_dirs() -> None:
 def _env(command: str, i: int) -> dict[str, str]:
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": f"bench{i:06d}",
             "CNI_NETNS": f"/run/netns/b{i}", "CNI_IFNAME": "eth0", "CNI_PATH": f"/opt/cni/bin:{REF_DIR}"}
+
+
+def _netavark_options(i: int) -> str:
+    """What podman hands netavark for container i on the bench network (its IPAM chose the IP)."""
+    return json.dumps({
+        "container_id": f"bench{i:06d}", "container_name": f"b{i}", "port_mappings": None,
+        "networks": {"bench": {"static_ips": [f"10.88.{i // 250}.{i % 250 + 2}"], "interface_name": "eth0"}},
+        "network_info": {"bench": {
+            "name": "bench", "id": "b" * 64, "driver": "bridge", "network_interface": "nvbench0",
+            "subnets": [{"subnet": SUBNET, "gateway": "10.88.0.1"}], "ipv6_enabled": False, "internal": False,
+            "dns_enabled": False, "ipam_options": {"driver": "host-local"}}},
+    })
 
 
 def _spawn(argv: list[str], env: dict[str, str], stdin: str) -> float:
@@ -127,9 +145,11 @@ def driver(kind: str, count: int, profile: bool) -> None:
     _private_dirs()
     agent = None
     out: dict = {"kind": kind}
-    if kind != "reference":
-        subprocess.run([sys.executable, "-m", "podnet", "cni", "install", "--dir", "/opt/cni/bin"], check=True,
-                       capture_output=True)
+    if kind not in ("reference", "netavark"):
+        entry = ["--python-entry"] if kind == "pyentry" else []
+        installed = subprocess.run([sys.executable, "-m", "podnet", "cni", "install", "--dir", "/opt/cni/bin", *entry],
+                                   check=True, capture_output=True, text=True).stdout
+        log(installed.strip())
         out["startup_fallback"] = _startup({})
         base = []
         for _ in range(20):
@@ -137,13 +157,13 @@ def driver(kind: str, count: int, profile: bool) -> None:
             subprocess.run(["/usr/bin/python3", "-IS", "-c", "pass"], check=True)
             base.append(time.perf_counter() - t)
         out["startup_python"] = base
-    if kind == "agent":
+    if kind in ("agent", "pyentry"):
         agent = _start_agent()
         out["startup_agent"] = _startup({})
     conf = json.dumps(REFERENCE_CONF if kind == "reference" else PODNET_CONF)
     argv = [f"{REF_DIR}/bridge"] if kind == "reference" else [PLUGIN]
     call = None
-    profiler = None
+    profilers: dict = {}
     if kind == "handle":
         from podnet.cni.plugin import handle
 
@@ -157,37 +177,64 @@ def driver(kind: str, count: int, profile: bool) -> None:
         if profile:
             import cProfile
 
-            profiler = cProfile.Profile()
+            # two windows of 50 ADDs: pods 11..60 and the last 50, to see what grows with the pods
+            profilers = {"first": cProfile.Profile(), "last": cProfile.Profile()}
     adds, dels = [], []
     for i in range(1, count + 1):
         subprocess.run(["ip", "netns", "add", f"b{i}"], check=True)
         env = _env("ADD", i)
         if call is not None:
-            if profiler is not None and i > 10:
+            window_of = "first" if 10 < i <= 60 else "last" if i > count - 50 and count >= 110 else None
+            profiler = profilers.get(window_of)
+            if profiler is not None:
                 profiler.enable()
             adds.append(call(env, conf))
             if profiler is not None:
                 profiler.disable()
+        elif kind == "netavark":
+            adds.append(_spawn([NETAVARK, "--config", "/run/netavark", "setup", env["CNI_NETNS"]], env,
+                               _netavark_options(i)))
         else:
             adds.append(_spawn(argv, env, conf))
         if i % 100 == 0:
             log(f"{kind}: {i}/{count} ADDs")
     for i in range(count, 0, -1):
         env = _env("DEL", i)
+        if kind == "netavark":
+            dels.append(_spawn([NETAVARK, "--config", "/run/netavark", "teardown", env["CNI_NETNS"]], env,
+                               _netavark_options(i)))
+            continue
         dels.append(call(env, conf) if call is not None else _spawn(argv, env, conf))
     dels.reverse()  # dels[k-1] is the DEL made while k pods were on the network
     out.update(adds=adds, dels=dels)
-    if profiler is not None:
-        import io
-        import pstats
-
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
-        out["profile"] = text.getvalue()
+    if profilers:
+        out["profile"] = _profile_report(profilers)
     if agent is not None:
         agent.terminate()
         agent.wait(timeout=20)
     print(json.dumps(out))
+
+
+def _profile_report(profilers: dict) -> str:
+    """The first window's top by cumulative time, then what grew most per ADD in the last window."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    first = pstats.Stats(profilers["first"], stream=text)
+    first.sort_stats("cumulative").print_stats(30)
+    if profilers["last"].getstats():
+        last = pstats.Stats(profilers["last"]).stats  # type: ignore[attr-defined]
+        before = first.stats  # type: ignore[attr-defined]
+        growth = []
+        for func, (_, _, _, cum, _) in last.items():
+            grew = (cum - (before.get(func, (0, 0, 0, 0, 0))[3])) / 50
+            growth.append((grew, func))
+        growth.sort(reverse=True)
+        text.write("\nwhat grew most, cumulative ms per ADD, last 50 ADDs minus pods 11..60:\n")
+        for grew, (path, line, name) in growth[:25]:
+            text.write(f"  {1000 * grew:8.2f}  {name} ({Path(path).name}:{line})\n")
+    return text.getvalue()
 
 
 # --- the outer process -------------------------------------------------------------------------
@@ -237,9 +284,12 @@ def cell(samples: list[float] | None) -> str:
 
 
 def table(results: dict[str, dict], marks: list[int], verb: str) -> list[str]:
-    kinds = [k for k in ("agent", "fallback", "handle", "reference") if k in results]
+    kinds = [k for k in KINDS if k in results]
     key = "adds" if verb == "ADD" else "dels"
-    head = f"{verb + ' at pod':>12} | " + " | ".join(f"{k:^15}" for k in kinds) + " | agent/ref  fallback/ref"
+    ratios = [(a, b) for a, b in (("agent", "reference"), ("agent", "netavark"), ("pyentry", "reference"),
+                                  ("fallback", "reference")) if a in results and b in results]
+    head = (f"{verb + ' at pod':>12} | " + " | ".join(f"{k:^15}" for k in kinds) + " | "
+            + "  ".join(f"{a[:7] + '/' + b[:3]:>11}" for a, b in ratios))
     lines = [head, f"{'':>12} | " + " | ".join(f"{'p50':>7} {'p95':>7}" for _ in kinds) + " | (p50 ratios)", "-" * len(head)]
     for k in marks:
         cells, p50 = [], {}
@@ -249,9 +299,8 @@ def table(results: dict[str, dict], marks: list[int], verb: str) -> list[str]:
             cells.append(cell(w))
             if w:
                 p50[kind] = p(w, 0.5)
-        ref = p50.get("reference")
-        ratios = [f"{p50[x] / ref:9.2f}x" if ref and x in p50 else f"{'-':>10}" for x in ("agent", "fallback")]
-        lines.append(f"{k:>12} | " + " | ".join(cells) + " | " + "  ".join(ratios))
+        lines.append(f"{k:>12} | " + " | ".join(cells) + " | "
+                     + "  ".join(f"{p50[a] / p50[b]:10.2f}x" if a in p50 and b in p50 else f"{'-':>11}" for a, b in ratios))
     return lines
 
 
@@ -277,13 +326,14 @@ def main() -> int:
             print(f"{label:<28} | {p(r['adds'], 0.5):8.1f} {p(r['adds'], 0.95):8.1f} {1000 * r['adds_wall']:8.1f} | "
                   f"{p(r['dels'], 0.5):8.1f} {p(r['dels'], 0.95):8.1f} {1000 * r['dels_wall']:8.1f}")
         return _check_unchanged(before)
+    load_before = os.getloadavg()
     results: dict[str, dict] = {}
     for kind in KINDS:
         if kind in args.skip:
             continue
         count = args.fallback_count if kind == "fallback" else args.count
         results[kind] = run_phase(kind, count, args.profile and kind == "handle")
-    marks = [m for m in (1, 100, 500, 1000) if m <= args.count]
+    marks = sorted({m for m in (1, 100, 500, 1000) if m <= args.count} | {args.count})
     print(f"\nCNI ADD and DEL, milliseconds per call (spawn to exit), {args.count} pods on one network "
           f"({args.fallback_count} for the fallback); each row: the 10 calls around the k-th pod\n")
     for verb in ("ADD", "DEL"):
@@ -292,14 +342,20 @@ def main() -> int:
     startup = results.get("agent", {})
     if startup:
         print("start-up (CNI_COMMAND=VERSION, 20 runs, p50/p95 ms):")
-        print(f"  /usr/bin/python3 -IS -c pass         {cell(startup['startup_python'])}")
-        print(f"  thin entry -> agent                  {cell(startup['startup_agent'])}")
-        print(f"  thin entry -> fallback (no agent)    {cell(startup['startup_fallback'])}")
-    for kind in ("agent", "reference"):
+        print(f"  /usr/bin/python3 -IS -c pass           {cell(startup['startup_python'])}")
+        print(f"  compiled entry -> agent                {cell(startup['startup_agent'])}")
+        if "pyentry" in results:
+            print(f"  stdlib Python entry -> agent           {cell(results['pyentry']['startup_agent'])}")
+        print(f"  compiled entry -> fallback (no agent)  {cell(startup['startup_fallback'])}")
+    for kind in ("agent", "pyentry", "reference", "netavark"):
         if kind in results:
             adds = results[kind]["adds"]
             print(f"{kind}: ADD p50 over all {len(adds)} pods {p(adds, 0.5):.1f} ms, "
                   f"last 10 / first 10 (excl. the 1st) = {p(adds[-10:], 0.5) / p(adds[1:11], 0.5):.2f}x")
+            dels = results[kind]["dels"]
+            print(f"{' ' * len(kind)}  DEL p50 over all {len(dels)} pods {p(dels, 0.5):.1f} ms, "
+                  f"at the last 10 / first 10 = {p(dels[-10:], 0.5) / p(dels[1:11], 0.5):.2f}x")
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     if "profile" in results.get("handle", {}):
         print("\nprofile of handle() ADDs (pods 11..N), by cumulative time:\n" + results["handle"]["profile"])
     return _check_unchanged(before)

@@ -13,13 +13,21 @@ turn binds 10.89.0.1:53 and serves the same name:
               `ID IPV4 IPV6 NAMES` per container), `aardvark-dns --config DIR -p 53 run`
   dnsmasq     `--host-record=target,IP`, bound to the gateway only, no upstream
 
-For each: a 1 s warm-up, then `dnsperf -c 4 -l SECONDS` for queries per second and mean
-latency, then the same with -v (every reply with its latency) for the p99. The table's
-ratios are podnet over each anchor. Also printed: the cost per query of the codec paths
+Two names are asked, each in its own rows: `target` (a container's name: the server's own
+answer) and `www.ext.test`, a name outside the cluster that the server forwards to an
+upstream and caches (a dnsmasq authoritative for ext.test, TTL 3600, in the Host's "inet"
+namespace at 198.51.100.53; podnet's cache of forwarded answers, dnsmasq with
+--cache-size=10000; aardvark-dns does not forward to a given upstream: not in those rows).
+
+For each: a 1 s warm-up, then RUNS times `dnsperf -c 4 -l SECONDS` for queries per second
+and mean latency, each followed by the same with -v (every reply with its latency) for the
+p99; the table shows the median run. Every server is pinned to CPU 0 and dnsperf to CPU 1
+(taskset), the same for all (--no-pin leaves both to the scheduler). The table's ratios
+are podnet over each anchor. Also printed: the cost per query of the codec paths
 (dnslib when installed, podnet's slow path, the cached fast path) and of an index rebuild
 with 10,000 sandboxes. Nothing leaves the Host; every process started is killed by id.
 
-    sudo /opt/podnet/venv/bin/python bench/dns.py [--seconds 10] [--processes 1 2] [--skip aardvark]
+    sudo /opt/podnet/venv/bin/python bench/dns.py [--seconds 5] [--runs 3] [--processes 1] [--skip aardvark]
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -43,6 +50,9 @@ sys.path.insert(0, str(REPO / "src"))
 GW = "10.89.0.1"
 AARDVARK = "/usr/lib/podman/aardvark-dns"
 CONF = "/run/bench-dns"  # inside the Host's private /run
+UPSTREAM = "198.51.100.53"  # dnsmasq, authoritative for ext.test, in the Host's "inet" namespace
+EXTERNAL = "www.ext.test"
+SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
 def log(msg: str) -> None:
@@ -101,8 +111,10 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
-def dnsperf(host, netns: str, seconds: float, verbose: bool) -> dict:  # type: ignore[no-untyped-def]
-    argv = ["dnsperf", "-s", GW, "-d", f"{CONF}/queries.txt", "-c", "4", "-l", str(seconds)]
+def dnsperf(host, netns: str, seconds: float, verbose: bool, queries: str, pin: bool) -> dict:  # type: ignore[no-untyped-def]
+    argv = ["dnsperf", "-s", GW, "-d", queries, "-c", "4", "-l", str(seconds)]
+    if pin:
+        argv = ["taskset", "-c", CLIENT_CPU, *argv]
     if verbose:
         argv.append("-v")
     out = host.run(["ip", "netns", "exec", netns, *argv], timeout=seconds + 60).stdout
@@ -117,25 +129,38 @@ def dnsperf(host, netns: str, seconds: float, verbose: bool) -> dict:  # type: i
     return result
 
 
-def wait_answer(host, netns: str, want: str) -> None:  # type: ignore[no-untyped-def]
+def wait_answer(host, netns: str, name: str, want: str) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import wait_for
 
     def answered() -> bool:
-        r = host.run(["ip", "netns", "exec", netns, "dig", f"@{GW}", "+short", "+time=1", "+tries=1", "target"], check=False)
+        r = host.run(["ip", "netns", "exec", netns, "dig", f"@{GW}", "+short", "+time=1", "+tries=1", name], check=False)
         return r.stdout.split() == [want]
 
-    wait_for(answered, 10, f"the server to answer target -> {want}", interval=0.1)
+    wait_for(answered, 10, f"the server to answer {name} -> {want}", interval=0.1)
 
 
-def start_server(host, kind: str, target_ip: str, docs: dict, processes: int = 1) -> list[subprocess.Popen]:  # type: ignore[no-untyped-def]
+def start_upstream(host) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    """The resolver outside: dnsmasq authoritative for ext.test, in the Host's "inet" namespace."""
+    host.add_internet()
+    host.run(["ip", "-n", "inet", "addr", "add", f"{UPSTREAM}/32", "dev", "lo"])
+    return host.popen(["dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                       "--bind-interfaces", f"--listen-address={UPSTREAM}", "--user=root", "--pid-file",
+                       "--auth-server=ns.ext.test,lo", "--auth-zone=ext.test", "--auth-ttl=3600",
+                       f"--host-record={EXTERNAL},198.51.100.7"], netns="inet",
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_server(host, kind: str, target_ip: str, docs: dict, processes: int = 1, pin: bool = True) -> list[subprocess.Popen]:  # type: ignore[no-untyped-def]
+    taskset = ["taskset", "-c", SERVER_CPU] if pin else []
     if kind == "podnet":
-        argv = [sys.executable, "-m", "podnet.dns", "--store", "--listen", GW, "--upstream", "198.51.100.53"]
+        argv = taskset + [sys.executable, "-m", "podnet.dns", "--store", "--listen", GW, "--upstream", UPSTREAM]
         if processes > 1:
             argv.append("--reuse-port")
         return [host.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(processes)]
     if kind == "dnsmasq":
-        return [host.popen(["dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+        return [host.popen(taskset + ["dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
                             "--bind-interfaces", f"--listen-address={GW}", "--user=root", "--pid-file",
+                            f"--server={UPSTREAM}", "--cache-size=10000",
                             f"--host-record=target,{target_ip}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     # aardvark-dns: what netavark writes, one line per container on the network.
     lines = [GW]
@@ -145,7 +170,7 @@ def start_server(host, kind: str, target_ip: str, docs: dict, processes: int = 1
         lines.append(f"{sb['id']} {v4}  {sb['name']}")
     host.run(["mkdir", "-p", f"{CONF}/aardvark"])
     host.run(["sh", "-c", f'printf "%s\\n" "$@" > {CONF}/aardvark/bench', "-", *lines])
-    return [host.popen([AARDVARK, "--config", f"{CONF}/aardvark", "-p", "53", "run"],
+    return [host.popen(taskset + [AARDVARK, "--config", f"{CONF}/aardvark", "-p", "53", "run"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
 
 
@@ -171,9 +196,11 @@ def docs_of(host) -> dict:  # type: ignore[no-untyped-def]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="podnet rows: processes per row")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--runs", type=int, default=3, help="dnsperf runs per server and name; the median is shown")
+    ap.add_argument("--processes", type=int, nargs="+", default=[1], help="podnet rows: processes per row")
     ap.add_argument("--skip", action="append", default=[], choices=["podnet", "aardvark", "dnsmasq"])
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers to CPU 0 and dnsperf to CPU 1")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/dns.py needs root (namespaces)")
@@ -196,25 +223,41 @@ def main() -> int:
         target_ip = next(e["addresses"][0].split("/")[0] for e in docs["endpoints"] if e["sandbox"] == ids["target"])
         netns = f"podnet-{ids['client'][:12]}"
         host.run(["mkdir", "-p", CONF])
-        host.run(["sh", "-c", f"echo 'target A' > {CONF}/queries.txt"])
+        host.run(["sh", "-c", f"echo 'target A' > {CONF}/target.txt; echo '{EXTERNAL} A' > {CONF}/external.txt"])
+        upstream = start_upstream(host)
         plan = [("podnet", n) for n in args.processes] if "podnet" not in args.skip else []
         plan += [(k, 1) for k in ("aardvark", "dnsmasq") if k not in args.skip]
-        for kind, processes in plan:
-            label = kind if kind != "podnet" else f"podnet ({processes} proc)"
-            log(f"{label}: starting")
-            procs = start_server(host, kind, target_ip, docs, processes)
-            try:
-                wait_answer(host, netns, target_ip)
-                dnsperf(host, netns, 1, False)  # warm-up
-                res = dnsperf(host, netns, args.seconds, False)
-                res.update({k: v for k, v in dnsperf(host, netns, args.seconds, True).items() if k in ("p99_ms", "answered")})
-            finally:
-                stop_server(host, procs, kind)
-            log(f"{label}: {res}")
-            rows.append((label, res))
+        try:
+            for kind, processes in plan:
+                label = kind if kind != "podnet" else f"podnet ({processes} proc)"
+                log(f"{label}: starting")
+                procs = start_server(host, kind, target_ip, docs, processes, args.pin)
+                try:
+                    names = [("target", target_ip, "target")]
+                    if kind != "aardvark":
+                        names.append(("external", "198.51.100.7", EXTERNAL))
+                    for what, want, name in names:
+                        wait_answer(host, netns, name, want)
+                        queries = f"{CONF}/{what}.txt"
+                        dnsperf(host, netns, 1, False, queries, args.pin)  # warm-up
+                        runs = []
+                        for _ in range(args.runs):
+                            res = dnsperf(host, netns, args.seconds, False, queries, args.pin)
+                            verbose = dnsperf(host, netns, args.seconds, True, queries, args.pin)
+                            res.update({k: v for k, v in verbose.items() if k in ("p99_ms", "answered")})
+                            runs.append(res)
+                        res = sorted(runs, key=lambda r: r["qps"])[len(runs) // 2]
+                        res["runs_qps"] = [round(r["qps"]) for r in runs]
+                        log(f"{label} {what}: {res}")
+                        rows.append((f"{label} {what}", res))
+                finally:
+                    stop_server(host, procs, kind)
+        finally:
+            upstream.kill()
+            upstream.wait()
     codec = codec_costs()
     rebuild = rebuild_ms()
-    print_table(rows, args.seconds, load_before, os.getloadavg())
+    print_table(rows, args.seconds, load_before, os.getloadavg(), args.runs, args.pin)
     print("\nper-query CPU in Python (µs, best of 3 x 20,000):")
     for name, us in codec:
         print(f"  {name:44s} {us:7.1f}")
@@ -222,25 +265,35 @@ def main() -> int:
     return 0
 
 
-def print_table(rows: list[tuple[str, dict]], seconds: float, load_before: tuple, load_after: tuple) -> None:  # type: ignore[type-arg]
-    anchors = {k: r for k, r in rows if k in ("aardvark", "dnsmasq")}
-    print(f"\nDNS, one container name (A), dnsperf -c 4 -l {seconds:g} from a sandbox on the network, 2 cores")
-    head = f"{'server':18s} {'qps':>9s} {'mean ms':>8s} {'p99 ms':>7s} {'lost':>6s}"
-    for a in anchors:
-        head += f" {'qps/' + a[:5]:>10s} {'p99/' + a[:5]:>10s}"
-    print(head)
-    for label, r in rows:
-        line = f"{label:18s} {r['qps']:9.0f} {r['avg_ms']:8.3f} {r.get('p99_ms', float('nan')):7.3f} {r['lost']:6d}"
-        for a in anchors.values():
-            line += f" {r['qps'] / a['qps']:10.2f} {r.get('p99_ms', float('nan')) / a['p99_ms']:10.2f}"
-        print(line)
-    qps = [r["qps"] for k, r in rows if k.startswith("podnet")]
-    if "aardvark" in anchors and qps:
-        best = max(rows, key=lambda kr: kr[1]["qps"] if kr[0].startswith("podnet") else -1)[1]
-        ok = best["qps"] >= anchors["aardvark"]["qps"] and best["p99_ms"] < anchors["aardvark"]["p99_ms"]
-        print(f"target (>= aardvark-dns qps with a lower p99): {'met' if ok else 'NOT met'}")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; median of podnet rows "
-          f"{statistics.median(qps) if qps else 0:.0f} qps")
+def print_table(rows: list[tuple[str, dict]], seconds: float, load_before: tuple, load_after: tuple,  # type: ignore[type-arg]
+                runs: int, pin: bool) -> None:
+    pinning = f"server on CPU {SERVER_CPU}, dnsperf on CPU {CLIENT_CPU}" if pin else "not pinned"
+    print(f"\nDNS, dnsperf -c 4 -l {seconds:g} from a sandbox on the network, median of {runs} runs, {pinning}, 2 cores")
+    print("  target: a container's name (the server's own answer); external: www.ext.test, forwarded once, then cached")
+    for what in ("target", "external"):
+        group = [(k.rsplit(" ", 1)[0], r) for k, r in rows if k.endswith(" " + what)]
+        if not group:
+            continue
+        anchors = {k: r for k, r in group if k in ("aardvark", "dnsmasq")}
+        head = f"{what + ': server':22s} {'qps':>9s} {'mean ms':>8s} {'p99 ms':>7s} {'lost':>6s}"
+        for a in anchors:
+            head += f" {'qps/' + a[:5]:>10s} {'p99/' + a[:5]:>10s}"
+        print("\n" + head + "  qps of each run")
+        for label, r in group:
+            line = f"{label:22s} {r['qps']:9.0f} {r['avg_ms']:8.3f} {r.get('p99_ms', float('nan')):7.3f} {r['lost']:6d}"
+            for a in anchors.values():
+                line += f" {r['qps'] / a['qps']:10.2f} {r.get('p99_ms', float('nan')) / a['p99_ms']:10.2f}"
+            print(line + f"  {r.get('runs_qps')}")
+        best = max((r for k, r in group if k.startswith("podnet")), key=lambda r: r["qps"], default=None)
+        if best is not None and "dnsmasq" in anchors:
+            ref = anchors["dnsmasq"]
+            if what == "target":
+                ok = best["qps"] >= ref["qps"] and best["p99_ms"] <= ref["p99_ms"]
+                print(f"target (>= dnsmasq's qps at <= its p99): {'met' if ok else 'NOT met'}")
+            else:
+                ok = best["qps"] >= 0.8 * ref["qps"]
+                print(f"target (>= 0.8x dnsmasq's qps, its cache on): {'met' if ok else 'NOT met'}")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
 
 
 if __name__ == "__main__":
