@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.conftest import (NATIVE_HTTPD, busybox_rootfs, start_agent, stop_agent, store_keys,
+from tests.integration.conftest import (NATIVE_HTTPD, busybox_rootfs, start_agent, stop_agent, store_docs, store_keys,
                                         sweep_cgroups)
 from tests.sandbox import Host
 
@@ -158,9 +158,37 @@ def test_dockerd_killed_and_restarted_leaves_nothing(dockerd) -> None:
     assert leftovers(host) == NOTHING
 
 
+def test_reconcile_gives_back_what_a_dead_dockerd_never_released(dockerd) -> None:
+    """dockerd and its container die and the sandbox's namespace goes (as at a reboot): Docker
+    never calls Leave or DeleteEndpoint, and `podnet reconcile` releases the endpoint."""
+    host, procs = dockerd
+    docker(host, "network", "create", "-d", "podnet", "--ipam-driver", "podnet", "lost")
+    docker(host, "run", "-d", "--name", "l1", "--network", "lost", IMAGE, "sleep", "600")
+    # podnet learns the container's name and its namespace (mounted after Join) from dockerd
+    wait_for(lambda: [(d.get("name"), bool(d["netns_id"])) for d in store_docs(host, "pods/")] == [("l1", True)], 30,
+             "podnet to learn l1's name and namespace")
+    pid = docker(host, "inspect", "-f", "{{.State.Pid}}", "l1").stdout.strip()
+    sandbox = docker(host, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "l1").stdout.strip()
+    stop_dockerd(procs[0], kill=True)
+    host.run(["kill", "-9", pid])
+    host.run(["umount", sandbox])
+    host.run(["rm", "-f", sandbox])
+    assert store_keys(host, "pods/") and leftovers(host)["links"]
+    report = json.loads(host.podnet("reconcile", "--json").stdout)
+    assert len(report["ReleasedPods"]) == 1, report
+    assert leftovers(host)["links"] == [l for l in leftovers(host)["links"] if l.startswith("pnbr")]  # the bridge stays
+    assert store_keys(host, "pods/") == [] and store_keys(host, "endpoints/") == []
+    procs[0] = start_dockerd(host)  # its clean-up of l1 meets an endpoint podnet released: one line, no harm
+    docker(host, "rm", "-f", "l1")
+    docker(host, "network", "rm", "lost")
+    assert leftovers(host) == NOTHING
+
+
 def test_protocol_calls_answer_one_line_errors(dockerd) -> None:
     host, _ = dockerd
     assert plugin_call(host, "/Plugin.Activate", {}) == {"Implements": ["NetworkDriver", "IpamDriver"]}
+    assert "served" in host.podnet("docker-plugin", "status").stdout
+    assert host.podnet("docker-plugin", "status", "--plugins-dir", "/run/nowhere", check=False).returncode == 1
     caps = plugin_call(host, "/NetworkDriver.GetCapabilities", {})
     assert caps["Scope"] == "local"
     assert plugin_call(host, "/IpamDriver.GetDefaultAddressSpaces", {})["LocalDefaultAddressSpace"]

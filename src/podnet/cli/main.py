@@ -50,7 +50,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 # handlers so that registering costs nothing.
 EXTENSIONS = ("podnet.cli.cmd_agent", "podnet.cli.cmd_cni", "podnet.cli.cmd_service", "podnet.cli.cmd_store",
               "podnet.cli.cmd_node", "podnet.cli.cmd_image", "podnet.cli.cmd_policy",
-              "podnet.cli.cmd_observe", "podnet.cli.cmd_ingress")
+              "podnet.cli.cmd_observe", "podnet.cli.cmd_ingress", "podnet.cli.cmd_docker")
 
 
 # Placeholders in help texts for lists the drivers' registry holds (see _HelpFormatter).

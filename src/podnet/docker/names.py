@@ -60,5 +60,4 @@ def name_endpoint(engine: Engine, open_context: Callable[[], Any], endpoint_id: 
         return False
     container_id, name = found
     with open_context() as ctx:
-        handover.name(ctx, endpoint_id, name.lstrip("/"), {"docker.container.id": container_id})
-    return True
+        return handover.name(ctx, endpoint_id, name.lstrip("/"), {"docker.container.id": container_id})

@@ -177,14 +177,20 @@ def publish(ctx: Context, attachment_id: str, mappings: list[dict[str, Any]]) ->
         pod_firewall.join(net, new, ep)
 
 
-def name(ctx: Context, attachment_id: str, name: str, labels: dict[str, str]) -> None:
-    """The runtime's name for the attachment (views, DNS), under its lock: no lost update
-    against a Join or a publish at work on the same record."""
+def name(ctx: Context, attachment_id: str, name: str, labels: dict[str, str]) -> bool:
+    """The runtime's name for the attachment (views, DNS), once its container runs, under its
+    lock: no lost update against a Join or a publish at work on the same record. Its sandbox
+    is a namespace soon: its identity is recorded (namespace.netns_alive). False while the
+    joined sandbox is not a namespace yet (the caller asks again)."""
     with locks.held(lock_path(ctx, pod_id(attachment_id, IFNAME))):
         with ctx.store.transaction() as txn:
             doc = txn.get(keys.pod(attachment_id, IFNAME))
-            if doc is not None:
-                txn.put(keys.pod(attachment_id, IFNAME), {**doc, "name": name, "labels": {**doc["labels"], **labels}})
+            if doc is None:
+                return True
+            ident = netns_identity(doc["netns"]) if doc.get("netns") and doc.get("netns_id") is None else None
+            txn.put(keys.pod(attachment_id, IFNAME), {**doc, "name": name, "labels": {**doc["labels"], **labels},
+                                                      **({"netns_id": list(ident)} if ident else {})})
+            return ident is not None or doc.get("netns_id") is not None or doc["state"] != "ready"
 
 
 def report(ctx: Context, attachment_id: str) -> dict[str, Any]:
