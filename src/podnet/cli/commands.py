@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from podnet.api.context import Context, open_context
 from podnet.api.lookup import sandbox_doc
 from podnet.cli import render, views
-from podnet.cli.main import _command, _kv, _size
+from podnet.cli.main import _command, _kv
 from podnet.model.common import parse_labels
 from podnet.util.progress import Progress
-from podnet.util.rates import parse_rate
 from podnet.store import keys
 
 
@@ -66,42 +64,6 @@ def cmd_network(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    ctx = _ctx(args)
-    fields = dict(
-        argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
-        ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace, expose=args.expose,
-        pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
-        bandwidth_ingress=parse_rate(args.bandwidth_ingress, "--bandwidth-ingress") if args.bandwidth_ingress else None,
-        bandwidth_egress=parse_rate(args.bandwidth_egress, "--bandwidth-egress") if args.bandwidth_egress else None,
-        env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
-        cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
-        rootfs=os.path.abspath(args.rootfs) if args.rootfs else None, image=args.image, read_only=args.read_only,
-        volumes=args.volume, user=args.user, workdir=args.workdir,
-    )
-    if args.detach and args.root is None:
-        from podnet.agent import client  # lazy: http.client, only when a run is handed to the agent
-
-        answer = client.forward("POST", "/v1/sandboxes", fields)
-        if answer is not None:
-            print(answer["id"])
-            return 0
-    from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
-
-    req = sandboxes.RunRequest(**fields)
-    sandbox = sandboxes.start(ctx, req, foreground=not args.detach)
-    if args.root is None and sandbox.network_mode == "netns" and not {"none"} & set(args.network):
-        from podnet.agent.client import running  # lazy: http.client, only for an in-process run
-
-        if not running():
-            print("podnet: note: no agent is running, so names do not resolve inside this sandbox; "
-                  "start it with `podnet agent`", file=sys.stderr)
-    if args.detach:
-        print(sandbox.id)
-        return 0
-    return sandboxes.wait(ctx, sandbox)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -178,38 +140,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
                            state_dir=ctx.paths.sandbox_state_dir(doc["id"])):
         out.write(chunk)
         out.flush()
-    return 0
-
-
-def _through_agent(args: argparse.Namespace, path: str, body: dict, timeout: float = 120.0) -> dict | None:
-    """The agent's answer to a sandbox request, or None when it must run in-process (no agent,
-    or another --root than the agent's), as `run -d` does."""
-    if args.root is not None:
-        return None
-    from podnet.agent import client  # lazy: http.client, only for the commands handed to the agent
-
-    return client.forward("POST", path, body, timeout=timeout)
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    for name in args.names:
-        answer = _through_agent(args, "/v1/sandboxes/stop", {"name": name, "time": args.time}, timeout=args.time + 60)
-        if answer is None:
-            from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), skipped when the agent runs
-
-            answer = {"name": sandboxes.stop(_ctx(args), name, timeout=args.time).name}
-        print(answer["name"])
-    return 0
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    for name in args.names:
-        answer = _through_agent(args, "/v1/sandboxes/rm", {"name": name, "force": args.force})
-        if answer is None:
-            from podnet.api import sandboxes  # lazy: pydantic + pyroute2 (~0.35 s), skipped when the agent runs
-
-            answer = {"name": sandboxes.remove(_ctx(args), name, force=args.force).name}
-        print(answer["name"])
     return 0
 
 

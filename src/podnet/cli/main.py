@@ -221,6 +221,7 @@ def _add_run(sub: Any) -> None:
                      help="run the command (and `podnet exec`) as this user, a number or a name from its /etc/passwd")
     run.add_argument("-w", "--workdir", metavar="DIR", help="the command's working directory inside the sandbox (default /)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
+    run.set_defaults(handler=_sandbox_handler("cmd_run"), uses_api=False)
 
 
 def _add_exec(sub: Any) -> None:
@@ -231,31 +232,39 @@ def _add_exec(sub: Any) -> None:
     e.add_argument("name", help="the sandbox's name or id")
     e.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
+
 def _add_ps(sub: Any) -> None:
     ps = sub.add_parser("ps", help="list sandboxes")
     ps.add_argument("-a", "--all", action="store_true", help="show ended sandboxes too")
     ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
     ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+
 def _add_inspect(sub: Any) -> None:
     ins = sub.add_parser("inspect", help="show sandboxes as JSON")
     ins.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to show (name or id)")
+
 
 def _add_logs(sub: Any) -> None:
     lg = sub.add_parser("logs", help="print a sandbox's output")
     lg.add_argument("name", help="the sandbox's name or id")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output until interrupted")
 
+
 def _add_stop(sub: Any) -> None:
     st = sub.add_parser("stop", help="stop sandboxes")
     st.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to stop (name or id)")
     st.add_argument("-t", "--time", type=float, default=10, metavar="SECONDS",
                     help="wait this long after SIGTERM before SIGKILL (default %(default)s)")
+    st.set_defaults(handler=_sandbox_handler("cmd_stop"), uses_api=False)
+
 
 def _add_rm(sub: Any) -> None:
     rm = sub.add_parser("rm", help="remove sandboxes")
     rm.add_argument("names", nargs="+", metavar="NAME", help="sandboxes to remove (name or id)")
     rm.add_argument("-f", "--force", action="store_true", help="stop running sandboxes first")
+    rm.set_defaults(handler=_sandbox_handler("cmd_rm"), uses_api=False)
+
 
 def _add_connect(sub: Any) -> None:
     cn = sub.add_parser("connect", help="connect a running sandbox to a network")
@@ -266,10 +275,12 @@ def _add_connect(sub: Any) -> None:
     cn.add_argument("--alias", action="append", default=[], metavar="NAME",
                     help="another name it answers to on that network (repeatable)")
 
+
 def _add_disconnect(sub: Any) -> None:
     dc = sub.add_parser("disconnect", help="disconnect a sandbox from a network")
     dc.add_argument("network", help="the network to leave")
     dc.add_argument("name", help="the sandbox's name or id")
+
 
 def _add_label(sub: Any) -> None:
     lb = sub.add_parser("label", help="set (key=value) or remove (key-) labels of a sandbox or CNI pod")
@@ -277,16 +288,33 @@ def _add_label(sub: Any) -> None:
     lb.add_argument("-n", "--namespace", help="the CNI pod's namespace (K8S_POD_NAMESPACE), when its name is not unique")
     lb.add_argument("changes", nargs="*", metavar="KEY=VALUE|KEY-", help="labels to set or (with a trailing -) remove")
 
+
 def _add_reconcile(sub: Any) -> None:
     rc = sub.add_parser("reconcile", help="make the host match the store; remove leftovers")
     rc.add_argument("--json", action="store_true", help="print what was done as JSON")
+
 
 def _add_demo(sub: Any) -> None:
     dm = sub.add_parser("demo", help="bring up a small multi-tier application and check every path")
     dm.add_argument("--down", action="store_true", help="remove the demo")
 
+
 def _add_version(sub: Any) -> None:
     sub.add_parser("version", help="print podnet's version").set_defaults(handler=_cmd_version, uses_api=False)
+
+
+_SANDBOX_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def _sandbox_handler(name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler of cli/cmd_sandbox.py, imported when the command runs (not when parsed);
+    one per name, so that every parser built holds the same one."""
+    def handler(args: argparse.Namespace) -> int:
+        from podnet.cli import cmd_sandbox  # lazy: it imports this module's flag helpers
+
+        return getattr(cmd_sandbox, name)(args)
+
+    return _SANDBOX_HANDLERS.setdefault(name, handler)
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -384,6 +412,15 @@ def _served_here() -> Any:
                           ipam_plugin=delegate.run, policies=policies)
 
 
+def announce_api() -> None:
+    """Tell the api what runs above it (asked on its first need). Every command does this
+    first, but `version`, and `run`, `stop` and `rm`, which do it only when no agent takes
+    the request (cli/cmd_sandbox.py)."""
+    from podnet.api import context  # lazy: dataclasses, pathlib and the store's code (~30 ms)
+
+    context.announce(_served_here)
+
+
 STORE_FLAGS = {"store": "PODNET_STORE", "cacert": "PODNET_STORE_CACERT", "cert": "PODNET_STORE_CERT",
                "key": "PODNET_STORE_KEY", "user": "PODNET_STORE_USER", "password": "PODNET_STORE_PASSWORD"}
 
@@ -408,9 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             os.environ[variable] = os.path.abspath(value) if flag in ("cacert", "cert", "key") else value
     if getattr(args, "uses_api", True):
-        from podnet.api import context  # lazy: dataclasses, pathlib and the store's code (~30 ms), not for `version`
-
-        context.announce(_served_here)
+        announce_api()
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         from podnet.cli import commands  # lazy: commands imports this module's flag helpers
