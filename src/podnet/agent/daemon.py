@@ -124,8 +124,9 @@ class Agent:
     def run(self) -> int:
         require_privilege()
         self._take_lock()
-        # First, while this process has one thread: sandboxes' supervisors fork from it.
-        forks = shim.start_fork_server()
+        # Sandboxes' supervisors fork from a fork server: the one `podnet agent` started before
+        # it loaded this module, else one started now, while this process has one thread.
+        forks = forkserver.current() or shim.start_fork_server()
         log(f"supervisors fork from pid {forks.pid}" if forks else
             "supervisors start their own interpreter (threads ran before the fork server could start)")
         # Every api call in this process (CNI, run, reconcile, the sync loop) is served by this agent.

@@ -214,7 +214,7 @@ def kill_all(sandbox_id: str, timeout: float = 5.0) -> None:
                 pass
         if time.monotonic() > deadline:
             raise KernelError(f"processes {left} of sandbox {sandbox_id} survived SIGKILL for {timeout:g}s")
-        time.sleep(0.01)
+        time.sleep(0.002)  # a killed process is gone within a few ms: `rm -f` waits on this
 
 
 def remove(sandbox_id: str, timeout: float = 5.0) -> None:

@@ -348,7 +348,9 @@ def run_foreground(spec: LaunchSpec) -> int:
     return st.exit_code
 
 
-def _wait_until(predicate, timeout: float, step: float = 0.01) -> bool:
+def _wait_until(predicate, timeout: float, step: float = 0.002) -> bool:
+    """Poll predicate (a few stat()s): a killed command and its supervisor's last write take
+    a few ms, which `stop` and `rm -f` wait for."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
