@@ -23,6 +23,8 @@ the agent adds what needs a process that stays:
     NetworkPolicies following the sandboxes that start and stop, the flow log, a full
     reconcile every 5 minutes; with a cluster store, this host's node record and peers
   - Prometheus metrics on http://127.0.0.1:9469/metrics (--metrics-address)
+  - with --ingress-ports 80,443: HTTP and HTTPS from outside to Services through its own
+    HAProxy, following the Ingresses (`podnet apply -f`, `podnet ingress ls`)
 
 Start it in the background:
   setsid podnet agent >>/var/log/podnet-agent.log 2>&1 < /dev/null &

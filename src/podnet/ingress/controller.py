@@ -11,6 +11,7 @@ What the agent calls (on every store change, as for Services; `supervise` on eve
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from typing import Any, Callable
 from podnet.errors import InvalidArgument
 from podnet.ingress import routes
 from podnet.ingress.haproxy import Files, Ports, Rendered, render, runtime_commands
-from podnet.ingress.proxy import HAProxy, ProxyError, write_private
+from podnet.ingress.proxy import BINARY, HAProxy, ProxyError, write_private
 from podnet.services import controller as services
 from podnet.store import keys
 from podnet.store.base import Store
@@ -34,7 +35,11 @@ def routing(store: Store) -> routes.Routing:
 class IngressController:
     """One per agent, with its HAProxy child."""
 
+    RETRY = 2.0  # seconds between attempts to start a proxy that would not start (a port taken)
+
     def __init__(self, directory: Path, log_path: Path, ports: Ports, log: Callable[[str], None]) -> None:
+        if shutil.which(BINARY) is None:
+            raise InvalidArgument("--ingress-ports: HAProxy is not installed", "apt-get install haproxy (install.sh does)")
         self.files = Files(directory)
         self.ports = ports
         self.proxy = HAProxy(self.files, log_path)
@@ -42,6 +47,7 @@ class IngressController:
         self.log = log
         self.problems: tuple[str, ...] = ()
         self.last_change: dict[str, Any] = {}
+        self.retry_at = 0.0
 
     def sync(self, store: Store) -> None:
         state = routing(store)
@@ -92,11 +98,12 @@ class IngressController:
         return ", ".join(f"{name} {port}" for name, port in (("HTTP", self.ports.http), ("HTTPS", self.ports.https)) if port)
 
     def supervise(self, store: Store) -> None:
-        """Every tick: a dead proxy is started again (its file is complete)."""
-        if self.applied is None or self.proxy.alive():
+        """Every tick: a proxy that died (or would not start) is started again, every RETRY s at most."""
+        if self.proxy.alive() or time.monotonic() < self.retry_at:
             return
-        code = self.proxy.proc.returncode if self.proxy.proc is not None else None
-        self.log(f"ingress: HAProxy exited ({code}); starting it again")
+        self.retry_at = time.monotonic() + self.RETRY
+        if self.proxy.proc is not None:
+            self.log(f"ingress: HAProxy exited ({self.proxy.proc.returncode}); starting it again")
         self.applied = None
         self.sync(store)
 
