@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podnet import drivers
-from podnet.api import firewall_sync, follow, images, pods, realize, sandboxes
+from podnet.api import firewall_sync, follow, hostview, images, pods, realize, sandboxes
 from podnet.api.context import Context, require_privilege
 from podnet.config import NETNS_PREFIX
 from podnet.dataplane import netlink
