@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from podnet.api import follow
+from podnet.api import follow, hostview
 from podnet.api.context import Context, require_privilege
 from podnet.api.pods import records
 from podnet.api.pods.namespace import netns_alive
