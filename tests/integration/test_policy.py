@@ -28,6 +28,7 @@ NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 ALL = [f"{ns}/{p}" for ns in NAMESPACES for p in PODS]
 SUBNET = "10.50.0.0/16"
+SUBNET6 = "fd50::/64"  # every pod is dual-stack: IPv6 is policed by the same rules
 TIMEOUT = "0.3"
 
 
@@ -45,6 +46,7 @@ class World:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.netns: dict[str, str] = {}
+        self.v6: dict[str, str] = {}  # pod -> its IPv6 address
 
     def podnet(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.host.podnet(*args, check=check)
@@ -61,13 +63,16 @@ class World:
             self.podnet("delete", "-f", MANIFEST)
 
     def probe(self, sources: list[str], port: int = 80, protocol: str = "tcp",
-              targets: list[str] | None = None) -> dict[tuple[str, str], bool]:
+              targets: list[str] | None = None, family: int = 4) -> dict[tuple[str, str], bool]:
         """Every (source, target) pair at once: one prober per source, one thread per target."""
         targets = targets or ALL
+
+        def where(pod: str) -> str:
+            return ip(pod) if family == 4 else f"[{self.v6[pod]}]"
         procs = {}
         for src in sources:
             argv = ["nsenter", f"--net={self.netns[src]}", PY, "-S", program("probe_matrix.py"), TIMEOUT,
-                    *(f"{ip(t) if '/' in t else t}:{port}/{protocol}" for t in targets)]
+                    *(f"{where(t) if '/' in t else t}:{port}/{protocol}" for t in targets)]
             procs[src] = self.host.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out = {}
         for src, proc in procs.items():
@@ -75,7 +80,7 @@ class World:
             assert proc.returncode == 0, stderr
             answers = json.loads(stdout)
             for t in targets:
-                answer = answers[f"{ip(t) if '/' in t else t}:{port}/{protocol}"]
+                answer = answers[f"{where(t) if '/' in t else t}:{port}/{protocol}"]
                 if answer is not None and "/" in t:
                     assert answer == sandbox(t), f"{t} answered as {answer}"
                 out[(src, t)] = answer is not None
@@ -111,7 +116,7 @@ class World:
 def world() -> Any:
     with Host() as host:
         w = World(host)
-        host.podnet("network", "create", "pol", "--subnet", SUBNET)
+        host.podnet("network", "create", "pol", "--subnet", SUBNET, "--subnet", SUBNET6)
         for ns in NAMESPACES:
             host.podnet("namespace", "create", ns, "--label", f"ns={ns}")
         for pod in ALL:
@@ -122,7 +127,9 @@ def world() -> Any:
                         "--expose", "serve-81-tcp=81", "--expose", "serve-81-udp=81/udp",
                         "--", PY, "-S", program("policy_server.py"), "80", "81")
         for pod in ALL:
-            w.netns[pod] = json.loads(host.podnet("inspect", sandbox(pod)).stdout)[0]["NetNS"]
+            seen = json.loads(host.podnet("inspect", sandbox(pod)).stdout)[0]
+            w.netns[pod] = seen["NetNS"]
+            w.v6[pod] = next(a.split("/")[0] for a in seen["Networks"]["pol"]["Addresses"] if ":" in a)
         wait_for(lambda: all(w.probe([ALL[0]]).values()), 30, "every pod to serve on port 80")
         yield w
 
@@ -225,6 +232,20 @@ def test_ip_block_with_except(w: World) -> None:
     w.apply(policy("cidr", "x", {"podSelector": {}, "ingress": [{"from": [
         {"ipBlock": {"cidr": SUBNET, "except": ["10.50.2.0/24"]}}]}]}))
     w.check(lambda s, d: ns_of(d) != "x" or ns_of(s) != "y", what="ipBlock except y's /24")
+
+
+def test_ipv6_is_policed_like_ipv4(w: World) -> None:
+    """The same policies on IPv6 (every pod is dual-stack): namespace peers and an IPv6 ipBlock
+    with an except, probed over IPv6, TCP and UDP."""
+    z_a = w.v6["z/a"]
+    w.apply(policy("v6", "x", {"podSelector": {}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"ns": "y"}}},
+        {"ipBlock": {"cidr": SUBNET6, "except": [f"{z_a}/128"]}}]}]}))
+    expected = lambda s, d: s == d or ns_of(d) != "x" or s != "z/a"  # noqa: E731
+    for port, protocol in ((80, "tcp"), (81, "udp")):
+        got = w.probe(ALL, port, protocol, family=6)
+        wrong = sorted(f"{s}->{d}" for (s, d), v in got.items() if v != expected(s, d))
+        assert not wrong, f"IPv6 {port}/{protocol}: differ from the truth table: {wrong}"
 
 
 def test_other_namespaces_unaffected_and_several_policies(w: World) -> None:

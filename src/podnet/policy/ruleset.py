@@ -52,6 +52,7 @@ BASE_CHAINS = {  # name -> (hook, priority, direction, address field)
     "egress-input": ("input", -10, EGRESS, "saddr"),
     "ingress-forward": ("forward", -5, INGRESS, "daddr"),
 }
+ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 BASE_FIELD = {EGRESS: "saddr", INGRESS: "daddr"}  # the address that picks the policed endpoint
 SHARDS = 32  # endpoint verdict maps per direction and family (a power of two: a mask picks one)
 _ACCEPT: Expr = {"accept": None}
@@ -538,6 +539,10 @@ class Memo:
                      match({"&": [payload("tcp", "flags"), ["syn", "ack"]]}, "syn", op="!=")]
         for name, (hook, _, direction, field) in BASE_CHAINS.items():
             b.rule(name, [established, _ACCEPT], "replies, and connections the policies allowed when they began")
+            # conntrack does not track neighbour discovery: a policed pod's neighbour advertisements
+            # would meet its policies, and then no IPv6 peer could find its MAC address
+            b.rule(name, [match(payload("icmpv6", "type"), {"set": list(ND_TYPES)}), _ACCEPT],
+                   "IPv6 neighbour and router discovery (IPv6's ARP), never policed")
             if hook == "forward" and direction == EGRESS:
                 for version in (4, 6):
                     for end in ("saddr", "daddr"):
