@@ -44,7 +44,7 @@ class Cluster:
     logs: dict[str, tempfile._TemporaryFileWrapper] = field(default_factory=dict)  # type: ignore[type-arg]
 
     def pn(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = self.hosts[host].podnet("--store", URL, *args, check=False)
+        result = self.hosts[host].run(["env", "PODNET_DEBUG=1", sys.executable, "-m", "podnet", "--store", URL, *args], check=False, timeout=120)
         assert not check or result.returncode == 0, f"{args}: {result.stderr}\nits agent: {self.log(host) if host in self.logs else '-'}"
         return result
 

@@ -73,8 +73,8 @@ def _alive(txn: Any, node: str) -> bool:
 
 def claim(txn: Any, net: Network, node: str) -> Network:
     """This host's view of net with its block claimed in txn (net itself when it does not span hosts)."""
-    if not spans_hosts(net):
-        return net
+    if not spans_hosts(net) or txn.get(keys.network(net.id)) is None:
+        return net  # one host's network, or one removed since it was read (its blocks went with it)
     prefix = int(net.options.get("block_size", blocks.DEFAULT_BLOCK_PREFIX))
     mine = [blocks.local_subnet(s, blocks.claim(txn, net.id, s.subnet, prefix, node, lambda n: _alive(txn, n)))
             for s in net.subnets]
