@@ -499,7 +499,9 @@ def test_flow_log_names_the_deciding_policy(w: World) -> None:
     try:
         w.apply(policy("deny-all", "x", {"podSelector": {}}) + "\n---\n" +
                 policy("b-from-y", "x", {"podSelector": {"matchLabels": {"pod": "b"}},
-                                         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+                                         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}) +
+                "\n---\n" + policy("a-out", "y", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                                               "egress": [{}]}))
         assert w.probe(["y/a"], targets=["x/a", "x/b"]) == {("y/a", "x/a"): False, ("y/a", "x/b"): True}
 
         def flows(*extra: str) -> list[dict[str, Any]]:
@@ -508,8 +510,13 @@ def test_flow_log_names_the_deciding_policy(w: World) -> None:
 
         def seen() -> bool:
             got = {(f["src_name"], f["dst_name"], f["dport"], f["verdict"], f["policy"]) for f in flows()}
-            return {("y/y-a", "x/x-a", 80, "drop", "default-deny"), ("y/y-a", "x/x-b", 80, "allow", "x/b-from-y")} <= got
+            return {("y/y-a", "x/x-a", 80, "drop", "default-deny"),
+                    ("y/y-a", "x/x-b", 80, "allow", "y/a-out,x/b-from-y")} <= got
         wait_for(seen, 5, "both flows in the log")
+        every = flows()
+        connections = {(f["src"], f["sport"], f["dst"], f["dport"], f["protocol"]) for f in every}
+        assert len(connections) == len(every), "one flow per connection (y/a's egress and x's ingress merged)"
+        assert all(f["egress"]["policy"] == "y/a-out" for f in every if f["src_name"] == "y/y-a"), every
         denied = flows("--denied", "--sandbox", "x-a")
         assert denied and all(f["verdict"] == "drop" and f["direction"] == "ingress" for f in denied), denied
         assert flows("--since", "1h") and w.podnet("flows", "--since", "soon", check=False).returncode != 0
