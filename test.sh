@@ -42,7 +42,7 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_rec[@]} -gt 0 ]; then
     for unit in "${stop_units[@]}"; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
   fi
 fi
-if ! "$python" -c 'import pytest' 2>/dev/null; then
+if ! "$python" -c 'import pytest, pyflakes' 2>/dev/null; then  # the test extra's modules
   mapfile -t extra < <("$python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]))')
   "$python" -m pip install -q --disable-pip-version-check "${extra[@]}"
 fi
