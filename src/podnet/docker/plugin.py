@@ -9,6 +9,7 @@ or its first use), so a dockerd started before the agent finds it too.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,17 @@ class Plugin:
     def __init__(self, root: str | None = None, docker_host: str = DEFAULT_HOST) -> None:
         self.root = root
         self.engine = Engine(docker_host)
+        self._contexts = threading.local()
 
     @contextlib.contextmanager
     def context(self) -> Iterator[Context]:
-        ctx = open_context(self.root)
-        ctx.store.wait_at_most(STORE_WAIT)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
+        """The calling thread's store context, opened on its first call and kept: a `docker run`
+        makes eight calls, and opening the store for each cost more than some of them."""
+        ctx = getattr(self._contexts, "ctx", None)
+        if ctx is None:
+            ctx = self._contexts.ctx = open_context(self.root)
+            ctx.store.wait_at_most(STORE_WAIT)
+        yield ctx
 
     def connectivity_scope(self) -> str:
         """"global" once the store is shared by hosts (etcd): its networks span them."""

@@ -164,6 +164,8 @@ def publish(ctx: Context, attachment_id: str, mappings: list[dict[str, Any]]) ->
         doc = find(ctx, attachment_id)
         if doc["state"] != "ready":
             raise Conflict(f"endpoint {attachment_id[:12]} is not joined", "join it before publishing ports")
+        if not mappings and not doc.get("ports"):
+            return  # nothing published, nothing asked (most containers): no firewall work
         net, ep = _endpoint(ctx, doc)
         if mappings and not drivers.supports(net.driver).publishes_ports:
             raise Unsupported(f"network {net.name!r} cannot publish ports", "use a bridge network for -p")
