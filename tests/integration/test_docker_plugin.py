@@ -6,6 +6,8 @@ storage driver and its containers under the Host's cgroup parent. The image is a
 rootfs made here and `docker import`ed (no registry is reachable). The agent serves the
 plugin in the Host's private /run/docker/plugins. One dockerd serves the module (it starts in
 ~0.5 s, but the image import and the agent are shared too); each test leaves nothing behind.
+dockerd starts before the agent, as after a reboot where it comes up first: it asks for the
+plugin only when a network needs it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ pytestmark = [pytest.mark.privileged, pytest.mark.slow,
 DOCKER_SOCK = "/run/dk/docker.sock"
 DOCKER = ["/usr/bin/docker", "-H", f"unix://{DOCKER_SOCK}"]
 PLUGIN_SOCK = "/run/docker/plugins/podnet.sock"
+AGENT_ARGS = ("--docker-plugins-dir", "/run/docker/plugins", "--docker-host", f"unix://{DOCKER_SOCK}")
 IMAGE = "busybox:podnet"
 HTTPD = 'echo "hello from $0" > /www/index.html && exec httpd -f -p 80 -h /www'
 STORE_PREFIXES = ("pods/", "endpoints/", "ipam/", "address-holds/", "ipam-pools/", "ports/", "networks/")
@@ -63,20 +66,19 @@ def dockerd() -> Iterator[tuple[Host, list[subprocess.Popen[str]]]]:
         host.add_internet()
         host.add_neighbour("peer", "203.0.113.3")
         host.run(["mkdir", "-p", "/run/dk"])
-        agent = start_agent(host, "--docker-plugins-dir", "/run/docker/plugins", "--docker-host", f"unix://{DOCKER_SOCK}")
-        procs = [start_dockerd(host)]
+        procs = [start_dockerd(host), start_agent(host, *AGENT_ARGS)]  # dockerd first: it finds the plugin when asked
         try:
             root = busybox_rootfs(host, "/run/dk/rootfs")
             host.run(["ln", "-s", "busybox", f"{root}/bin/nslookup"])
             host.sh(f"tar -C {root} -c . | {' '.join(DOCKER)} import - {IMAGE}")
             yield host, procs
-            agent.log.seek(0)  # type: ignore[attr-defined]
-            print("agent log:", agent.log.read()[-3000:])  # type: ignore[attr-defined]
+            procs[1].log.seek(0)  # type: ignore[attr-defined]
+            print("agent log:", procs[1].log.read()[-3000:])  # type: ignore[attr-defined]
         finally:
             for cid in docker(host, "ps", "-aq", check=False).stdout.split():
                 docker(host, "rm", "-f", cid, check=False)
             stop_dockerd(procs[0])
-            stop_agent(agent)
+            stop_agent(procs[1])
             sweep_cgroups(host)
 
 
@@ -142,6 +144,22 @@ def test_two_containers_a_sandbox_names_ports_and_nothing_left(dockerd) -> None:
     host.podnet("rm", "-f", "native")
     assert host.run(["curl", "-s", "-m", "2", "http://203.0.113.2:8080/"], netns="peer", check=False).returncode != 0
     docker(host, "network", "rm", "app")
+    assert leftovers(host) == NOTHING
+
+
+def test_agent_restarted_while_containers_run(dockerd) -> None:
+    """The plugin's state is the store's: an agent restarted under running containers serves
+    their Leave and DeleteEndpoint, and new containers, as before."""
+    host, procs = dockerd
+    docker(host, "network", "create", "-d", "podnet", "--ipam-driver", "podnet", "--subnet", "10.79.0.0/24", "again")
+    docker(host, "run", "-d", "--name", "a1", "--network", "again", IMAGE, "sh", "-c", HTTPD, "a1")
+    stop_agent(procs[1])
+    procs[1] = start_agent(host, *AGENT_ARGS)
+    docker(host, "run", "-d", "--name", "a2", "--network", "again", IMAGE, "sh", "-c", HTTPD, "a2")
+    a1 = docker(host, "inspect", "-f", "{{.NetworkSettings.Networks.again.IPAddress}}", "a1").stdout.strip()
+    assert docker(host, "exec", "a2", "wget", "-qO-", f"http://{a1}/").stdout.strip() == "hello from a1"
+    docker(host, "rm", "-f", "a1", "a2")
+    docker(host, "network", "rm", "again")
     assert leftovers(host) == NOTHING
 
 
