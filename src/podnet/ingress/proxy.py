@@ -79,7 +79,10 @@ class HAProxy:
         try:
             self.proc = subprocess.Popen(
                 [BINARY, "-W", "-f", str(self.files.config), "-p", str(self.pidfile), "-S", f"{self.master_socket},mode,600"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                # Its own process group (a Ctrl-C on the agent's terminal is the agent's to handle),
+                # but the agent's session: a new session is a new scheduler autogroup, which
+                # halved the proxy's rate against a hand-started HAProxy (bench/ingress.py).
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, process_group=0)
         finally:
             os.close(log)
         self.starts += 1
