@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import PY, program, wait_for
-from tests.integration.conftest import apply, start_agent, stop_agent
+from tests.integration.conftest import MANIFEST, apply, start_agent, stop_agent
 from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
@@ -248,3 +248,15 @@ def test_a_malformed_ingress_is_refused_in_one_line_naming_the_field(site: Host)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "spec.rules[0].http.paths[1].pathType" in lines[0], result.stderr
     assert who(site, "shop.example.com", "/exact") == "200 api1"  # nothing changed
+
+
+def test_without_an_agent_apply_records_the_ingress_and_says_who_will_serve_it(host: Host) -> None:
+    host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
+    apply(host, SERVICES)
+    out = apply(host, INGRESS.split("---")[1])
+    assert out.stdout.strip() == "ingress.networking.k8s.io/no-default created"
+    assert "no agent runs" in out.stderr and "--ingress-ports" in out.stderr
+    rows = json.loads(host.podnet("ingress", "ls", "--json").stdout)
+    assert [(r["Host"], r["Path"], r["Service"], r["Endpoints"]) for r in rows] == [("strict.example.com", "/x", "web", [])]
+    assert host.podnet("delete", "-f", MANIFEST).stdout.strip() == 'ingress.networking.k8s.io "no-default" deleted'
+    assert json.loads(host.podnet("ingress", "ls", "--json").stdout) == []

@@ -191,7 +191,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
         progress.done()
     for kind, (item, action) in done:
         print(f"{KINDS[kind][1]}/{item.name} {action}{_suffix(item.namespace)}")
+    if specs["Ingress"]:
+        _say_who_serves_ingresses()
     return 0
+
+
+def _say_who_serves_ingresses() -> None:
+    """Ingresses are served by the agent's proxy: say so when none will serve them now."""
+    from podnet.agent import client  # lazy: http.client, for `apply` of an Ingress only
+
+    try:
+        code, info = client.call("GET", "/v1/status", timeout=5)
+    except (client.AgentUnavailable, OSError):
+        code, info = 0, None
+    if code != 200:
+        print("note: no agent runs: Ingresses are served once `podnet agent --ingress-ports 80,443` runs",
+              file=sys.stderr)
+    elif not (info or {}).get("ingress"):
+        print("note: the agent runs without --ingress-ports: no proxy serves Ingresses; "
+              "restart it with `podnet agent --ingress-ports 80,443`", file=sys.stderr)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
