@@ -46,7 +46,10 @@ SOCK = f"unix://{STATE}/docker.sock"
 
 
 def sh(*argv: str, timeout: float = 600) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout).stdout
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
 
 
 def podnet(*args: str) -> str:
@@ -89,7 +92,7 @@ def start_dockerd(bridge: bool) -> subprocess.Popen:
 
 def start_agent() -> subprocess.Popen:
     agent = subprocess.Popen([sys.executable, "-m", "podnet", "agent"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=open(f"{STATE}/agent.log", "w"))
     deadline = time.monotonic() + 30
     while subprocess.run([sys.executable, "-m", "podnet", "agent", "status"], capture_output=True).returncode:
         if agent.poll() is not None or time.monotonic() > deadline:
@@ -138,6 +141,8 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
         agent = start_agent()
         try:
             out["agent"] = phase(args.runs, "a", docker_net)
+        except SystemExit as exc:
+            raise SystemExit(f"{exc}\nthe agent's log ends:\n{Path(STATE, 'agent.log').read_text()[-4000:]}") from None
         finally:
             agent.terminate()
             agent.wait(timeout=30)
@@ -192,6 +197,9 @@ def main() -> int:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     pycache = tempfile.mkdtemp(prefix="podnet-bench-pyc-")
     os.environ["PYTHONPYCACHEPREFIX"] = pycache
+    # the prefix holds every module's bytecode (the standard library's, the venv's too)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *[p for p in sys.path if p and os.path.isdir(p)]],
+                   check=False, capture_output=True)
     from tests.sandbox import Host
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]

@@ -208,6 +208,9 @@ class ApiServer:
         except PodnetError as exc:
             return _STATUS_OF.get(exc.code, 500), exc.to_dict()
         except Exception as exc:  # a bug, not the client's input: answer, keep serving
+            import traceback  # lazy: on a bug only
+
+            traceback.print_exc()  # into the agent's log, where a bug can be found again
             return 500, _error_body("internal", f"{type(exc).__name__}: {exc}")
 
     async def _answer(self, writer: asyncio.StreamWriter, status: int, body: Any) -> None:
