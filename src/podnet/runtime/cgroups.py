@@ -186,6 +186,11 @@ def pids(sandbox_id: str) -> list[int]:
             found.update(int(x) for x in (d / "cgroup.procs").read_text().split())
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            # ENODEV: removed while being read (the supervisor removes it as its command ends,
+            # while a `stop` or `rm -f` sweeps it): as gone as a missing one
+            if exc.errno != errno.ENODEV:
+                raise
     return sorted(found)
 
 
