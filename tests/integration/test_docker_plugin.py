@@ -119,8 +119,9 @@ def test_two_containers_a_sandbox_names_ports_and_nothing_left(dockerd) -> None:
     assert native.startswith("10.77.0.") and native not in ips.values()
     assert docker(host, "exec", "c2", "wget", "-qO-", f"http://{native}/").stdout.strip() == "hello from native"
     # Docker's containers by their names in podnet's views and DNS
-    wait_for(lambda: {"c1", "c2"} <= {p.get("Name") for p in json.loads(host.podnet("cni", "ls", "--json").stdout)},
-             30, "podnet's views to name the containers")
+    wait_for(lambda: {("c1", "app"), ("c2", "app")} <= {(p["Name"], p["Network"]) for p in
+                                                        json.loads(host.podnet("cni", "ls", "--json").stdout)},
+             30, "podnet's views to name the containers and their network")
     wait_for(lambda: host.podnet("exec", "native", "--", "getent", "ahostsv4", "c1", check=False).stdout.split()[:1]
              == [ips["c1"]], 10, "the sandbox to resolve c1")
     # and a container resolves podnet's names with --dns GATEWAY

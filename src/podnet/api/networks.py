@@ -314,4 +314,7 @@ def rename(ctx: Context, network_id: str, name: str) -> bool:
         if txn.get(keys.network_name(doc["name"])) == network_id:
             txn.delete(keys.network_name(doc["name"]))
         txn.put(keys.network(network_id), {**doc, "name": name})
+        for key, pod in txn.list(keys.PODS):  # the pods' views name their network too
+            if pod.get("network") == network_id:
+                txn.put(key, {**pod, "network_name": name})
     return True
