@@ -38,7 +38,7 @@ Key = tuple[tuple[str, ...], bytes]
 class Cached:
     """One reply: its bytes after the question, where its TTLs sit, when it was kept."""
 
-    __slots__ = ("flags", "rest", "ttl_offsets", "ttls", "stored", "expires", "size")
+    __slots__ = ("flags", "rest", "ttl_offsets", "ttls", "stored", "expires", "size", "aged", "aged_rest")
 
     def __init__(self, flags: bytes, rest: bytes, ttl_offsets: tuple[int, ...], ttls: tuple[int, ...],
                  stored: float, lifetime: int) -> None:
@@ -49,6 +49,17 @@ class Cached:
         self.stored = stored
         self.expires = stored + lifetime
         self.size = len(rest) + 64
+        self.aged = 0  # whole seconds since stored that aged_rest's TTLs are counted down by
+        self.aged_rest = rest
+
+    def rest_aged(self, elapsed: int) -> bytes:
+        """rest with every TTL counted down by elapsed seconds, rebuilt once per second, not per query."""
+        if elapsed != self.aged:
+            patched = bytearray(self.rest)
+            for off, ttl in zip(self.ttl_offsets, self.ttls):
+                _TTL.pack_into(patched, off, max(ttl - elapsed, 0))
+            self.aged, self.aged_rest = elapsed, bytes(patched)
+        return self.aged_rest
 
 
 def key_of(question: bytes, flags: int, edns: bool, do_bit: bool) -> bytes:
@@ -142,18 +153,11 @@ class ForwardCache:
         if now >= entry.expires:
             self._drop(key)
             return None
-        elapsed = int(now - entry.stored)
         flags = entry.flags
         if (flags[0] & 0x01) != rd:
             flags = bytes((flags[0] & 0xFE | rd,)) + flags[1:]
-        rest = entry.rest
-        if elapsed:
-            patched = bytearray(rest)
-            for off, ttl in zip(entry.ttl_offsets, entry.ttls):
-                _TTL.pack_into(patched, off, max(ttl - elapsed, 0))
-            rest = bytes(patched)
         self.hits += 1
-        return qid + flags + question + rest
+        return qid + flags + question + entry.rest_aged(int(now - entry.stored))
 
     def _drop(self, key: Key) -> None:
         old = self.entries.pop(key, None)
