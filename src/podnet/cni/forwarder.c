@@ -83,6 +83,16 @@ static int buf_add(struct buf *b, const void *data, size_t len)
     return 0;
 }
 
+/* read(2), again after a signal: >0 bytes read, 0 at the end, -1 on an error */
+static ssize_t read_some(int fd, void *data, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(fd, data, len);
+        if (n >= 0 || errno != EINTR)
+            return n;
+    }
+}
+
 static int write_all(int fd, const char *data, size_t len)
 {
     while (len > 0) {
@@ -207,18 +217,12 @@ static int fallback(const char *read_so_far, size_t len, int more)
         return cni_error(5, "could not keep the configuration for the plugin", strerror(errno));
     if (more) {
         char chunk[65536];
-        for (;;) {
-            ssize_t n = read(0, chunk, sizeof chunk);
-            if (n == 0)
-                break;
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                return cni_error(5, "could not read the configuration from stdin", strerror(errno));
-            }
+        ssize_t n;
+        while ((n = read_some(0, chunk, sizeof chunk)) > 0)
             if (write_all(fd, chunk, (size_t)n) < 0)
                 return cni_error(5, "could not keep the configuration for the plugin", strerror(errno));
-        }
+        if (n < 0)
+            return cni_error(5, "could not read the configuration from stdin", strerror(errno));
     }
     if (lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0)
         return cni_error(5, "could not replay the configuration to the plugin", strerror(errno));
@@ -412,14 +416,11 @@ int main(void)
         if (buf_reserve(&in, 65536) < 0)
             return cni_error(5, "out of memory reading the configuration", "");
         size_t room = MAX_BODY + 1 - in.len;
-        ssize_t n = read(0, in.data + in.len, room < 65536 ? room : 65536);
+        ssize_t n = read_some(0, in.data + in.len, room < 65536 ? room : 65536);
         if (n == 0)
             break;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+        if (n < 0)
             return cni_error(5, "could not read the configuration from stdin", strerror(errno));
-        }
         in.len += (size_t)n;
         if (in.len > MAX_BODY) {
             more = 1;
