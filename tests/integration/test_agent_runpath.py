@@ -96,6 +96,12 @@ def test_run_stop_rm_through_the_agent_leave_nothing(host: Host) -> None:
         assert bad.returncode != 0 and len(bad.stderr.splitlines()) == 1 and "nosuch" in bad.stderr
         running = podnet_unprivileged(host, "rm", "c", check=False)
         assert running.returncode != 0 and "rm -f" in running.stderr and inspect(host, "c")["State"]["Running"]
+        # a user who may not talk to the agent (its socket is root's) gets one line, not a traceback
+        for verb in (("rm", "-f", "c"), ("stop", "c")):
+            refused = host.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                                sys.executable, "-m", "podnet", *verb], check=False)
+            assert refused.returncode != 0 and len(refused.stderr.splitlines()) == 1, refused.stderr
+            assert "internal error" not in refused.stderr and inspect(host, "c")["State"]["Running"]
         host.podnet("rm", "-f", "c")
     finally:
         stop_agent(agent)

@@ -40,6 +40,9 @@ def call(method: str, path: str, body: Any = None, timeout: float = 60.0, sock: 
             conn.connect(str(sock or socket_path()))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise AgentUnavailable(str(exc)) from None
+        except PermissionError:
+            raise errors.PermissionDenied(f"cannot talk to the agent at {sock or socket_path()}: permission denied",
+                                          "run podnet as root (the agent's socket is root's alone)") from None
         conn.sendall(head + payload)
         chunks = []
         while data := conn.recv(65536):
@@ -69,9 +72,7 @@ def forward(method: str, path: str, body: Any = None, timeout: float = 120.0) ->
     An error the agent answers with becomes the same PodnetError the caller would have raised.
     """
     sock = socket_path()
-    if not sock.exists():
-        return None
-    try:
+    try:  # no exists() first: it raises PermissionError where /run/podnet is root's alone; connect says it
         status, answer = call(method, path, body, timeout=timeout, sock=sock)
     except AgentUnavailable:
         return None
