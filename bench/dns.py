@@ -212,6 +212,8 @@ def main() -> int:
         args.skip.append("aardvark")
     from tests.sandbox import Host
 
+    # the servers run this tree's podnet, not the copy installed in the venv
+    os.environ["PYTHONPATH"] = str(REPO / "src") + (":" + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     load_before = os.getloadavg()
     rows: list[tuple[str, dict]] = []
     with Host("dnsbench") as host:
