@@ -148,6 +148,31 @@ def test_two_containers_a_sandbox_names_ports_and_nothing_left(dockerd) -> None:
     assert leftovers(host) == NOTHING
 
 
+def test_subnet_ip_range_gateway_and_fixed_ip(dockerd) -> None:
+    """Docker's IPAM flags reach podnet's IPAM: --ip-range bounds what is handed out, --gateway
+    is the address the bridge holds and the containers' default route, --ip asks for one address
+    (and a second container asking for it is refused by Docker with podnet's one line)."""
+    host, _ = dockerd
+    docker(host, "network", "create", "-d", "podnet", "--ipam-driver", "podnet", "--subnet", "10.81.0.0/24",
+           "--ip-range", "10.81.0.128/28", "--gateway", "10.81.0.254", "ranged")
+    docker(host, "run", "-d", "--name", "r1", "--network", "ranged", IMAGE, "sleep", "300")
+    docker(host, "run", "-d", "--name", "r2", "--network", "ranged", "--ip", "10.81.0.10", IMAGE, "sleep", "300")
+    ip1 = docker(host, "inspect", "-f", "{{.NetworkSettings.Networks.ranged.IPAddress}}", "r1").stdout.strip()
+    ip2 = docker(host, "inspect", "-f", "{{.NetworkSettings.Networks.ranged.IPAddress}}", "r2").stdout.strip()
+    assert ip1.startswith("10.81.0.1") and 128 <= int(ip1.rsplit(".", 1)[1]) < 144, ip1
+    assert ip2 == "10.81.0.10"
+    route = docker(host, "exec", "r1", "ip", "route").stdout
+    assert "default via 10.81.0.254" in route, route
+    assert docker(host, "exec", "r1", "ping", "-c1", "-W2", "10.81.0.254", check=False).returncode == 0
+    assert docker(host, "exec", "r1", "ping", "-c1", "-W2", ip2, check=False).returncode == 0
+    taken = docker(host, "run", "-d", "--name", "r3", "--network", "ranged", "--ip", "10.81.0.10", IMAGE, "sleep", "300",
+                   check=False)
+    assert taken.returncode != 0 and "10.81.0.10" in taken.stderr, taken.stderr
+    docker(host, "rm", "-f", "r1", "r2", "r3", check=False)
+    docker(host, "network", "rm", "ranged")
+    assert leftovers(host) == NOTHING
+
+
 def test_agent_restarted_while_containers_run(dockerd) -> None:
     """The plugin's state is the store's: an agent restarted under running containers serves
     their Leave and DeleteEndpoint, and new containers, as before."""

@@ -398,7 +398,7 @@ def connect(ctx: Context, net_ref: str, ref: str, ip: str | None = None, ip6: st
             doc = txn.get(keys.sandbox(sandbox.id))
             used = {e["ifname"] for _, e in txn.list(keys.endpoints_of(sandbox.id))}
             index = next(i for i in range(64) if f"eth{i}" not in used)
-            ep = _make_endpoint(txn, sandbox.id, net, index, att)
+            ep = _make_endpoint(txn, sandbox, net, index, att, hostview.node_name(ctx))
             txn.put(keys.endpoint(sandbox.id, net.id), ep.model_dump())
             doc["networks"].append(att.model_dump())
             txn.put(keys.sandbox(sandbox.id), doc)
