@@ -177,12 +177,15 @@ def _without_prev(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def dns_answers(server: str, timeout: float = 1.0) -> bool:
-    """Whether a DNS server answers a query (". NS", any rcode) on UDP port 53; asked twice,
-    as a resolver would, since one datagram may be lost."""
+    """Whether a DNS server answers on UDP port 53 (any rcode); asked twice, as a resolver
+    would, since one datagram may be lost. The query is a STATUS (opcode 2), which a server
+    answers itself (NOTIMP) at once: a standard ". NS" query would be forwarded, and with a
+    silent upstream the answer (SERVFAIL) comes only after the server's 2 s forwarding budget,
+    past this timeout, so CHECK said a live server did not answer."""
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     for attempt in range(2):
         qid = (os.getpid() + attempt) & 0xFFFF
-        query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\x00" + struct.pack("!HH", 2, 1)
+        query = struct.pack("!HHHHHH", qid, 0x1000, 1, 0, 0, 0) + b"\x00" + struct.pack("!HH", 2, 1)  # opcode STATUS
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
             try:
