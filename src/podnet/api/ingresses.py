@@ -15,8 +15,9 @@ from pydantic import BaseModel
 
 from podnet.api import namespaces
 from podnet.api.context import Context, require_privilege
-from podnet.errors import InvalidArgument, NotFound
+from podnet.errors import NotFound
 from podnet.model.ingress import Ingress, TlsSecret, ingress_from_manifest, secret_from_manifest
+from podnet.model import manifest
 from podnet.store import keys
 from podnet.util.ids import new_id
 
@@ -29,22 +30,7 @@ KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[str, str], str]]] = {
 
 def parse_all(kind: str, docs: list[Any], source: str = "-") -> list[Any]:
     """Validate every document of one kind before anything changes; the error names document and field."""
-    reader = KINDS[kind][0]
-    out = []
-    for i, doc in enumerate(docs):
-        try:
-            out.append(reader(doc))
-        except InvalidArgument as exc:
-            meta = doc.get("metadata") if isinstance(doc, dict) else None
-            name = meta.get("name") if isinstance(meta, dict) else None
-            what = f"{kind} {name!r}" if isinstance(name, str) else f"document {i + 1}"
-            raise InvalidArgument(f"{source}: {what}: {exc.message}", exc.hint) from None
-    seen = set()
-    for item in out:
-        if (item.namespace, item.name) in seen:
-            raise InvalidArgument(f"{source}: {kind} {item.namespace}/{item.name} is given twice", f"keep one document per {kind}")
-        seen.add((item.namespace, item.name))
-    return out
+    return manifest.read_all(kind, KINDS[kind][0], docs, source)
 
 
 def apply(ctx: Context, items: list[BaseModel]) -> list[tuple[Any, str]]:

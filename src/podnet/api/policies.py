@@ -14,28 +14,16 @@ from typing import Any
 
 from podnet.api import follow, lookup, namespaces
 from podnet.api.context import Context, require_privilege
-from podnet.errors import InvalidArgument, NotFound, PodnetError
+from podnet.errors import NotFound, PodnetError
 from podnet.model.policy import NetworkPolicy, from_manifest
+from podnet.model import manifest
 from podnet.store import keys
 from podnet.util.ids import new_id
 
 
 def parse_all(docs: list[Any], source: str = "-") -> list[NetworkPolicy]:
-    out = []
-    for i, doc in enumerate(docs):
-        try:
-            out.append(from_manifest(doc))
-        except InvalidArgument as exc:
-            meta = doc.get("metadata") if isinstance(doc, dict) else None
-            name = meta.get("name") if isinstance(meta, dict) else None
-            what = f"NetworkPolicy {name!r}" if isinstance(name, str) else f"document {i + 1}"
-            raise InvalidArgument(f"{source}: {what}: {exc.message}", exc.hint) from None
-    seen = set()
-    for policy in out:
-        if policy.key in seen:
-            raise InvalidArgument(f"{source}: NetworkPolicy {policy.key} is given twice", "keep one document per policy")
-        seen.add(policy.key)
-    return out
+    """Validate every document before anything changes; the error names document and field."""
+    return manifest.read_all("NetworkPolicy", from_manifest, docs, source)
 
 
 def apply(ctx: Context, policies: list[NetworkPolicy]) -> list[tuple[NetworkPolicy, str]]:

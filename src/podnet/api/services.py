@@ -23,6 +23,7 @@ from podnet.errors import Conflict, InvalidArgument, NotFound
 from podnet.ipam import allocator
 from podnet.model.network import SubnetConfig
 from podnet.model.service import MAX_SERVICES, NODEPORT_RANGE, Service, ServiceSpec, from_manifest, service_cidrs
+from podnet.model import manifest
 from podnet.store import keys
 from podnet.store.base import Txn
 from podnet.util.ids import new_id
@@ -61,20 +62,7 @@ def load_manifests(text: str, source: str = "-") -> list[dict[str, Any]]:
 
 def parse_all(docs: list[Any], source: str = "-") -> list[ServiceSpec]:
     """Validate every document before anything changes; the error names document and field."""
-    specs = []
-    for i, doc in enumerate(docs):
-        try:
-            specs.append(from_manifest(doc))
-        except InvalidArgument as exc:
-            name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) else None
-            what = f"Service {name!r}" if isinstance(name, str) else f"document {i + 1}"
-            raise InvalidArgument(f"{source}: {what}: {exc.message}", exc.hint) from None
-    seen = set()
-    for spec in specs:
-        if (spec.namespace, spec.name) in seen:
-            raise InvalidArgument(f"{source}: Service {spec.namespace}/{spec.name} is given twice", "keep one document per Service")
-        seen.add((spec.namespace, spec.name))
-    return specs
+    return manifest.read_all("Service", from_manifest, docs, source)
 
 
 # ---- recording -------------------------------------------------------------------------------

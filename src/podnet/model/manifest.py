@@ -6,7 +6,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from podnet.errors import InvalidArgument
 
@@ -16,6 +17,31 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 KNOWN_METADATA = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
                   "creationTimestamp", "managedFields", "finalizers", "ownerReferences", "generateName"}
+
+
+T = TypeVar("T")
+
+
+def read_all(kind: str, reader: Callable[[Any], T], docs: list[Any], source: str = "-") -> list[T]:
+    """Validate every document of one kind before anything changes (`apply -f` is all or
+    nothing): the error names the file, the document (by name, else by number) and the field;
+    the same namespace/name twice is refused. Items carry `namespace` and `name`."""
+    out: list[T] = []
+    for i, doc in enumerate(docs):
+        try:
+            out.append(reader(doc))
+        except InvalidArgument as exc:
+            meta = doc.get("metadata") if isinstance(doc, dict) else None
+            name = meta.get("name") if isinstance(meta, dict) else None
+            what = f"{kind} {name!r}" if isinstance(name, str) else f"document {i + 1}"
+            raise InvalidArgument(f"{source}: {what}: {exc.message}", exc.hint) from None
+    seen: set[tuple[str, str]] = set()
+    for item in out:
+        key = (item.namespace, item.name)  # type: ignore[attr-defined]
+        if key in seen:
+            raise InvalidArgument(f"{source}: {kind} {key[0]}/{key[1]} is given twice", f"keep one document per {kind}")
+        seen.add(key)
+    return out
 
 
 def fail(field: str, problem: str, hint: str = "") -> InvalidArgument:
