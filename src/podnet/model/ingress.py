@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from podnet.model.manifest import (DNS1123, DNS1123_SUBDOMAIN, fail, header, integer, labels as read_labels,
+from podnet.model.manifest import (items, DNS1123, DNS1123_SUBDOMAIN, fail, header, integer, labels as read_labels,
                                    mapping, unknown)
 from podnet.model.ports import PORT_NAME
 
@@ -72,14 +72,6 @@ class TlsSecret(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-def _list(value: Any, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise fail(field, f"must be a list, not {type(value).__name__}")
-    return value
 
 
 def host(value: Any, field: str) -> str:
@@ -141,16 +133,16 @@ def _rule(value: Any, field: str) -> dict[str, Any]:
         out["host"] = host(doc["host"], f"{field}.host")
     http = mapping(doc.get("http"), f"{field}.http")
     unknown(http, {"paths"}, f"{field}.http")
-    if "http" in doc and not _list(http.get("paths"), f"{field}.http.paths"):
+    if "http" in doc and not items(http.get("paths"), f"{field}.http.paths"):
         raise fail(f"{field}.http.paths", "must list at least one path", "or leave http out")
-    out["http"] = {"paths": [_path(p, f"{field}.http.paths[{i}]") for i, p in enumerate(_list(http.get("paths"), f"{field}.http.paths"))]}
+    out["http"] = {"paths": [_path(p, f"{field}.http.paths[{i}]") for i, p in enumerate(items(http.get("paths"), f"{field}.http.paths"))]}
     return out
 
 
 def _tls(value: Any, field: str) -> dict[str, Any]:
     doc = mapping(value, field)
     unknown(doc, {"hosts", "secretName"}, field)
-    hosts = [host(h, f"{field}.hosts[{i}]") for i, h in enumerate(_list(doc.get("hosts"), f"{field}.hosts"))]
+    hosts = [host(h, f"{field}.hosts[{i}]") for i, h in enumerate(items(doc.get("hosts"), f"{field}.hosts"))]
     secret = doc.get("secretName")
     if not isinstance(secret, str) or not DNS1123_SUBDOMAIN.match(secret):
         raise fail(f"{field}.secretName", f"invalid Secret name {secret!r}" if secret is not None else "is required",
@@ -173,8 +165,8 @@ def ingress_from_manifest(doc: Any) -> Ingress:
     canonical: dict[str, Any] = {"ingressClassName": cls}
     if spec.get("defaultBackend") is not None:
         canonical["defaultBackend"] = backend(spec["defaultBackend"], "spec.defaultBackend")
-    canonical["rules"] = [_rule(r, f"spec.rules[{i}]") for i, r in enumerate(_list(spec.get("rules"), "spec.rules"))]
-    canonical["tls"] = [_tls(t, f"spec.tls[{i}]") for i, t in enumerate(_list(spec.get("tls"), "spec.tls"))]
+    canonical["rules"] = [_rule(r, f"spec.rules[{i}]") for i, r in enumerate(items(spec.get("rules"), "spec.rules"))]
+    canonical["tls"] = [_tls(t, f"spec.tls[{i}]") for i, t in enumerate(items(spec.get("tls"), "spec.tls"))]
     if "defaultBackend" not in canonical and not any(r["http"]["paths"] for r in canonical["rules"]):
         raise fail("spec", "has neither defaultBackend nor rules with paths", "give spec.defaultBackend or spec.rules[].http.paths")
     return Ingress(name=name, namespace=namespace, labels=read_labels(meta.get("labels"), "metadata.labels"),

@@ -64,6 +64,15 @@ def unknown(doc: dict[str, Any], known: set[str], field: str) -> None:
                         f"did you mean {close[0]}?" if close else "check the spelling against the Kubernetes API reference")
 
 
+def items(value: Any, field: str) -> list[Any]:
+    """A list field of a manifest: absent (None) is empty; anything else than a list is refused."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise fail(field, f"must be a list, not {type(value).__name__}")
+    return value
+
+
 def labels(value: Any, field: str) -> dict[str, str]:
     out = {}
     for k, v in mapping(value, field).items():

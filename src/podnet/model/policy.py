@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from podnet.model.manifest import (DNS1123_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, fail, header, integer,
+from podnet.model.manifest import (items, DNS1123_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, fail, header, integer,
                                    labels as read_labels, looks_numeric, mapping, unknown)
 from podnet.model.ports import PORT_NAME
 
@@ -48,21 +48,13 @@ class NetworkPolicy(BaseModel):
         return f"{self.namespace}/{self.name}"
 
 
-def _list(value: Any, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise fail(field, f"must be a list, not {type(value).__name__}")
-    return value
-
-
 def selector(value: Any, field: str) -> dict[str, Any]:
     """A LabelSelector: {} selects everything; matchLabels and matchExpressions are ANDed."""
     doc = mapping(value, field)
     unknown(doc, {"matchLabels", "matchExpressions"}, field)
     out: dict[str, Any] = {"matchLabels": read_labels(doc.get("matchLabels"), f"{field}.matchLabels"),
                            "matchExpressions": []}
-    for i, expr in enumerate(_list(doc.get("matchExpressions"), f"{field}.matchExpressions")):
+    for i, expr in enumerate(items(doc.get("matchExpressions"), f"{field}.matchExpressions")):
         where = f"{field}.matchExpressions[{i}]"
         expr = mapping(expr, where)
         unknown(expr, {"key", "operator", "values"}, where)
@@ -71,7 +63,7 @@ def selector(value: Any, field: str) -> dict[str, Any]:
             raise fail(f"{where}.key", f"invalid label key {key!r}", "a label key like app or example.com/tier")
         if op not in OPERATORS:
             raise fail(f"{where}.operator", f"{op!r} is not an operator", f"use one of {', '.join(OPERATORS)}")
-        values = _list(expr.get("values"), f"{where}.values")
+        values = items(expr.get("values"), f"{where}.values")
         if op in ("In", "NotIn") and not values:
             raise fail(f"{where}.values", f"must be non-empty for operator {op}", "list the label values to match")
         if op in ("Exists", "DoesNotExist") and values:
@@ -93,7 +85,7 @@ def _ip_block(value: Any, field: str) -> dict[str, Any]:
     if "/" not in str(doc.get("cidr")):
         raise fail(f"{field}.cidr", f"{doc.get('cidr')!r} has no prefix length", f"write it like {cidr}")
     excepts = []
-    for i, text in enumerate(_list(doc.get("except"), f"{field}.except")):
+    for i, text in enumerate(items(doc.get("except"), f"{field}.except")):
         try:
             net = ipaddress.ip_network(str(text), strict=False)
         except ValueError:
@@ -146,13 +138,13 @@ def _port(value: Any, field: str) -> dict[str, Any]:
 
 def _rules(value: Any, field: str, peers_key: str) -> list[dict[str, Any]]:
     out = []
-    for i, rule in enumerate(_list(value, field)):
+    for i, rule in enumerate(items(value, field)):
         where = f"{field}[{i}]"
         rule = mapping(rule, where)
         unknown(rule, {peers_key, "ports"}, where)
         out.append({
-            peers_key: [_peer(p, f"{where}.{peers_key}[{j}]") for j, p in enumerate(_list(rule.get(peers_key), f"{where}.{peers_key}"))],
-            "ports": [_port(p, f"{where}.ports[{j}]") for j, p in enumerate(_list(rule.get("ports"), f"{where}.ports"))],
+            peers_key: [_peer(p, f"{where}.{peers_key}[{j}]") for j, p in enumerate(items(rule.get(peers_key), f"{where}.{peers_key}"))],
+            "ports": [_port(p, f"{where}.ports[{j}]") for j, p in enumerate(items(rule.get("ports"), f"{where}.ports"))],
         })
     return out
 
@@ -163,7 +155,7 @@ def from_manifest(doc: Any) -> NetworkPolicy:
                                         "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit")
     spec = mapping(doc.get("spec"), "spec")
     unknown(spec, {"podSelector", "policyTypes", "ingress", "egress"}, "spec")
-    types = _list(spec.get("policyTypes"), "spec.policyTypes")
+    types = items(spec.get("policyTypes"), "spec.policyTypes")
     for i, t in enumerate(types):
         if t not in POLICY_TYPES:
             raise fail(f"spec.policyTypes[{i}]", f"{t!r} is not a policy type", "use Ingress or Egress")
