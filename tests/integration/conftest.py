@@ -97,11 +97,15 @@ def start_agent(host: Host, *args: str) -> subprocess.Popen[str]:
 
 
 def stop_agent(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, 15 s to stop cleanly, then SIGKILL; reaped either way (no zombie left)."""
+    if proc.poll() is not None:
+        return
     proc.terminate()
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
 
 
 # ---- Services: a web tier behind one VIP ----------------------------------------------------

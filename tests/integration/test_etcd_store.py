@@ -90,12 +90,7 @@ def test_the_agent_waits_for_etcd_and_follows_it(host: Host, tmp_path: Path) -> 
             pn(host, "rm", "-f", "web")
             pn(host, "network", "rm", "app")
     finally:
-        agent.terminate()
-        try:
-            agent.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        stop_agent(agent)
         log.close()
 
 

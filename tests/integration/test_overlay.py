@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import program, wait_for
-from tests.integration.conftest import PY, leftovers
+from tests.integration.conftest import PY, leftovers, stop_agent
 from tests.integration.etcd_server import etcd_in, etcdctl
 from tests.sandbox import Host
 
@@ -66,13 +66,7 @@ class Cluster:
 
     def stop_agents(self) -> None:
         for agent in self.agents.values():
-            if agent.poll() is None:
-                agent.terminate()
-                try:
-                    agent.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-                    agent.wait()
+            stop_agent(agent)
         for log in self.logs.values():
             log.close()
 
