@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -94,6 +95,35 @@ def test_50_parallel_adds_share_no_address(node: Host, path: str) -> None:
     finally:
         if agent is not None:
             stop_agent(agent)
+
+
+@pytest.mark.slow
+def test_adds_beside_a_reconcile_keep_their_anti_spoofing(node: Host) -> None:
+    """A reconcile replaces podnet's table from the store while ADDs put their guards in: no
+    ADD's guard is lost to a table computed before its pod was recorded (CHECK reads them back)."""
+    host = node
+    config = conf(subnet="10.244.6.0/24")
+    assert cni(host, "ADD", config, cid="first", netns=netns(host, "first"))[0] == 0  # the network exists
+    spaces = [netns(host, f"g{i}") for i in range(16)]
+    adding = threading.Event()
+    adding.set()
+
+    def reconcile_while_adding() -> int:
+        count = 0
+        while adding.is_set():
+            host.podnet("reconcile")
+            count += 1
+        return count
+
+    with ThreadPoolExecutor(6) as pool:
+        reconciles = [pool.submit(reconcile_while_adding) for _ in range(2)]
+        results = list(pool.map(lambda i: cni(host, "ADD", config, cid=f"g{i}", netns=spaces[i]), range(16)))
+        adding.clear()
+        assert all(done.result() > 0 for done in reconciles)
+    assert all(code == 0 for code, _ in results), [r for r in results if r[0]]
+    checks = [cni(host, "CHECK", {**config, "prevResult": result}, cid=f"g{i}", netns=spaces[i])
+              for i, (_, result) in enumerate(results)]
+    assert checks == [(0, None)] * 16, [c for c in checks if c != (0, None)][:2]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import ipaddress
 from types import SimpleNamespace
 from typing import Any
 
-from podnet import drivers
+from podnet import config, drivers
 from podnet.api import hostview
 from podnet.api.context import Context
 from podnet.ipam import blocks
@@ -127,18 +127,27 @@ def endpoint_guard(ep: dict[str, Any], driver: str | None, pod: bool = False) ->
                          addresses=tuple(a.split("/")[0] for a in ep.get("addresses", [])))
 
 
+def serialised() -> Any:
+    """The firewall's lock, for a change of a few elements: sync() reads the store and replaces
+    the table under it, so an element added beside a sync in flight (a CNI ADD beside the
+    agent's reconcile) would be lost with the table that sync replaced."""
+    return locks.held(config.paths().lock_dir / "firewall")
+
+
 def guard(endpoints: list[Any], networks: dict[str, Any], pods: bool = False) -> None:
     """Anti-spoofing for endpoints (models or dicts) about to be attached: before the veth exists."""
     guards = _guards(endpoints, networks, pods)
     if guards:
-        backend().add_endpoints(guards)
+        with serialised():
+            backend().add_endpoints(guards)
 
 
 def unguard(endpoints: list[Any], networks: dict[str, Any], pods: bool = False) -> None:
     """Drop the anti-spoofing elements of endpoints whose veths are gone."""
     guards = _guards(endpoints, networks, pods)
     if guards:
-        backend().remove_endpoints(guards)
+        with serialised():
+            backend().remove_endpoints(guards)
 
 
 def _guards(endpoints: list[Any], networks: dict[str, Any], pods: bool | set[str] = False) -> list[EndpointGuard]:

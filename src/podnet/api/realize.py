@@ -187,7 +187,8 @@ def unpublish(sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Netwo
     ports = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
                                         {k: v.model_dump() for k, v in nets.items()})
     if ports:
-        firewall_sync.backend().remove_ports(ports)  # this process's store's table
+        with firewall_sync.serialised():
+            firewall_sync.backend().remove_ports(ports)  # this process's store's table
 
 
 def teardown_network(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: dict[str, Network]) -> None:

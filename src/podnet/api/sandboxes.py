@@ -277,7 +277,8 @@ def _publish(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint], nets: di
     mappings = firewall_sync.port_mappings(sandbox.model_dump(), [e.model_dump() for e in endpoints],
                                            {k: v.model_dump() for k, v in nets.items()})
     if mappings:
-        firewall_sync.backend(ctx).add_ports(mappings)
+        with firewall_sync.serialised():
+            firewall_sync.backend(ctx).add_ports(mappings)
 
 
 def _set_state(ctx: Context, sandbox: Sandbox, state: str) -> None:

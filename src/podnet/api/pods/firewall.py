@@ -27,11 +27,12 @@ def join(net: Network, doc: dict[str, Any], ep: Endpoint) -> None:
     if not drivers.supports(net.driver).nat:
         return
     backend = firewall_sync.backend()
-    if doc.get("ip_masq") is False:
-        backend.no_masquerade(ep.ips, on=True)
     ports = _ports(net, doc, ep)
-    if ports:
-        backend.add_ports(ports)
+    with firewall_sync.serialised():
+        if doc.get("ip_masq") is False:
+            backend.no_masquerade(ep.ips, on=True)
+        if ports:
+            backend.add_ports(ports)
 
 
 def leave(net: Network, doc: dict[str, Any], ep: Endpoint) -> None:
@@ -40,10 +41,11 @@ def leave(net: Network, doc: dict[str, Any], ep: Endpoint) -> None:
         return
     backend = firewall_sync.backend()
     ports = _ports(net, doc, ep)
-    if ports:
-        backend.remove_ports(ports)
-    if doc.get("ip_masq") is False:
-        backend.no_masquerade(ep.ips, on=False)
+    with firewall_sync.serialised():
+        if ports:
+            backend.remove_ports(ports)
+        if doc.get("ip_masq") is False:
+            backend.no_masquerade(ep.ips, on=False)
 
 
 def check(net: Network, doc: dict[str, Any], ep: Endpoint) -> list[str]:
