@@ -41,7 +41,7 @@ STOP_WAIT = 20.0  # seconds `agent stop` waits for the agent to finish its curre
 def register(sub: Any) -> None:
     agent = sub.add_parser("agent", help="run the host agent (DNS, sandbox follow-up, Services, fast CNI)",
                            description=AGENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           usage="podnet agent [--node-name NAME] [--advertise IP] [--metrics-address ADDR:PORT] [--ingress-ports HTTP[,HTTPS]] [COMMAND]")
+                           usage="podnet agent [--node-name NAME] [--advertise IP] [--metrics-address ADDR:PORT] [--ingress-ports HTTP[,HTTPS]] [--docker-plugins-dir DIR] [--docker-host unix://PATH] [COMMAND]")
     agent.add_argument("--node-name", metavar="NAME", help="this host's name in the cluster (default: the host name)")
     agent.add_argument("--advertise", metavar="IP",
                        help="the underlay address other hosts reach this one by (default: the source address of the "
