@@ -318,17 +318,20 @@ def is_running(ctx: Context, sandbox: Sandbox) -> bool:
     return shim.status(ctx.paths.sandbox_state_dir(sandbox.id)).running
 
 
-def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
-    """The command ended: give back its addresses, ports and links (Docker does the same on exit)."""
+def mark_exited(ctx: Context, sandbox: Sandbox) -> bool:
+    """The command ended: give back its addresses, ports and links (Docker does the same on exit).
+
+    False when there was nothing to release: the sandbox was removed or marked exited by
+    someone else (an `rm -f` or `stop` that got the lock first), so the reaper says nothing."""
     with locks.held(lock_path(ctx, sandbox.id)):
         fresh = ctx.store.get(keys.sandbox(sandbox.id))
-        if fresh is None:
-            return
+        if fresh is None or fresh.get("state") == "exited":
+            return False
         sandbox = Sandbox(**fresh)
         if sandbox.auto_remove:
             realize.destroy(ctx, sandbox)
             services_follow(ctx)
-            return
+            return True
         nets = realize.networks_by_id(ctx)
         endpoints = realize.endpoints_of(ctx, sandbox.id)
         realize.stop_process(ctx, sandbox, timeout=0)
@@ -337,6 +340,7 @@ def mark_exited(ctx: Context, sandbox: Sandbox) -> None:
         realize.forget_network_state(ctx, sandbox, endpoints)
         _set_state(ctx, sandbox, "exited")
     services_follow(ctx)
+    return True
 
 
 def reap(ctx: Context) -> list[str]:
@@ -351,8 +355,7 @@ def reap(ctx: Context) -> list[str]:
                 if free:
                     realize.destroy(ctx, sandbox)
                     done.append(sandbox.name)
-        elif sandbox.state == "running" and not is_running(ctx, sandbox):
-            mark_exited(ctx, sandbox)
+        elif sandbox.state == "running" and not is_running(ctx, sandbox) and mark_exited(ctx, sandbox):
             done.append(sandbox.name)
     return done
 
