@@ -14,110 +14,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import program, wait_for
-from tests.integration.conftest import PY, leftovers, stop_agent
-from tests.integration.etcd_server import etcd_in, etcdctl
-from tests.sandbox import Host
+from tests.integration.cluster import URL, SUBNET, Cluster, running
+from tests.integration.conftest import PY, leftovers
+from tests.integration.etcd_server import etcdctl
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
-UNDERLAY = "pnt-under"  # the underlay bridge, in the test's own network namespace
-ADDRESSES = {"host-a": "192.0.2.1", "host-b": "192.0.2.2", "host-c": "192.0.2.3"}
-URL = "etcd://192.0.2.1:2379"
-SUBNET = "10.244.0.0/16"
 VXLAN_MTU = 1500 - 50
-
-
-@dataclass
-class Cluster:
-    hosts: dict[str, Host]
-    agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
-    logs: dict[str, tempfile._TemporaryFileWrapper] = field(default_factory=dict)  # type: ignore[type-arg]
-
-    def pn(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = self.hosts[host].run(["env", "PODNET_DEBUG=1", sys.executable, "-m", "podnet", "--store", URL, *args], check=False, timeout=120)
-        assert not check or result.returncode == 0, f"{args}: {result.stderr}\nits agent: {self.log(host) if host in self.logs else '-'}"
-        return result
-
-    def start_agents(self, *names: str) -> None:
-        """Agents started together, without waiting for one before the next."""
-        for name in names:
-            self.logs[name] = tempfile.NamedTemporaryFile(mode="w+", prefix=f"agent-{name}-")
-            self.agents[name] = self.hosts[name].popen(
-                [sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name", name],
-                stderr=self.logs[name], stdout=subprocess.DEVNULL)
-        for name in names:
-            wait_for(lambda: self.agents[name].poll() is not None or self.pn(name, "agent", "status", check=False).returncode == 0,
-                     60, f"the agent of {name} to serve")
-            assert self.agents[name].poll() is None, self.log(name)
-
-    def log(self, name: str) -> str:
-        self.logs[name].seek(0)
-        return self.logs[name].read()[-3000:]
-
-    def stop_agents(self) -> None:
-        for agent in self.agents.values():
-            stop_agent(agent)
-        for log in self.logs.values():
-            log.close()
-
-    def address(self, host: str, sandbox: str) -> str:
-        doc = json.loads(self.pn(host, "inspect", sandbox).stdout)[0]
-        return doc["Networks"]["ov"]["Addresses"][0].split("/")[0]
-
-    def exec(self, host: str, sandbox: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return self.pn(host, "exec", sandbox, "--", *argv, check=check)
-
-    def blocks(self) -> dict[str, str]:
-        """node -> its block, as `podnet node ls --json` shows it."""
-        return {n["Name"]: b for n in json.loads(self.pn("host-a", "node", "ls", "--json").stdout) for b in n["Blocks"]}
-
-    def fdb(self, host: str) -> list[str]:
-        """The underlay addresses host's VXLAN device sends to (`bridge fdb show`)."""
-        device = next(line.split(":")[1].strip().split("@")[0] for line in
-                      self.hosts[host].run(["ip", "-o", "link", "show", "type", "vxlan"]).stdout.splitlines())
-        out = self.hosts[host].run(["bridge", "fdb", "show", "dev", device]).stdout
-        return sorted(line.split(" dst ")[1].split()[0] for line in out.splitlines() if " dst " in line)
-
-
-def _underlay(hosts: dict[str, Host]) -> None:
-    subprocess.run(["ip", "link", "add", UNDERLAY, "type", "bridge"], check=True)
-    subprocess.run(["ip", "link", "set", UNDERLAY, "up"], check=True)
-    for name, host in hosts.items():
-        peer = f"pnt-{name[-1]}"
-        subprocess.run(["ip", "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid)], check=True)
-        subprocess.run(["ip", "link", "set", peer, "master", UNDERLAY, "up"], check=True)
-        host.run(["ip", "addr", "add", f"{ADDRESSES[name]}/24", "dev", "eth0"])
-        host.run(["ip", "link", "set", "eth0", "up"])
-        host.run(["ip", "link", "set", "lo", "up"])
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    hosts = {name: Host(name) for name in ADDRESSES}
-    found = Cluster(hosts)
-    try:
-        _underlay(hosts)
-        with etcd_in(hosts["host-a"], tmp_path_factory.mktemp("etcd") / "data", client_ip=ADDRESSES["host-a"]):
-            found.pn("host-a", "network", "create", "ov", "--driver", "overlay", "--subnet", SUBNET, "-o", "vni=4242")
-            found.start_agents(*hosts)  # three agents at once
-            try:
-                yield found
-            finally:
-                found.stop_agents()
-    finally:
-        for host in hosts.values():
-            host.close()
-        subprocess.run(["ip", "link", "del", UNDERLAY], check=False)
+    with running(tmp_path_factory.mktemp("etcd") / "data",
+                 ["ov", "--driver", "overlay", "--subnet", SUBNET, "-o", "vni=4242"]) as found:
+        yield found
 
 
 def test_three_agents_started_at_once_claim_three_distinct_blocks(cluster: Cluster) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from podnet import __version__
 from podnet.api.context import Context
-from podnet.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError, Unsupported
 from podnet.store import keys
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
@@ -131,8 +131,27 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
     for _, doc in ctx.store.list(keys.NODES):
         alive = doc["name"] in leases if supports_leases else _agent_alive_here(ctx)
         out.append({**doc, "blocks": sorted(held.get(doc["name"], [])), "status": READY if alive else NOT_READY,
-                    "agent": leases.get(doc["name"], {}).get("holder") if alive else None})
+                    "agent": leases.get(doc["name"], {}).get("holder") if alive else None,
+                    "route": route_from_here(ctx, doc)})
     return out
+
+
+def route_from_here(ctx: Context, doc: dict[str, Any]) -> str | None:
+    """How this host reaches a node's underlay address: "self", "direct" (on one of its links:
+    routed mode can carry its pod block), "via ROUTER" (not on-link: only an encapsulating
+    mode can), "none"; None without an address."""
+    from podnet.api.hostview import node_name  # lazy: hostview imports this module lazily too
+    from podnet.dataplane import hostroutes
+
+    if doc["name"] == node_name(ctx):
+        return "self"
+    if not doc.get("address"):
+        return None
+    try:
+        hop = hostroutes.next_hop(doc["address"])
+    except PodnetError:  # a read-only listing says what it can
+        return "unknown"
+    return "direct" if hop.onlink else f"via {hop.via}" if hop.via else "none"
 
 
 def _is_sqlite(ctx: Context) -> bool:

@@ -30,7 +30,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _view(node: dict[str, Any]) -> dict[str, Any]:
     """One node as `node ls --json` prints it, in the CamelCase keys of every podnet object."""
     return {"Name": node["name"], "Address": node.get("address"), "Blocks": list(node.get("blocks") or []),
-            "Status": node["status"], "Agent": node.get("agent"), "Version": node.get("version"),
+            "Status": node["status"], "Route": node.get("route"), "Routable": node.get("route") in ("direct", "self"),
+            "Agent": node.get("agent"), "Version": node.get("version"),
             "Registered": node.get("registered"), "Updated": node.get("updated")}
 
 
@@ -42,8 +43,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         render.dump_json([_view(n) for n in found])
         return 0
-    render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "VERSION", "REGISTERED"],
-                 [[n["name"], n.get("address") or "-", ",".join(n.get("blocks") or []) or "-", n["status"],
+    render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "ROUTE", "VERSION", "REGISTERED"],
+                 [[n["name"], n.get("address") or "-", ",".join(n.get("blocks") or []) or "-", n["status"], n.get("route") or "-",
                    n.get("version", "?"), render.ago(n.get("registered"))] for n in found])
     return 0
 

@@ -62,6 +62,7 @@ class PeerSync:
             self.programmed[net.id] = peers
             if before.get(net.id) != peers:
                 said.append(f"network {net.name}: peers {', '.join(f'{p.node}={p.block}@{p.underlay}' for p in peers) or 'none'}")
+                said += [f"network {net.name}: {line}" for line in driver.unreachable_peers(local, list(peers))]
         if before != self.programmed:
             firewall_sync.sync(ctx)
         return said

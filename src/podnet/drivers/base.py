@@ -178,3 +178,8 @@ class SpansHosts(Protocol):
         """Make this host reach exactly these peers' blocks (net: this host's view of it);
         True when something changed."""
         ...
+
+    def unreachable_peers(self, net: Network, peers: list[PeerHost]) -> list[str]:
+        """Peers this host cannot reach in the network's mode (routed mode: off this host's
+        link), one line each, so that the agent says so instead of black-holing their blocks."""
+        ...

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from podnet.config import LINK_PREFIX
 from podnet.dataplane import netlink, sysctl, vxlan
-from podnet.drivers import endpoint, marks
+from podnet.drivers import endpoint, hostgw, marks
 from podnet.drivers.base import EndpointReport, PeerHost, Supports
 from podnet.drivers.bridge import BridgeDriver, bridge_name
 from podnet.errors import Conflict, InvalidArgument
@@ -81,10 +81,13 @@ class OverlayDriver:
         return bridge_name(net)
 
     def validate(self, net: Network) -> None:
-        known = {"vni", "block_size"}
+        known = {"vni", "block_size", "mode"}
         unknown = sorted(set(net.options) - known)
         if unknown:
-            raise InvalidArgument(f"unknown overlay option -o {unknown[0]}", "overlay takes -o vni=N and -o block_size=PREFIX")
+            raise InvalidArgument(f"unknown overlay option -o {unknown[0]}",
+                                  "overlay takes -o vni=N, -o block_size=PREFIX and -o mode=vxlan|routed")
+        if hostgw.mode_of(net) not in hostgw.MODES:
+            raise InvalidArgument(f"invalid -o mode={hostgw.mode_of(net)!r}", f"use one of: {', '.join(hostgw.MODES)}")
         if net.ipv6 or any(s.version == 6 for s in net.subnets):
             raise InvalidArgument("overlay networks are IPv4 only (VXLAN over an IPv4 underlay)", "leave out --ipv6")
         if net.internal:
@@ -105,6 +108,12 @@ class OverlayDriver:
         net.options["vni"] = str(vni or int(net.id[:6], 16) or 1)
 
     def probe(self, net: Network) -> None:
+        if hostgw.is_routed(net):  # no header: the underlay's whole MTU
+            most = vxlan.underlay_mtu()
+            net.mtu = net.mtu or most
+            if net.mtu > most:
+                raise InvalidArgument(f"--mtu {net.mtu} is more than the underlay's MTU ({most})", f"give --mtu {most} or less")
+            return
         netlink.probe_kind("vxlan")
         holder = vxlan.vnis_in_use().get(vni_of(net))
         if holder is not None and holder != device_name(net):
@@ -122,18 +131,31 @@ class OverlayDriver:
         # The bridge answers for the other hosts' blocks (routed via the VXLAN device), at once.
         sysctl.set_value(f"net.ipv4.conf.{name}.proxy_arp", "1")
         sysctl.set_value(f"net.ipv4.neigh.{name}.proxy_delay", "0")
+        if hostgw.is_routed(net):
+            return  # routes via the peers' underlay addresses, no device (program_peers)
         block = local_block(net)
         vxlan.ensure_device(device_name(net), vni_of(net), net.mtu or 1450, vtep_mac(net.id, block or ""),
                             marks.network_mark(net.id), blocks.vtep_address(block) if block else None)
 
     def program_peers(self, net: Network, peers: list[PeerHost]) -> bool:
-        """The VXLAN device's FDB, neighbour entries and routes: one of each per peer host."""
+        """The VXLAN device's FDB, neighbour entries and routes: one of each per peer host
+        (routed mode: one route per peer block via its underlay address)."""
+        if hostgw.is_routed(net):
+            if local_block(net) and not self._gateway_on_bridge(net):
+                self.setup_network(net)
+            return hostgw.program_peers(net, peers)
         if netlink.link_index(device_name(net)) is None or (local_block(net) and not self._gateway_on_bridge(net)):
             self.setup_network(net)
         return vxlan.sync_peers(device_name(net), [
             vxlan.Peer(p.block, blocks.vtep_address(p.block), vtep_mac(net.id, p.block), p.underlay) for p in peers])
 
+    def unreachable_peers(self, net: Network, peers: list[PeerHost]) -> list[str]:
+        """Peers this host cannot reach in the network's mode, one line each."""
+        return hostgw.unreachable(peers) if hostgw.is_routed(net) else []
+
     def teardown_network(self, net: Network) -> None:
+        if hostgw.is_routed(net):
+            hostgw.teardown(net)
         netlink.delete_link(device_name(net))
         self._bridge.teardown_network(net)
 
@@ -141,7 +163,8 @@ class OverlayDriver:
         return f"{address}/{prefixlen}", gateway
 
     def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None:
-        if netlink.link_index(device_name(net)) is None or not self._gateway_on_bridge(net):
+        device_missing = not hostgw.is_routed(net) and netlink.link_index(device_name(net)) is None
+        if device_missing or not self._gateway_on_bridge(net):
             self.setup_network(net)
         self._bridge.attach(net, ep, netns, default_route)
 
@@ -162,7 +185,7 @@ class OverlayDriver:
 
     def check(self, net: Network, ep: Endpoint, netns: Path | str, expected: list[str]) -> list[str]:
         problems = self._bridge.check(net, ep, netns, expected)
-        if vxlan.vxlan_id(device_name(net)) != vni_of(net):
+        if not hostgw.is_routed(net) and vxlan.vxlan_id(device_name(net)) != vni_of(net):
             problems.append(f"the VXLAN device {device_name(net)} (VNI {vni_of(net)}) is missing")
         return problems
 

@@ -140,6 +140,9 @@ _IIF_OIF = _concat(_meta("iifname"), _meta("oifname"))
 _L4_PORT = _concat(_meta("l4proto"), _payload("th", "dport"))
 _LOCAL_DST = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
 _CT_DNAT = _match({"ct": {"key": "status"}}, "dnat", op="in")
+# Strict reverse path: the route back to the source leaves by the interface it came in on
+# (a peer's block arrives where this host routes it, not from any link).
+_VIA_ROUTE_BACK = _match({"fib": {"result": "oif", "flags": ["saddr", "iif"]}}, True)
 _CT_REPLY = _match({"ct": {"key": "state"}}, ["established", "related"], op="in")
 _MASQUERADE: Expr = {"masquerade": None}
 _ACCEPT: Expr = {"accept": None}
@@ -176,10 +179,12 @@ def rules() -> list[tuple[str, list[Expr], str]]:
          "from outside: published ports (DNATed on the way in)"),
         ("filter_forward", [into_bridge, _match(_meta("iifname"), "@trusted_ifaces"), _ACCEPT],
          "from outside: trusted devices (a cluster's overlay) reach every port"),
-        ("filter_forward", [into_bridge, _match(_payload("ip", "saddr"), "@peers4"), _ACCEPT],
-         "from outside: known peers' pod blocks reach every port"),
-        ("filter_forward", [into_bridge, _match(_payload("ip6", "saddr"), "@peers6"), _ACCEPT],
-         "from outside: known peers' pod blocks reach every port"),
+        ("filter_forward", [into_bridge, _match(_payload("ip", "saddr"), "@peers4"), _VIA_ROUTE_BACK, _ACCEPT],
+         "from outside: known peers' pod blocks reach every port, arriving by the link this host routes "
+         "their block through (the overlay device, or the underlay towards the peer in routed mode)"),
+        ("filter_forward", [into_bridge, _match(_payload("ip6", "saddr"), "@peers6"), _VIA_ROUTE_BACK, _ACCEPT],
+         "from outside: known peers' pod blocks reach every port, arriving by the link this host routes "
+         "their block through"),
         ("filter_forward", [into_bridge, _match(_payload("ip", "daddr"), "@open4"), _ACCEPT],
          "from outside: gateway mode nat-unprotected opens every port to direct routing"),
         ("filter_forward", [into_bridge, _match(_payload("ip6", "daddr"), "@open6"), _ACCEPT],

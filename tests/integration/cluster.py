@@ -1,0 +1,130 @@
+"""Many simulated hosts on one underlay, with a real etcd: what every across-hosts test shares
+(test_overlay.py, test_routed.py, test_encrypted.py).
+
+Each host is a Host (its own network, mount and UTS namespaces, its own /run, so its own
+/run/wireguard too) with its own agent under its own --node-name, joined by an underlay
+bridge in a namespace of its own (the wire); etcd runs on host a's underlay address. `running`
+makes the lot, one network created before the agents start (all three at once), and leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import wait_for
+from tests.integration.conftest import stop_agent
+from tests.integration.etcd_server import etcd_in
+from tests.sandbox import Host
+
+UNDERLAY = "under"  # the underlay bridge, in the wire's namespace
+ADDRESSES = {"host-a": "192.0.2.1", "host-b": "192.0.2.2", "host-c": "192.0.2.3"}
+URL = "etcd://192.0.2.1:2379"
+SUBNET = "10.244.0.0/16"
+
+
+@dataclass
+class Cluster:
+    hosts: dict[str, Host]
+    network: str = "ov"  # the network `address` reads
+    wire: Host | None = None  # holds the underlay bridge (a capture there sees every host's traffic)
+    agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    logs: dict[str, tempfile._TemporaryFileWrapper] = field(default_factory=dict)  # type: ignore[type-arg]
+
+    def pn(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = self.hosts[host].run(["env", "PODNET_DEBUG=1", sys.executable, "-m", "podnet", "--store", URL, *args], check=False, timeout=120)
+        assert not check or result.returncode == 0, f"{args}: {result.stderr}\nits agent: {self.log(host) if host in self.logs else '-'}"
+        return result
+
+    def start_agents(self, *names: str) -> None:
+        """Agents started together, without waiting for one before the next."""
+        for name in names:
+            self.logs[name] = tempfile.NamedTemporaryFile(mode="w+", prefix=f"agent-{name}-")
+            self.agents[name] = self.hosts[name].popen(
+                [sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name", name],
+                stderr=self.logs[name], stdout=subprocess.DEVNULL)
+        for name in names:
+            wait_for(lambda: self.agents[name].poll() is not None or self.pn(name, "agent", "status", check=False).returncode == 0,
+                     60, f"the agent of {name} to serve")
+            assert self.agents[name].poll() is None, self.log(name)
+
+    def log(self, name: str) -> str:
+        self.logs[name].seek(0)
+        return self.logs[name].read()[-3000:]
+
+    def stop_agents(self) -> None:
+        for agent in self.agents.values():
+            stop_agent(agent)
+        for log in self.logs.values():
+            log.close()
+
+    def address(self, host: str, sandbox: str) -> str:
+        doc = json.loads(self.pn(host, "inspect", sandbox).stdout)[0]
+        return doc["Networks"][self.network]["Addresses"][0].split("/")[0]
+
+    def exec(self, host: str, sandbox: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.pn(host, "exec", sandbox, "--", *argv, check=check)
+
+    def nodes(self, host: str = "host-a") -> dict[str, dict]:
+        """name -> `podnet node ls --json` as host sees them."""
+        return {n["Name"]: n for n in json.loads(self.pn(host, "node", "ls", "--json").stdout)}
+
+    def blocks(self) -> dict[str, str]:
+        """node -> its block, as `podnet node ls --json` shows it."""
+        return {name: b for name, n in self.nodes().items() for b in n["Blocks"]}
+
+    def fdb(self, host: str) -> list[str]:
+        """The underlay addresses host's VXLAN device sends to (`bridge fdb show`)."""
+        device = next(line.split(":")[1].strip().split("@")[0] for line in
+                      self.hosts[host].run(["ip", "-o", "link", "show", "type", "vxlan"]).stdout.splitlines())
+        out = self.hosts[host].run(["bridge", "fdb", "show", "dev", device]).stdout
+        return sorted(line.split(" dst ")[1].split()[0] for line in out.splitlines() if " dst " in line)
+
+
+def underlay(wire: Host, hosts: dict[str, Host], addresses: dict[str, str]) -> None:
+    """Each host's eth0 on the underlay bridge, with its address (a /24). The bridge lives in
+    a Host of its own (the wire), not in the test's namespace: two runs at once (two engineers,
+    or CI beside a bench) each have their own wire, and nothing is made on the machine itself."""
+    wire.run(["ip", "link", "add", UNDERLAY, "type", "bridge"])
+    wire.run(["ip", "link", "set", UNDERLAY, "up"])
+    for name, host in hosts.items():
+        peer = f"to-{name}"
+        wire.run(["ip", "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid)])
+        wire.run(["ip", "link", "set", peer, "master", UNDERLAY, "up"])
+        host.run(["ip", "addr", "add", f"{addresses[name]}/24", "dev", "eth0"])
+        host.run(["ip", "link", "set", "eth0", "up"])
+        host.run(["ip", "link", "set", "lo", "up"])
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, create: list[str], network: str = "ov",
+            addresses: dict[str, str] | None = None,
+            prepare: Callable[[dict[str, Host]], None] | None = None) -> Iterator[Cluster]:
+    """Hosts on the underlay, etcd on host a, `podnet network create *create` made from host a,
+    then every host's agent at once; all of it gone afterwards. prepare(hosts) runs once the
+    underlay is up, before etcd and the agents (extra addresses, routes)."""
+    addresses = addresses or ADDRESSES
+    wire = Host("wire")
+    hosts = {name: Host(name) for name in addresses}
+    found = Cluster(hosts, network, wire=wire)
+    try:
+        underlay(wire, hosts, addresses)
+        if prepare is not None:
+            prepare(hosts)
+        with etcd_in(hosts["host-a"], data_dir, client_ip=addresses["host-a"]):
+            found.pn("host-a", "network", "create", *create)
+            found.start_agents(*hosts)  # all agents at once
+            try:
+                yield found
+            finally:
+                found.stop_agents()
+    finally:
+        for host in [*hosts.values(), wire]:
+            host.close()
