@@ -8,6 +8,7 @@ tests that change what serves (endpoint removed, no endpoint, proxy killed) come
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,26 +126,34 @@ def serve(host: Host, name: str, label: str) -> None:
                 PY, "-S", program("serve_http.py"), "8080")
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[Host]:
+@contextlib.contextmanager
+def proxied(subnet: str, backends: tuple[tuple[str, str], ...], ports: str) -> Iterator[Host]:
+    """A host with a LAN neighbour `peer`, sandboxes serving HTTP (name, label) on network app,
+    and an agent with --ingress-ports (its log's tail printed at the end)."""
     with Host() as host:
         host.add_internet()
         host.add_neighbour("peer", "203.0.113.3")
-        host.podnet("network", "create", "app", "--subnet", "10.40.0.0/24")
-        for name, label in (("web1", "app=web"), ("web2", "app=web"), ("api1", "app=api")):
+        host.podnet("network", "create", "app", "--subnet", subnet)
+        for name, label in backends:
             serve(host, name, label)
-        agent = start_agent(host, "--ingress-ports", "80,443")
+        agent = start_agent(host, "--ingress-ports", ports)
         try:
-            apply(host, SERVICES)
-            apply(host, secret(host, "a-cert", "a.example.com") + "---\n" + secret(host, "b-cert", "b.example.com"))
-            apply(host, INGRESS)
-            wait_for(lambda: who(host, "shop.example.com", "/api") == "200 api1", 20, "the Ingress to route /api to api1")
             host.agent = agent  # type: ignore[attr-defined]
             yield host
         finally:
             stop_agent(agent)
             agent.log.seek(0)  # type: ignore[attr-defined]
             print(agent.log.read()[-3000:])  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Host]:
+    with proxied("10.40.0.0/24", (("web1", "app=web"), ("web2", "app=web"), ("api1", "app=api")), "80,443") as host:
+        apply(host, SERVICES)
+        apply(host, secret(host, "a-cert", "a.example.com") + "---\n" + secret(host, "b-cert", "b.example.com"))
+        apply(host, INGRESS)
+        wait_for(lambda: who(host, "shop.example.com", "/api") == "200 api1", 20, "the Ingress to route /api to api1")
+        yield host
 
 
 def test_hosts_and_paths_route_to_their_services(site: Host) -> None:

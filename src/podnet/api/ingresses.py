@@ -1,4 +1,5 @@
-"""Ingresses and the TLS Secrets they name: apply and delete Kubernetes documents, list them.
+"""Ingresses, Gateway API Gateways and HTTPRoutes, and the TLS Secrets they name: apply and
+delete Kubernetes documents.
 
 Every document of a request is validated before anything changes (model/ingress.py names
 the field of the first mistake), then all are recorded in ONE store transaction. The proxy
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from podnet.api import namespaces
 from podnet.api.context import Context, require_privilege
 from podnet.errors import NotFound
+from podnet.model.gateway import GatewayObject, gateway_from_manifest, httproute_from_manifest
 from podnet.model.ingress import Ingress, TlsSecret, ingress_from_manifest, secret_from_manifest
 from podnet.model import manifest
 from podnet.store import keys
@@ -25,6 +27,8 @@ from podnet.util.ids import new_id
 KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[str, str], str]]] = {
     "Ingress": (ingress_from_manifest, keys.ingress),
     "Secret": (secret_from_manifest, keys.secret),
+    "Gateway": (gateway_from_manifest, keys.gateway),
+    "HTTPRoute": (httproute_from_manifest, keys.httproute),
 }
 
 
@@ -34,7 +38,7 @@ def parse_all(kind: str, docs: list[Any], source: str = "-") -> list[Any]:
 
 
 def apply(ctx: Context, items: list[BaseModel]) -> list[tuple[Any, str]]:
-    """Create or update Ingresses and Secrets (`kubectl apply`): all of them or none."""
+    """Create or update Ingresses, Gateways, HTTPRoutes and Secrets (`kubectl apply`): all of them or none."""
     require_privilege()
     results: list[tuple[Any, str]] = []
     with ctx.store.transaction() as txn:
@@ -54,7 +58,7 @@ def apply(ctx: Context, items: list[BaseModel]) -> list[tuple[Any, str]]:
 
 
 def delete(ctx: Context, kind: str, refs: list[tuple[str, str]], missing_ok: bool = False) -> list[dict[str, Any]]:
-    """Remove Ingresses or Secrets by (namespace, name): all of them or none."""
+    """Remove Ingresses, Gateways, HTTPRoutes or Secrets by (namespace, name): all of them or none."""
     require_privilege()
     key_of = KINDS[kind][1]
     removed = []
@@ -64,13 +68,13 @@ def delete(ctx: Context, kind: str, refs: list[tuple[str, str]], missing_ok: boo
             if doc is None:
                 if missing_ok:
                     continue
-                raise NotFound(f"{kind} {namespace}/{name} not found", "list Ingresses with `podnet ingress ls -A`")
+                raise NotFound(f"{kind} {namespace}/{name} not found", "list what routes with `podnet ingress ls`")
             txn.delete(key_of(namespace, name))
             removed.append(doc)
     return removed
 
 
 def _key(item: BaseModel) -> str:
-    kind = "Ingress" if isinstance(item, Ingress) else "Secret"
-    assert isinstance(item, (Ingress, TlsSecret))
+    assert isinstance(item, (Ingress, TlsSecret, GatewayObject))
+    kind = item.kind if isinstance(item, GatewayObject) else "Ingress" if isinstance(item, Ingress) else "Secret"
     return KINDS[kind][1](item.namespace, item.name)

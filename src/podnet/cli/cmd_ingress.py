@@ -1,6 +1,7 @@
-"""`podnet ingress ls [--json]`: each host/path, the Service port it goes to, and the
-endpoints it reaches now (what the agent's proxy is given; computed from the store, so it
-answers with or without the agent)."""
+"""`podnet ingress ls [--json]`: each host/path of the Ingresses and of the Gateway API
+HTTPRoutes, the Service port it goes to (with its weight, for a split), and the endpoints it
+reaches now (what the agent's proxy is given; computed from the store, so it answers with or
+without the agent)."""
 
 from __future__ import annotations
 
@@ -28,12 +29,23 @@ def _rows(state: Any) -> list[dict[str, Any]]:
     if state.default is not None:
         routes.append(("", "", "", "Default", state.default))
     for ingress, host, path, path_type, ref in routes:
-        backend = state.backend(ref)
         rows.append({"Ingress": ingress or None, "Host": host or "*", "Path": path or None, "PathType": path_type,
-                     "Namespace": ref.namespace, "Service": ref.service, "Port": ref.port,
-                     "Endpoints": [f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in backend.servers],
-                     "TLS": bool(host) and host in tls, "Problem": backend.problem or None})
+                     "TLS": bool(host) and host in tls, **_backend(state, ref)})
+    https = {item.port for item in state.listeners if item.https}
+    for route in state.gateway_routes:
+        total = sum(w for _, w in route.backends)
+        for ref, weight in route.backends:
+            rows.append({"Route": route.source, "Listener": route.port, "Host": route.host or "*", "Path": route.path,
+                         "PathType": route.path_type, "Headers": dict(route.headers), "TLS": route.port in https,
+                         "Weight": round(100 * weight / total, 2), **_backend(state, ref)})
     return rows
+
+
+def _backend(state: Any, ref: Any) -> dict[str, Any]:
+    backend = state.backend(ref)
+    return {"Namespace": ref.namespace, "Service": ref.service, "Port": ref.port,
+            "Endpoints": [f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in backend.servers],
+            "Problem": backend.problem or None}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -44,10 +56,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         render.dump_json(rows)
         return 0
-    render.table(["HOST", "PATH", "TYPE", "SERVICE", "ENDPOINTS", "INGRESS"],
-                 [[r["Host"] + (" (tls)" if r["TLS"] else ""), r["Path"] or "(default)", r["PathType"],
-                   f"{r['Service']}:{r['Port']}" + (f" ({r['Namespace']})" if r["Namespace"] != "default" else ""),
-                   ",".join(r["Endpoints"]) or "<none: 503>", r["Ingress"] or "-"] for r in rows])
+    render.table(["HOST", "PATH", "TYPE", "SERVICE", "ENDPOINTS", "FROM"],
+                 [[(f":{r['Listener']} " if "Listener" in r else "") + r["Host"] + (" (tls)" if r["TLS"] else ""),
+                   (r["Path"] or "(default)") + "".join(f" {k}={v}" for k, v in r.get("Headers", {}).items()), r["PathType"],
+                   f"{r['Service']}:{r['Port']}" + (f" ({r['Namespace']})" if r["Namespace"] != "default" else "")
+                   + (f" {r['Weight']:g}%" if r.get("Weight", 100) != 100 else ""),
+                   ",".join(r["Endpoints"]) or "<none: 503>", r.get("Route") or r["Ingress"] or "-"] for r in rows])
     for problem in state.problems:
         print(f"warning: {problem}", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ Registering costs nothing: the api is imported inside the handlers.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from typing import Any
@@ -143,7 +144,10 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 # kind -> (apiVersion, the word kubectl prints for it); apply and delete take these kinds.
 KINDS = {"Service": ("v1", "service"), "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicy.networking.k8s.io"),
-         "Ingress": ("networking.k8s.io/v1", "ingress.networking.k8s.io"), "Secret": ("v1", "secret")}
+         "Ingress": ("networking.k8s.io/v1", "ingress.networking.k8s.io"), "Secret": ("v1", "secret"),
+         "Gateway": ("gateway.networking.k8s.io/v1", "gateway.gateway.networking.k8s.io"),
+         "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproute.gateway.networking.k8s.io")}
+INGRESS_KINDS = ("Ingress", "Gateway", "HTTPRoute")  # served by the agent's proxy (podnet.ingress)
 
 
 def _documents(files: list[str], progress: Any = silent) -> dict[str, list[Any]]:
@@ -152,8 +156,7 @@ def _documents(files: list[str], progress: Any = silent) -> dict[str, list[Any]]
     from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
 
     parsers = {"Service": services.parse_all, "NetworkPolicy": policies.parse_all,
-               "Ingress": lambda docs, source: ingresses.parse_all("Ingress", docs, source),
-               "Secret": lambda docs, source: ingresses.parse_all("Secret", docs, source)}
+               **{kind: functools.partial(ingresses.parse_all, kind) for kind in ingresses.KINDS}}
     out: dict[str, list[Any]] = {kind: [] for kind in KINDS}
     sources = _read(files)
     for done, (source, text) in enumerate(sources, 1):
@@ -165,7 +168,7 @@ def _documents(files: list[str], progress: Any = silent) -> dict[str, list[Any]]
                 version = doc.get("apiVersion") if isinstance(doc, dict) else None
                 raise InvalidArgument(f"{source}: document {i + 1}: apiVersion {version!r}, kind {kind!r} is not supported",
                                       "podnet applies v1 Service and Secret (kubernetes.io/tls), networking.k8s.io/v1 "
-                                      "NetworkPolicy and Ingress documents")
+                                      "NetworkPolicy and Ingress, gateway.networking.k8s.io/v1 Gateway and HTTPRoute documents")
         for kind, parse in parsers.items():
             out[kind] += parse([d for d in docs if d.get("kind") == kind], source)
     return out
@@ -186,12 +189,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         done = [("Secret", r) for r in (ingresses.apply(ctx, specs["Secret"]) if specs["Secret"] else [])]
         done += [("Service", r) for r in (services.apply(ctx, specs["Service"]) if specs["Service"] else [])]
         done += [("NetworkPolicy", r) for r in (policies.apply(ctx, specs["NetworkPolicy"]) if specs["NetworkPolicy"] else [])]
-        done += [("Ingress", r) for r in (ingresses.apply(ctx, specs["Ingress"]) if specs["Ingress"] else [])]
+        for kind in INGRESS_KINDS:
+            done += [(kind, r) for r in (ingresses.apply(ctx, specs[kind]) if specs[kind] else [])]
     finally:
         progress.done()
     for kind, (item, action) in done:
         print(f"{KINDS[kind][1]}/{item.name} {action}{_suffix(item.namespace)}")
-    if specs["Ingress"]:
+    if any(specs[kind] for kind in INGRESS_KINDS):
         _say_who_serves_ingresses()
     return 0
 
@@ -218,9 +222,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     specs = _documents(args.filename)
     ctx = _ctx(args)
     missing_ok = args.ignore_not_found
-    if specs["Ingress"]:
-        for doc in ingresses.delete(ctx, "Ingress", [(i.namespace, i.name) for i in specs["Ingress"]], missing_ok):
-            print(f'ingress.networking.k8s.io "{doc["name"]}" deleted')
+    for kind in INGRESS_KINDS:
+        for doc in ingresses.delete(ctx, kind, [(i.namespace, i.name) for i in specs[kind]], missing_ok) if specs[kind] else []:
+            print(f'{KINDS[kind][1]} "{doc["name"]}" deleted')
     if specs["Service"]:
         for svc in services.delete(ctx, [(s.namespace, s.name) for s in specs["Service"]], missing_ok=missing_ok):
             print(f'service "{svc.name}" deleted')

@@ -29,7 +29,8 @@ def routing(store: Store) -> routes.Routing:
     svcs, endpoints = services.desired(store)
     ingresses = [doc for _, doc in store.list(keys.INGRESSES)]
     secrets = {f"{d['namespace']}/{d['name']}": d for _, d in store.list(keys.SECRETS)}
-    return routes.build(ingresses, svcs, endpoints, secrets)
+    return routes.build(ingresses, svcs, endpoints, secrets, [doc for _, doc in store.list(keys.GATEWAYS)],
+                        [doc for _, doc in store.list(keys.HTTPROUTES)])
 
 
 class IngressController:
@@ -61,7 +62,7 @@ class IngressController:
             return
         began = time.monotonic()
         if (self.applied is not None and self.proxy.alive() and new.structure == self.applied.structure
-                and new.certificates == self.applied.certificates and new.crt_list == self.applied.crt_list):
+                and new.certificates == self.applied.certificates and new.crt_lists == self.applied.crt_lists):
             try:
                 self.proxy.runtime(runtime_commands(self.applied, new))
                 write_private(self.files.config, new.text)  # a restart starts where the runtime API left it
@@ -78,7 +79,8 @@ class IngressController:
         for path, pem in new.certificates.items():
             if not path.exists() or path.read_text() != pem:
                 write_private(path, pem)
-        write_private(self.files.crt_list, new.crt_list)
+        for path, text in new.crt_lists.items():
+            write_private(path, text)
         candidate = self.files.config.with_name("haproxy.cfg.new")
         write_private(candidate, new.text)
         self.proxy.check(candidate)  # a refused file leaves the running proxy as it was

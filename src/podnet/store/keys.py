@@ -122,6 +122,18 @@ def secret(namespace: str, name: str) -> str:
     return f"{SECRETS}{namespace}/{name}"
 
 
+GATEWAYS = "gateways/"  # gateways/<namespace>/<name> -> a Gateway API Gateway (model/gateway.py)
+HTTPROUTES = "httproutes/"  # httproutes/<namespace>/<name> -> a Gateway API HTTPRoute (model/gateway.py)
+
+
+def gateway(namespace: str, name: str) -> str:
+    return f"{GATEWAYS}{namespace}/{name}"
+
+
+def httproute(namespace: str, name: str) -> str:
+    return f"{HTTPROUTES}{namespace}/{name}"
+
+
 BLOCKS = "blocks/"  # blocks/<network id>/<block, '/' as '_'> -> {"block", "node", "claimed"}: one host's share of an overlay
 
 
