@@ -95,12 +95,17 @@ def underlay(wire: Host, hosts: dict[str, Host], addresses: dict[str, str]) -> N
     wire.run(["ip", "link", "add", UNDERLAY, "type", "bridge"])
     wire.run(["ip", "link", "set", UNDERLAY, "up"])
     for name, host in hosts.items():
-        peer = f"to-{name}"
-        wire.run(["ip", "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid)])
-        wire.run(["ip", "link", "set", peer, "master", UNDERLAY, "up"])
-        host.run(["ip", "addr", "add", f"{addresses[name]}/24", "dev", "eth0"])
-        host.run(["ip", "link", "set", "eth0", "up"])
-        host.run(["ip", "link", "set", "lo", "up"])
+        join_underlay(wire, host, name, addresses[name])
+
+
+def join_underlay(wire: Host, host: Host, name: str, address: str) -> None:
+    """host's eth0 on the wire's underlay bridge (its peer there is to-<name>), with address."""
+    peer = f"to-{name}"
+    wire.run(["ip", "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid)])
+    wire.run(["ip", "link", "set", peer, "master", UNDERLAY, "up"])
+    host.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
+    host.run(["ip", "link", "set", "eth0", "up"])
+    host.run(["ip", "link", "set", "lo", "up"])
 
 
 @contextlib.contextmanager

@@ -21,9 +21,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import program, wait_for
-from tests.integration.cluster import URL, SUBNET, Cluster, running
+from tests.integration.cluster import URL, SUBNET, Cluster, join_underlay, running
 from tests.integration.conftest import PY, leftovers
 from tests.integration.etcd_server import etcdctl
+from tests.sandbox import Host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
@@ -86,6 +87,69 @@ def test_the_mtu_is_the_underlays_less_vxlan_and_the_edge_holds(cluster: Cluster
     assert fits.returncode == 0, f"{largest} bytes with DF set did not cross: {fits.stdout}{fits.stderr}"
     over = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest + 1), ips["b1"])
     assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower(), over
+
+
+def _listen(cluster: Cluster, host: str, sandbox: str | None, address: str, port: int) -> subprocess.Popen[str]:
+    """tests/programs/recv_udp.py in sandbox on host (on the host itself when None), until "end"."""
+    argv = [PY, "-S", program("recv_udp.py"), address, str(port), "end"]
+    if sandbox is not None:
+        argv = [sys.executable, "-m", "podnet", "--store", URL, "exec", sandbox, "--", *argv]
+    listener = cluster.hosts[host].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+    return listener
+
+
+def _inject(sender: Host, underlay: str, vni: int, mac: str, src: str, dst: str, port: int, text: str) -> None:
+    sender.run([PY, "-S", program("vxlan_inject.py"), underlay, str(vni), mac, src, dst, str(port), text])
+
+
+def test_vxlan_from_a_lan_host_that_is_no_peer_is_dropped(cluster: Cluster) -> None:
+    """A host on the underlay that holds no block (192.0.2.9) sends host b forged VXLAN for the
+    overlay's VNI: an inner UDP datagram to b1, from an address of host a's block. b1 receives
+    it only while the filter is off; the same frame from host a (a peer) arrives, as does a1's
+    real traffic; VXLAN for another VNI on the same port (another program's device) is not
+    touched."""
+    b1 = cluster.address("host-b", "b1")
+    source = cluster.blocks()["host-a"].rsplit(".", 1)[0] + ".200"  # in host a's block
+    vtep_b = json.loads(cluster.hosts["host-b"].run(["ip", "-j", "link", "show", "type", "vxlan"]).stdout)
+    mac = next(link["address"] for link in vtep_b if link["ifname"].startswith("pnvx-"))
+    intruder = Host("intruder")
+    try:
+        assert cluster.wire is not None
+        join_underlay(cluster.wire, intruder, "intruder", "192.0.2.9")
+        listener = _listen(cluster, "host-b", "b1", "0.0.0.0", 7001)
+        _inject(intruder, "192.0.2.2", 4242, mac, source, b1, 7001, "forged")
+        _inject(cluster.hosts["host-a"], "192.0.2.2", 4242, mac, source, b1, 7001, "from-peer")
+        assert cluster.exec("host-a", "a1", "ping", "-c1", "-W3", b1).returncode == 0, "a1 reaches b1"
+        _inject(cluster.hosts["host-a"], "192.0.2.2", 4242, mac, source, b1, 7001, "end")
+        received = listener.communicate(timeout=60)[0].split()
+        assert received == ["from-peer", "end"], received
+        # the control: the same forged frame, with the filter's VNI taken out, reaches b1
+        b = cluster.hosts["host-b"]
+        table = next(o["set"]["table"] for o in json.loads(b.run(["nft", "-j", "list", "sets", "inet"]).stdout)["nftables"]
+                     if o.get("set", {}).get("name") == "vxlan_vnis")  # podnet's table, named after its store
+        b.run(["nft", "delete", "element", "inet", table, "vxlan_vnis", "{ 4242 }"])
+        try:
+            listener = _listen(cluster, "host-b", "b1", "0.0.0.0", 7001)
+            _inject(intruder, "192.0.2.2", 4242, mac, source, b1, 7001, "forged")
+            _inject(cluster.hosts["host-a"], "192.0.2.2", 4242, mac, source, b1, 7001, "end")
+            assert listener.communicate(timeout=60)[0].split() == ["forged", "end"]
+        finally:
+            b.run(["nft", "add", "element", "inet", table, "vxlan_vnis", "{ 4242 }"])
+        # another program's VXLAN device on host b (VNI 999, same port) still hears the intruder
+        b.run(["ip", "link", "add", "pnt-other", "type", "vxlan", "id", "999", "dstport", "4789", "nolearning"])
+        try:
+            b.run(["ip", "addr", "add", "172.31.99.1/24", "dev", "pnt-other"])
+            b.run(["ip", "link", "set", "pnt-other", "up"])
+            other_mac = json.loads(b.run(["ip", "-j", "link", "show", "pnt-other"]).stdout)[0]["address"]
+            listener = _listen(cluster, "host-b", None, "172.31.99.1", 7002)
+            for text in ("other-program", "end"):
+                _inject(intruder, "192.0.2.2", 999, other_mac, "172.31.99.2", "172.31.99.1", 7002, text)
+            assert listener.communicate(timeout=60)[0].split() == ["other-program", "end"]
+        finally:
+            b.run(["ip", "link", "del", "pnt-other"])
+    finally:
+        intruder.close()  # its veth on the wire goes with it
 
 
 def test_a_service_with_endpoints_on_two_hosts_answers_from_a_third(cluster: Cluster) -> None:

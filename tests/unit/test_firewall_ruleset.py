@@ -13,6 +13,7 @@ from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, Por
 from podnet.firewall.nftables import (
     CHAINS,
     SETS,
+    TYPEOF_SETS,
     _delete_keys,
     normalized,
     port_elements,
@@ -58,7 +59,7 @@ def test_sync_declares_then_flushes_then_fills() -> None:
     assert all(v[0] == "add" and v[1] in ("table", "set", "map", "chain") for v in seq[:first_flush])
     flushed = {v[2] for v in seq if v[0] == "flush"}
     # every chain and set of both tables starts from empty
-    assert flushed == set(CHAINS) | set(SETS) | set(guard.CHAINS) | set(guard.ALL_SETS)
+    assert flushed == set(CHAINS) | set(SETS) | set(TYPEOF_SETS) | set(guard.CHAINS) | set(guard.ALL_SETS)
     last_flush = max(i for i, v in enumerate(seq) if v[0] == "flush" and v[1] in ("set", "map"))
     assert all(v[1] == "element" for v in seq[last_flush + 1:])
 
@@ -238,3 +239,30 @@ def test_guards_read_back() -> None:
                                                  {"concat": ["pnve1", "fd00:1::2"]}]}},
     ]
     assert guard.guards_from_table(listed) == (EndpointGuard("pnve1", "02:42:0a:01:00:02", ("10.1.0.2", "fd00:1::2")),)
+
+
+def test_vxlan_senders_are_elements_of_address_and_vni_and_read_back() -> None:
+    """Who may send VXLAN to an overlay's VNI: elements (underlay address . VNI), no new rule;
+    what nft lists reads back as the same state; a VNI out of range or an IPv6 sender is refused."""
+    from podnet.firewall.model import VxlanPeer
+
+    state = FirewallState(bridges=(NET,), vxlan_vnis=(4242, 7),
+                          vxlan_peers=(VxlanPeer(4242, "192.0.2.2"), VxlanPeer(7, "192.0.2.3")))
+    el = state_elements(state)
+    assert el["vxlan_vnis"] == [7, 4242]
+    assert el["vxlan_peers4"] == [{"concat": ["192.0.2.2", 4242]}, {"concat": ["192.0.2.3", 7]}]
+    cmds = sync_commands(state)
+    assert sum(1 for v in verbs(cmds) if v[1] == "rule") == len(rules()) + len(guard.rules())
+    assert {("flush", "set", "vxlan_vnis"), ("flush", "set", "vxlan_peers4")} <= set(verbs(cmds))
+    vxlan_rule = next(r for r in rules() if "@vxlan_peers4" in json.dumps(r[1]))
+    assert vxlan_rule[0] == "raw_prerouting" and {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                                                            "right": 4789}} in vxlan_rule[1]
+    listed = [{"set": {"name": "bridges", "type": "ifname", "elem": ["pnbr-a"]}},
+              {"set": {"name": "vxlan_vnis", "type": "integer", "elem": [7, 4242]}},
+              {"set": {"name": "vxlan_peers4", "type": ["ipv4_addr", "integer"],
+                       "elem": [{"concat": ["192.0.2.3", 7]}, {"concat": ["192.0.2.2", 4242]}]}}]
+    back = state_from_table(listed)
+    assert (back.vxlan_vnis, back.vxlan_peers) == (normalized(state).vxlan_vnis, normalized(state).vxlan_peers)
+    for bad in (FirewallState(vxlan_vnis=(1 << 24,)), FirewallState(vxlan_peers=(VxlanPeer(5, "fd00::2"),))):
+        with pytest.raises(InvalidArgument):
+            state_elements(bad)

@@ -14,8 +14,10 @@ from typing import Any
 from podnet import config, drivers
 from podnet.api import hostview
 from podnet.api.context import Context
+from podnet.drivers.base import SpansHosts
 from podnet.ipam import blocks
-from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping, VxlanPeer
+from podnet.model import Network
 from podnet.store import keys
 from podnet.util import locks
 from podnet.firewall.nftables import NftablesFirewall
@@ -188,7 +190,7 @@ def desired(ctx: Context) -> FirewallState:
     all_endpoints = [ep for eps in endpoints_by_sandbox.values() for ep in eps]
     guards = _guards(all_endpoints, networks, {doc["endpoint"] for doc in pods if doc.get("endpoint")})
     return FirewallState(bridges=bridges, ports=tuple(ports), endpoints=tuple(guards), no_masquerade=tuple(no_masquerade),
-                         peer_blocks=peer_blocks(ctx, networks.values()))
+                         peer_blocks=peer_blocks(ctx, networks.values()), **vxlan_senders(ctx, networks.values()))
 
 
 def peer_blocks(ctx: Context, networks: Any) -> tuple[str, ...]:
@@ -200,6 +202,25 @@ def peer_blocks(ctx: Context, networks: Any) -> tuple[str, ...]:
     node = hostview.node_name(ctx)
     return tuple(sorted(block for n in spanning for block, owner in blocks.owners(ctx.store, n["id"]).items()
                         if owner != node))
+
+
+def vxlan_senders(ctx: Context, networks: Any) -> dict[str, Any]:
+    """Who may send VXLAN to this host, per overlay VNI: the live nodes (lease held) that hold a
+    block of that network, by their underlay address. Anyone else on the LAN is dropped, so no
+    LAN host injects frames into an overlay network; cluster/peers.py syncs when this changes."""
+    vnis: dict[str, int] = {}  # network id -> its VNI, of the networks carried in VXLAN
+    for doc in networks:
+        driver = drivers.get(doc["driver"]) if drivers.supports(doc["driver"]).per_host_blocks else None
+        if isinstance(driver, SpansHosts) and (vni := driver.vxlan_vni(Network(**doc))) is not None:
+            vnis[doc["id"]] = vni
+    if not vnis:
+        return {}
+    node, alive = hostview.node_name(ctx), hostview.live_nodes(ctx)
+    senders = {VxlanPeer(vni, alive[owner]) for net_id, vni in vnis.items()
+               for owner in set(blocks.owners(ctx.store, net_id).values()) if owner != node and owner in alive
+               and ipaddress.ip_address(alive[owner]).version == 4}  # overlay devices use an IPv4 underlay
+    return {"vxlan_vnis": tuple(sorted(set(vnis.values()))),
+            "vxlan_peers": tuple(sorted(senders, key=lambda p: (p.vni, p.address)))}
 
 
 def sync(ctx: Context) -> None:

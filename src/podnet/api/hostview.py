@@ -62,6 +62,13 @@ def is_here(ctx: Context, doc: dict[str, Any]) -> bool:
     return node is None or node == node_name(ctx)
 
 
+def live_nodes(ctx: Context) -> dict[str, str]:
+    """node name -> underlay address, of every node whose agent lives (its lease exists)."""
+    alive = {key[len(keys.NODE_LEASES):] for key, _ in ctx.store.list(keys.NODE_LEASES)}
+    return {doc["name"]: doc["address"] for _, doc in ctx.store.list(keys.NODES)
+            if doc["name"] in alive and doc.get("address")}
+
+
 def spans_hosts(net: Any) -> bool:
     driver = net.get("driver") if isinstance(net, dict) else net.driver
     return drivers.supports(driver).per_host_blocks

@@ -21,13 +21,6 @@ from podnet.model import Network
 from podnet.store import keys
 
 
-def live_nodes(ctx: Context) -> dict[str, str]:
-    """node name -> underlay address, of every node whose agent lives (its lease exists)."""
-    alive = {key[len(keys.NODE_LEASES):] for key, _ in ctx.store.list(keys.NODE_LEASES)}
-    return {doc["name"]: doc["address"] for _, doc in ctx.store.list(keys.NODES)
-            if doc["name"] in alive and doc.get("address")}
-
-
 @dataclass
 class PeerSync:
     node: str
@@ -42,7 +35,7 @@ class PeerSync:
         said: list[str] = []
         if not spanning and not self.programmed:
             return said
-        nodes = live_nodes(ctx)
+        nodes = hostview.live_nodes(ctx)
         before = dict(self.programmed)
         self.programmed = {}
         for gone in set(self.made) - {n.id for n in spanning}:

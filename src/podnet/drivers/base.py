@@ -183,3 +183,8 @@ class SpansHosts(Protocol):
         """Peers this host cannot reach in the network's mode (routed mode: off this host's
         link), one line each, so that the agent says so instead of black-holing their blocks."""
         ...
+
+    def vxlan_vni(self, net: Network) -> int | None:
+        """The VNI its traffic between hosts carries in VXLAN (UDP 4789), None when it carries
+        none (routed mode): the firewall lets only the network's peers send that VNI."""
+        ...

@@ -153,6 +153,9 @@ class OverlayDriver:
         """Peers this host cannot reach in the network's mode, one line each."""
         return hostgw.unreachable(peers) if hostgw.is_routed(net) else []
 
+    def vxlan_vni(self, net: Network) -> int | None:
+        return None if hostgw.is_routed(net) else vni_of(net)
+
     def teardown_network(self, net: Network) -> None:
         if hostgw.is_routed(net):
             hostgw.teardown(net)

@@ -59,6 +59,15 @@ class EndpointGuard:
 
 
 @dataclass(frozen=True)
+class VxlanPeer:
+    """A host that may send VXLAN to this one for one overlay network: a live node holding a
+    block of it, by its underlay address (IPv4: overlay devices are made on an IPv4 underlay)."""
+
+    vni: int
+    address: str
+
+
+@dataclass(frozen=True)
 class FirewallState:
     """The whole podnet firewall: every bridge network and every published port.
 
@@ -75,6 +84,9 @@ class FirewallState:
     endpoints: tuple[EndpointGuard, ...] = ()  # every sandbox veth on a bridge network
     # Addresses never masqueraded although their network is: CNI pods added with "ipMasq": false.
     no_masquerade: tuple[str, ...] = ()
+    # Overlay networks' VNIs and who may send VXLAN to each: any other source is dropped.
+    vxlan_vnis: tuple[int, ...] = ()
+    vxlan_peers: tuple[VxlanPeer, ...] = ()
 
     def empty(self) -> bool:
         """Nothing to enforce: podnet then keeps no table at all (it goes with the last network)."""

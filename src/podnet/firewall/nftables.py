@@ -21,6 +21,9 @@ Layout:
   nat_postrouting (nat, postrouting, srcnat)   internal never; hairpin (DNATed from a
                                                podnet subnet into a bridge), localhost
                                                and outbound masquerade
+  raw_prerouting also drops VXLAN (UDP 4789) to an overlay network's VNI from anyone but
+  its live peer hosts: vxlan_vnis (VNI) and vxlan_peers4 (underlay address . VNI), both
+  typeof sets declared in nft text (declaration()); other VNIs and ports are not touched.
 Sets: bridges, internal (ifname); same_bridge (ifname . ifname); masq4/masq6 and
 internal4/internal6 (interval, element comment = bridge). Direct routing into a bridge from
 outside the host is refused except where a set says otherwise: open4/open6 (subnets of
@@ -55,11 +58,11 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from podnet import config
-from podnet.dataplane import nft
+from podnet.dataplane import nft, vxlan
 from podnet.errors import Conflict, InvalidArgument, KernelError
 from podnet.firewall import guard
 from podnet.firewall.expr import Expr, chain_declarations, match as _match, meta as _meta, payload as _payload
-from podnet.firewall.model import GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping
+from podnet.firewall.model import GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping, VxlanPeer
 
 FAMILY = "inet"
 PROTOCOLS = ("tcp", "udp")
@@ -87,6 +90,10 @@ SETS: dict[str, tuple[str | list[str], str | None, list[str]]] = {
     "nomasq4": ("ipv4_addr", None, []),
     "nomasq6": ("ipv6_addr", None, []),
 }
+# Sets JSON cannot declare (a typeof of the VXLAN header's VNI): declared by declaration().
+TYPEOF_SETS = ("vxlan_vnis", "vxlan_peers4")
+MAX_VNI = (1 << 24) - 1
+
 # Published ports: nft 1.0.6's JSON parser cannot declare a map whose data is a
 # concatenation (ipv4_addr . inet_service), so each port map is a pair with the same key:
 # <name>_addr -> target address, <name>_port -> target port. Both change in one transaction.
@@ -148,6 +155,25 @@ _MASQUERADE: Expr = {"masquerade": None}
 _ACCEPT: Expr = {"accept": None}
 _DROP: Expr = {"drop": None}
 _COUNTER: Expr = {"counter": None}
+# The VNI of a VXLAN packet: after UDP's 8-byte header, VXLAN's flags (1 byte) and reserved (3)
+_VNI: Expr = {"payload": {"base": "th", "offset": 96, "len": 24}}
+
+
+def declaration() -> str:
+    """The typeof sets of `table inet podnet` in nft text (a constant: names and types only)."""
+    table = config.paths().nft_table
+    return (
+        f"table inet {table} {{\n"
+        "  set vxlan_vnis {\n    typeof @th,96,24\n    comment \"VNIs of podnet's overlay networks\"\n  }\n"
+        "  set vxlan_peers4 {\n    typeof ip saddr . @th,96,24\n"
+        "    comment \"who may send VXLAN to each overlay VNI: a live peer's underlay address . VNI\"\n  }\n}\n"
+    )
+
+
+def typeof_declarations() -> str:
+    """Every set of both tables that only nft text can declare: sent before a JSON transaction
+    whose rules or elements name them."""
+    return guard.declaration() + declaration()
 
 
 def rules() -> list[tuple[str, list[Expr], str]]:
@@ -161,6 +187,10 @@ def rules() -> list[tuple[str, list[Expr], str]]:
          "on 127.0.0.1 to the link (Docker moby#45610)"),
         ("raw_prerouting", [not_lo, _match(_payload("ip6", "daddr"), "::1"), _COUNTER, _DROP],
          "::1 never arrives from a wire: keep ports published on [::1] local"),
+        ("raw_prerouting", [_LOCAL_DST, _match(_payload("udp", "dport"), vxlan.PORT), _match(_VNI, "@vxlan_vnis"),
+                            _match(_concat(_payload("ip", "saddr"), _VNI), "@vxlan_peers4", op="!="),
+                            _COUNTER, _DROP],
+         "overlay VXLAN (port 4789, our VNIs) only from live peer hosts: no LAN host injects frames"),
         ("filter_forward", [_match(_IIF_OIF, "@same_bridge"), _ACCEPT],
          "routed traffic within one network (hairpin to a published port) is allowed"),
         ("filter_forward", [_match(_meta("iifname"), "@internal"), _COUNTER, _DROP],
@@ -180,8 +210,8 @@ def rules() -> list[tuple[str, list[Expr], str]]:
         ("filter_forward", [into_bridge, _match(_meta("iifname"), "@trusted_ifaces"), _ACCEPT],
          "from outside: trusted devices (a cluster's overlay) reach every port"),
         ("filter_forward", [into_bridge, _match(_payload("ip", "saddr"), "@peers4"), _VIA_ROUTE_BACK, _ACCEPT],
-         "from outside: known peers' pod blocks reach every port, arriving by the link this host routes "
-         "their block through (the overlay device, or the underlay towards the peer in routed mode)"),
+         "from outside: peers' pod blocks reach every port, via the link their block is routed "
+         "through (overlay; underlay if routed)"),
         ("filter_forward", [into_bridge, _match(_payload("ip6", "saddr"), "@peers6"), _VIA_ROUTE_BACK, _ACCEPT],
          "from outside: known peers' pod blocks reach every port, arriving by the link this host routes "
          "their block through"),
@@ -304,6 +334,20 @@ def exemption_elements(state: FirewallState) -> dict[str, list[Any]]:
     return out
 
 
+def vxlan_elements(state: FirewallState) -> dict[str, list[Any]]:
+    """The overlay VNIs and, for each, the underlay addresses that may send VXLAN to it."""
+    for vni in (*state.vxlan_vnis, *(p.vni for p in state.vxlan_peers)):
+        if not isinstance(vni, int) or not 1 <= vni <= MAX_VNI:
+            raise InvalidArgument(f"{vni!r} is not a VNI", f"give a whole number from 1 to {MAX_VNI}")
+    peers = []
+    for peer in state.vxlan_peers:
+        if _family_of(_canonical_ip(peer.address)) != 4:
+            raise InvalidArgument(f"VXLAN peer {peer.address} is not an IPv4 address",
+                                  "advertise the node's IPv4 underlay address (--advertise)")
+        peers.append(_concat(_canonical_ip(peer.address), peer.vni))
+    return {"vxlan_vnis": sorted(set(state.vxlan_vnis)), "vxlan_peers4": peers}
+
+
 def no_masquerade_elements(addresses: Iterable[str]) -> dict[str, list[Any]]:
     """Addresses exempted from their network's outbound masquerade, by set name."""
     out: dict[str, list[Any]] = defaultdict(list)
@@ -362,6 +406,8 @@ def state_elements(state: FirewallState) -> dict[str, list[Any]]:
         out[name].extend(elems)
     for name, elems in no_masquerade_elements(state.no_masquerade).items():
         out[name].extend(elems)
+    for name, elems in vxlan_elements(state).items():
+        out[name].extend(elems)
     return dict(out)
 
 
@@ -415,6 +461,7 @@ def sync_commands(state: FirewallState) -> list[Command]:
     """One transaction that makes both tables hold exactly `state` (guard_nd declared first)."""
     cmds = declarations()
     cmds += [{"flush": {_set_kind(name): _ref(name=name)}} for name in SETS] + guard.flush_sets()
+    cmds += [{"flush": {"set": _ref(name=name)}} for name in TYPEOF_SETS]
     return cmds + element_commands("add", state_elements(state))
 
 
@@ -461,7 +508,7 @@ def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
     elems: dict[str, list[Any]] = {}
     for obj in objects:
         for kind in ("set", "map"):
-            if kind in obj and obj[kind]["name"] in SETS:
+            if kind in obj and obj[kind]["name"] in (*SETS, *TYPEOF_SETS):
                 elems[obj[kind]["name"]] = obj[kind].get("elem", [])
     subnets: dict[str, list[str]] = defaultdict(list)
     for name in ("masq4", "masq6", "internal4", "internal6"):
@@ -489,8 +536,10 @@ def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
             target_port = int(target_ports.get(parts, 0))  # 0: the pair is torn, show it
             ports.append(PortMapping(proto, host_ip, int(port), target_ip, target_port, _comment(key)))
     no_masquerade = tuple(str(v) for name in ("nomasq4", "nomasq6") for v in elems.get(name, []))
+    senders = tuple(VxlanPeer(int(_key_parts(v)[1]), str(_key_parts(v)[0])) for v in elems.get("vxlan_peers4", []))
     return normalized(FirewallState(bridges, tuple(ports), tuple(elems.get("trusted_ifaces", [])), peers,
-                                    no_masquerade=no_masquerade))
+                                    no_masquerade=no_masquerade, vxlan_vnis=tuple(int(v) for v in elems.get("vxlan_vnis", [])),
+                                    vxlan_peers=senders))
 
 
 def normalized(state: FirewallState) -> FirewallState:
@@ -527,7 +576,10 @@ def normalized(state: FirewallState) -> FirewallState:
     ))
     no_masquerade = tuple(sorted({_canonical_ip(a) for a in state.no_masquerade},
                                  key=lambda a: (_family_of(a), ipaddress.ip_address(a))))
-    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers, endpoints, no_masquerade)
+    senders = tuple(sorted({VxlanPeer(p.vni, _canonical_ip(p.address)) for p in state.vxlan_peers},
+                           key=lambda p: (p.vni, ipaddress.ip_address(p.address))))
+    return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers, endpoints, no_masquerade,
+                         tuple(sorted(set(state.vxlan_vnis))), senders)
 
 
 # ---- the backend ----------------------------------------------------------------------------
@@ -555,7 +607,7 @@ class NftablesFirewall:
         """
         cmds = sync_commands(state)
         try:
-            nft.declare(guard.declaration())
+            nft.declare(typeof_declarations())
             nft.apply(cmds)
         except KernelError:
             # guard_nd (text-declared) must exist before the transaction that fills it, so
@@ -563,7 +615,7 @@ class NftablesFirewall:
             tables = [{"family": family, "name": config.paths().nft_table} for family in (FAMILY, guard.FAMILY)]
             try:
                 nft.apply([c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})])
-                nft.declare(guard.declaration())
+                nft.declare(typeof_declarations())
                 nft.apply(cmds)
             except KernelError as exc:
                 raise _as_conflict(exc) from None
@@ -630,7 +682,7 @@ class NftablesFirewall:
             except KernelError as exc:
                 if not nft.is_missing(exc):
                     raise
-                nft.declare(guard.declaration())
+                nft.declare(typeof_declarations())
                 nft.apply(declarations() + adds)
         except KernelError as exc:
             raise _as_conflict(exc) from None
