@@ -13,7 +13,8 @@ machine, and the scrape reads only the store and the links' counters). The agent
 
   first scrape       the store is read (the view is cached by store revision)
   scrape p50/max     --scrapes more, one per second, as Prometheus does
-  CPU per second     process CPU time (all threads) over those scrapes / wall time
+  CPU per second     the agent's CPU time over those scrapes / wall time: the process's CPU
+                     (all threads) less the driver's own thread, which is the scraping client
   anchor             `ip -s -j link` (iproute2) printing the same links' counters, the
                      cheapest way a user has to read them; ratio scrape / anchor
 
@@ -71,7 +72,10 @@ def scrape_driver(endpoints: int, scrapes: int) -> dict[str, object]:
                                                      "host_ifname": f"bv{i}", "mac": "02:00:00:00:00:01",
                                                      "addresses": [f"{ip}/16"], "gateways": ["10.80.0.1"]})
             txn.put(f"ipam/{net['id']}/{ip}", {"owner": eid})
-            batch.append(f"link add bv{i} type veth peer name bp{i}\nlink set bv{i} up\nlink set bp{i} up")
+            batch.append(f"link add bv{i} type veth peer name bp{i} netns bench-peers\nlink set bv{i} up")
+    # the peers in another namespace, as a host's sandboxes have them: the host's /proc/net/dev
+    # lists only the host sides (with both ends here it read 2,000 lines: 7.2 ms against 4.5 ms)
+    sh("ip", "netns", "add", "bench-peers")
     sh("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
     metrics = AgentMetrics(ctx.store, lambda: None)
     metrics.serve(("127.0.0.1", PORT))
@@ -84,13 +88,15 @@ def scrape_driver(endpoints: int, scrapes: int) -> dict[str, object]:
         return time.perf_counter() - began, size
 
     first, size = scrape()
-    cpu0, wall0 = time.process_time(), time.monotonic()
+    cpu0, client0, wall0 = time.process_time(), time.thread_time(), time.monotonic()
     times = []
     for _ in range(scrapes):
         tick = time.monotonic()
         times.append(scrape()[0])
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))  # one scrape a second: the pace is the point
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    # the agent's share: the process's CPU less this (main) thread's, which is the scraping client
+    client = time.thread_time() - client0
+    cpu, wall = time.process_time() - cpu0 - client, time.monotonic() - wall0
     anchor = []
     for _ in range(5):
         began = time.perf_counter()
@@ -99,7 +105,9 @@ def scrape_driver(endpoints: int, scrapes: int) -> dict[str, object]:
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     samples = sum(1 for line in text.splitlines() if line.startswith("podnet_endpoint_receive_bytes_total{"))
     metrics.stop()
-    return {"first": first, "times": times, "cpu_share": cpu / wall, "bytes": size, "anchor": anchor,
+    sh("ip", "netns", "del", "bench-peers")
+    return {"client_cpu_share": client / wall, "first": first, "times": times, "cpu_share": cpu / wall, "bytes": size,
+            "anchor": anchor,
             "endpoint_series": samples}
 
 
@@ -184,7 +192,8 @@ def main() -> int:
                 ("first scrape (reads the store) ms", f"{res['first'] * 1000:.1f}", "", ""),
                 ("scrape p50 ms", f"{p50 * 1000:.1f}", f"{anchor * 1000:.1f}", f"{p50 / anchor:.2f}"),
                 ("scrape max ms", f"{worst * 1000:.1f}", "", ""),
-                ("CPU, % of one core", f"{res['cpu_share'] * 100:.2f}", "", "")]
+                ("CPU, % of one core", f"{res['cpu_share'] * 100:.2f}", "", ""),
+                ("(the scraping client, not counted)", f"{res['client_cpu_share'] * 100:.2f}", "", "")]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

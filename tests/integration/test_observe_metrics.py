@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import PY, program, wait_for
 from tests.integration.conftest import address, apply, start_agent, stop_agent
+from tests.integration.test_drivers import lan
 from tests.sandbox import Host
 
 pytestmark = pytest.mark.privileged
@@ -117,6 +118,35 @@ def test_promql_returns_the_bytes_of_a_transfer(host: Host, prometheus: subproce
         assert refused.returncode != 0
         drops = 'sum(podnet_policy_connections_total{policy="shop/isolate-bulk",verdict="drop",direction="ingress"})'
         wait_for(lambda: (value(host, drops) or 0) >= 1, 30, "the dropped connection counted per policy")
+    finally:
+        stop_agent(agent)
+
+
+def test_macvlan_endpoints_are_counted_inside_their_sandbox(host: Host, prometheus: subprocess.Popen[str]) -> None:
+    """macvlan has no host-side link: the agent reads the sandbox's own link inside its namespace."""
+    lan(host)
+    host.podnet("network", "create", "lan", "--driver", "macvlan", "--subnet", "192.168.77.0/24", "--gateway", "192.168.77.1",
+                "-o", "parent=lan0", "-o", "macvlan_mode=bridge")
+    agent = start_agent(host)
+    try:
+        host.podnet("run", "-d", "--name", "server", "--network", "lan", "--",
+                    PY, "-S", program("bulk_tcp.py"), "serve", "9000", str(SENT))
+        host.podnet("run", "-d", "--name", "client", "--network", "lan", "--", "sleep", "infinity")
+        server_ip = address(host, "server", "lan")
+        query = 'podnet_endpoint_receive_bytes_total{namespace="default",sandbox="client",network="lan"}'
+        wait_for(lambda: value(host, query) is not None, 30, "the macvlan client's counter in Prometheus")
+        before = value(host, query) or 0.0  # may be 0: nothing reached the client yet
+        got = wait_for(lambda: host.podnet("exec", "client", "--", PY, "-S", program("bulk_tcp.py"), "fetch",
+                                           server_ip, "9000", check=False).stdout.strip(), 30, "the transfer")
+        assert int(got) == SENT
+        received = wait_for(lambda: (v := value(host, query)) is not None and v - before >= SENT and v - before, 30,
+                            "Prometheus to see the transfer on the macvlan endpoint")
+        assert received < SENT * 1.1
+        sent = value(host, 'podnet_endpoint_transmit_bytes_total{sandbox="server",network="lan"}')
+        assert sent is not None and SENT <= sent < SENT * 1.1
+        packets = value(host, 'podnet_endpoint_receive_packets_total{sandbox="client",network="lan"}')
+        assert packets is not None and packets >= SENT / 65536  # at least one packet per largest segment
+        assert value(host, 'podnet_endpoints{network="lan"}') == 2
     finally:
         stop_agent(agent)
 

@@ -12,7 +12,9 @@ Two kinds of numbers:
 
 Names follow Prometheus' conventions (base units, `_total` on counters, `_seconds`,
 `_bytes`). Traffic is counted from the sandbox's point of view: what the host side of its
-veth transmits, the sandbox receives. Labels are bounded by the objects podnet manages
+veth transmits, the sandbox receives. macvlan and ipvlan endpoints have no host-side link:
+their counters are read inside the sandbox's namespace (one read of its /proc/net/dev per
+sandbox per scrape), where the link's own receive is the sandbox's. Labels are bounded by the objects podnet manages
 (endpoints, networks, Services, CNI verbs and codes): nothing per connection or per peer.
 contrib/grafana-podnet.json is a dashboard over exactly these names.
 """
@@ -24,13 +26,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from podnet import drivers
+from podnet import config, drivers
 from podnet.dataplane import conntrack, linkstats
 from podnet.ipam import allocator
 from podnet.model.network import SubnetConfig
@@ -45,6 +48,11 @@ TRAFFIC = (
     ("receive_drops_total", "Packets for the sandbox the kernel dropped on its link", "tx_dropped"),
     ("transmit_drops_total", "Packets from the sandbox the kernel dropped on its link", "rx_dropped"),
 )
+# TRAFFIC's numbers out of a host-side link's counters, and out of the sandbox's own link
+# (macvlan, ipvlan), where what the sandbox receives is its link's rx
+HOST_SIDE = itemgetter(*(linkstats.LinkCounters._fields.index(field) for _, _, field in TRAFFIC))
+SANDBOX_SIDE = itemgetter(*(linkstats.LinkCounters._fields.index({"tx": "rx", "rx": "tx"}[field[:2]] + field[2:])
+                            for _, _, field in TRAFFIC))
 CNI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -57,6 +65,7 @@ class EndpointLink:
     namespace: str
     sandbox: str
     network: str
+    netns: str | None = None  # set for a link inside the sandbox (macvlan, ipvlan): its namespace's path
 
     @property
     def exposed(self) -> str:
@@ -83,18 +92,24 @@ class StoreView:
 
     revision: int
     endpoints: tuple[tuple[EndpointLink, str], ...]  # with its label set, escaped once per store change
+    host_links: frozenset[str]  # the host-side links among them: the only lines of /proc/net/dev parsed
     networks: tuple[str, ...]
     services: tuple[ServiceFrontends, ...]
     ipam: tuple[tuple[str, int, int], ...]  # (network, used, free)
 
 
-def _owners(store: Any) -> dict[str, tuple[str, str]]:
-    """Sandbox or pod id -> (namespace, name): `podnet run` sandboxes and CNI pods alike."""
-    owners = {doc["id"]: (doc.get("namespace", "default"), doc["name"]) for _, doc in store.list(keys.SANDBOXES)}
+def _owners(store: Any) -> dict[str, tuple[str, str, str | None]]:
+    """Sandbox or pod id -> (namespace, name, its network namespace's path or None when it has
+    none of its own): `podnet run` sandboxes and CNI pods alike."""
+    paths = config.paths()
+    owners = {doc["id"]: (doc.get("namespace", "default"), doc["name"],
+                          str(paths.netns_dir / paths.netns_name(doc["id"]))
+                          if doc.get("network_mode", "netns") == "netns" else None)
+              for _, doc in store.list(keys.SANDBOXES)}
     for _, doc in store.list(keys.PODS):
         args = doc.get("args") or {}
         owners[doc["id"]] = (args.get("K8S_POD_NAMESPACE") or "default",
-                             args.get("K8S_POD_NAME") or doc["container_id"][:12])
+                             args.get("K8S_POD_NAME") or doc["container_id"][:12], doc.get("netns"))
     return owners
 
 
@@ -108,10 +123,12 @@ def read_store(store: Any) -> StoreView:
         if net is None or owner is None:
             continue
         driver = drivers.get(net["driver"])
-        if driver.supports.host_side:  # macvlan/ipvlan have none: their counters live inside the sandbox
+        if driver.supports.host_side:
             link = driver.host_interface(SimpleNamespace(**{"host_ifname": None, **ep}))
             if link:
                 links.append(EndpointLink(link, owner[0], owner[1], net["name"]))
+        elif owner[2] and ep.get("ifname"):  # macvlan/ipvlan: the counters live inside the sandbox
+            links.append(EndpointLink(ep["ifname"], owner[0], owner[1], net["name"], owner[2]))
     services = []
     for _, doc in store.list(keys.SERVICES):
         addresses = frozenset((p["protocol"].lower(), ip, p["port"])
@@ -129,8 +146,8 @@ def read_store(store: Any) -> StoreView:
             continue
         room = sum(allocator.capacity(SubnetConfig(**s)) for s in net.get("subnets", []))
         ipam.append((net["name"], used.get(net["id"], 0), max(room - used.get(net["id"], 0), 0)))
-    return StoreView(revision, tuple((link, link.exposed) for link in links), tuple(sorted(n["name"] for n in nets.values())), tuple(services),
-                     tuple(sorted(ipam)))
+    return StoreView(revision, tuple((link, link.exposed) for link in links), frozenset(link.link for link in links if link.netns is None),
+                     tuple(sorted(n["name"] for n in nets.values())), tuple(services), tuple(sorted(ipam)))
 
 
 class HostCollector:
@@ -171,31 +188,36 @@ class HostCollector:
         yield policies
 
     def _traffic(self, view: StoreView) -> Iterator[Metric]:
-        counters = linkstats.read()
+        counters = linkstats.read(view.host_links)
+        inside: dict[str, dict[str, linkstats.LinkCounters] | None] = {}  # netns path -> its links, read once a scrape
         network = {suffix: CounterMetricFamily(f"podnet_network_{suffix.removesuffix('_total')}",
                                                text.replace("The sandbox", "The network's sandboxes")
                                                .replace("the sandbox", "the network's sandboxes"), labels=("network",))
                    for suffix, text, _ in TRAFFIC}
-        per_network: dict[str, list[int]] = {name: [0] * len(TRAFFIC) for name in view.networks}
-        endpoints = GaugeMetricFamily("podnet_endpoints", "Endpoints with a host-side link on the network",
+        per_network: dict[str, list[tuple[int, ...]]] = {name: [] for name in view.networks}  # its endpoints' values
+        endpoints = GaugeMetricFamily("podnet_endpoints", "Endpoints on the network whose link podnet reads",
                                       labels=("network",))
-        seen: dict[str, int] = {}
         rows = []
         for ep, exposed in view.endpoints:
-            link = counters.get(ep.link)
+            if ep.netns is None:
+                link = counters.get(ep.link)
+                fields = HOST_SIDE
+            else:
+                if ep.netns not in inside:
+                    inside[ep.netns] = linkstats.read_in(ep.netns)
+                link = (inside[ep.netns] or {}).get(ep.link)
+                fields = SANDBOX_SIDE
             if link is None:
                 continue  # not made yet, or already gone
-            totals = per_network.setdefault(ep.network, [0] * len(TRAFFIC))
-            seen[ep.network] = seen.get(ep.network, 0) + 1
-            values = tuple(getattr(link, field) for _, _, field in TRAFFIC)
+            values = fields(link)
             rows.append((exposed, values))
-            for i, value in enumerate(values):
-                totals[i] += value
+            per_network.setdefault(ep.network, []).append(values)
         self.endpoint_rows = rows
-        for name, totals in sorted(per_network.items()):
-            endpoints.add_metric([name], seen.get(name, 0))
-            for i, (suffix, _, _) in enumerate(TRAFFIC):
-                network[suffix].add_metric([name], totals[i])
+        for name, members in sorted(per_network.items()):
+            endpoints.add_metric([name], len(members))
+            totals = [sum(column) for column in zip(*members)] if members else [0] * len(TRAFFIC)
+            for (suffix, _, _), total in zip(TRAFFIC, totals):
+                network[suffix].add_metric([name], total)
         yield from network.values()
         yield endpoints
 
