@@ -8,10 +8,12 @@ import json
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_for
+from tests.integration.cluster import ADDRESSES, SUBNET, running
 from tests.integration.conftest import WEB, address, apply
 from tests.sandbox import Host
 
@@ -69,6 +71,36 @@ def test_topology_shows_every_object_in_a_browser(host: Host) -> None:
     policy_edges = [line for line in dot.splitlines() if line.startswith('  "pol_') and "isolates" in line]
     db_id = next(s["Id"] for s in json.loads(host.podnet("ps", "--json").stdout) if s["Name"] == "db")
     assert len(policy_edges) == 1 and f'"sb_{db_id[:12]}"' in policy_edges[0], "the policy selects db alone"
+
+
+@pytest.mark.slow
+def test_topology_shows_every_host_of_an_overlay(tmp_path: Path) -> None:
+    """Two hosts on a real etcd: each node with its underlay address and block, each sandbox
+    in the box of the host it runs on, the overlay joined to both."""
+    two = {name: ADDRESSES[name] for name in ("host-a", "host-b")}
+    with running(tmp_path / "etcd", ["ov", "--driver", "overlay", "--subnet", SUBNET], addresses=two) as cluster:
+        wait_for(lambda: len(cluster.blocks()) == 2, 60, "each host to claim its block")
+        blocks = cluster.blocks()
+        cluster.pn("host-a", "run", "-d", "--name", "left", "--network", "ov", "-p", "8080:80", "--", "sleep", "infinity")
+        cluster.pn("host-b", "run", "-d", "--name", "right", "--network", "ov", "--", "sleep", "infinity")
+        expected = ["host-a", "host-b", f"underlay {ADDRESSES['host-a']}", f"underlay {ADDRESSES['host-b']}",
+                    f"block {blocks['host-a']}", f"block {blocks['host-b']}", "ov", "spans 2 hosts",
+                    "left", "right", "on node host-a", "on node host-b", "8080 -> 80/tcp",
+                    cluster.address("host-a", "left"), cluster.address("host-b", "right")]
+        host = cluster.hosts["host-b"]  # the picture of the whole cluster, from either host
+        host.run(["mkdir", "-p", "/run/podnet-test"])
+        for fmt in ("svg", "html"):
+            path = f"/run/podnet-test/topology.{fmt}"
+            cluster.pn("host-b", "topology", "-o", path)
+            dom = chromium_dom(host, path)
+            missing = [text for text in expected if text not in dom]
+            assert not missing, f"{fmt}: not on the rendered page: {missing}"
+        dot = cluster.pn("host-b", "topology", "--format", "dot").stdout
+        boxes = {line.split('"')[1]: line for line in dot.splitlines() if line.startswith('  subgraph "cluster_')}
+        assert len(boxes) == 2, dot
+        box_of_right = dot[dot.index('label="host-b"'):].split("  }")[0]
+        assert '"host"' in box_of_right and "right" in box_of_right and "left" not in box_of_right, \
+            "right sits in this host's (host-b's) box, left does not"
 
 
 def test_capture_shows_and_writes_a_sandboxs_packets(host: Host) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from podnet import config
 from podnet.dataplane import linkstats
 from podnet.errors import InvalidArgument
 from podnet.observe import address, metrics
@@ -67,14 +68,19 @@ def _store(tmp_path: Path) -> SqliteStore:
 
 def test_store_view_names_endpoints_by_namespace_sandbox_network(tmp_path: Path) -> None:
     view = metrics.read_store(_store(tmp_path))
+    paths = config.paths()
     assert {ep for ep, _ in view.endpoints} == {metrics.EndpointLink("vethab12", "shop", "web", "app"),
-                                   metrics.EndpointLink("vethcd34", "prod", "api-0", "app")}
+                                   metrics.EndpointLink("vethcd34", "prod", "api-0", "app"),
+                                   # macvlan: no host-side link, its own link read inside the sandbox
+                                   metrics.EndpointLink("eth1", "shop", "web", "lan",
+                                                        str(paths.netns_dir / paths.netns_name("s1")))}
+    assert view.host_links == {"vethab12", "vethcd34"}  # the only lines of the host's /proc/net/dev parsed
     # a /29 less network, broadcast and gateway holds 5; a /24 less the same 253
     assert view.ipam == (("app", 2, 3), ("lan", 1, 252))
 
 
 def test_a_scrape_shows_the_links_counters_from_the_sandboxs_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(linkstats, "read", lambda: linkstats.parse(PROC_NET_DEV))
+    monkeypatch.setattr(linkstats, "read", lambda wanted=None: linkstats.parse(PROC_NET_DEV, wanted))
     agent = metrics.AgentMetrics(_store(tmp_path), lambda: None)
     agent.cni_call("ADD", 0, 0.02)
     agent.reconciled(0.3, 2)
@@ -94,7 +100,7 @@ def _exported_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]
     """Every sample name a scrape can show, DNS included, with one of each event observed."""
     from podnet.dns.stats import DnsStats
 
-    monkeypatch.setattr(linkstats, "read", lambda: linkstats.parse(PROC_NET_DEV))
+    monkeypatch.setattr(linkstats, "read", lambda wanted=None: linkstats.parse(PROC_NET_DEV, wanted))
     monkeypatch.setattr(metrics.conntrack, "dnat_destinations", lambda family: {})
     store = _store(tmp_path)
     with store.transaction() as txn:

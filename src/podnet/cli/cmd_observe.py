@@ -103,13 +103,15 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
+    from podnet.api import hostview  # lazy, with the drivers' registry
     from podnet.observe import topology  # lazy: the drivers' registry
 
     fmt = args.format
     if fmt is None:
         suffix = (args.output or "").rsplit(".", 1)[-1].lower() if args.output and "." in args.output else ""
         fmt = suffix if suffix in topology.FORMATS else "svg"
-    text = topology.render(open_context(args.root, readonly=True).store, fmt)
+    ctx = open_context(args.root, readonly=True)
+    text = topology.render(ctx.store, fmt, hostview.node_name(ctx))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text)

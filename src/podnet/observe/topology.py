@@ -11,6 +11,11 @@ reads no kernel state, so it is cheap and shows the same on every run. The graph
   NetworkPolicy (what it isolates, its rules) ── each sandbox or pod it selects, as the
       policy engine selects them (policy/engine.py), so the picture and enforcement agree
 
+With a cluster store (etcd) every registered node is a host (its underlay address, alive or
+not): a network that spans hosts (overlay) is joined to each host holding a block of it (edge:
+the block), and each sandbox or pod sits in a box with the host it runs on (its record's node),
+so one picture shows the overlay across hosts.
+
 Every label is escaped for DOT and HTML: sandbox and pod names come from users and runtimes.
 """
 
@@ -25,6 +30,7 @@ from typing import Any
 
 from podnet import drivers
 from podnet.errors import PodnetError, Unsupported
+from podnet.ipam import blocks
 from podnet.policy import engine as policy_engine
 from podnet.store import keys
 
@@ -38,6 +44,7 @@ class Node:
     kind: str  # host, network, sandbox, pod, service, policy
     title: str
     lines: list[str] = field(default_factory=list)
+    on: str | None = None  # the host node it runs on (drawn in that host's box), when there are several hosts
 
 
 @dataclass
@@ -59,17 +66,48 @@ class Graph:
             part for e in self.edges for part in e.label.split("\\n") if part]
 
 
-def build(store: Any) -> Graph:
+def _hosts(graph: Graph, store: Any, here: str | None) -> dict[str, str]:
+    """A host node for this host and for each registered node; node name -> graph node."""
+    registered = {doc["name"]: doc for _, doc in store.list(keys.NODES)}
+    alive = {key[len(keys.NODE_LEASES):] for key, _ in store.list(keys.NODE_LEASES)}
+    mine = registered.get(here or "") or {}
+    lines = ["this host"] + ([f"underlay {mine['address']}"] if mine.get("address") else [])
+    graph.nodes.append(Node("host", "host", here if here in registered else socket.gethostname(), lines))
+    ids = {here: "host"} if here in registered else {}
+    for number, name in enumerate(sorted(set(registered) - set(ids))):
+        doc = registered[name]
+        ids[name] = f"node_{number}"  # an id of our own: DOT ids are not escaped
+        graph.nodes.append(Node(ids[name], "host", name, [f"underlay {doc.get('address') or 'none'}",
+                                                          "alive" if name in alive else "not ready (no lease)"]))
+    if len(ids) > 1:
+        for node in graph.nodes:
+            node.on = node.id
+    return ids
+
+
+def build(store: Any, here: str | None = None) -> Graph:
+    """The picture's graph; `here` is this host's node name (hostview.node_name)."""
     graph = Graph()
-    graph.nodes.append(Node("host", "host", socket.gethostname(), ["this host"]))
+    hosts = _hosts(graph, store, here)
+    several = len(hosts) > 1
+
+    def host_of(doc: dict[str, Any]) -> str:
+        return hosts.get(doc.get("node") or "", "host")
+
     nets = {doc["id"]: doc for _, doc in store.list(keys.NETWORKS)}
     for net in sorted(nets.values(), key=lambda n: n["name"]):
         lines = [f"driver {net['driver']}" + (", internal" if net.get("internal") else "")]
         lines += [s["subnet"] + (f" gw {s['gateway']}" if s.get("gateway") else "") for s in net.get("subnets", [])]
         if net.get("interface"):
             lines.append(f"on {net['interface']}")
+        held = blocks.owners(store, net["id"]) if drivers.supports(net["driver"]).per_host_blocks else {}
+        if held:
+            lines.append(f"spans {len(held)} host{'s' if len(held) != 1 else ''}")
         graph.nodes.append(Node(f"net_{net['id'][:12]}", "network", net["name"], lines))
-        graph.edges.append(Edge("host", f"net_{net['id'][:12]}", style="bold"))
+        for block, owner in sorted(held.items()):  # an overlay: each host joins it with its block
+            graph.edges.append(Edge(hosts.get(owner, "host"), f"net_{net['id'][:12]}", f"block {block}", "bold"))
+        if not held:
+            graph.edges.append(Edge("host", f"net_{net['id'][:12]}", style="bold"))
     owners: dict[str, str] = {}
     labels_of: dict[str, tuple[str, dict[str, str]]] = {}
     by_key: dict[str, str] = {}  # "NAMESPACE/NAME", as policies name endpoints -> graph node
@@ -80,13 +118,15 @@ def build(store: Any) -> Graph:
         lines = [f"sandbox, {doc.get('namespace', 'default')}", state]
         if doc.get("network_mode") == "host":
             lines.append("host network")
-        graph.nodes.append(Node(node, "sandbox", doc["name"], lines))
+        if several:
+            lines.append(f"on node {doc.get('node') or '?'}")
+        graph.nodes.append(Node(node, "sandbox", doc["name"], lines, host_of(doc) if several else None))
         labels_of[node] = (doc.get("namespace", "default"), doc.get("labels", {}))
         by_key[f"{doc.get('namespace', 'default')}/{doc['name']}"] = node
         for port in doc.get("ports", []):
             end = f"-{port['host_port_end']}" if port.get("host_port_end") else ""
             host_ip = f"{port['host_ip']}:" if port.get("host_ip") else ""
-            graph.edges.append(Edge("host", node, f"{host_ip}{port['host_port']}{end} -> {port['container_port']}/"
+            graph.edges.append(Edge(host_of(doc), node, f"{host_ip}{port['host_port']}{end} -> {port['container_port']}/"
                                                   f"{port.get('protocol', 'tcp')}", "dashed"))
     for _, doc in sorted(store.list(keys.PODS), key=lambda kv: kv[1]["container_id"]):
         node = f"pod_{doc['id'][-12:]}"
@@ -94,7 +134,8 @@ def build(store: Any) -> Graph:
         args = doc.get("args") or {}
         name = args.get("K8S_POD_NAME") or doc["container_id"][:12]
         namespace = args.get("K8S_POD_NAMESPACE") or "default"
-        graph.nodes.append(Node(node, "pod", name, [f"CNI pod, {namespace}", doc.get("state", "?")]))
+        lines = [f"CNI pod, {namespace}", doc.get("state", "?")] + ([f"on node {doc.get('node') or '?'}"] if several else [])
+        graph.nodes.append(Node(node, "pod", name, lines, host_of(doc) if several else None))
         labels_of[node] = (namespace, doc.get("labels") or {})
         by_key.setdefault(f"{namespace}/{name}", node)
     for _, ep in store.list(keys.ENDPOINTS):
@@ -160,10 +201,16 @@ def _dot_text(text: str) -> str:
 
 def to_dot(graph: Graph) -> str:
     out = ["digraph podnet {", '  rankdir=LR; node [fontname="Helvetica", style=filled]; edge [fontname="Helvetica", fontsize=10];']
+    boxes: dict[str | None, list[str]] = {}  # host node -> the lines of the nodes in its box (None: no box)
     for node in graph.nodes:
         shape, color = _SHAPES[node.kind]
         label = "\\n".join(_dot_text(t) for t in [node.title, *node.lines])
-        out.append(f'  "{node.id}" [shape={shape}, fillcolor="{color}", label="{label}"];')
+        boxes.setdefault(node.on, []).append(f'  "{node.id}" [shape={shape}, fillcolor="{color}", label="{label}"];')
+    out += boxes.pop(None, [])
+    for host, lines in boxes.items():
+        out.append(f'  subgraph "cluster_{host}" {{ label="{_dot_text(_title(graph, host or ""))}"; style=rounded;')
+        out += [f"  {line}" for line in lines]
+        out.append("  }")
     for edge in graph.edges:
         label = f', label="{_dot_text(edge.label)}"' if edge.label else ""
         out.append(f'  "{edge.a}" -> "{edge.b}" [style={edge.style}, arrowhead=none{label}];')
@@ -217,6 +264,6 @@ def _title(graph: Graph, node_id: str) -> str:
     return next((n.title for n in graph.nodes if n.id == node_id), node_id)
 
 
-def render(store: Any, fmt: str) -> str:
-    graph = build(store)
+def render(store: Any, fmt: str, here: str | None = None) -> str:
+    graph = build(store, here)
     return {"dot": to_dot, "svg": to_svg, "html": to_html}[fmt](graph)
