@@ -51,3 +51,28 @@ def test_user_text_is_escaped(tmp_path: Path) -> None:
 def test_graphviz_lays_it_out(tmp_path: Path) -> None:
     svg = topology.render(_store(tmp_path), "svg")
     assert svg.lstrip().startswith("<?xml") and "websvc" in svg and "10.40.0.3/24" in svg
+
+
+def test_other_hosts_their_blocks_and_their_sandboxes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db")
+    with store.transaction() as txn:
+        txn.put(keys.network("ov"), {"id": "ov", "name": "ov", "driver": "overlay",
+                                     "subnets": [{"subnet": "10.244.0.0/16"}]})
+        for name, address, block in (("a", "192.0.2.1", "10.244.1.0/24"), ("b", "192.0.2.2", "10.244.2.0/24")):
+            txn.put(keys.node(name), {"name": name, "address": address})
+            txn.put(keys.block("ov", block), {"block": block, "node": name})
+            txn.put(keys.sandbox(f"s{name}"), {"id": f"s{name}", "name": f"on-{name}", "node": name, "state": "running"})
+        txn.put(keys.node_lease("a"), {"holder": "x"})  # b's agent is gone
+    graph = topology.build(store, "a")
+    names = graph.names()
+    for text in ("a", "b", "underlay 192.0.2.1", "underlay 192.0.2.2", "not ready (no lease)", "spans 2 hosts",
+                 "block 10.244.1.0/24", "block 10.244.2.0/24", "on node a", "on node b"):
+        assert text in names, text
+    where = {n.title: n.on for n in graph.nodes}
+    assert where["on-a"] == where["a"] == "host" and where["on-b"] == where["b"] != "host"
+    dot = topology.to_dot(graph)
+    assert dot.count('subgraph "cluster_') == 2
+
+
+def test_one_host_has_no_boxes(tmp_path: Path) -> None:
+    assert "subgraph" not in topology.render(_store(tmp_path), "dot")
