@@ -142,23 +142,31 @@ class Paths:
         head = f"{NETNS_PREFIX}{self.scope}-" if self.scope else NETNS_PREFIX
         return name.startswith(head) and _HEX12.fullmatch(name[len(head):]) is not None
 
-    def link_alias(self, kind: str, object_id: str) -> str:
-        """The IFLA_IFALIAS mark of a link this store makes: podnet:<store id>:<kind>:<object id>."""
+    def link_alias(self, kind: str, object_id: str, node: str | None = None) -> str:
+        """The IFLA_IFALIAS mark of a link this store makes: podnet:<store id>:<kind>:<object id>,
+        the store id followed by @<node> on a cluster store (node: the host that made it)."""
         if self.store_id is None:
             return f"{LINK_ALIAS_PREFIX}{kind}:{object_id}"
-        return f"{LINK_ALIAS_PREFIX}{self.store_id}:{kind}:{object_id}"
+        owner = f"{self.store_id}@{node}" if node else self.store_id
+        return f"{LINK_ALIAS_PREFIX}{owner}:{kind}:{object_id}"
 
-    def owns_link(self, alias: str) -> tuple[str, str] | None:
-        """(kind, object id) when the alias marks a link of this store, else None.
+    def owns_link(self, alias: str, node: str | None = None) -> tuple[str, str] | None:
+        """(kind, object id) when the alias marks a link of this store, else None; with node,
+        a link another node of the store made is not listed either (simulated hosts that share
+        a network namespace never collect each other's links).
 
         Marks without a store id were made before stores had identities: they belong to
-        the default store, which was the only one with names of its own.
+        the default store, which was the only one with names of its own. Marks without a node
+        were made before marks named it: any node of the store may collect them.
         """
         if not alias.startswith(LINK_ALIAS_PREFIX):
             return None
         parts = alias[len(LINK_ALIAS_PREFIX):].split(":")
         if len(parts) == 3:
-            store, kind, object_id = parts
+            owner, kind, object_id = parts
+            store, _, made_by = owner.partition("@")
+            if node and made_by and made_by != node:
+                return None
             return (kind, object_id) if store == self.store_id and store else None
         if len(parts) == 2:
             return (parts[0], parts[1]) if not self.scope else None
@@ -316,9 +324,35 @@ def paths(root: str | os.PathLike[str] | None = None, store_id: str | None = Non
     )
 
 
-def link_alias(kind: str, object_id: str) -> str:
-    """The mark for a link made by this process's store (drivers call this)."""
+def link_alias(kind: str, object_id: str, node: str | None = None) -> str:
+    """The mark for a link made by this process's store (drivers call this), by node."""
     found = paths()
     if found.store_id is None and store_url() is None and (store_id := read_store_id(found.store_file)):
-        return Paths(**{**found.__dict__, "store_id": store_id}).link_alias(kind, object_id)
-    return found.link_alias(kind, object_id)
+        return Paths(**{**found.__dict__, "store_id": store_id}).link_alias(kind, object_id, node)
+    return found.link_alias(kind, object_id, node)
+
+
+NODE_FILE = "node-name"  # under the run directory: the name this host's agent registered
+
+
+def node_name(run: Path | None = None) -> str:
+    """This host's node on a cluster store: PODNET_NODE_NAME, else what its agent registered
+    (<run>/node-name), else the host name made a valid node name. Every podnet process on the
+    host (CLI, agent, CNI) asks this, so that they agree on whose blocks, records and kernel
+    objects are whose."""
+    named = os.environ.get("PODNET_NODE_NAME")
+    if named:
+        return named
+    try:
+        found = ((run or paths().run) / NODE_FILE).read_text().strip()
+    except OSError:
+        found = ""
+    return found or default_node_name()
+
+
+def default_node_name() -> str:
+    """The host name, made a valid node name (lower case; other characters become '-')."""
+    import socket  # lazy: a cluster store's first mark or record needs it, not every CLI call
+
+    name = re.sub(r"[^a-z0-9.-]", "-", socket.gethostname().lower()).strip("-.")[:63].strip("-.")
+    return name or "node"

@@ -43,6 +43,21 @@ def test_each_store_owns_only_its_own_objects() -> None:
     assert not default.owns_netns("podnet-not-ours")
 
 
+def test_on_a_cluster_store_each_node_owns_only_the_links_it_made() -> None:
+    """Marks name (store, node): with its node given, a host lists only its own links, also when
+    simulated hosts share one network namespace; marks from before nodes were named stay
+    collectable by any node of the store; another store's never."""
+    store, other = _paths(B, B[:8]), _paths(A, A[:8])
+    ep = "e" * 64
+    mark_a = store.link_alias("ep", ep, "host-a")
+    assert mark_a == f"podnet:{B}@host-a:ep:{ep}"
+    assert store.owns_link(mark_a, "host-a") == ("ep", ep)
+    assert store.owns_link(mark_a, "host-b") is None, "host b's clean-up does not list host a's link"
+    assert store.owns_link(mark_a) == ("ep", ep), "without a node: any node's link of this store"
+    assert other.owns_link(mark_a, "host-a") is None
+    assert store.owns_link(store.link_alias("ep", ep), "host-b") == ("ep", ep)
+
+
 def test_paths_of_another_root_follow_its_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("PODNET_ROOT", "PODNET_RUN", "PODNET_CGROUP_PARENT"):
         monkeypatch.delenv(var, raising=False)

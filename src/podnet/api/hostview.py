@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from podnet import drivers
 from podnet.api.context import Context
+from podnet import config
 from podnet.config import store_url
 from podnet.ipam import blocks
 from podnet.store import keys
@@ -21,24 +22,13 @@ from podnet.store import keys
 if TYPE_CHECKING:
     from podnet.model import Network
 
-NODE_FILE = "node-name"  # under the run directory: the name this host's agent registered
+NODE_FILE = config.NODE_FILE  # under the run directory: the name this host's agent registered
 
 
 def node_name(ctx: Context) -> str:
-    """This host's node: PODNET_NODE_NAME, else what its agent registered, else the host name
-    (api.nodes.default_name), so that the CLI and the agent agree on whose block is whose."""
-    named = os.environ.get("PODNET_NODE_NAME")
-    if named:
-        return named
-    try:
-        found = (ctx.paths.run / NODE_FILE).read_text().strip()
-    except OSError:
-        found = ""
-    if found:
-        return found
-    from podnet.api.nodes import default_name  # lazy: nodes imports sockets and fcntl for the agent only
-
-    return default_name()
+    """This host's node (config.node_name), so that the CLI and the agent agree on whose block
+    is whose."""
+    return config.node_name(ctx.paths.run)
 
 
 def remember_node_name(ctx: Context, name: str) -> None:

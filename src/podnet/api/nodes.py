@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from podnet import __version__
+from podnet import __version__, config
 from podnet.api.context import Context
 from podnet.errors import Conflict, InvalidArgument, NotFound, PodnetError, Unsupported
 from podnet.store import keys
@@ -35,9 +35,8 @@ def check_name(name: str) -> str:
 
 
 def default_name() -> str:
-    """The host name, made a valid node name (lower case; other characters become '-')."""
-    name = re.sub(r"[^a-z0-9.-]", "-", socket.gethostname().lower()).strip("-.")[:63].strip("-.")
-    return name or "node"
+    """The host name, made a valid node name (config.default_node_name)."""
+    return config.default_node_name()
 
 
 def advertise_default(ctx: Context) -> str | None:

@@ -172,11 +172,16 @@ def _kernel_garbage(ctx: Context, report: Report) -> None:
     # Kernel first, store second: podnet records an object before it makes it, so anything
     # a concurrent `run` made after this snapshot is absent here, and anything it made
     # before is already in the store read below.
-    links = marks.owned(ctx.paths)  # this store's links only
+    node = hostview.node_of_new(ctx)  # on a cluster store: only this node's objects are collected
+    links = marks.owned(ctx.paths, node)  # this store's (and node's) links only
     namespaces = netns.list_names(NETNS_PREFIX)
     cgroup_ids = cgroups.list_ids()
     live_sandboxes = {doc["id"]: doc for _, doc in ctx.store.list(keys.SANDBOXES)}
-    wanted_netns = {ctx.paths.netns_name(d["id"]) for d in live_sandboxes.values() if d["state"] != "exited"}
+    # another node's sandboxes (simulated hosts sharing a cgroup tree or /run/netns): its own
+    # host reaps and collects them, whatever their state
+    elsewhere = {i for i, d in live_sandboxes.items() if not hostview.is_here(ctx, d)}
+    wanted_netns = {ctx.paths.netns_name(d["id"]) for d in live_sandboxes.values()
+                    if d["state"] != "exited" or d["id"] in elsewhere}
     endpoint_ids = {doc["id"] for _, doc in ctx.store.list(keys.ENDPOINTS)}
     network_ids = set(realize.networks_by_id(ctx))
     for link in links:
@@ -190,6 +195,8 @@ def _kernel_garbage(ctx: Context, report: Report) -> None:
             report.removed_netns.append(name)
     for sandbox_id in cgroup_ids:
         doc = live_sandboxes.get(sandbox_id)
+        if sandbox_id in elsewhere or (doc is None and node is not None and cgroups.pids(sandbox_id)):
+            continue  # another node's; or, unrecorded and still running, of a node that cannot be told
         if doc is None or doc["state"] == "exited":
             cgroups.remove(sandbox_id)
             report.removed_cgroups.append(sandbox_id[:12])

@@ -27,20 +27,28 @@ class OwnedLink:
     object_id: str
 
 
+def this_node() -> str | None:
+    """The node whose objects this process makes on a cluster store (config.node_name); None
+    on a one-host store (SQLite), whose objects are all this host's."""
+    return config.node_name() if config.store_url() is not None else None
+
+
 def endpoint_mark(endpoint_id: str) -> str:
-    """podnet:<store id>:ep:<endpoint id>: the identity of this process's store (config.py)."""
-    return config.link_alias(ENDPOINT, endpoint_id)
+    """podnet:<store id>[@<node>]:ep:<endpoint id>: the identity of this process's store
+    (config.py) and, on a cluster store, of this host's node."""
+    return config.link_alias(ENDPOINT, endpoint_id, this_node())
 
 
 def network_mark(network_id: str) -> str:
-    return config.link_alias(NETWORK, network_id)
+    return config.link_alias(NETWORK, network_id, this_node())
 
 
-def owned(owner: Paths) -> list[OwnedLink]:
-    """Every host link carrying the mark of owner's store; another store's links are not listed."""
+def owned(owner: Paths, node: str | None = None) -> list[OwnedLink]:
+    """Every host link carrying the mark of owner's store (and, with node, made by that node);
+    another store's or another node's links are not listed."""
     found = []
     for ifname, alias in netlink.owned_links(LINK_ALIAS_PREFIX).items():
-        mine = owner.owns_link(alias)
+        mine = owner.owns_link(alias, node)
         if mine is not None:
             found.append(OwnedLink(ifname, *mine))
     return found

@@ -77,6 +77,8 @@ def gc(ctx: Context, cni_network: str, valid: set[tuple[str, str]]) -> tuple[lis
     for _, doc in ctx.store.list(keys.PODS):
         if doc.get("cni_network") != cni_network or (doc["container_id"], doc["ifname"]) in valid:
             continue
+        if not hostview.is_here(ctx, doc):
+            continue  # another host's pod: its runtime's GC on that host names what it holds
         try:
             if _release_if(ctx, doc, lambda d: (d["container_id"], d["ifname"]) not in valid):
                 released.append(f"{doc['container_id']}/{doc['ifname']}")
