@@ -219,3 +219,26 @@ def test_flow_log_merges_a_connections_records() -> None:
     assert flows[0]["egress"]["policy"] == "x/out" and flows[0]["ingress"]["selected_by"] == "y/in"
     record(9.0, "podnet:A:e:p1", 40000)  # the port used again much later: a new connection
     assert len(log.query()["flows"]) == 3
+
+
+def test_the_ingress_proxy_is_a_peer_policies_name_by_its_namespace_and_tell_by_its_user() -> None:
+    from podnet.model.ingress_identity import PROXY_KEY, proxy_uid
+
+    by_ns = policy_doc("from-ingress", "x", {"podSelector": {}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "podnet-ingress"}}}], "ports": [{"port": 80}]}]})
+    own_ns = policy_doc("only-x", "x", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]})
+    state = engine.build(model(by_ns, own_ns))
+    rules = {p.key: p.ingress[0] for p in state.policies}  # type: ignore[index]
+    assert rules["x/from-ingress"].peers == (PROXY_KEY,)  # the proxy, and no pod
+    assert PROXY_KEY not in rules["x/only-x"].peers  # a podSelector of x's own pods is not the proxy
+    assert all(PROXY_KEY not in p.selected for p in state.policies)
+    cmds = ruleset.build(state)
+    rules_nft = [c["add"]["rule"] for c in cmds if "rule" in c.get("add", {})]
+    uid = proxy_uid()
+    if uid is None:  # no haproxy user on this machine: no proxy runs, so nothing tells it apart
+        return
+    skuid = {"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": uid}}
+    proxy_rules = [r for r in rules_nft if skuid in r["expr"]]
+    assert {r["chain"] for r in proxy_rules} == {"ingress-output", f"pi-{ruleset.short('x/from-ingress')}"}
+    assert all("the ingress proxy" in r["comment"] for r in proxy_rules if r["chain"].startswith("pi-"))
+    assert "ingress-output" in [c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})]

@@ -20,6 +20,7 @@ from podnet.errors import InvalidArgument
 from podnet.ingress import routes
 from podnet.ingress.haproxy import Files, Ports, Rendered, render, runtime_commands
 from podnet.ingress.proxy import BINARY, HAProxy, ProxyError, write_private
+from podnet.model.ingress_identity import PROXY_USER, proxy_uid
 from podnet.services import controller as services
 from podnet.store import keys
 from podnet.store.base import Store
@@ -41,6 +42,9 @@ class IngressController:
     def __init__(self, directory: Path, log_path: Path, ports: Ports, log: Callable[[str], None]) -> None:
         if shutil.which(BINARY) is None:
             raise InvalidArgument("--ingress-ports: HAProxy is not installed", "apt-get install haproxy (install.sh does)")
+        if proxy_uid() is None:
+            raise InvalidArgument(f"--ingress-ports: there is no user {PROXY_USER!r} for the proxy's workers",
+                                  "apt-get install haproxy makes it (NetworkPolicies know the proxy by it)")
         self.files = Files(directory)
         self.ports = ports
         self.proxy = HAProxy(self.files, log_path)

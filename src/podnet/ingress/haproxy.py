@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podnet.model.ingress_identity import PROXY_USER
 from podnet.ingress.routes import Backend, Certificate, GatewayRoute, Route, Routing
 
 NO_ROUTE = "podnet_no_route"
@@ -195,6 +196,9 @@ def render(routing: Routing, ports: Ports, files: Files,
             "# podnet ingress: written by the podnet agent from the store's Ingresses; edits are overwritten",
             "global",
             f"    stats socket {files.socket} mode 600 level admin expose-fd listeners",
+            "    # the workers drop root: NetworkPolicies know their connections by this user",
+            f"    user {PROXY_USER}",
+            f"    group {PROXY_USER}",
             "    log stderr format raw local0 info",
             "    hard-stop-after 60s",
             "",

@@ -19,7 +19,10 @@ The semantics (Kubernetes API reference, networking.k8s.io/v1):
   of the matching namespaces, both together the matching pods of the matching namespaces;
   ipBlock picks addresses (pods' included) minus its excepts;
 - a named port resolves against the destination pod (its --expose names), protocol included;
-- traffic from a pod to itself is always allowed (it never leaves the pod).
+- traffic from a pod to itself is always allowed (it never leaves the pod);
+- the ingress proxy's connections to pods are a peer like a pod: `PROXY` (a pod named
+  `proxy` in the namespace `podnet-ingress`, model/ingress_identity.py) with no address; no
+  policy selects it, policy/ruleset.py tells its connections by the proxy's user.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from podnet import drivers
-from podnet.api.namespaces import all_namespaces
+from podnet.api.namespaces import NAME_LABEL, all_namespaces
+from podnet.model.ingress_identity import PROXY_KEY, PROXY_LABELS, PROXY_NAME, PROXY_NAMESPACE
 from podnet.model.ports import named_ports
 from podnet.store import keys
 from podnet.store.base import Store
@@ -99,6 +103,10 @@ class PolicyState:
     def unenforceable(self) -> list[tuple[str, Endpoint]]:
         """(policy, endpoint) pairs where a policy selects what podnet cannot police."""
         return [(p.key, self.endpoints[e]) for p in self.policies for e in p.selected if self.endpoints[e].unenforceable]
+
+
+# the ingress proxy as a peer (one object: the ruleset's memo compares endpoints by identity)
+PROXY = Endpoint(PROXY_KEY, PROXY_NAME, PROXY_NAMESPACE, "proxy", PROXY_LABELS, ())
 
 
 def _rules(policy: Policy, direction: str) -> tuple[Rule, ...] | None:
@@ -283,7 +291,7 @@ def _rule(index: int, doc: Mapping[str, Any], peers_key: str, policy_ns: str, ep
 
 def compile_policy(doc: Mapping[str, Any], eps: Index, namespaces: Mapping[str, Mapping[str, Any]]) -> Policy:
     ns, spec, types = doc["namespace"], doc["spec"], doc.get("policy_types", [INGRESS])
-    selected = tuple(sorted(eps.select((ns,), spec["podSelector"])))
+    selected = tuple(sorted(eps.select((ns,), spec["podSelector"]) - {PROXY_KEY}))
     ingress = tuple(_rule(i, r, "from", ns, eps, namespaces) for i, r in enumerate(spec.get("ingress", []))) \
         if INGRESS in types else None
     egress = tuple(_rule(i, r, "to", ns, eps, namespaces) for i, r in enumerate(spec.get("egress", []))) \
@@ -291,9 +299,16 @@ def compile_policy(doc: Mapping[str, Any], eps: Index, namespaces: Mapping[str, 
     return Policy(f"{ns}/{doc['name']}", doc.get("id") or f"{ns}/{doc['name']}", selected, ingress, egress)
 
 
+def _with_proxy(eps: dict[str, Endpoint], namespaces: dict[str, dict[str, Any]]) -> None:
+    """The ingress proxy is a peer in its namespace, which policies' namespaceSelectors see."""
+    eps[PROXY_KEY] = PROXY
+    namespaces.setdefault(PROXY_NAMESPACE, {"name": PROXY_NAMESPACE, "labels": {NAME_LABEL: PROXY_NAMESPACE}})
+
+
 def build(store: Store) -> PolicyState:
     eps = endpoints(store)
     namespaces = all_namespaces(store)
+    _with_proxy(eps, namespaces)
     docs = sorted((doc for _, doc in store.list(keys.POLICIES)), key=lambda d: (d["namespace"], d["name"]))
     index = Index(eps)
     policies = tuple(compile_policy(d, index, namespaces) for d in docs)
@@ -321,6 +336,8 @@ class Compiler:
 
     def build(self, store: Store) -> PolicyState:
         eps = endpoints(store, self.made)
+        namespaces = all_namespaces(store)
+        _with_proxy(eps, namespaces)
         relabelled: list[Endpoint] = []
         for key, ep in eps.items():
             old = self.endpoints.get(key)
@@ -331,7 +348,6 @@ class Compiler:
             if old is not None and old is not ep and old == ep and old.named_ports == ep.named_ports:
                 eps[key] = old  # the same object: ruleset.Memo reuses what was built from it
         relabelled += [old for key, old in self.endpoints.items() if key not in eps]
-        namespaces = all_namespaces(store)
         labels = {n: d["labels"] for n, d in namespaces.items()}
         namespaces_changed = labels != self.namespaces
         docs = {f"{d['namespace']}/{d['name']}": d for _, d in store.list(keys.POLICIES)}

@@ -10,6 +10,8 @@ few rules per policy rule, each matching sets (peers, ports, named ports).
   egress-input    (filter, input, -10)    the same for connections from a pod to the host (DNS)
   ingress-forward (filter, forward, -5)   ct established/related accept;
                                           ip daddr & 0.0.0.31 vmap @ingress4-shards
+  ingress-output  (filter, output, -5)    the same for the ingress proxy's connections
+                                          (meta skuid of its user) to policed pods
   egress4-s<n>, ingress4-s<n>, ...6-s<n>  ip saddr vmap @egress4-s<n> (address -> group chain)
   eg-<group>, in-<group>                  jump pe-<policy> / pi-<policy> for each policy of
                                           the group; then counter drop (the default deny)
@@ -25,7 +27,8 @@ Egress and ingress are two base chains, so that an accept in one (its policies a
 connection) does not skip the other; a drop in either is final. Only new connections meet
 the maps: replies and connections already allowed pass the first rule (podnet cuts the
 conntrack entries a new policy forbids, policy/controller.py). Traffic the host's own
-processes open goes through `output`, never here: health checks reach every sandbox, while
+processes open goes through `output`, never here, except the ingress proxy's (ingress-output,
+told by its workers' user, model/ingress_identity.py): health checks reach every sandbox, while
 published ports, NodePorts and Service VIPs are DNATed before `forward` and judged by the
 client's address against the endpoint they were translated to.
 """
@@ -39,6 +42,7 @@ from typing import Any, Iterable, Mapping
 
 from podnet import config
 from podnet.firewall.expr import Expr, match, meta, payload
+from podnet.model.ingress_identity import PROXY_KEY, proxy_uid
 from podnet.policy.engine import EGRESS, INGRESS, Endpoint, Policy, PolicyState, Rule
 from podnet.util import gcpause
 
@@ -51,6 +55,7 @@ BASE_CHAINS = {  # name -> (hook, priority, direction, address field)
     "egress-forward": ("forward", -10, EGRESS, "saddr"),
     "egress-input": ("input", -10, EGRESS, "saddr"),
     "ingress-forward": ("forward", -5, INGRESS, "daddr"),
+    "ingress-output": ("output", -5, INGRESS, "daddr"),  # the ingress proxy's connections only
 }
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 BASE_FIELD = {EGRESS: "saddr", INGRESS: "daddr"}  # the address that picks the policed endpoint
@@ -117,6 +122,7 @@ class Builder:
         self.state = state
         self.table = table_name
         self.log_group = group
+        self.proxy_uid = proxy_uid()
         self.chains: dict[str, list[Any]] = {}  # name -> [declaration, rules]
         self.sets: dict[str, Command] = {}
 
@@ -256,7 +262,6 @@ def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain
     base = f"{short(policy.key)}-{d}{rule.index}"
     peer_field = "saddr" if direction == INGRESS else "daddr"
     what = f"{policy.key} {direction.lower()}[{rule.index}]"
-    allow = [_log("A", direction, short(policy.key), b.log_group), _ACCEPT]
     numeric: dict[str, list[tuple[int, int]]] = {}
     every_port: set[str] = set()
     for port in rule.ports:
@@ -274,34 +279,45 @@ def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain
     for version in (4, 6):
         ip = IP[version]
         if rule.any_peer:
-            peer: list[Expr] = []
+            peer: list[Expr] | None = []
         else:
             elements = _peer_cidrs(b.state, rule, version)
-            if not elements:
-                peer = None  # type: ignore[assignment]
-            else:
-                peer = [match(payload(ip, peer_field), b.set(f"{base}-peer{version}", ADDR[version], elements, interval=True))]
-        named = _named(b.state, policy, rule, direction, version)
-        if named:
-            key = {"concat": [payload(ip, "daddr"), meta("l4proto"), payload("th", "dport")]}
-            named_set = b.set(f"{base}-named{version}", [ADDR[version], "inet_proto", "inet_service"], named)
-            cond = (peer or []) if direction == INGRESS else [match(meta("nfproto"), f"ipv{version}")]
-            if direction == EGRESS or peer is not None:
-                b.rule(chain, [*cond, match(key, named_set), *allow], f"{what}: named ports, IPv{version}")
-        if peer is None:
-            continue
-        if not rule.ports:
-            b.rule(chain, [*(peer or [match(meta("nfproto"), f"ipv{version}")]), *allow],
-                   f"{what}: every port, IPv{version}")
-            continue
-        for proto in PROTOCOLS:
-            if proto in every_port:
-                b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto), *allow],
-                       f"{what}: every {proto} port, IPv{version}")
-            elif proto in port_sets:
-                b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto),
-                               match(payload("th", "dport"), port_sets[proto]), *allow],
-                       f"{what}: {proto} ports, IPv{version}")
+            peer = [match(payload(ip, peer_field), b.set(f"{base}-peer{version}", ADDR[version], elements, interval=True))] \
+                if elements else None
+        alternatives = [(peer, "")] if peer is not None else []
+        if direction == INGRESS and not rule.any_peer and PROXY_KEY in rule.peers and b.proxy_uid is not None:
+            # the ingress proxy connects from the host: its workers' user tells its connections
+            # apart (only the output hook has a socket: a forwarded packet never matches)
+            alternatives.append(([match(meta("skuid"), b.proxy_uid), match(meta("nfproto"), f"ipv{version}")],
+                                 " (the ingress proxy)"))
+        for peer, who in alternatives:
+            _peer_rules(b, policy, rule, direction, chain, version, peer, f"{what}{who}", every_port, port_sets)
+
+
+def _peer_rules(b: Builder, policy: Policy, rule: Rule, direction: str, chain: str, version: int, peer: list[Expr],
+                what: str, every_port: set[str], port_sets: dict[str, Any]) -> None:
+    """The accept rules of one rule's peers (peer: their match, [] for any peer) in one family."""
+    ip = IP[version]
+    base = f"{short(policy.key)}-{'i' if direction == INGRESS else 'e'}{rule.index}"
+    allow = [_log("A", direction, short(policy.key), b.log_group), _ACCEPT]
+    named = _named(b.state, policy, rule, direction, version)
+    if named:
+        key = {"concat": [payload(ip, "daddr"), meta("l4proto"), payload("th", "dport")]}
+        named_set = b.set(f"{base}-named{version}", [ADDR[version], "inet_proto", "inet_service"], named)
+        cond = peer if direction == INGRESS else [match(meta("nfproto"), f"ipv{version}")]
+        b.rule(chain, [*cond, match(key, named_set), *allow], f"{what}: named ports, IPv{version}")
+    if not rule.ports:
+        b.rule(chain, [*(peer or [match(meta("nfproto"), f"ipv{version}")]), *allow],
+               f"{what}: every port, IPv{version}")
+        return
+    for proto in PROTOCOLS:
+        if proto in every_port:
+            b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto), *allow],
+                   f"{what}: every {proto} port, IPv{version}")
+        elif proto in port_sets:
+            b.rule(chain, [*peer, match(meta("nfproto"), f"ipv{version}"), match(meta("l4proto"), proto),
+                           match(payload("th", "dport"), port_sets[proto]), *allow],
+                   f"{what}: {proto} ports, IPv{version}")
 
 
 def groups(state: PolicyState, direction: str) -> dict[str, tuple[str, ...]]:
@@ -549,10 +565,15 @@ class Memo:
                         b.rule(name, [*midstream, match(payload(IP[version], end), isolated_sets[version]), {"drop": None}],
                                f"IPv{version}: a TCP segment that starts no connection, to or from a policed endpoint "
                                "(a cut connection picked up mid-stream)")
+            # of the host's own connections only the ingress proxy's are policed (by its user)
+            proxy = [match(meta("skuid"), b.proxy_uid)] if hook == "output" else []
+            if hook == "output" and b.proxy_uid is None:
+                continue
             for version in (4, 6):
                 key = {"&": [payload(IP[version], field), _shard_key(version, SHARDS - 1)]}
-                b.rule(name, [{"vmap": {"key": key, "data": dispatch[(direction, version)]}}],
-                       f"IPv{version} {direction.lower()}: to the shard of the endpoint's address (its low bits)")
+                b.rule(name, [*proxy, {"vmap": {"key": key, "data": dispatch[(direction, version)]}}],
+                       f"IPv{version} {direction.lower()}{' from the ingress proxy' if proxy else ''}: "
+                       "to the shard of the endpoint's address (its low bits)")
         return b.part()
 
 

@@ -41,8 +41,8 @@ def resolve(state: engine.PolicyState, store: Store, text: str, namespace: str) 
         ns, name = text.split("/", 1)
     else:
         ns, name = None, text
-    found = [ep for ep in state.endpoints.values()
-             if ep.name == name and (ns == ep.namespace or (ns is None and (ep.kind == "sandbox" or ep.namespace == namespace)))]
+    found = [ep for ep in state.endpoints.values() if ep.kind != "proxy"  # the ingress proxy: no address to trace from
+             and ep.name == name and (ns == ep.namespace or (ns is None and (ep.kind == "sandbox" or ep.namespace == namespace)))]
     if len(found) == 1:
         ep = found[0]
         return {"kind": ep.kind, "name": ep.key, "addresses": list(ep.addresses), "endpoint": ep}
