@@ -73,13 +73,15 @@ def masquerade_follows(ctx: Context, networks: list[Any], joined: bool = False) 
     and under the firewall's lock, so that a DEL of the last pod and a concurrent ADD agree.
 
     joined: an endpoint of each network is recorded (an ADD that got this far): they are in
-    use without reading every endpoint of the host (~0.05 ms each, ~25 ms at 400 pods)."""
+    use without reading every endpoint of the host. Otherwise the endpoints' keys
+    (endpoints/<sandbox>/<network>) say which networks are in use, without decoding every
+    endpoint's document (~0.05 ms each, ~50 ms at 1,000 pods on every DEL)."""
     docs = [n if isinstance(n, dict) else n.model_dump() for n in networks]
     follow = [d for d in docs if follows_endpoints(d) and drivers.supports(d["driver"]).nat and d.get("interface")]
     if not follow:
         return
     with locks.held(ctx.paths.lock_dir / "firewall"):
-        in_use = {d["id"] for d in follow} if joined else {ep["network"] for _, ep in ctx.store.list(keys.ENDPOINTS)}
+        in_use = {d["id"] for d in follow} if joined else {key.rsplit("/", 1)[1] for key in ctx.store.keys(keys.ENDPOINTS)}
         for doc in follow:
             backend(ctx).masquerade(bridge_rules(doc), on=doc["id"] in in_use)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from podnet.dataplane import netns
+from podnet.dataplane import netns, rtnl
 from podnet.errors import KernelError, PermissionDenied, Unsupported
 
 IFA_F_NODAD = 0x02  # a new address is usable at once; podnet hands out unique addresses itself
@@ -187,13 +187,18 @@ def ensure_addresses(index: int, addresses: list[str], ipr: Any) -> None:
 
 
 def delete_link(name: str, ipr: Any | None = None) -> bool:
-    """Remove a link if it is there; deleting one end of a veth removes both."""
-    ipr = ipr or host()
+    """Remove a link if it is there; deleting one end of a veth removes both. In this thread's
+    own namespace one RTM_DELLINK by name (rtnl.py), without pyroute2's dump of every link."""
+    if ipr is None and not netns.visiting():
+        try:
+            return rtnl.delete_link(name)
+        except rtnl.RtnlError as exc:
+            raise _kernel_error(f"delete link {name}", exc) from None
     index = link_index(name, ipr)
     if index is None:
         return False
     try:
-        ipr.link("del", index=index)
+        (ipr or host()).link("del", index=index)
     except _netlink_error() as exc:
         if exc.code != errno.ENODEV:
             raise _kernel_error(f"delete link {name}", exc) from None
@@ -203,40 +208,32 @@ def delete_link(name: str, ipr: Any | None = None) -> bool:
 def create_veth_into(
     host_ifname: str, peer_ifname: str, netns_path: Path | None, master: int | None, mtu: int, mac: str, alias: str
 ) -> None:
-    """A veth pair whose peer is born inside the sandbox under its final name (no rename).
+    """A veth pair whose peer is born inside the sandbox under its final name (no rename), with
+    its MAC and MTU (configure_inside sets it up); the host end up, on master, with its alias and hairpin mode. Two
+    round trips (rtnl.py): the pair, then its alias and bridge port settings by index.
 
     netns_path None leaves the peer, down and without addresses, in the host's namespace: for
     a runtime that moves and configures it itself (Docker's libnetwork after a plugin's Join)."""
-    ipr = host()
-    NetlinkError = _netlink_error()
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC) if netns_path is not None else None
     try:
-        peer: dict[str, Any] = {"ifname": peer_ifname, "address": mac, "mtu": mtu}
-        if fd is not None:
-            peer["net_ns_fd"] = fd
-        kwargs: dict[str, Any] = {"ifname": host_ifname, "kind": "veth", "mtu": mtu, "peer": peer}
-        if master is not None:
-            kwargs["master"] = master
-        ipr.link("add", **kwargs)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise _kernel_error(f"create veth {host_ifname}", exc) from None
+        with rtnl.opened() as sock:
+            make = rtnl.Batch()
+            rtnl.veth_into(make, host_ifname, peer_ifname, fd, master, mtu, mac)
+            existed = make.send(sock)[0] == errno.EEXIST
+            index = link_index(host_ifname)
+            if index is None:
+                raise KernelError(f"veth {host_ifname} vanished right after it was made", "run `podnet reconcile`")
+            settle = rtnl.Batch()
+            rtnl.set_link(settle, index, f"configure veth {host_ifname}", up=True, alias=alias,
+                          master=master if existed else None)
+            if master is not None:
+                rtnl.hairpin(settle, index, f"set hairpin mode on {host_ifname}")
+            settle.send(sock)
+    except rtnl.RtnlError as exc:
+        raise _kernel_error(exc.what, exc) from None
     finally:
         if fd is not None:
             os.close(fd)
-    index = link_index(host_ifname)
-    if index is None:
-        raise KernelError(f"veth {host_ifname} vanished right after it was made", "run `podnet reconcile`")
-    settings: dict[str, Any] = {"index": index, "state": "up", "ifalias": alias}
-    if master is not None:
-        settings["master"] = master
-    try:
-        ipr.link("set", **settings)
-        if master is not None:
-            # hairpin: a sandbox reaching itself through a published port on the host.
-            ipr.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE is the hairpin flag
-    except NetlinkError as exc:
-        raise _kernel_error(f"configure veth {host_ifname}", exc) from None
 
 
 def create_sublink_into(
@@ -292,29 +289,22 @@ def probe_kind(kind: str, parent: str | None = None) -> None:
 def configure_inside(
     netns_path: Path, ifname: str, addresses: list[str], default_gateways: list[str], mtu: int | None
 ) -> None:
-    """Addresses, link state and default routes of one interface inside a sandbox."""
-    NetlinkError = _netlink_error()
-    with in_netns(netns_path) as ipr:
-        try:
-            index = link_index(ifname, ipr)
+    """Addresses, link state and default routes of one interface inside a sandbox, in one
+    round trip (rtnl.py): lo up, the link up, its addresses, then its default routes."""
+    try:
+        with rtnl.inside(netns_path, ifname) as (sock, index):
             if index is None:
                 raise KernelError(f"interface {ifname} is missing inside the sandbox", "run `podnet reconcile`")
-            lo = link_index("lo", ipr)
-            ipr.link("set", index=lo, state="up")
-            ensure_addresses(index, addresses, ipr)
-            settings: dict[str, Any] = {"index": index, "state": "up"}
-            if mtu:
-                settings["mtu"] = mtu
-            ipr.link("set", **settings)
+            batch = rtnl.Batch()
+            rtnl.set_link(batch, rtnl.LOOPBACK_INDEX, "set lo up", up=True)
+            rtnl.set_link(batch, index, f"set {ifname} up", up=True, mtu=mtu)
+            for cidr in addresses:
+                rtnl.add_address(batch, index, cidr, f"add {cidr} to {ifname}")
             for gateway in default_gateways:
-                family = 10 if ":" in gateway else 2
-                try:
-                    ipr.route("add", dst="default", gateway=gateway, family=family)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
-        except NetlinkError as exc:
-            raise _kernel_error(f"configure {ifname} inside the sandbox", exc) from None
+                rtnl.add_default_route(batch, gateway, f"add the default route via {gateway}")
+            batch.send(sock)
+    except rtnl.RtnlError as exc:
+        raise _kernel_error(f"configure {ifname} inside the sandbox", exc) from None
 
 
 def owned_links(alias_prefix: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from podnet.dataplane import netlink
+from podnet.dataplane import netlink, netns, rtnl
 from podnet.dataplane.routes import family_of
 
 MAIN_TABLE = 254
@@ -17,8 +17,10 @@ IFF_UP = 1
 
 
 def link_mac(name: str) -> str | None:
-    """A host link's MAC in one RTM_GETLINK by name (link_attrs would be two round trips);
-    None when the link is gone."""
+    """A host link's MAC: one ioctl in this thread's own namespace (rtnl.link_mac), else one
+    RTM_GETLINK by name; None when the link is gone."""
+    if not netns.visiting():
+        return rtnl.link_mac(name)
     try:
         return netlink.host().link("get", ifname=name)[0].get_attr("IFLA_ADDRESS")
     except netlink.netlink_error():

@@ -608,15 +608,15 @@ class NftablesFirewall:
         cmds = sync_commands(state)
         try:
             nft.declare(typeof_declarations())
-            nft.apply(cmds)
+            libnft.apply(cmds)
         except KernelError:
             # guard_nd (text-declared) must exist before the transaction that fills it, so
             # this rare path is two steps: drop both tables, then declare and fill afresh
             tables = [{"family": family, "name": config.paths().nft_table} for family in (FAMILY, guard.FAMILY)]
             try:
-                nft.apply([c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})])
+                libnft.apply([c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})])
                 nft.declare(typeof_declarations())
-                nft.apply(cmds)
+                libnft.apply(cmds)
             except KernelError as exc:
                 raise _as_conflict(exc) from None
 
@@ -678,12 +678,12 @@ class NftablesFirewall:
         adds = element_commands("add", elements)
         try:
             try:
-                nft.apply(adds)
+                libnft.apply(adds)
             except KernelError as exc:
                 if not nft.is_missing(exc):
                     raise
                 nft.declare(typeof_declarations())
-                nft.apply(declarations() + adds)
+                libnft.apply(declarations() + adds)
         except KernelError as exc:
             raise _as_conflict(exc) from None
 
@@ -697,7 +697,7 @@ class NftablesFirewall:
         """
         keys = _delete_keys(elements)
         try:
-            nft.apply(element_commands("add", elements) + element_commands("delete", keys))
+            libnft.apply(element_commands("add", elements) + element_commands("delete", keys))
             return
         except KernelError as exc:
             if nft.is_missing(exc):
@@ -705,7 +705,7 @@ class NftablesFirewall:
         for name, elems in keys.items():
             for key in elems:
                 try:
-                    nft.apply(element_commands("delete", {name: [key]}))
+                    libnft.apply(element_commands("delete", {name: [key]}))
                 except KernelError as exc:
                     if not nft.is_missing(exc):
                         raise

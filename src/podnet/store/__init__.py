@@ -28,6 +28,9 @@ class EmptyStore:
     def list(self, prefix: str) -> list[tuple[str, Any]]:
         return []
 
+    def keys(self, prefix: str) -> list[str]:
+        return []
+
     @contextmanager
     def transaction(self) -> Iterator[Txn]:
         raise RuntimeError("a read-only command tried to change the store")

@@ -30,6 +30,11 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> list[tuple[str, Any]]: ...
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under prefix, without their values: a question a key answers (which networks
+        have endpoints: endpoints/<sandbox>/<network>) without decoding every document."""
+        ...
+
     def transaction(self) -> AbstractContextManager[Txn]: ...
 
     def revision(self) -> int:

@@ -200,6 +200,10 @@ class EtcdStore:
         cut = len(self.data_key(""))
         return [(k[cut:], json.loads(v)) for k, v, _ in self._range(self.data_key(prefix), prefix=True)]
 
+    def keys(self, prefix: str) -> list[str]:
+        cut = len(self.data_key(""))
+        return [k[cut:] for k, _, _ in self._range(self.data_key(prefix), prefix=True)]
+
     def wait_at_most(self, seconds: float) -> None:
         self._wait = seconds
 

@@ -148,6 +148,10 @@ class SqliteStore:
     def list(self, prefix: str) -> list[tuple[str, Any]]:
         return SqliteTxn(self._db).list(prefix)
 
+    def keys(self, prefix: str) -> list[str]:
+        rows = self._db.execute("SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, _prefix_end(prefix)))
+        return [k for (k,) in rows]
+
     def wait_at_most(self, seconds: float) -> None:
         self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
