@@ -258,4 +258,4 @@ def destroy(ctx: Context, sandbox: Sandbox) -> None:
     teardown_network(ctx, sandbox, endpoints, nets)
     cgroups.remove(sandbox.id)
     forget(ctx, sandbox, endpoints)
-    firewall_sync.masquerade_follows(ctx, [nets[ep.network] for ep in endpoints if ep.network in nets])
+    firewall_sync.masquerade_follows(ctx, [nets[ep.network] for ep in endpoints if ep.network in nets], left=True)

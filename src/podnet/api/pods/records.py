@@ -149,6 +149,6 @@ def destroy(ctx: Context, doc: dict[str, Any]) -> None:
         except Exception as exc:  # noqa: BLE001 - the plugin's own error, passed on below
             refused = exc
     forget(ctx, doc, refused)
-    firewall_sync.masquerade_follows(ctx, joined)  # the last pod takes its network's subnet out
+    firewall_sync.masquerade_follows(ctx, joined, left=True)  # the last pod takes its network's subnet out
     if refused is not None:
         raise refused
