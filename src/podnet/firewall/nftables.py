@@ -58,7 +58,7 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from podnet import config
-from podnet.dataplane import nft, vxlan
+from podnet.dataplane import libnft, nft, vxlan
 from podnet.errors import Conflict, InvalidArgument, KernelError
 from podnet.firewall import guard
 from podnet.firewall.expr import Expr, chain_declarations, match as _match, meta as _meta, payload as _payload
