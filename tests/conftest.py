@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,15 @@ from typing import TypeVar
 
 import pytest
 
-from tests import leaks
+# The tests test this tree, not the copy ./install.sh put into the venv: this process imports
+# podnet from ./src, and so does every podnet process a test starts (the CLI, the agent, the
+# CNI plugin's fallback, supervisors), through PYTHONPATH in the environment they inherit.
+# (Without this, a checkout's change was tested only after a reinstall.)
+SRC = Path(__file__).resolve().parent.parent / "src"
+sys.path.insert(0, str(SRC))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+from tests import leaks  # noqa: E402 (after the path: leaks may import podnet)
 from tests.sandbox import Host, have_root
 
 T = TypeVar("T")
