@@ -86,7 +86,7 @@ def test_every_registered_driver_implements_the_whole_protocol() -> None:
 
 
 def test_cni_modes_map_to_drivers_through_the_registry() -> None:
-    assert drivers.CNI_MODES == ("bridge", "macvlan", "routed")
+    assert drivers.CNI_MODES == ("bridge", "macvlan", "routed", "overlay")
     assert all(drivers.for_cni_mode(m).name == m for m in drivers.CNI_MODES)
     with pytest.raises(InvalidArgument):
         drivers.for_cni_mode("ipvlan")

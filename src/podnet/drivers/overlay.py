@@ -72,7 +72,7 @@ def _int_option(net: Network, name: str, low: int, high: int) -> int | None:
 class OverlayDriver:
     name = "overlay"
     supports = Supports(host_side=True, publishes_ports=True, nat=True, dns=True, default_route=True,
-                        picks_subnet=True, per_host_blocks=True)
+                        picks_subnet=True, per_host_blocks=True, cni_mode=True)
 
     def __init__(self) -> None:
         self._bridge = BridgeDriver()  # the per-host half is a bridge network's

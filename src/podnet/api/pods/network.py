@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from podnet import drivers
-from podnet.api import networks
+from podnet.api import hostview, networks
 from podnet.api.context import Context
 from podnet.api.pods.request import PodRequest
 from podnet.errors import Conflict, InvalidArgument, NotFound
@@ -22,7 +22,9 @@ def _check_requested(req: PodRequest, subnets: list[str]) -> None:
 
 
 def ensure_network(ctx: Context, req: PodRequest) -> Network:
-    """The podnet network named by the config, made from it on first use; refuse a mismatch."""
+    """The podnet network named by the config, made from it on first use; refuse a mismatch.
+    A network across hosts (overlay) is returned as this host sees it, its block claimed: the
+    pod's address comes from this host's block, its gateway is the block's first address."""
     wanted = drivers.for_cni_mode(req.mode) if req.mode else None
     try:
         net = networks.find(ctx, req.network)
@@ -54,4 +56,7 @@ def ensure_network(ctx: Context, req: PodRequest) -> Network:
         if subnet not in have:
             raise InvalidArgument(f"network {net.name!r} has subnets {', '.join(sorted(have)) or 'none'}, not {subnet}",
                                   "make the config's subnet match the network, or name another network")
+    if hostview.spans_hosts(net):
+        with ctx.store.transaction() as txn:
+            net = hostview.claim(txn, net, hostview.node_name(ctx))
     return net
