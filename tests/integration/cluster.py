@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.conftest import wait_for
 from tests.integration.conftest import stop_agent
-from tests.integration.etcd_server import etcd_in
+from tests.integration.etcd_server import etcd_in, etcd_members
 from tests.sandbox import Host
 
 UNDERLAY = "under"  # the underlay bridge, in the wire's namespace
@@ -37,9 +37,11 @@ class Cluster:
     wire: Host | None = None  # holds the underlay bridge (a capture there sees every host's traffic)
     agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     logs: dict[str, tempfile._TemporaryFileWrapper] = field(default_factory=dict)  # type: ignore[type-arg]
+    url: str = URL  # the store every podnet here is given
+    etcd: dict[str, subprocess.Popen[str]] = field(default_factory=dict)  # the members, when etcd is a cluster
 
     def pn(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = self.hosts[host].run(["env", "PODNET_DEBUG=1", sys.executable, "-m", "podnet", "--store", URL, *args], check=False, timeout=120)
+        result = self.hosts[host].run(["env", "PODNET_DEBUG=1", sys.executable, "-m", "podnet", "--store", self.url, *args], check=False, timeout=120)
         assert not check or result.returncode == 0, f"{args}: {result.stderr}\nits agent: {self.log(host) if host in self.logs else '-'}"
         return result
 
@@ -48,7 +50,7 @@ class Cluster:
         for name in names:
             self.logs[name] = tempfile.NamedTemporaryFile(mode="w+", prefix=f"agent-{name}-")
             self.agents[name] = self.hosts[name].popen(
-                [sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name", name],
+                [sys.executable, "-m", "podnet", "--store", self.url, "agent", "--node-name", name],
                 stderr=self.logs[name], stdout=subprocess.DEVNULL)
         for name in names:
             wait_for(lambda: self.agents[name].poll() is not None or self.pn(name, "agent", "status", check=False).returncode == 0,
@@ -111,10 +113,11 @@ def join_underlay(wire: Host, host: Host, name: str, address: str) -> None:
 @contextlib.contextmanager
 def running(data_dir: Path, create: list[str], network: str = "ov",
             addresses: dict[str, str] | None = None,
-            prepare: Callable[[dict[str, Host]], None] | None = None) -> Iterator[Cluster]:
-    """Hosts on the underlay, etcd on host a, `podnet network create *create` made from host a,
-    then every host's agent at once; all of it gone afterwards. prepare(hosts) runs once the
-    underlay is up, before etcd and the agents (extra addresses, routes)."""
+            prepare: Callable[[dict[str, Host]], None] | None = None, etcd_cluster: bool = False) -> Iterator[Cluster]:
+    """Hosts on the underlay, etcd on host a (etcd_cluster: one member on every host, all of
+    them in the store URL), `podnet network create *create` made from host a, then every
+    host's agent at once; all of it gone afterwards. prepare(hosts) runs once the underlay is
+    up, before etcd and the agents (extra addresses, routes)."""
     addresses = addresses or ADDRESSES
     wire = Host("wire")
     hosts = {name: Host(name) for name in addresses}
@@ -123,7 +126,14 @@ def running(data_dir: Path, create: list[str], network: str = "ov",
         underlay(wire, hosts, addresses)
         if prepare is not None:
             prepare(hosts)
-        with etcd_in(hosts["host-a"], data_dir, client_ip=addresses["host-a"]):
+        if etcd_cluster:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            found.url = "etcd://" + ",".join(f"{ip}:2379" for ip in addresses.values())
+            etcd = etcd_members({f"etcd-{name}": (host, addresses[name]) for name, host in hosts.items()}, data_dir)
+        else:
+            etcd = etcd_in(hosts["host-a"], data_dir, client_ip=addresses["host-a"])
+        with etcd as members:
+            found.etcd = members if etcd_cluster else {}
             found.pn("host-a", "network", "create", *create)
             found.start_agents(*hosts)  # all agents at once
             try:

@@ -58,6 +58,45 @@ def etcd_in(host: Host, data_dir: Path, name: str = "etcd", tls: Pki | None = No
         log.close()
 
 
+@contextlib.contextmanager
+def etcd_members(members: dict[str, tuple[Host, str]], data_dir: Path) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """A cluster of etcd members, one per (Host, address) by name, peers and clients on that
+    address (plain HTTP, the hosts' underlay); yields name -> process once the cluster serves.
+    A member the test killed is fine: the rest are stopped and every data directory goes with
+    data_dir."""
+    initial = ",".join(f"{name}=http://{ip}:2380" for name, (_, ip) in members.items())
+    procs: dict[str, subprocess.Popen[str]] = {}
+    logs = []
+    try:
+        for name, (host, ip) in members.items():
+            host.run(["ip", "link", "set", "lo", "up"])
+            log = open(data_dir / f"{name}.log", "w")
+            logs.append(log)
+            procs[name] = host.popen(
+                ["etcd", "--name", name, "--data-dir", str(data_dir / name),
+                 "--listen-client-urls", f"http://{ip}:2379,http://{CLIENT}", "--advertise-client-urls", f"http://{ip}:2379",
+                 "--listen-peer-urls", f"http://{ip}:2380", "--initial-advertise-peer-urls", f"http://{ip}:2380",
+                 "--initial-cluster", initial, "--initial-cluster-state", "new"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for name, (host, _) in members.items():
+            wait_for(lambda: procs[name].poll() is not None or etcdctl(host, "endpoint", "health", check=False).returncode == 0,
+                     60, f"etcd member {name} to serve")
+            assert procs[name].poll() is None, (data_dir / f"{name}.log").read_text()[-2000:]
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+
+
 @dataclass(frozen=True)
 class Pki:
     """A CA made for one test, and a server and a client certificate it signed (openssl, 1 day)."""
