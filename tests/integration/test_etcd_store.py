@@ -227,7 +227,11 @@ def test_two_hosts_register_on_one_etcd_and_one_dies(tmp_path: Path) -> None:
 
                 wait_for(lambda: len(ready()) == 2, 60, "both hosts to register")
                 assert ready() == [("host-a", "192.0.2.1"), ("host-b", "192.0.2.2")]
-                assert _nodes(b, "--store", url) == _nodes(a, "--store", url), "both hosts see one list"
+                seen = {host.name: _nodes(host, "--store", url) for host in (a, b)}
+                shared = {name: [{k: v for k, v in n.items() if k != "Route"} for n in nodes] for name, nodes in seen.items()}
+                assert shared["host-a"] == shared["host-b"], "both hosts see one list"
+                assert {name: [n["Route"] for n in nodes] for name, nodes in seen.items()} == {
+                    "host-a": ["self", "direct"], "host-b": ["direct", "self"]}, "each its own route to the other"
                 agents["host-b"].kill()  # host b dies
                 agents["host-b"].wait()
                 wait_for(lambda: [(n["Name"], n["Status"]) for n in _nodes(a, "--store", url)]
