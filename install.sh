@@ -26,6 +26,9 @@ apt-get install -y -q --no-install-recommends \
 apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null
 # What `podnet capture` and `podnet topology` run.
 apt-get install -y -q --no-install-recommends tcpdump graphviz >/dev/null
+# Encrypted overlay networks (-o encrypted=true): wg(8) configures WireGuard, and where the
+# kernel has no WireGuard module the agent runs wireguard-go as its child.
+apt-get install -y -q --no-install-recommends wireguard-tools wireguard-go >/dev/null
 # HAProxy: the agent runs its own as the Ingress proxy (`podnet agent --ingress-ports`), with
 # its own configuration under podnet's run directory. The machine-wide haproxy.service that
 # Debian enables is not used: stopped and disabled when this script installed the package

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import wait_for
+from tests.conftest import PY, wait_for
 from tests.integration.conftest import stop_agent
 from tests.integration.etcd_server import etcd_in, etcd_members
 from tests.sandbox import Host
@@ -73,6 +73,49 @@ class Cluster:
 
     def exec(self, host: str, sandbox: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return self.pn(host, "exec", sandbox, "--", *argv, check=check)
+
+    def ping_all(self, servers: tuple[tuple[str, str], ...], ips: dict[str, str]) -> None:
+        """ICMP both ways between every pair of (host, sandbox)."""
+        for src_host, src in servers:
+            for dst, ip in ips.items():
+                if dst != src:
+                    result = self.exec(src_host, src, "ping", "-c1", "-W3", ip)
+                    assert result.returncode == 0, f"{src} cannot ping {dst} ({ip}): {result.stdout}{result.stderr}"
+
+    def mtu_edge(self, host: str, src: str, ip: str, mtu: int) -> None:
+        """`ping -M do` at the path's MTU crosses; one byte more is refused as too long."""
+        largest = mtu - 28  # ICMP payload: less the IPv4 (20) and ICMP (8) headers
+        fits = self.exec(host, src, "ping", "-c1", "-W3", "-M", "do", "-s", str(largest), ip)
+        assert fits.returncode == 0, f"{largest} bytes with DF set did not cross: {fits.stdout}{fits.stderr}"
+        over = self.exec(host, src, "ping", "-c1", "-W3", "-M", "do", "-s", str(largest + 1), ip)
+        assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower(), over
+
+    def capture(self, host: Host, argv: list[str], seconds: int) -> subprocess.Popen[str]:
+        """tcpdump (argv: its interface and filter, after `tcpdump -l -n -A`) on host, or in a
+        sandbox when argv starts with `exec NAME --`; returned once it listens, ended by
+        `timeout` after seconds (read it with communicate())."""
+        tcpdump = ["timeout", str(seconds), "tcpdump", "-l", "-n", "-A", "-s0"]
+        if argv[0] == "exec":
+            command = [sys.executable, "-m", "podnet", "--store", URL, *argv[:3], *tcpdump, *argv[3:]]
+        else:
+            command = [*tcpdump, *argv]
+        proc = host.popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        for line in proc.stderr:  # tcpdump says when it listens
+            if "listening on" in line:
+                break
+        return proc
+
+    def forged_and_real(self, rogue: Host, netns: str, src: tuple[str, str], dst: tuple[str, str]) -> tuple[str, str]:
+        """Ten datagrams to dst's sandbox (UDP 7777) from the rogue namespace (its source forged
+        by its own routes), then ten from src's sandbox, the control; what dst's eth0 saw."""
+        ip = self.address(*dst)
+        seen = self.capture(self.hosts[dst[0]], ["exec", dst[1], "--", "-i", "eth0", "udp", "port", "7777"], 10)
+        send = f"import socket,time\nfor _ in range(10):\n socket.socket(2,2).sendto(b'x',('{ip}',7777)); time.sleep(0.3)"
+        rogue.run([PY, "-S", "-c", send], netns=netns)
+        self.exec(*src, PY, "-S", "-c", send, check=True)
+        out, err = seen.communicate(timeout=30)
+        return out, err
 
     def nodes(self, host: str = "host-a") -> dict[str, dict]:
         """name -> `podnet node ls --json` as host sees them."""

@@ -63,12 +63,7 @@ def test_sandboxes_on_three_hosts_talk_by_address_and_by_name(cluster: Cluster) 
     for host, name in (("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1")):
         block = blocks[host].rsplit(".", 1)[0] + "."
         assert ips[name].startswith(block), f"{name} got {ips[name]}, outside its host's block {blocks[host]}"
-    # ICMP both ways between every pair of hosts
-    for src_host, src in (("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1")):
-        for dst, ip in ips.items():
-            if dst != src:
-                result = cluster.exec(src_host, src, "ping", "-c1", "-W3", ip)
-                assert result.returncode == 0, f"{src} cannot ping {dst} ({ip}): {result.stdout}{result.stderr}"
+    cluster.ping_all((("host-a", "a1"), ("host-b", "b1"), ("host-c", "c1")), ips)  # ICMP both ways, every pair
     # TCP and UDP across hosts, the answer names the server; the client's address is kept (no NAT)
     tcp = cluster.exec("host-a", "a1", PY, "-S", program("probe_tcp.py"), ips["b1"], "8080")
     assert tcp.returncode == 0 and "b1" in tcp.stdout, tcp
@@ -81,12 +76,7 @@ def test_sandboxes_on_three_hosts_talk_by_address_and_by_name(cluster: Cluster) 
 
 
 def test_the_mtu_is_the_underlays_less_vxlan_and_the_edge_holds(cluster: Cluster) -> None:
-    ips = {name: cluster.address(host, name) for host, name in (("host-a", "a1"), ("host-b", "b1"))}
-    largest = VXLAN_MTU - 28  # ICMP payload: less the IPv4 (20) and ICMP (8) headers
-    fits = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest), ips["b1"])
-    assert fits.returncode == 0, f"{largest} bytes with DF set did not cross: {fits.stdout}{fits.stderr}"
-    over = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest + 1), ips["b1"])
-    assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower(), over
+    cluster.mtu_edge("host-a", "a1", cluster.address("host-b", "b1"), VXLAN_MTU)
 
 
 def _listen(cluster: Cluster, host: str, sandbox: str | None, address: str, port: int) -> subprocess.Popen[str]:

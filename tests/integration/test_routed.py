@@ -14,8 +14,6 @@ with a peer's pod address from another link of a host is not delivered; nothing 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -85,20 +83,12 @@ def test_sandboxes_talk_across_hosts_at_the_underlays_full_mtu(cluster: Cluster)
         cluster.pn(host, "run", "-d", "--name", name, "--hostname", name, "--network", "rt", "--",
                    PY, "-S", program("serve_tcp.py"), "8080")
     ips = {name: cluster.address(host, name) for host, name in SERVERS}
-    for src_host, src in SERVERS:
-        for dst, ip in ips.items():
-            if dst != src:
-                result = cluster.exec(src_host, src, "ping", "-c1", "-W3", ip)
-                assert result.returncode == 0, f"{src} cannot ping {dst} ({ip}): {result.stdout}{result.stderr}"
+    cluster.ping_all(SERVERS, ips)
     tcp = cluster.exec("host-a", "a1", PY, "-S", program("probe_tcp.py"), ips["b1"], "8080")
     assert tcp.returncode == 0 and "b1" in tcp.stdout, tcp
     tcp = cluster.exec("host-c", "c1", PY, "-S", program("probe_tcp.py"), ips["a1"], "8080")
     assert tcp.returncode == 0 and "a1" in tcp.stdout, tcp
-    largest = 1500 - 28  # no header of podnet's: the underlay's MTU less IPv4 and ICMP
-    fits = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest), ips["b1"])
-    assert fits.returncode == 0, f"{largest} bytes with DF set did not cross: {fits.stdout}{fits.stderr}"
-    over = cluster.exec("host-a", "a1", "ping", "-c1", "-W3", "-M", "do", "-s", str(largest + 1), ips["b1"])
-    assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower(), over
+    cluster.mtu_edge("host-a", "a1", ips["b1"], 1500)  # no header of podnet's: the underlay's whole MTU
 
 
 def test_a_peer_off_the_link_is_said_shown_and_unreachable(cluster: Cluster) -> None:
@@ -134,18 +124,7 @@ def test_a_forged_peer_source_from_another_link_is_not_delivered(cluster: Cluste
          # the kernel's own reverse-path filter off: it is podnet's firewall that must refuse
          "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.rogue0.rp_filter=0")
     try:
-        capture = subprocess.Popen(["nsenter", "-t", str(b.pid), "-n", "-m", "--", sys.executable, "-m", "podnet",
-                                    "--store", "etcd://192.0.2.1:2379", "exec", "b1", "--", "timeout", "8", "tcpdump",
-                                    "-l", "-n", "-i", "eth0", "udp", "port", "7777"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=b.env())
-        assert capture.stderr is not None
-        for line in capture.stderr:  # tcpdump says when it listens
-            if "listening on" in line:
-                break
-        send = f"import socket,time\nfor _ in range(10):\n socket.socket(2,2).sendto(b'x',('{b1}',7777)); time.sleep(0.3)"
-        wait_for(lambda: b.run([PY, "-S", "-c", send], netns="rogue").returncode == 0, 10, "the forged datagrams to go")
-        cluster.exec("host-a", "a1", PY, "-S", "-c", send, check=True)  # the control: the real a1
-        out, err = capture.communicate(timeout=30)  # tcpdump's timeout ends it
+        out, err = cluster.forged_and_real(b, "rogue", ("host-a", "a1"), ("host-b", "b1"))
         a1 = cluster.address("host-a", "a1")
         assert f"{a1}." in out, f"the control did not arrive: {out}{err}"
         assert f"{forged}." not in out, f"a forged peer source from another link reached b1: {out}"

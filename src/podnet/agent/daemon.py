@@ -165,6 +165,7 @@ class Agent:
                 self.loop.run_until_complete(self.dns.stop())
             if self.ingress is not None:
                 self.ingress.stop()
+            self.peers.mesh.stop(remove_device=False)  # wireguard-go, the agent's child, goes with it
             self.loop.close()
             if watcher.is_alive():
                 watcher.join(timeout=5)

@@ -123,6 +123,7 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
     """Every node with its health, by name."""
     leases = {k[len(keys.NODE_LEASES):]: v for k, v in ctx.store.list(keys.NODE_LEASES)}
     supports_leases = not _is_sqlite(ctx)
+    wireguard = {k[len(keys.WIREGUARD):]: v for k, v in ctx.store.list(keys.WIREGUARD)}
     held: dict[str, list[str]] = {}  # node -> the blocks it holds of networks across hosts
     for _, block in ctx.store.list(keys.BLOCKS):
         held.setdefault(block["node"], []).append(block["block"])
@@ -131,7 +132,7 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
         alive = doc["name"] in leases if supports_leases else _agent_alive_here(ctx)
         out.append({**doc, "blocks": sorted(held.get(doc["name"], [])), "status": READY if alive else NOT_READY,
                     "agent": leases.get(doc["name"], {}).get("holder") if alive else None,
-                    "route": route_from_here(ctx, doc)})
+                    "route": route_from_here(ctx, doc), "wireguard": wireguard.get(doc["name"])})
     return out
 
 

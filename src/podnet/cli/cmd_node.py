@@ -16,6 +16,8 @@ def register(sub: Any) -> None:
     ls = cmds.add_parser("ls", aliases=["list"], help="list nodes: address, pod blocks, health, agent version")
     ls.add_argument("--json", action="store_true", help="print them as JSON")
     ls.set_defaults(handler=cmd_ls)
+    rotate = cmds.add_parser("rotate-key", help="a new WireGuard key pair for this host (encrypted networks)")
+    rotate.set_defaults(handler=cmd_rotate_key)
     rm = cmds.add_parser("rm", help="retire a host (refused while its agent is alive)")
     rm.add_argument("name", help="the node's name")
     rm.add_argument("--force", action="store_true", help="retire it even while its agent holds its lease")
@@ -31,8 +33,14 @@ def _view(node: dict[str, Any]) -> dict[str, Any]:
     """One node as `node ls --json` prints it, in the CamelCase keys of every podnet object."""
     return {"Name": node["name"], "Address": node.get("address"), "Blocks": list(node.get("blocks") or []),
             "Status": node["status"], "Route": node.get("route"), "Routable": node.get("route") in ("direct", "self"),
-            "Agent": node.get("agent"), "Version": node.get("version"),
+            "Agent": node.get("agent"), "Version": node.get("version"), "WireGuard": _wireguard(node.get("wireguard")),
             "Registered": node.get("registered"), "Updated": node.get("updated")}
+
+
+def _wireguard(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not doc:
+        return None
+    return {"PublicKey": doc.get("public_key"), "Port": doc.get("port"), "Implementation": doc.get("implementation")}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -43,8 +51,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         render.dump_json([_view(n) for n in found])
         return 0
-    render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "ROUTE", "VERSION", "REGISTERED"],
+    render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "ROUTE", "WIREGUARD", "VERSION", "REGISTERED"],
                  [[n["name"], n.get("address") or "-", ",".join(n.get("blocks") or []) or "-", n["status"], n.get("route") or "-",
+                   (n.get("wireguard") or {}).get("implementation") or "-",
                    n.get("version", "?"), render.ago(n.get("registered"))] for n in found])
     return 0
 
@@ -55,4 +64,12 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
     nodes.remove(open_context(args.root), args.name, force=args.force)
     print(args.name)
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from podnet.api import wgkeys
+    from podnet.api.context import open_context
+
+    print(wgkeys.rotate(open_context(args.root)))  # the new public key (the private one stays in its 0600 file)
     return 0

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from podnet import drivers
 from podnet.api import firewall_sync, hostview
 from podnet.api.context import Context
+from podnet.cluster.wgmesh import WireGuardMesh
 from podnet.drivers.base import PeerHost, SpansHosts
+from podnet.errors import PodnetError
 from podnet.ipam import blocks
 from podnet.model import Network
 from podnet.store import keys
@@ -28,6 +30,10 @@ class PeerSync:
     programmed: dict[str, tuple[PeerHost, ...]] = field(default_factory=dict)
     # network id -> this host's view of it, as last made: a network removed on another host goes here too
     made: dict[str, Network] = field(default_factory=dict)
+    mesh: WireGuardMesh = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mesh = WireGuardMesh(self.node)
 
     def sync(self, ctx: Context) -> list[str]:
         """Program every spanning network's peers; lines saying what changed."""
@@ -36,6 +42,10 @@ class PeerSync:
         if not spanning and not self.programmed:
             return said
         nodes = hostview.live_nodes(ctx)
+        try:
+            said += self.mesh.sync(ctx, spanning, nodes)  # encrypted networks' WireGuard, before their routes
+        except PodnetError as exc:
+            said.append(f"wireguard: {exc.line()}")
         before = dict(self.programmed)
         self.programmed = {}
         for gone in set(self.made) - {n.id for n in spanning}:

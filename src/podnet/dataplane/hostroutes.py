@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from podnet.dataplane import netlink
+from podnet.errors import KernelError
 
 PROTO = 0x8C  # rtm_protocol of podnet's peer routes (unassigned in /etc/iproute2/rt_protos)
 AF_INET = 2
@@ -50,7 +51,8 @@ def next_hop(address: str) -> NextHop:
 @dataclass(frozen=True)
 class BlockRoute:
     block: str  # a peer's pod block
-    gateway: str | None  # its underlay address; None: not on-link, the block is unreachable
+    gateway: str | None  # its underlay address; None (and no device): the block is unreachable
+    device: str | None = None  # or out of this device (an encrypted network's WireGuard device)
 
 
 def sync(subnet: str, wanted: list[BlockRoute]) -> bool:
@@ -63,7 +65,11 @@ def sync(subnet: str, wanted: list[BlockRoute]) -> bool:
             continue
         dst = ipaddress.ip_network(f"{m.get_attr('RTA_DST')}/{m['dst_len']}")
         if dst.subnet_of(within):  # type: ignore[arg-type]
-            have[str(dst)] = BlockRoute(str(dst), m.get_attr("RTA_GATEWAY") if m["type"] == RTN_UNICAST else None)
+            gateway = m.get_attr("RTA_GATEWAY")
+            device = None
+            if m["type"] == RTN_UNICAST and gateway is None and m.get_attr("RTA_OIF"):
+                device = ipr.link("get", index=m.get_attr("RTA_OIF"))[0].get_attr("IFLA_IFNAME")
+            have[str(dst)] = BlockRoute(str(dst), gateway if m["type"] == RTN_UNICAST else None, device)
     want = {str(ipaddress.ip_network(r.block)): r for r in wanted}
     changed = False
     try:
@@ -73,7 +79,12 @@ def sync(subnet: str, wanted: list[BlockRoute]) -> bool:
                 changed = True
         for dst, route in want.items():
             if have.get(dst) != route:
-                if route.gateway is None:
+                if route.device is not None:
+                    oif = netlink.link_index(route.device)
+                    if oif is None:
+                        raise KernelError(f"the device {route.device} is missing", "the agent makes it again")
+                    ipr.route("replace", dst=dst, oif=oif, proto=PROTO)
+                elif route.gateway is None:
                     ipr.route("replace", dst=dst, type=RTN_UNREACHABLE, proto=PROTO)
                 else:
                     ipr.route("replace", dst=dst, gateway=route.gateway, proto=PROTO)
@@ -85,7 +96,9 @@ def sync(subnet: str, wanted: list[BlockRoute]) -> bool:
 
 def _delete(ipr: object, dst: str, route: BlockRoute) -> None:
     try:
-        if route.gateway is None:
+        if route.device is not None:
+            ipr.route("del", dst=dst, proto=PROTO)  # type: ignore[attr-defined]
+        elif route.gateway is None:
             ipr.route("del", dst=dst, type=RTN_UNREACHABLE, proto=PROTO)  # type: ignore[attr-defined]
         else:
             ipr.route("del", dst=dst, gateway=route.gateway, proto=PROTO)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from podnet.dataplane import hostroutes
+from podnet.dataplane import hostroutes, wireguard
 from podnet.drivers.base import PeerHost
 
 MODES = ("vxlan", "routed")
@@ -29,7 +29,20 @@ def is_routed(net: Any) -> bool:
     return mode_of(net) == "routed"
 
 
-def _routes(peers: list[PeerHost]) -> list[hostroutes.BlockRoute]:
+def is_encrypted(net: Any) -> bool:
+    """-o encrypted=true: the peers' blocks are routed into this host's WireGuard device
+    (cluster/wgmesh.py), in either mode; WireGuard is then the only header."""
+    return str((net.options or {}).get("encrypted", "false")).lower() == "true"
+
+
+def uses_routes(net: Any) -> bool:
+    """Routes per peer block instead of a VXLAN device."""
+    return is_routed(net) or is_encrypted(net)
+
+
+def _routes(peers: list[PeerHost], net: Any) -> list[hostroutes.BlockRoute]:
+    if is_encrypted(net):
+        return [hostroutes.BlockRoute(p.block, None, wireguard.DEVICE) for p in peers]
     out = []
     for p in peers:
         hop = hostroutes.next_hop(p.underlay)
@@ -38,10 +51,12 @@ def _routes(peers: list[PeerHost]) -> list[hostroutes.BlockRoute]:
 
 
 def program_peers(net: Any, peers: list[PeerHost]) -> bool:
-    """A route per peer block via its underlay address (unreachable for a peer off this link)."""
+    """A route per peer block via its underlay address (unreachable for a peer off this link),
+    or into the WireGuard device on an encrypted network."""
     changed = False
+    routes = _routes(peers, net)
     for s in net.subnets:
-        changed |= hostroutes.sync(str(s.subnet), [r for r in _routes(peers) if _within(r.block, s.subnet)])
+        changed |= hostroutes.sync(str(s.subnet), [r for r in routes if _within(r.block, s.subnet)])
     return changed
 
 

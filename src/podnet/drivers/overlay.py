@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podnet.config import LINK_PREFIX
-from podnet.dataplane import netlink, sysctl, vxlan
+from podnet.dataplane import netlink, sysctl, vxlan, wireguard
 from podnet.drivers import endpoint, hostgw, marks
 from podnet.drivers.base import EndpointReport, PeerHost, Supports
 from podnet.drivers.bridge import BridgeDriver, bridge_name
@@ -81,13 +81,15 @@ class OverlayDriver:
         return bridge_name(net)
 
     def validate(self, net: Network) -> None:
-        known = {"vni", "block_size", "mode"}
+        known = {"vni", "block_size", "mode", "encrypted"}
         unknown = sorted(set(net.options) - known)
         if unknown:
             raise InvalidArgument(f"unknown overlay option -o {unknown[0]}",
-                                  "overlay takes -o vni=N, -o block_size=PREFIX and -o mode=vxlan|routed")
+                                  "overlay takes -o vni=N, -o block_size=PREFIX, -o mode=vxlan|routed, -o encrypted=true")
         if hostgw.mode_of(net) not in hostgw.MODES:
             raise InvalidArgument(f"invalid -o mode={hostgw.mode_of(net)!r}", f"use one of: {', '.join(hostgw.MODES)}")
+        if str(net.options.get("encrypted", "false")).lower() not in ("true", "false"):
+            raise InvalidArgument(f"invalid -o encrypted={net.options['encrypted']!r}", "use -o encrypted=true or leave it out")
         if net.ipv6 or any(s.version == 6 for s in net.subnets):
             raise InvalidArgument("overlay networks are IPv4 only (VXLAN over an IPv4 underlay)", "leave out --ipv6")
         if net.internal:
@@ -108,11 +110,12 @@ class OverlayDriver:
         net.options["vni"] = str(vni or int(net.id[:6], 16) or 1)
 
     def probe(self, net: Network) -> None:
-        if hostgw.is_routed(net):  # no header: the underlay's whole MTU
-            most = vxlan.underlay_mtu()
+        if hostgw.uses_routes(net):  # routed: no header, the underlay's whole MTU; encrypted: WireGuard's
+            most = vxlan.underlay_mtu() - (wireguard.OVERHEAD if hostgw.is_encrypted(net) else 0)
             net.mtu = net.mtu or most
             if net.mtu > most:
-                raise InvalidArgument(f"--mtu {net.mtu} is more than the underlay's MTU ({most})", f"give --mtu {most} or less")
+                raise InvalidArgument(f"--mtu {net.mtu} is more than this network's path allows ({most})",
+                                      f"give --mtu {most} or less")
             return
         netlink.probe_kind("vxlan")
         holder = vxlan.vnis_in_use().get(vni_of(net))
@@ -131,8 +134,8 @@ class OverlayDriver:
         # The bridge answers for the other hosts' blocks (routed via the VXLAN device), at once.
         sysctl.set_value(f"net.ipv4.conf.{name}.proxy_arp", "1")
         sysctl.set_value(f"net.ipv4.neigh.{name}.proxy_delay", "0")
-        if hostgw.is_routed(net):
-            return  # routes via the peers' underlay addresses, no device (program_peers)
+        if hostgw.uses_routes(net):
+            return  # routes via the peers' underlay addresses or WireGuard, no VXLAN device (program_peers)
         block = local_block(net)
         vxlan.ensure_device(device_name(net), vni_of(net), net.mtu or 1450, vtep_mac(net.id, block or ""),
                             marks.network_mark(net.id), blocks.vtep_address(block) if block else None)
@@ -140,7 +143,7 @@ class OverlayDriver:
     def program_peers(self, net: Network, peers: list[PeerHost]) -> bool:
         """The VXLAN device's FDB, neighbour entries and routes: one of each per peer host
         (routed mode: one route per peer block via its underlay address)."""
-        if hostgw.is_routed(net):
+        if hostgw.uses_routes(net):
             if local_block(net) and not self._gateway_on_bridge(net):
                 self.setup_network(net)
             return hostgw.program_peers(net, peers)
@@ -151,13 +154,13 @@ class OverlayDriver:
 
     def unreachable_peers(self, net: Network, peers: list[PeerHost]) -> list[str]:
         """Peers this host cannot reach in the network's mode, one line each."""
-        return hostgw.unreachable(peers) if hostgw.is_routed(net) else []
+        return hostgw.unreachable(peers) if hostgw.is_routed(net) and not hostgw.is_encrypted(net) else []
 
     def vxlan_vni(self, net: Network) -> int | None:
         return None if hostgw.is_routed(net) else vni_of(net)
 
     def teardown_network(self, net: Network) -> None:
-        if hostgw.is_routed(net):
+        if hostgw.uses_routes(net):
             hostgw.teardown(net)
         netlink.delete_link(device_name(net))
         self._bridge.teardown_network(net)
@@ -166,7 +169,7 @@ class OverlayDriver:
         return f"{address}/{prefixlen}", gateway
 
     def attach(self, net: Network, ep: Endpoint, netns: Path, default_route: bool) -> None:
-        device_missing = not hostgw.is_routed(net) and netlink.link_index(device_name(net)) is None
+        device_missing = not hostgw.uses_routes(net) and netlink.link_index(device_name(net)) is None
         if device_missing or not self._gateway_on_bridge(net):
             self.setup_network(net)
         self._bridge.attach(net, ep, netns, default_route)
@@ -188,7 +191,7 @@ class OverlayDriver:
 
     def check(self, net: Network, ep: Endpoint, netns: Path | str, expected: list[str]) -> list[str]:
         problems = self._bridge.check(net, ep, netns, expected)
-        if not hostgw.is_routed(net) and vxlan.vxlan_id(device_name(net)) != vni_of(net):
+        if not hostgw.uses_routes(net) and vxlan.vxlan_id(device_name(net)) != vni_of(net):
             problems.append(f"the VXLAN device {device_name(net)} (VNI {vni_of(net)}) is missing")
         return problems
 

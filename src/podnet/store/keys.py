@@ -143,3 +143,10 @@ def blocks_of(network_id: str) -> str:
 
 def block(network_id: str, cidr: str) -> str:
     return f"{BLOCKS}{network_id}/{cidr.replace('/', '_')}"
+
+
+WIREGUARD = "wireguard/"  # wireguard/<node> -> {"public_key", "port", "implementation", "endpoint"}
+
+
+def wireguard(node: str) -> str:
+    return f"{WIREGUARD}{node}"
