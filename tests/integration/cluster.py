@@ -53,8 +53,11 @@ class Cluster:
                 [sys.executable, "-m", "podnet", "--store", self.url, "agent", "--node-name", name],
                 stderr=self.logs[name], stdout=subprocess.DEVNULL)
         for name in names:
-            wait_for(lambda: self.agents[name].poll() is not None or self.pn(name, "agent", "status", check=False).returncode == 0,
-                     60, f"the agent of {name} to serve")
+            try:
+                wait_for(lambda: self.agents[name].poll() is not None or self.pn(name, "agent", "status", check=False).returncode == 0,
+                         60, f"the agent of {name} to serve")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; its log: {self.log(name)}") from None
             assert self.agents[name].poll() is None, self.log(name)
 
     def log(self, name: str) -> str:

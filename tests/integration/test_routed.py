@@ -15,6 +15,7 @@ with a peer's pod address from another link of a host is not delivered; nothing 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +131,43 @@ def test_a_forged_peer_source_from_another_link_is_not_delivered(cluster: Cluste
         assert f"{forged}." not in out, f"a forged peer source from another link reached b1: {out}"
     finally:
         b.sh("ip netns del rogue; ip link del rogue0", check=False)
+
+
+POLICY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-clients, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+"""
+
+
+def test_a_policy_selects_pods_on_other_hosts_by_label(cluster: Cluster, tmp_path: Path) -> None:
+    """db on host b admits only role=client: the client on host a connects, a stranger on host c
+    is refused by b's agent, which selects both by the labels the store holds for them."""
+    cluster.pn("host-b", "run", "-d", "--name", "db", "--hostname", "db", "--network", "rt", "--label", "app=db", "--",
+               PY, "-S", program("serve_tcp.py"), "8080")
+    cluster.pn("host-a", "run", "-d", "--name", "client", "--network", "rt", "--label", "role=client", "--", "sleep", "600")
+    cluster.pn("host-c", "run", "-d", "--name", "stranger", "--network", "rt", "--", "sleep", "600")
+    db = cluster.address("host-b", "db")
+
+    def connects(host: str, name: str) -> bool:
+        result = cluster.exec(host, name, PY, "-S", program("probe_tcp.py"), db, "8080")
+        return result.returncode == 0 and "db" in result.stdout
+
+    wait_for(lambda: connects("host-c", "stranger"), 30, "the stranger to reach db before any policy")
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    cluster.pn("host-c", "apply", "-f", str(path))  # from a third host: host b's agent follows the store
+    try:
+        wait_for(lambda: not connects("host-c", "stranger"), 30, "host b to refuse the stranger on host c")
+        assert connects("host-a", "client"), "the client on host a was refused"
+        assert not connects("host-c", "stranger")
+    finally:
+        cluster.pn("host-c", "delete", "-f", str(path))
+        for host, name in (("host-b", "db"), ("host-a", "client"), ("host-c", "stranger")):
+            cluster.pn(host, "rm", "-f", name)
 
 
 def test_routes_follow_a_host_that_dies_and_comes_back(cluster: Cluster) -> None:
