@@ -157,7 +157,7 @@ class OverlayDriver:
         return hostgw.unreachable(peers) if hostgw.is_routed(net) and not hostgw.is_encrypted(net) else []
 
     def vxlan_vni(self, net: Network) -> int | None:
-        return None if hostgw.is_routed(net) else vni_of(net)
+        return None if hostgw.uses_routes(net) else vni_of(net)
 
     def teardown_network(self, net: Network) -> None:
         if hostgw.uses_routes(net):
