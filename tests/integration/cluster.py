@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ class Cluster:
     def capture(self, host: Host, argv: list[str], seconds: int) -> subprocess.Popen[str]:
         """tcpdump (argv: its interface and filter, after `tcpdump -l -n -A`) on host, or in a
         sandbox when argv starts with `exec NAME --`; returned once it listens, ended by
-        `timeout` after seconds (read it with communicate())."""
+        `timeout` after seconds at the latest (on a host, `captured` ends it sooner and reads it)."""
         tcpdump = ["timeout", str(seconds), "tcpdump", "-l", "-n", "-A", "-s0"]
         if argv[0] == "exec":
             command = [sys.executable, "-m", "podnet", "--store", URL, *argv[:3], *tcpdump, *argv[3:]]
@@ -109,15 +110,24 @@ class Cluster:
                 break
         return proc
 
+    @staticmethod
+    def captured(proc: subprocess.Popen[str]) -> str:
+        """What a capture saw, ending it now (what was sent before this call is on the wire by
+        now; a second more lets tcpdump print it)."""
+        time.sleep(1)
+        proc.terminate()  # `timeout` passes SIGTERM on to tcpdump, which prints what it has
+        out, _ = proc.communicate(timeout=60)
+        return out
+
     def forged_and_real(self, rogue: Host, netns: str, src: tuple[str, str], dst: tuple[str, str]) -> tuple[str, str]:
         """Ten datagrams to dst's sandbox (UDP 7777) from the rogue namespace (its source forged
         by its own routes), then ten from src's sandbox, the control; what dst's eth0 saw."""
         ip = self.address(*dst)
-        seen = self.capture(self.hosts[dst[0]], ["exec", dst[1], "--", "-i", "eth0", "udp", "port", "7777"], 10)
+        seen = self.capture(self.hosts[dst[0]], ["exec", dst[1], "--", "-i", "eth0", "udp", "port", "7777"], 25)
         send = f"import socket,time\nfor _ in range(10):\n socket.socket(2,2).sendto(b'x',('{ip}',7777)); time.sleep(0.3)"
         rogue.run([PY, "-S", "-c", send], netns=netns)
         self.exec(*src, PY, "-S", "-c", send, check=True)
-        out, err = seen.communicate(timeout=30)
+        out, err = seen.communicate(timeout=90)  # `podnet exec` does not pass SIGTERM on: tcpdump's timeout ends it
         return out, err
 
     def nodes(self, host: str = "host-a") -> dict[str, dict]:

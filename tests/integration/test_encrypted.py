@@ -81,13 +81,12 @@ def test_sandboxes_talk_encrypted_at_the_computed_mtu_and_nothing_in_clear(clust
     cluster.ping_all(SERVERS, ips)
     cluster.mtu_edge("host-a", "a1", ips["b1"], WG_MTU)
     assert cluster.wire is not None
-    wire = cluster.capture(cluster.wire, ["-i", "under", "udp or tcp"], 15)
-    inside = cluster.capture(cluster.hosts["host-b"], ["-i", "pnwg0"], 15)  # the control: the decrypted side
+    wire = cluster.capture(cluster.wire, ["-i", "under", "udp or tcp"], 120)
+    inside = cluster.capture(cluster.hosts["host-b"], ["-i", "pnwg0"], 120)  # the control: the decrypted side
     send = (f"import socket\ns=socket.create_connection(('{ips['b1']}',8080),5); s.sendall(b'{MARKER} tcp\\n'); s.recv(100)\n"
             f"u=socket.socket(2,2); u.sendto(b'{MARKER} udp',('{ips['b1']}',5353))")
     cluster.exec("host-a", "a1", PY, "-S", "-c", send, check=True)
-    seen_inside, _ = inside.communicate(timeout=60)
-    seen_wire, _ = wire.communicate(timeout=60)
+    seen_inside, seen_wire = cluster.captured(inside), cluster.captured(wire)
     assert f"{MARKER} tcp" in seen_inside and f"{MARKER} udp" in seen_inside, f"the control missed the marker: {seen_inside[-2000:]}"
     assert ".51820:" in seen_wire, f"no WireGuard on the wire: {seen_wire[-2000:]}"
     assert MARKER not in seen_wire, "the marker crossed the underlay in clear"
