@@ -53,4 +53,4 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 # Inside the private namespace only loopback exists (some unit tests talk over it); bring it up.
 # pytest runs below tests/programs/reaper.py, a child subreaper: what a test started and
 # left running stays below it, and the end of the run (tests/leaks.py) finds and fails it.
-exec unshare --net --mount --propagation private -- sh -c 'ip link set lo up && exec /usr/bin/python3 -S tests/programs/reaper.py "$0" -m pytest -q -p no:cacheprovider "$@"' "$python" "$@"
+exec unshare --net --mount --propagation private -- sh -c 'ip link set lo up && exec /usr/bin/python3 -S tests/programs/reaper.py "$0" -m pytest -q -p no:cacheprovider --durations=15 "$@"' "$python" "$@"

@@ -88,14 +88,12 @@ def _sandboxes(ctx: Context, report: Report, progress: Callable[..., None] = sil
         sandbox = Sandbox(**doc)
         try:
             if sandbox.state == "creating":
-                with locks.held(sandboxes.lock_path(ctx, sandbox.id), blocking=False) as free:
-                    if not free:
-                        continue  # its maker is still at work
-                    realize.destroy(ctx, sandbox)
+                if sandboxes.destroy_abandoned(ctx, sandbox.id):
                     report.removed_sandboxes.append(sandbox.name)
             elif sandbox.state == "running":
                 if not sandboxes.is_running(ctx, sandbox):
-                    sandboxes.mark_exited(ctx, sandbox)
+                    if not sandboxes.mark_exited(ctx, sandbox):
+                        continue  # removed or stopped meanwhile by its owner
                     (report.removed_sandboxes if sandbox.auto_remove else report.exited_sandboxes).append(sandbox.name)
                 elif sandbox.network_mode == "netns":
                     _repair(ctx, sandbox, nets, report)

@@ -343,6 +343,23 @@ def mark_exited(ctx: Context, sandbox: Sandbox) -> bool:
     return True
 
 
+def destroy_abandoned(ctx: Context, sandbox_id: str) -> bool:
+    """Undo a sandbox whose maker died while it was "creating"; True when it did.
+
+    Its lock free means nobody is making it now, but the state that sent the caller here was
+    read before the lock: the maker may have finished in between and released the lock on a
+    running sandbox. So the state is read again under the lock (a reaper once removed a
+    sandbox that `run -d` had just started)."""
+    with locks.held(lock_path(ctx, sandbox_id), blocking=False) as free:
+        if not free:
+            return False  # its maker is still at work
+        fresh = ctx.store.get(keys.sandbox(sandbox_id))
+        if fresh is None or fresh.get("state") != "creating":
+            return False
+        realize.destroy(ctx, Sandbox(**fresh))
+        return True
+
+
 def reap(ctx: Context) -> list[str]:
     """Finish off sandboxes left half-made by a killed podnet, and release those whose command ended."""
     done = []
@@ -351,10 +368,8 @@ def reap(ctx: Context) -> list[str]:
             continue  # another host's: its agent reaps it
         sandbox = Sandbox(**doc)
         if sandbox.state == "creating":
-            with locks.held(lock_path(ctx, sandbox.id), blocking=False) as free:
-                if free:
-                    realize.destroy(ctx, sandbox)
-                    done.append(sandbox.name)
+            if destroy_abandoned(ctx, sandbox.id):
+                done.append(sandbox.name)
         elif sandbox.state == "running" and not is_running(ctx, sandbox) and mark_exited(ctx, sandbox):
             done.append(sandbox.name)
     return done
