@@ -25,6 +25,7 @@ from podnet.drivers import hostgw
 from podnet.errors import KernelError
 from podnet.ipam import blocks
 from podnet.model import Network
+from podnet.util import children
 
 DEVICE_WAIT = 10.0  # seconds wireguard-go may take to make its device
 
@@ -102,13 +103,8 @@ class WireGuardMesh:
         """No encrypted network is left: the device and wireguard-go go. The agent stopping
         stops only wireguard-go (whose device goes with it); the kernel's device stays and
         carries traffic until the agent is back, as the rest of the data plane does."""
-        if self.child is not None and self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
+        if self.child is not None:
+            children.stop(self.child, timeout=5)
         self.child = None
         if remove_device:
             netlink.delete_link(wireguard.DEVICE)

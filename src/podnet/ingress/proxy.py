@@ -23,6 +23,7 @@ from pathlib import Path
 
 from podnet.errors import PodnetError
 from podnet.ingress.haproxy import Files
+from podnet.util import children
 from podnet.util.perms import FILE_MODE, LOG_MODE, private_dir
 
 BINARY = "haproxy"
@@ -101,13 +102,7 @@ class HAProxy:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        children.stop(self.proc, timeout=10)
         self.proc = None
         self.pidfile.unlink(missing_ok=True)
 
