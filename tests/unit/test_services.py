@@ -162,3 +162,39 @@ def test_conntrack_lines_and_stale_flows() -> None:
     assert conntrack.stale([flow], [(fronts, {("10.40.0.4", 5353)})]) == [flow]
     assert conntrack.stale([flow], [({Frontend(None, 53)}, set())]) == [flow], "a NodePort matches any local address"
     assert conntrack.parse("garbage", 4) is None
+
+
+class _Docs:
+    """A store's list() over a dict: what members() reads."""
+
+    def __init__(self, docs: dict[str, dict]) -> None:
+        self.docs = docs
+
+    def list(self, prefix: str) -> list[tuple[str, dict]]:
+        return sorted((k, v) for k, v in self.docs.items() if k.startswith(prefix))
+
+
+def test_endpoints_by_label_index_match_every_selector_key_and_namespace() -> None:
+    """The sync's plain views select the same endpoints as the selector rule says: every key
+    of the selector, the Service's namespace only, nothing for an empty selector, and a
+    pod with two labels found through either."""
+    docs: dict[str, dict] = {}
+    for i, (ns, labels) in enumerate([("default", {"app": "web", "tier": "front"}), ("default", {"app": "web"}),
+                                      ("prod", {"app": "web", "tier": "front"}), ("default", {"tier": "front"})]):
+        docs[f"pods/p{i}/eth0"] = {"id": f"p{i}", "container_id": f"p{i}", "state": "ready", "labels": labels,
+                                   "args": {"K8S_POD_NAME": f"p{i}", "K8S_POD_NAMESPACE": ns}}
+        docs[f"endpoints/p{i}/n"] = {"sandbox": f"p{i}", "network": "n", "addresses": [f"10.1.0.{i + 2}/24", f"fd00::{i + 2}/64"]}
+    docs["pods/p9/eth0"] = {"id": "p9", "container_id": "p9", "state": "creating", "labels": {"app": "web"}, "args": {}}
+    store = _Docs(docs)
+    views = [controller.view_of(svc(name=n, namespace=ns, selector=sel).model_dump()) for n, ns, sel in [
+        ("both", "default", {"tier": "front", "app": "web"}), ("web", "default", {"app": "web"}),
+        ("prodweb", "prod", {"app": "web"}), ("none", "default", {}), ("front", "default", {"tier": "front"})]]
+    found = {k: sorted(ep.name for ep in eps) for k, eps in controller.select_endpoints(views, store).items()}
+    assert found == {"default/both": ["p0"], "default/web": ["p0", "p1"], "prod/prodweb": ["p2"], "default/none": [],
+                     "default/front": ["p0", "p3"]}
+    _, models = controller.desired(store)  # type: ignore[arg-type]
+    assert {k: sorted(ep.name for ep in eps) for k, eps in models.items()} == {}, "no Service stored: none"
+    web = controller.view_of(svc(ports=[{"port": 80, "target_port": 8080}]).model_dump())
+    ports = controller.service_ports(web, controller.select_endpoints([web], store)["default/web"], {})
+    assert [(p.family, [b.address for b in p.backends]) for p in ports] == [(4, ["10.1.0.2", "10.1.0.3"])], \
+        "a v4-only Service gets each endpoint's IPv4 address"
