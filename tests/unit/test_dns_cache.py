@@ -146,3 +146,56 @@ def test_the_udp_fast_path_serves_a_kept_answer_only_for_a_name_the_view_forward
     core.forwarded.put((("198.51.100.53",), cache.key_of(local[12:], wire.RD, False, False)), reply(answers=(a(30),)),
                        len(local))
     assert core.kept_reply(local, "127.0.0.2", view) is None, "a local name is never answered from the upstream's words"
+
+
+def test_the_exact_query_memo_counts_ttls_down_and_keeps_a_sandboxs_own_upstreams_apart() -> None:
+    """The UDP reader's memo of exact queries (server.remember), over real loopback sockets:
+    a local answer comes back the same for the same query; a kept forwarded answer is served
+    again with its TTLs counted down each second and never past its expiry; a sandbox that
+    has its own upstreams gets their answer, not the one the view's upstreams gave."""
+    import socket
+
+    from podnet.dns import answer
+    from podnet.dns.records import build_index
+    from podnet.dns.server import Core, UdpListener
+
+    net = [{"id": "n", "name": "lo", "driver": "bridge", "subnets": [{"subnet": "127.0.0.0/29", "gateway": "127.0.0.1"}]}]
+    sbx = [{"id": "w" * 64, "name": "web", "state": "running", "networks": [{"network": "n"}]}]
+    eps = [{"sandbox": "w" * 64, "network": "n", "addresses": ["127.0.0.2/29"], "aliases": []}]
+    clock = Clock()
+    core = Core(build_index(net, sbx, eps), ("198.51.100.53",), forwarded=cache.ForwardCache(clock=clock))
+    listener = UdpListener(core, "127.0.0.1", 0)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.2", 0))
+    client.settimeout(2)
+    view = core.index.by_source["127.0.0.2"]
+
+    def ask(query: bytes) -> bytes:
+        client.sendto(query, listener.sock.getsockname())
+        listener._drain()
+        return client.recv(4096)
+
+    try:
+        local = wire.header(7, wire.RD, 1, 0, 0, 0) + wire.encode_name("web") + struct.pack("!HH", wire.A, wire.IN)
+        first = ask(local)  # the slow path: it fills the view's answer cache
+        assert first[:2] == b"\x00\x07" and first[3] & 0x0F == wire.NOERROR
+        assert ask(local) == first and local[2:] in view.replies, "the fast path remembers it"
+        assert ask(b"\x00\x08" + local[2:]) == b"\x00\x08" + first[2:], "the remembered answer, with the new ID"
+
+        query = wire.header(9, wire.RD, 1, 0, 0, 0) + QUESTION
+        answer.cached(core.index, view, QUESTION.lower(), "www.example.test", wire.A, wire.IN)  # known as forwarded
+        core.forwarded.put(KEY, reply(answers=(a(30),)), 12 + len(QUESTION))
+        assert ttls(ask(query)) == [30] and ttls(ask(query)) == [30]
+        assert view.replies[query[2:]][1] == 1001.0, "remembered until its TTL's next second"
+        clock.now += 1.5
+        assert ttls(ask(query)) == [29], "past the second: counted down, not the remembered bytes"
+        clock.now += 27.9
+        assert ttls(ask(query)) == [1] and view.replies[query[2:]][1] <= 1030.0, "never past the entry's expiry"
+
+        own = ("198.51.100.99",)
+        core.index.upstreams_by_source["127.0.0.2"] = own
+        core.forwarded.put((own, KEY[1]), reply(answers=(a(77, "198.51.100.8"),)), 12 + len(QUESTION))
+        assert ttls(ask(query)) == [77], "its own upstream's answer, not the view's remembered one"
+    finally:
+        client.close()
+        listener.close()

@@ -159,6 +159,15 @@ class ForwardCache:
         self.hits += 1
         return qid + flags + question + entry.rest_aged(int(now - entry.stored))
 
+    def unchanged_until(self, key: Key) -> float:
+        """Until when (on self.clock) the reply get() just gave for key stays byte for byte the
+        same: the next whole second of its TTL countdown, or its expiry if sooner; 0.0 if
+        there is no entry. What the server's exact-query memo (server.remember) keeps it for."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return 0.0
+        return min(entry.expires, entry.stored + entry.aged + 1)
+
     def _drop(self, key: Key) -> None:
         old = self.entries.pop(key, None)
         if old is not None:

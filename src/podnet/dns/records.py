@@ -96,7 +96,8 @@ class ServiceZone:
 class NetworkView:
     """The names one network's members see; its answer cache lives here (see module doc)."""
 
-    __slots__ = ("network_id", "network_name", "suffix", "names", "ptr", "subnets", "forward", "upstreams", "cache")
+    __slots__ = ("network_id", "network_name", "suffix", "names", "ptr", "subnets", "forward", "upstreams", "cache",
+                 "replies")
 
     def __init__(self, network_id: str, network_name: str, subnets: list[Any], forward: bool,
                  upstreams: tuple[str, ...]) -> None:
@@ -109,6 +110,7 @@ class NetworkView:
         self.forward = forward
         self.upstreams = upstreams
         self.cache: dict[bytes, Any] = {}
+        self.replies: dict[bytes, tuple[bytes, float]] = {}  # see server.Replies
 
     def lookup(self, name: str) -> Addrs | None:
         """NAME, or NAME.NETWORK: the suffix is stripped here rather than stored twice."""
@@ -133,7 +135,7 @@ class NetworkView:
 class ChainView:
     """A sandbox on several networks: each network's names in attachment order."""
 
-    __slots__ = ("views", "forward", "upstreams", "cache")
+    __slots__ = ("views", "forward", "upstreams", "cache", "replies")
 
     def __init__(self, views: tuple[NetworkView, ...]) -> None:
         self.views = views
@@ -142,6 +144,7 @@ class ChainView:
         self.forward = any(v.forward for v in views)
         self.upstreams = next((v.upstreams for v in views if v.upstreams), ())
         self.cache: dict[bytes, Any] = {}
+        self.replies: dict[bytes, tuple[bytes, float]] = {}  # see server.Replies
 
     def lookup(self, name: str) -> Addrs | None:
         for view in self.views:

@@ -1,6 +1,8 @@
 """UDP and TCP listeners on one address, and the query handling they share.
 
 The UDP hot path is a plain non-blocking socket drained by one asyncio reader callback:
+a query whose exact bytes (after the ID) the source's view answered before is one dict
+lookup in the view's memo and one sendto of `id + the remembered reply` (remember()). Else,
 for a query shaped as stub resolvers send them (one question, RD set, at most an OPT
 record) from a known source, it is a dict lookup of the lowercased question in the view's
 answer cache and one sendto of `id + header + question + tail`. Everything else (first
@@ -38,6 +40,10 @@ TCP_MAX_PER_CLIENT = 16
 TCP_MAX_CONNECTIONS = 4096
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
 _OPT_TYPE = b"\x00\x29"
+# Exact queries a view remembers the reply to (server.remember); past this it starts again.
+# 0x20-randomised names make each query's bytes new: the memo then only costs the lookup.
+MAX_REPLIES = 4096
+FOREVER = 0.0  # a remembered local answer: valid as long as its view (a new index makes new views)
 
 Send = Callable[[bytes], None]
 
@@ -127,7 +133,11 @@ class Core:
             shape |= 4
         key = (self.index.upstreams_for(source, view) or self.host_upstreams, lowered + bytes((shape,)))
         out = self.forwarded.get(key, data[:2], question, 1)
-        return out if out is not None and len(out) <= limit else None
+        if out is None or len(out) > limit:
+            return None
+        if source not in self.index.upstreams_by_source:  # the view's upstreams: the view's memo may keep it
+            remember(view, data, out, self.forwarded.unchanged_until(key))
+        return out
 
     def _forward(self, data: bytes, upstreams: tuple[str, ...], tcp: bool, send: Send, key: cache.Key,
                  question_end: int) -> None:
@@ -210,6 +220,21 @@ def fast_reply(data: bytes, view: View) -> bytes | None:
     return None
 
 
+def remember(view: View, data: bytes, out: bytes, until: float) -> None:
+    """Keep the reply to this exact query (its bytes after the ID) in the view's memo, so the
+    next identical query is one dict lookup and one concatenation: no label walk, no
+    lowercasing, no cache key. `until` is FOREVER for a local answer (the view holds for the
+    life of its index), else the clock time until which a forwarded reply stays the same
+    bytes (its TTLs count down each second): past it, the slow path answers and remembers
+    again. Only replies that any source of the view gets alike are remembered: a sandbox
+    with its own upstreams (`--dns`) is never served from, nor fills, the memo for
+    forwarded names."""
+    replies = view.replies
+    if len(replies) >= MAX_REPLIES:
+        replies.clear()
+    replies[data[2:]] = (out[2:], until)
+
+
 class UdpListener:
     def __init__(self, core: Core, address: str, port: int = 53, reuse_port: bool = False) -> None:
         self.core = core
@@ -231,6 +256,7 @@ class UdpListener:
         recv, sendto, core = self.sock.recvfrom, self.sock.sendto, self.core
         stats = core.stats
         queries = stats.queries
+        clock = core.forwarded.clock
         for _ in range(DRAIN_BATCH):
             try:
                 data, addr = recv(RECV_BUFFER)
@@ -239,14 +265,24 @@ class UdpListener:
             except OSError:
                 continue
             queries["udp"] += 1
-            view = core.index.by_source.get(addr[0])
-            out = fast_reply(data, view) if view is not None else None
-            if out is None and view is not None:
-                out = core.kept_reply(data, addr[0], view)  # a forwarded name, answered before
+            source = addr[0]
+            view = core.index.by_source.get(source)
+            out = None
+            if view is not None:
+                hit = view.replies.get(data[2:])
+                if hit is not None and (hit[1] == FOREVER or (
+                        clock() < hit[1] and source not in core.index.upstreams_by_source)):
+                    out = data[:2] + hit[0]
+                else:
+                    out = fast_reply(data, view)
+                    if out is not None:
+                        remember(view, data, out, FOREVER)
+                    else:
+                        out = core.kept_reply(data, source, view)  # a forwarded name, answered before
             if out is None:
                 if len(data) >= RECV_BUFFER:
                     continue
-                core.handle(data, addr[0], True, _sender(sendto, addr))
+                core.handle(data, source, True, _sender(sendto, addr))
                 continue
             stats.cache_hit(out)
             try:
