@@ -27,7 +27,7 @@ from typing import Any
 
 from podnet import drivers
 from podnet.config import paths
-from podnet.dataplane import conntrack, hostaddrs, libnft, netlink, nft
+from podnet.dataplane import conntrack, hostaddrs, libnft, netlink, nft, nftbatch
 from podnet.errors import InvalidArgument, KernelError
 from podnet.policy import engine, ruleset
 from podnet.store import keys
@@ -64,7 +64,7 @@ def _applied() -> dict[str, Any] | None:
         objects = marshal.loads(_applied_file().read_bytes())
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    if not isinstance(objects, dict) or not {"table", "chains", "rules", "sets"} <= objects.keys():
+    if not isinstance(objects, dict) or not {"table", "chains", "rules", "sets", "elements"} <= objects.keys():
         return None
     _cache = (stamp, objects)
     return objects
@@ -129,23 +129,55 @@ def sync(store: Store, strict: bool = False, force: bool = False) -> bool:
             raise
         _pass_bridged_traffic(store)
         previous = None if force else _applied()
-        commands = ruleset.delta(previous, objects) if previous is not None else None
-        if commands == []:
+        change = ruleset.delta(previous, objects) if previous is not None else None
+        if change is not None and not change:
             return False
         if force:
             differences = verify()
             if differences:
                 log.warning("policy table: the kernel's differed from the one applied last (%s): replaced whole",
                             "; ".join(differences[:5]))
-        try:
-            libnft.apply(commands if commands is not None else ruleset.full(objects))
-        except KernelError:
-            if commands is None:
-                raise
-            libnft.apply(ruleset.full(objects))  # the kernel is not what we remember: replace it whole
+        if change is None:
+            libnft.apply(ruleset.full(objects))
+        else:
+            try:
+                apply_delta(ruleset.table(), change)
+            except KernelError as exc:  # the kernel is not what we remember: replace it whole
+                log.warning("policy table: a change was refused (%s): replaced whole", exc.message)
+                libnft.apply(ruleset.full(objects))
         _remember(ruleset.index(objects))
     cut_forbidden(state)
     return True
+
+
+def apply_delta(table: str, change: ruleset.Delta) -> None:
+    """New chains and sets and refilled chains through libnftables (only when there are any:
+    it lists the table first), then the elements and what is gone in one netlink batch (lists
+    nothing). Between the two, the table is the old one plus unused new chains and sets."""
+    if change.commands:
+        libnft.apply(change.commands)
+    batch = nftbatch.Batch(table)
+    for op, name, elements in change.batch:
+        if op == "add-elements":
+            batch.add_elements(name, [_element(k, v) for k, v in elements])
+        elif op == "delete-elements":
+            batch.delete_elements(name, [_element(k, v) for k, v in elements])
+        elif op == "flush-chain":
+            batch.flush_chain(name)
+        elif op == "delete-set":
+            batch.delete_set(name)
+        else:
+            batch.delete_chain(name)
+    batch.commit()
+
+
+def _element(key: str, jump: str) -> nftbatch.Element:
+    """An element of ruleset's sets that follow endpoints (an address, or "address . protocol .
+    port"; jump: the chain of a verdict map's element) in the kernel's bytes."""
+    if " . " in key:
+        address, protocol, port = key.split(" . ")
+        return nftbatch.Element(nftbatch.concat_key(address, protocol, int(port)))
+    return nftbatch.Element(nftbatch.address_key(key), jump or None)
 
 
 def verify() -> list[str]:

@@ -77,6 +77,7 @@ class Rule:
     peers: tuple[str, ...]  # endpoint keys
     blocks: tuple[str, ...]  # CIDRs (ipBlock minus except), canonical and collapsed
     ports: tuple[Port, ...]  # empty: every port and protocol
+    selects: bool = False  # has podSelector/namespaceSelector peers: its pods' sets exist even while empty
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,8 @@ def _rule(index: int, doc: Mapping[str, Any], peers_key: str, policy_ns: str, ep
             in_ns = {n for n, d in namespaces.items() if matches(ns_sel, d["labels"])}
         peers |= eps.select(in_ns, pod_sel)
     return Rule(index, not doc.get(peers_key), tuple(sorted(peers)), collapse(cidrs),
-                tuple(_port(p) for p in doc.get("ports", [])))
+                tuple(_port(p) for p in doc.get("ports", [])),
+                selects=any(not peer.get("ipBlock") for peer in doc.get(peers_key, [])))
 
 
 def compile_policy(doc: Mapping[str, Any], eps: Index, namespaces: Mapping[str, Mapping[str, Any]]) -> Policy:

@@ -6,22 +6,26 @@ that chain jumps to each policy's chain and ends in the default deny; a policy's
 few rules per policy rule, each matching sets (peers, ports, named ports).
 
   egress-forward  (filter, forward, -10)  ct established/related accept;
-                                          ip saddr & 0.0.0.31 vmap @egress4-shards
+                                          ip saddr vmap @egress4 (address -> group chain)
   egress-input    (filter, input, -10)    the same for connections from a pod to the host (DNS)
   ingress-forward (filter, forward, -5)   ct established/related accept;
-                                          ip daddr & 0.0.0.31 vmap @ingress4-shards
+                                          ip daddr vmap @ingress4
   ingress-output  (filter, output, -5)    the same for the ingress proxy's connections
                                           (meta skuid of its user) to policed pods
-  egress4-s<n>, ingress4-s<n>, ...6-s<n>  ip saddr vmap @egress4-s<n> (address -> group chain)
   eg-<group>, in-<group>                  jump pe-<policy> / pi-<policy> for each policy of
                                           the group; then counter drop (the default deny)
   pe-<policy>, pi-<policy>                per rule: peers . ports -> accept
 
-Maps and sets: egress4/6-s<n>, ingress4/6-s<n> (address : verdict; 32 shards by the low bits of
-the address, so that a new or relabelled endpoint re-declares a map of a few dozen elements),
-the constant -shards maps that pick the shard, isolated4/6 (every policed address), per rule <policy>-<e|i><n>-peer4/6
-(interval: pods' addresses and ipBlocks minus except), -tcp/-udp/-sctp (interval ports:
-port..endPort), -named4/6 (address . protocol . port: named ports resolved per destination).
+Sets that follow endpoints have fixed names, and the rules naming them never change with
+their elements, so that an endpoint added, removed or relabelled changes elements only (one
+netlink transaction, dataplane/nftbatch.py; policy/controller.py): egress4/6, ingress4/6
+(address : jump to its group's chain), isolated4/6 (every policed address), per rule
+<policy>-<e|i><n>-pods4/6 (the addresses its podSelector/namespaceSelector peers pick; present
+while some endpoint has an address of the family, even empty) and -named4/6 (address .
+protocol . port: named ports resolved per destination). Sets named by a digest of their
+elements change only with a policy's document: -block4/6 (interval: ipBlocks minus except,
+with rules of their own beside the pods' ones) and -tcp/-udp/-sctp (interval ports:
+port..endPort).
 
 Egress and ingress are two base chains, so that an accept in one (its policies allow the
 connection) does not skip the other; a drop in either is final. Only new connections meet
@@ -38,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from podnet import config
@@ -59,7 +64,6 @@ BASE_CHAINS = {  # name -> (hook, priority, direction, address field)
 }
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 BASE_FIELD = {EGRESS: "saddr", INGRESS: "daddr"}  # the address that picks the policed endpoint
-SHARDS = 32  # endpoint verdict maps per direction and family (a power of two: a mask picks one)
 _ACCEPT: Expr = {"accept": None}
 Command = dict[str, Any]
 LOG_PREFIX = "podnet"
@@ -125,6 +129,8 @@ class Builder:
         self.proxy_uid = proxy_uid()
         self.chains: dict[str, list[Any]] = {}  # name -> [declaration, rules]
         self.sets: dict[str, Command] = {}
+        self.elements: dict[str, dict[str, str]] = {}  # sets that follow endpoints: name -> {key: jump target or ""}
+        self.versions: frozenset[int] = frozenset((4, 6))  # the families some endpoint has an address of
 
     def ref(self, **extra: Any) -> dict[str, Any]:
         return {"family": FAMILY, "table": self.table, **extra}
@@ -139,10 +145,8 @@ class Builder:
         """Declare a set (or verdict map) with its elements; returns the reference rules use.
 
         The name ends in a digest of the elements: a set whose elements change is a new set
-        (and the rules naming it change), never `add element` into an existing one: nft 1.0.6
-        fetches every element of every set on the host before an `add element` (0.2-1.1 s at
-        1,000 x 1,000, even into a set of another table), against ~10 ms to declare a small
-        set anew with its elements."""
+        (and the rules naming it change). For what changes only with a policy's document
+        (ipBlocks, port ranges); what follows endpoints is an element_set."""
         digest = hashlib.sha256(json.dumps([key, elements], sort_keys=True).encode()).hexdigest()[:8]
         body = self.ref(name=f"{name}-{digest}", type=key)
         if interval:
@@ -154,15 +158,28 @@ class Builder:
         self.sets[body["name"]] = {"add": {"map" if verdict else "set": body}}
         return f"@{body['name']}"
 
+    def element_set(self, name: str, key: Any, elements: dict[str, str], verdict: bool = False) -> str:
+        """Declare a set (or verdict map) whose elements follow endpoints: its name is fixed
+        and the rules naming it never change with its elements, so a delta changes it element
+        by element (dataplane/nftbatch.py, ~0.2 ms) instead of declaring it anew. elements:
+        key (an address, or "address . protocol . port") -> the chain it jumps to ("" in a set)."""
+        body = self.ref(name=name, type=key)
+        if verdict:
+            body["map"] = "verdict"
+        self.sets[name] = {"add": {"map" if verdict else "set": body}}
+        self.elements[name] = elements
+        return f"@{name}"
+
     def rule(self, chain: str, expr: list[Expr], comment: str) -> None:
         self.chains[chain][1].append({"add": {"rule": self.ref(chain=chain, expr=expr, comment=_comment(comment))}})
 
     def part(self) -> Part:
         """What was collected: {"chains": {name: [declaration, rules, digest]}, "sets": {name:
-        declaration with its elements}}. The digest (of declaration and rules) is what a delta
-        compares, so that comparing two tables costs a lookup per chain."""
+        declaration (with its elements unless it follows endpoints)}, "elements": {name: the
+        elements of a set that follows endpoints}}. The digest (of declaration and rules) is what
+        a delta compares, so that comparing two tables costs a lookup per chain."""
         chains = {name: [decl, rules, _digest([decl, rules])] for name, (decl, rules) in self.chains.items()}
-        return {"chains": chains, "sets": self.sets}
+        return {"chains": chains, "sets": self.sets, "elements": self.elements}
 
 
 Part = dict[str, Any]
@@ -177,29 +194,73 @@ def full(objects: dict[str, Any]) -> list[Command]:
     t = {"family": FAMILY, "name": objects["table"]}
     cmds: list[Command] = [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
     cmds += [chain[0] for chain in objects["chains"].values()]
-    cmds += list(objects["sets"].values())
+    cmds += [declaration(objects, name) for name in objects["sets"]]
     return cmds + [r for chain in objects["chains"].values() for r in chain[1]]
+
+
+def declaration(objects: dict[str, Any], name: str) -> Command:
+    """The `add set`/`add map` of a set with its elements (in a declaration, libnftables lists no
+    elements first: only `add element` makes it list every interval set's)."""
+    decl = objects["sets"][name]
+    elements = objects["elements"].get(name)
+    if not elements:
+        return decl
+    kind = "map" if "map" in decl["add"] else "set"
+    return {"add": {kind: {**decl["add"][kind], "elem": [nft_element(k, v) for k, v in sorted(elements.items())]}}}
+
+
+def nft_element(key: str, jump: str) -> Any:
+    """An element of a set that follows endpoints, as nft JSON."""
+    if jump:
+        return [key, {"jump": {"target": jump}}]
+    if " . " in key:
+        address, protocol, port = key.split(" . ")
+        return {"concat": [address, protocol, int(port)]}
+    return key
 
 
 def index(objects: dict[str, Any]) -> dict[str, Any]:
     """What a delta needs of a table once applied (kept in the run directory): each chain's
-    digest, each set's kind; small (a few hundred kB at 1,000 x 1,000), cheap to read and write."""
+    digest, each set's kind, the elements of the sets that follow endpoints; small (~1 MB at
+    1,000 x 1,000), cheap to read and write. The element dicts are the Memo's own (a set whose
+    part was not rebuilt compares by identity)."""
     return {"table": objects["table"],
             "chains": {name: chain[2] for name, chain in objects["chains"].items()},
             "rules": {name: len(chain[1]) for name, chain in objects["chains"].items()},
-            "sets": {name: "map" if "map" in decl["add"] else "set" for name, decl in objects["sets"].items()}}
+            "sets": {name: "map" if "map" in decl["add"] else "set" for name, decl in objects["sets"].items()},
+            "elements": dict(objects["elements"])}
 
 
-def delta(old: dict[str, Any], new: dict[str, Any]) -> list[Command] | None:
-    """One transaction that turns the table applied last (`old`, its index) into `new`
-    touching only what differs (a label change: the few sets it changes, declared anew, and
-    the chains naming them, refilled), or None when only a full replace will do. Order:
-    declare what is new, refill the chains that changed, then delete what is gone (nothing
-    refers to it by then)."""
-    if old.get("table") != new["table"]:
+@dataclass
+class Delta:
+    """What turns the table applied last into the new one, in the order it is applied.
+
+    commands: libnftables, first: new chains and sets (declared with their elements), changed
+    chains flushed and refilled (one transaction: a chain is never seen half-filled).
+    batch: one netlink transaction after them (dataplane/nftbatch.py, nothing listed first):
+    elements of the sets that follow endpoints deleted then added (a verdict map's key moving
+    to another chain is both), then what is gone (chains flushed, sets deleted, chains
+    deleted). An endpoint added or relabelled whose policies' chains exist is the batch alone.
+    Each op: ("delete-elements"|"add-elements", set, [(key, jump)]) or ("flush-chain"|
+    "delete-set"|"delete-chain", name, [])."""
+
+    commands: list[Command] = field(default_factory=list)
+    batch: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.commands or self.batch)
+
+
+def delta(old: dict[str, Any], new: dict[str, Any]) -> Delta | None:
+    """The change from the table applied last (`old`, its index) to `new`, touching only what
+    differs, or None when only a full replace will do (another table, an index without
+    elements). Order: declare what is new and refill what changed (libnftables), then move
+    elements and remove what is gone (netlink): a chain a map element still jumps to is
+    deleted only after the element moved, in the same transaction."""
+    if old.get("table") != new["table"] or "elements" not in old:
         return None
     ref = {"family": FAMILY, "table": new["table"]}
-    old_chains, old_sets = old["chains"], old["sets"]
+    old_chains, old_sets, old_elements = old["chains"], old["sets"], old["elements"]
     declare: list[Command] = []
     refill: list[Command] = []
     for name, (decl, rules, digest) in new["chains"].items():
@@ -210,35 +271,52 @@ def delta(old: dict[str, Any], new: dict[str, Any]) -> list[Command] | None:
         if before is not None:
             refill.append({"flush": {"chain": {**ref, "name": name}}})
         refill += rules
-    declare += [decl for name, decl in new["sets"].items() if name not in old_sets]
-    gone: list[Command] = []
-    for name, kind in old_sets.items():  # first: an old verdict map still jumps to old chains
-        if name not in new["sets"]:
-            gone.append({"delete": {kind: {**ref, "name": name}}})
-    for name in old_chains:
-        if name not in new["chains"]:
-            refill.append({"flush": {"chain": {**ref, "name": name}}})
-            gone.append({"delete": {"chain": {**ref, "name": name}}})
-    return declare + refill + gone
+    declare += [declaration(new, name) for name in new["sets"] if name not in old_sets]
+    removed: list[tuple[str, str, list[tuple[str, str]]]] = []
+    added: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for name, now in new["elements"].items():
+        if name not in old_sets:
+            continue  # declared above with its elements
+        before = old_elements.get(name)
+        if before is None or old_sets[name] != ("map" if "map" in new["sets"][name]["add"] else "set"):
+            return None
+        if before is now or before == now:
+            continue
+        gone = [(k, v) for k, v in before.items() if now.get(k) != v]
+        came = [(k, v) for k, v in now.items() if before.get(k) != v]
+        if gone:
+            removed.append(("delete-elements", name, gone))
+        if came:
+            added.append(("add-elements", name, came))
+    gone_chains = [name for name in old_chains if name not in new["chains"]]
+    batch = removed + added + [("flush-chain", name, []) for name in gone_chains]
+    batch += [("delete-set", name, []) for name in old_sets if name not in new["sets"]]
+    batch += [("delete-chain", name, []) for name in gone_chains]
+    return Delta(declare + refill, batch)
 
 
 def _addresses(eps: Iterable[Endpoint], version: int) -> list[str]:
     return sorted({a for ep in eps for a in ep.addresses if _version(a) == version})
 
 
-def _peer_cidrs(state: PolicyState, rule: Rule, version: int) -> list[Any]:
-    """The peers as interval elements. Endpoint addresses are distinct and canonical, so they go
-    in as they are; only with ipBlocks (which may hold them) is the union collapsed."""
-    addresses = _addresses((state.endpoints[k] for k in rule.peers), version)
-    blocks = [c for c in rule.blocks if _version(c) == version]
-    if not blocks:
-        return list(addresses)
-    cidrs = [f"{a}/{32 if version == 4 else 128}" for a in addresses] + blocks
-    nets = ipaddress.collapse_addresses(ipaddress.ip_network(c) for c in cidrs)  # type: ignore[misc]
-    return [_prefix(str(n)) for n in nets]
+def _peer_matches(b: Builder, rule: Rule, base: str, field_: str, version: int) -> list[tuple[list[Expr], str]]:
+    """A rule's peers in one family as matches, each with what it adds to the comments: the
+    pods its selectors pick (a hash set that follows endpoints, present while the family is, even
+    empty, so that a pod coming or going is an element), and its ipBlocks (an interval set named
+    by its elements, which change only with the document)."""
+    ip = IP[version]
+    out: list[tuple[list[Expr], str]] = []
+    if rule.selects and version in b.versions:
+        pods = dict.fromkeys(_addresses((b.state.endpoints[k] for k in rule.peers), version), "")
+        out.append(([match(payload(ip, field_), b.element_set(f"{base}-pods{version}", ADDR[version], pods))], ""))
+    blocks = [_prefix(c) for c in rule.blocks if _version(c) == version]
+    if blocks:
+        peer_set = b.set(f"{base}-block{version}", ADDR[version], blocks, interval=True)
+        out.append(([match(payload(ip, field_), peer_set)], " (ipBlock)" if out else ""))
+    return out
 
 
-def _named(state: PolicyState, policy: Policy, rule: Rule, direction: str, version: int) -> list[Any]:
+def _named(state: PolicyState, policy: Policy, rule: Rule, direction: str, version: int) -> dict[str, str]:
     """(address . protocol . port) of the destination endpoints that resolve a named port:
     the selected endpoints for ingress, the peer endpoints (every endpoint for `to: []`) for egress."""
     if direction == INGRESS:
@@ -253,8 +331,8 @@ def _named(state: PolicyState, policy: Policy, rule: Rule, direction: str, versi
             resolved = ep.named_ports.get(port.name)
             if resolved and resolved[1] == port.protocol:
                 for address in _addresses([ep], version):
-                    out.add((address, port.protocol, resolved[0]))
-    return [{"concat": list(e)} for e in sorted(out)]
+                    out.add(f"{address} . {port.protocol} . {resolved[0]}")
+    return dict.fromkeys(sorted(out), "")
 
 
 def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain: str) -> None:
@@ -277,14 +355,7 @@ def _rule_commands(b: Builder, policy: Policy, rule: Rule, direction: str, chain
                  else b.set(f"{base}-{proto}", "inet_service", merged, interval=True)
                  for proto, ranges in numeric.items() if proto not in every_port}
     for version in (4, 6):
-        ip = IP[version]
-        if rule.any_peer:
-            peer: list[Expr] | None = []
-        else:
-            elements = _peer_cidrs(b.state, rule, version)
-            peer = [match(payload(ip, peer_field), b.set(f"{base}-peer{version}", ADDR[version], elements, interval=True))] \
-                if elements else None
-        alternatives = [(peer, "")] if peer is not None else []
+        alternatives = [([], "")] if rule.any_peer else _peer_matches(b, rule, base, peer_field, version)
         if direction == INGRESS and not rule.any_peer and PROXY_KEY in rule.peers and b.proxy_uid is not None:
             # the ingress proxy connects from the host: its workers' user tells its connections
             # apart (only the output hook has a socket: a forwarded packet never matches)
@@ -300,10 +371,10 @@ def _peer_rules(b: Builder, policy: Policy, rule: Rule, direction: str, chain: s
     ip = IP[version]
     base = f"{short(policy.key)}-{'i' if direction == INGRESS else 'e'}{rule.index}"
     allow = [_log("A", direction, short(policy.key), b.log_group), _ACCEPT]
-    named = _named(b.state, policy, rule, direction, version)
-    if named:
+    if any(port.name for port in rule.ports) and version in b.versions:
+        named = _named(b.state, policy, rule, direction, version)
         key = {"concat": [payload(ip, "daddr"), meta("l4proto"), payload("th", "dport")]}
-        named_set = b.set(f"{base}-named{version}", [ADDR[version], "inet_proto", "inet_service"], named)
+        named_set = b.element_set(f"{base}-named{version}", [ADDR[version], "inet_proto", "inet_service"], named)
         cond = peer if direction == INGRESS else [match(meta("nfproto"), f"ipv{version}")]
         b.rule(chain, [*cond, match(key, named_set), *allow], f"{what}: named ports, IPv{version}")
     if not rule.ports:
@@ -332,14 +403,6 @@ def groups(state: PolicyState, direction: str) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def shard(address: str, version: int) -> int:
-    """Which of the SHARDS maps an endpoint address is in: its low bits, the value of
-    `ip daddr & 0.0.0.31` (`ip6 daddr & ::1f`) that the base chains look up first."""
-    if version == 4:
-        return int(address.rsplit(".", 1)[1]) & (SHARDS - 1)
-    return ipaddress.IPv6Address(address).packed[-1] & (SHARDS - 1)
-
-
 def build(state: PolicyState) -> list[Command]:
     """One transaction that replaces the whole table with `state` (atomic: no packet sees a
     half-made table)."""
@@ -365,9 +428,9 @@ class Memo:
     Parts are pure functions of their inputs: a policy's chain and sets of the Policy
     (engine.Compiler hands out the same object while it is unchanged) and of the endpoints
     its rules name (the same objects while unchanged); a group's chain of its policies' keys;
-    a shard's map of its elements; the isolated sets of every policed address. So a label
-    change costs the policies that select or name that endpoint, its group and its shard,
-    not a pass over every policy and endpoint."""
+    the endpoint maps and the isolated sets of every policed address. So a label change costs
+    the policies that select or name that endpoint and its group, not a pass over every policy
+    and endpoint."""
 
     def __init__(self) -> None:
         self.table = table()
@@ -378,12 +441,16 @@ class Memo:
         self.endpoints: Mapping[str, Endpoint] = {}
         self.policies: dict[tuple[str, str], tuple[Policy, frozenset[str], bool]] = {}  # used keys, uses all
         self.members: dict[str, dict[str, tuple[str, ...]]] = {EGRESS: {}, INGRESS: {}}
-        self.shards: dict[tuple[str, int, int], dict[str, str]] = {}  # address -> group chain
+        self.maps: dict[tuple[str, int], dict[str, str]] = {}  # (direction, family): address -> group chain
         self.isolated: dict[int, frozenset[str]] = {}
         self.group_chains: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.elements: dict[str, dict[str, str]] = {}
+        self.versions: frozenset[int] = frozenset()
 
     def builder(self, state: PolicyState) -> Builder:
-        return Builder(state, self.table, self.log_group)
+        b = Builder(state, self.table, self.log_group)
+        b.versions = self.versions
+        return b
 
     def _put(self, slot: tuple[Any, ...], part: Part) -> None:
         old = self.parts.get(slot)
@@ -394,6 +461,7 @@ class Memo:
         self.parts[slot] = part
         self.chains.update(part["chains"])
         self.sets.update(part["sets"])
+        self.elements.update(part["elements"])
 
     def _drop(self, slot: tuple[Any, ...]) -> None:
         old = self.parts.pop(slot)
@@ -401,14 +469,18 @@ class Memo:
             del self.chains[name]
         for name in old["sets"]:
             del self.sets[name]
+        for name in old["elements"]:
+            del self.elements[name]
 
     def build(self, state: PolicyState) -> dict[str, Any]:
         eps = state.endpoints
         changed = {k for k, ep in eps.items() if self.endpoints.get(k) is not ep}
         changed |= {k for k in self.endpoints if k not in eps}
-        if ("fixed",) not in self.parts:
-            self._put(("fixed",), self._fixed(state))
-        slots = {("fixed",), ("base",)}
+        versions = frozenset(_version(a) for ep in eps.values() for a in ep.addresses)
+        if versions != self.versions:  # a family's pods' sets come or go: every policy's part
+            self.versions = versions
+            self.policies.clear()
+        slots = {("base",)}
         policies_changed = False  # which policies select whom: the groups
         for policy in state.policies:
             for direction in (INGRESS, EGRESS):
@@ -427,7 +499,7 @@ class Memo:
         for gone in [k for k in self.policies if ("policy", *k) not in slots]:
             del self.policies[gone]
             policies_changed = True
-        touched_shards: set[tuple[str, int, int]] = set()
+        touched: set[tuple[str, int]] = set()
         for direction, prefix in ((EGRESS, "eg"), (INGRESS, "in")):
             old_members = self.members[direction]
             members = groups(state, direction) if policies_changed else old_members
@@ -439,47 +511,42 @@ class Memo:
             if members is not old_members:
                 moved |= {k for k, g in members.items() if old_members.get(k) != g}
                 moved |= {k for k in old_members if k not in members}
-            for key in moved:  # out of their old shards first: an address may pass to another endpoint
+            for key in moved:  # out of their old maps first: an address may pass to another endpoint
                 old = self.endpoints.get(key)
                 if key in old_members and old is not None:
                     for address in old.addresses:
-                        where = (direction, _version(address), shard(address, _version(address)))
-                        self.shards.get(where, {}).pop(address, None)
-                        touched_shards.add(where)
+                        self.maps.get((direction, _version(address)), {}).pop(address, None)
+                        touched.add((direction, _version(address)))
             for key in moved:
                 if key in members and key in eps:
                     target = self._group_chain(direction, prefix, members[key])
                     for address in eps[key].addresses:
-                        where = (direction, _version(address), shard(address, _version(address)))
-                        self.shards.setdefault(where, {})[address] = target
-                        touched_shards.add(where)
+                        self.maps.setdefault((direction, _version(address)), {})[address] = target
+                        touched.add((direction, _version(address)))
             self.members[direction] = members
         for direction in (EGRESS, INGRESS):
             for version in (4, 6):
-                for n in range(SHARDS):
-                    slot = ("shard", direction, version, n)
-                    slots.add(slot)
-                    if slot not in self.parts or (direction, version, n) in touched_shards:
-                        self._put(slot, self._shard(state, direction, version, n,
-                                                    self.shards.get((direction, version, n), {})))
+                slot = ("map", direction, version)
+                slots.add(slot)
+                if slot not in self.parts or (direction, version) in touched:
+                    self._put(slot, self._map(state, direction, version, self.maps.get((direction, version), {})))
         for version in (4, 6):
             slot = ("isolated", version)
             slots.add(slot)
-            if slot not in self.parts or any(v == version for _, v, _ in touched_shards):
-                addresses = frozenset(a for (_, v, _), members_of in self.shards.items() if v == version
+            if slot not in self.parts or any(v == version for _, v in touched):
+                addresses = frozenset(a for (_, v), members_of in self.maps.items() if v == version
                                       for a in members_of)
                 if self.isolated.get(version) != addresses or slot not in self.parts:
                     self.isolated[version] = addresses
                     self._put(slot, self._isolated(state, version, addresses))
-                    if ("base",) in self.parts:
-                        self._drop(("base",))  # the base chains name the isolated sets
         if ("base",) not in self.parts:
             self._put(("base",), self._base(state))
         for gone in [slot for slot in self.parts if slot not in slots]:
             self._drop(gone)
         self.group_chains = {k: v for k, v in self.group_chains.items() if ("group", *k) in slots}
         self.endpoints = eps
-        return {"table": self.table, "chains": dict(self.chains), "sets": dict(self.sets)}
+        return {"table": self.table, "chains": dict(self.chains), "sets": dict(self.sets),
+                "elements": dict(self.elements)}
 
     def _group_chain(self, direction: str, prefix: str, policies: tuple[str, ...]) -> str:
         name = self.group_chains.get((direction, policies))
@@ -509,43 +576,23 @@ class Memo:
                f"default deny: no {direction.lower()} rule of {', '.join(policies)} allows it")
         return b.part()
 
-    def _shard(self, state: PolicyState, direction: str, version: int, n: int, members: Mapping[str, str]) -> Part:
-        """Chain <direction><version>-s<n>: the verdict map of the selected endpoints whose
-        addresses end in n (address -> their group's chain). Sharded so that a change re-declares
-        a map of a few dozen elements, not one of every endpoint."""
+    def _map(self, state: PolicyState, direction: str, version: int, members: Mapping[str, str]) -> Part:
+        """The verdict map <direction><version> of the selected endpoints (address -> their
+        group's chain), which the base chains look a new connection's address up in."""
         b = self.builder(state)
-        chain = _shard_chain(direction, version, n)
-        b.chain(chain)
-        if members:
-            elements = [[address, {"jump": {"target": members[address]}}]
-                        for address in sorted(members, key=ipaddress.ip_address)]
-            vmap = b.set(f"{direction.lower()}{version}-s{n}", ADDR[version], elements, verdict=True)
-            b.rule(chain, [{"vmap": {"key": payload(IP[version], BASE_FIELD[direction]), "data": vmap}}],
-                   f"IPv{version} {direction.lower()}: endpoints some policy selects go to their policies' chain")
+        b.element_set(_map_name(direction, version), ADDR[version], dict(members), verdict=True)
         return b.part()
 
     def _isolated(self, state: PolicyState, version: int, addresses: frozenset[str]) -> Part:
         b = self.builder(state)
-        b.set(f"isolated{version}", ADDR[version], sorted(addresses, key=ipaddress.ip_address))
-        return b.part()
-
-    def _fixed(self, state: PolicyState) -> Part:
-        """What no change touches: the shard dispatch maps (address & mask -> shard chain)."""
-        b = self.builder(state)
-        for direction in (EGRESS, INGRESS):
-            for version in (4, 6):
-                elements = [[_shard_key(version, n), {"jump": {"target": _shard_chain(direction, version, n)}}]
-                            for n in range(SHARDS)]
-                b.set(f"{direction.lower()}{version}-shards", ADDR[version], elements, verdict=True)
+        b.element_set(f"isolated{version}", ADDR[version], dict.fromkeys(addresses, ""))
         return b.part()
 
     def _base(self, state: PolicyState) -> Part:
         """The base chains: replies and allowed connections first, cut connections picked up
-        mid-stream dropped, then each new connection to its endpoint's shard."""
+        mid-stream dropped, then each new connection to its endpoint's group chain."""
         b = self.builder(state)
-        isolated_sets = {version: f"@{next(iter(self.parts[('isolated', version)]['sets']))}" for version in (4, 6)}
-        dispatch = {(d, v): f"@{n}" for n in self.parts[("fixed",)]["sets"] for d in (EGRESS, INGRESS) for v in (4, 6)
-                    if n.startswith(f"{d.lower()}{v}-shards-")}
+        isolated_sets = {version: f"@isolated{version}" for version in (4, 6)}
         for name, (hook, prio, _, _) in BASE_CHAINS.items():
             b.chain(name, (hook, prio))
         established = match({"ct": {"key": "state"}}, ["established", "related"], op="in")
@@ -570,10 +617,10 @@ class Memo:
             if hook == "output" and b.proxy_uid is None:
                 continue
             for version in (4, 6):
-                key = {"&": [payload(IP[version], field), _shard_key(version, SHARDS - 1)]}
-                b.rule(name, [*proxy, {"vmap": {"key": key, "data": dispatch[(direction, version)]}}],
+                b.rule(name, [*proxy, {"vmap": {"key": payload(IP[version], field),
+                                                "data": f"@{_map_name(direction, version)}"}}],
                        f"IPv{version} {direction.lower()}{' from the ingress proxy' if proxy else ''}: "
-                       "to the shard of the endpoint's address (its low bits)")
+                       "endpoints some policy selects go to their policies' chain")
         return b.part()
 
 
@@ -595,9 +642,5 @@ def _endpoints_used(state: PolicyState, policy: Policy, direction: str) -> tuple
     return used, False
 
 
-def _shard_chain(direction: str, version: int, n: int) -> str:
-    return f"{direction.lower()}{version}-s{n}"
-
-
-def _shard_key(version: int, n: int) -> str:
-    return str(ipaddress.ip_address(n)) if version == 4 else str(ipaddress.IPv6Address(n))
+def _map_name(direction: str, version: int) -> str:
+    return f"{direction.lower()}{version}"
