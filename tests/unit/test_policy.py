@@ -252,3 +252,29 @@ def test_the_ingress_proxy_is_a_peer_policies_name_by_its_namespace_and_tell_by_
     assert {r["chain"] for r in proxy_rules} == {"ingress-output", f"pi-{ruleset.short('x/from-ingress')}"}
     assert all("the ingress proxy" in r["comment"] for r in proxy_rules if r["chain"].startswith("pi-"))
     assert "ingress-output" in [c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})]
+
+
+def test_a_long_element_list_is_split_into_messages_netlink_can_carry() -> None:
+    """A netlink attribute's length is 16 bits: 3,000 map elements (a policy selecting that many
+    pods moves them all) go in several NEWSETELEM messages of one batch, none over 64 KiB, and
+    every element is in one of them."""
+    import struct
+
+    from podnet.dataplane import nftbatch
+
+    batch = nftbatch.Batch("podnet-policy")
+    elements = [nftbatch.Element(nftbatch.address_key(f"10.1.{i // 250}.{i % 250}"), "in-0123456789ab") for i in range(3000)]
+    batch.add_elements("ingress4", elements)
+    assert len(batch.messages) > 1
+    total = 0
+    for kind, _, attrs in batch.messages:
+        assert kind == nftbatch.NFT_MSG_NEWSETELEM and len(attrs) < 65536
+        at = 0
+        while at < len(attrs):  # table, set, then the nested list whose own length must be right
+            length, attr = struct.unpack_from("=HH", attrs, at)
+            if attr & 0x7FFF == 3:
+                total += attrs[at + 4:at + length].count(b"in-0123456789ab\0")
+                assert at + length == len(attrs)
+            at += (length + 3) & ~3
+    assert total == 3000
+    assert nftbatch.concat_key("10.0.0.1", "udp", 53) == bytes([10, 0, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0])

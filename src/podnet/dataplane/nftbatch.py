@@ -35,7 +35,9 @@ NFPROTO_INET = 1
 NLA_F_NESTED = 0x8000
 NFT_JUMP = -3
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
-SNDBUF = 4 << 20  # a batch is one sendmsg: room for a few thousand element changes
+SNDBUF = 4 << 20  # a batch is one sendmsg: room for tens of thousands of element changes
+SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
+MAX_NEST = 60000  # an attribute's length is 16 bits: a longer element list goes in several messages
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,16 @@ class Batch:
             self._elements(NFT_MSG_DELSETELEM, 0, set_name, elements)
 
     def _elements(self, kind: int, flags: int, set_name: str, elements: list[Element]) -> None:
-        attrs = _attr(1, _name(self.table)) + _attr(2, _name(set_name)) + _nest(3, *map(_element, elements))
-        self.messages.append((kind, flags, attrs))
+        head = _attr(1, _name(self.table)) + _attr(2, _name(set_name))
+        chunk: list[bytes] = []
+        size = 0
+        for encoded in map(_element, elements):
+            if chunk and size + len(encoded) > MAX_NEST:
+                self.messages.append((kind, flags, head + _nest(3, *chunk)))
+                chunk, size = [], 0
+            chunk.append(encoded)
+            size += len(encoded)
+        self.messages.append((kind, flags, head + _nest(3, *chunk)))
 
     def flush_chain(self, chain: str) -> None:
         """Delete every rule of a chain (DELRULE naming the chain and no rule)."""
@@ -131,14 +141,15 @@ class Batch:
         first_error = 0
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER) as sock:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, 33, SNDBUF)  # SO_SNDBUFFORCE (root)
+                sock.setsockopt(socket.SOL_SOCKET, 32, SNDBUF)  # SO_SNDBUFFORCE (root)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # an answer does not echo its request back
             sock.settimeout(30)
             try:
                 sock.sendall(data)
                 while pending:
-                    reply, at = sock.recv(1 << 16), 0
+                    reply, at = sock.recv(1 << 20), 0
                     while at + 16 <= len(reply):
                         length, kind, _, seq, _ = struct.unpack_from("=IHHII", reply, at)
                         if kind == NLMSG_ERROR:
