@@ -7,9 +7,8 @@ one `tests.sandbox.Host`; the only packets are TCP connects between two namespac
 bridge inside it (br_netfilter on for the bridge, as podnet does).
 
 The 998 other endpoints and the policies are desired state only (a store of dicts, as the
-engine reads it): what is measured is what podnet does on a change, engine.build (selectors
-against every endpoint), ruleset.build and the one `nft -j -f -` transaction, and what a
-packet pays in the kernel for the table those produce. Policy i (namespace ns<i%10>) selects
+engine reads it): what is measured is what podnet does on a change (policy/controller.sync's
+steps, see Pipeline), and what a packet pays in the kernel for the table those produce. Policy i (namespace ns<i%10>) selects
 app=app<i%100> and allows TCP 8080 from app=app<(i+1)%100> of every namespace; one more
 selects the server and allows the client.
 
@@ -97,8 +96,9 @@ class Pipeline:
     """What a change costs, as policy/controller.sync does it in the agent: the process's
     engine.Compiler (only the policies a change can affect are compiled again), the table's
     parts (ruleset.Memo: only what those touch is rebuilt), the delta against the index of
-    the table applied last, the transaction (libnftables in this process), the index kept
-    (marshal, as in the run directory); ms each. The first call has nothing to build on: a
+    the table applied last, the change (controller.apply_delta: libnftables in this process
+    for new or changed chains, then one netlink batch of elements and deletions), the index
+    kept (marshal, as in the run directory); ms each. The first call has nothing to build on: a
     full build and a whole-table transaction."""
 
     def __init__(self) -> None:
