@@ -210,7 +210,11 @@ def remember_store_id(store: Path | str, store_id: str) -> None:
 
 def _known_ids_file(url: str) -> Path:
     """Where this host remembers a cluster store's identity: what names its objects here while
-    etcd is away (`podnet agent status`, the agent's clean-up)."""
+    etcd is away (`podnet agent status`, the agent's clean-up), and how the CNI entries, which
+    cannot open etcd in the ~1 ms they have, find that store's agent (cni/entry.py
+    _store_run_dir, cni/forwarder.c store_run_dir: they hash the URL the same way, so change
+    all three together). The URL exactly as written: two spellings of one store get two files,
+    each naming the same identity, and a spelling never recorded only costs the fast path."""
     import hashlib  # lazy: only a cluster store's first open on a host, or etcd away, needs it
 
     return DEFAULT_RUN.with_name("podnet-stores") / hashlib.sha256(url.encode()).hexdigest()[:32]
@@ -223,7 +227,10 @@ def _write_known_id(url: str, store_id: str) -> None:
             return
         path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(store_id)
+        # 0600 whatever the umask: the CNI entries trust only root's file that no one else can write
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(store_id)
         tmp.replace(path)
     except OSError:
         pass  # not root, or a read-only /run: only the fallback is lost

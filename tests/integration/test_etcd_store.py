@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.conftest import cni, conf, ip_of, leftovers, netns, prepare_node, start_agent, stop_agent
+from tests.integration.conftest import (PLUGIN, cni, conf, ip_of, leftovers, netns, prepare_node, start_agent,
+                                       stop_agent)
 from tests.integration.etcd_server import URL, etcd_in, etcdctl, keys_under, make_pki
 from tests.sandbox import Host
 
@@ -312,6 +313,62 @@ def test_cni_calls_with_podnet_store_go_to_etcd_not_the_default_agent(host: Host
             assert any(k.startswith(KV + "pods/c1/eth0") for k in keys_under(host, KV)), "the pod is not in etcd"
             assert host.podnet("cni", "ls").stdout.count("c1") == 0, "the pod went to the default store"
             assert cni(host, "DEL", conf(subnet="10.244.1.0/24"), netns=ns, env={"PODNET_STORE": URL}) == (0, None)
+            assert not any(k.startswith(KV + "pods/") for k in keys_under(host, KV))
+            pn(host, "network", "rm", "app")
+    finally:
+        stop_agent(default_agent)
+
+
+def _cni_adds_served(host: Host) -> float:
+    """podnet_cni_requests_total{ADD, 0} from the etcd store's agent's metrics (loopback:9469)."""
+    text = host.run(["curl", "-sf", "http://127.0.0.1:9469/metrics"]).stdout
+    for line in text.splitlines():
+        if line.startswith("podnet_cni_requests_total{") and 'command="ADD"' in line and 'code="0"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["compiled", "python"])
+def test_cni_on_etcd_goes_through_that_stores_agent_and_works_without_it(host: Host, tmp_path: Path, entry: str) -> None:
+    """With PODNET_STORE naming etcd, the entry finds the etcd store's agent (not the default
+    store's, which also listens) and the agent serves the ADD: its counter moves and the pod
+    answers a ping from its gateway. With that agent stopped, the next ADD runs in the entry's
+    place and works too; DELs clean up either way."""
+    prepare_node(host)
+    plugin = PLUGIN
+    if entry == "python":
+        host.podnet("cni", "install", "--python-entry", "--dir", "/opt/cni/python-entry")
+        plugin = "/opt/cni/python-entry/podnet"
+    config = conf(subnet="10.244.2.0/24")
+    store = {"PODNET_STORE": URL}
+    default_agent = start_agent(host, "--metrics-address", "")
+    try:
+        with etcd_in(host, tmp_path / "etcd"):
+            log = tempfile.TemporaryFile(mode="w+")
+            etcd_agent = host.popen([sys.executable, "-m", "podnet", "--store", URL, "agent"], stderr=log,
+                                    stdout=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: pn(host, "agent", "status", check=False).returncode == 0, 60, "the etcd agent to serve")
+                before = _cni_adds_served(host)
+                ns1 = netns(host, "pod1")
+                code, result = cni(host, "ADD", config, cid="c1", netns=ns1, env=store, plugin=plugin)
+                assert code == 0 and ip_of(result).startswith("10.244.2."), result
+                assert _cni_adds_served(host) == before + 1, "the etcd store's agent did not serve the ADD"
+                assert host.run(["ping", "-c1", "-W2", ip_of(result)], check=False).returncode == 0, \
+                    "the pod added through the agent does not answer"
+            finally:
+                stop_agent(etcd_agent)
+                log.close()
+            ns2 = netns(host, "pod2")
+            code, second = cni(host, "ADD", config, cid="c2", netns=ns2, env=store, plugin=plugin)
+            assert code == 0 and ip_of(second).startswith("10.244.2."), second
+            assert ip_of(second) != ip_of(result), "an address handed out twice"
+            assert host.run(["ping", "-c1", "-W2", ip_of(second)], check=False).returncode == 0, \
+                "the pod added without the agent does not answer"
+            assert host.podnet("cni", "ls").stdout.count("c1") == 0, "a pod went to the default store"
+            for cid, ns in (("c1", ns1), ("c2", ns2)):
+                assert cni(host, "DEL", config, cid=cid, netns=ns, env=store, plugin=plugin) == (0, None)
             assert not any(k.startswith(KV + "pods/") for k in keys_under(host, KV))
             pn(host, "network", "rm", "app")
     finally:

@@ -10,12 +10,19 @@
  *   - the agent answers "CODE STDOUT_LEN STDERR_LEN\n" + stdout + stderr, the bytes of
  *     cni.plugin.handle(): they are written out unchanged and CODE is the exit code.
  *
+ * Which agent: PODNET_RUN's socket when set; else, with PODNET_STORE naming a cluster store
+ * (etcd), the agent of that store, found as podnet.config finds it: the store's identity is
+ * in /run/podnet-stores/<first 32 hex digits of SHA-256(the URL exactly as written)> (root's,
+ * written by every podnet process that opened the store) and its agent listens on
+ * /run/podnet-<first 8 of the identity>/agent.sock (entry.py's _store_socket() does the same);
+ * else /run/podnet/agent.sock, the default store's.
+ *
  * Whenever that path does not apply it execs the whole plugin, `PODNET_PYTHON -m podnet.cni`,
  * with stdin replayed from a memfd, exactly as entry.py's fallback does: no agent listens
- * (ENOENT, ECONNREFUSED), another store is named (PODNET_STORE, a PODNET_ROOT other than
- * /var/lib/podnet, without PODNET_RUN: the same rule as entry.py's main()), stdin or a
- * variable is not UTF-8, the request would exceed the agent's 1 MiB, or the agent has no
- * framed route (an older agent answers 404 before doing anything).
+ * (ENOENT, ECONNREFUSED), a cluster store whose identity this host has not recorded, another
+ * SQLite root (a PODNET_ROOT other than /var/lib/podnet without PODNET_RUN: the same rule as
+ * entry.py's main()), stdin or a variable is not UTF-8, the request would exceed the agent's
+ * 1 MiB, or the agent has no framed route (an older agent answers 404 before doing anything).
  *
  * Bounds: every buffer is sized before it is written; stdin is read up to MAX_BODY (the rest
  * is copied to the memfd for the fallback); the answer is read up to MAX_ANSWER; every
@@ -36,6 +43,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +57,8 @@
 #define TIMEOUT_S 300
 #define DEFAULT_RUN "/run/podnet"
 #define DEFAULT_ROOT "/var/lib/podnet"
+#define STORES_DIR "/run/podnet-stores" /* config._known_ids_file */
+#define SCOPE_LEN 8                       /* config.SCOPE_LEN */
 
 extern char **environ;
 
@@ -393,13 +403,102 @@ static const char *nonempty(const char *name)
     return value && *value ? value : NULL;
 }
 
-/* entry.py's rule: another store (etcd, another root) has its own agent, named by its identity. */
-static int other_store(void)
+/* --- which agent: a cluster store's is named by its identity -------------------------------- */
+
+/* SHA-256 (FIPS 180-4), only to name the identity file as podnet.config does (hashlib.sha256). */
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(uint32_t h[8], const unsigned char *p)
 {
-    if (nonempty("PODNET_RUN"))
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = k + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+/* The first 32 hex digits of SHA-256(data) into out (33 bytes with the NUL). */
+static void sha256_hex32(const char *data, size_t len, char out[33])
+{
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    unsigned char block[64];
+    size_t done = 0;
+    for (; len - done >= 64; done += 64)
+        sha256_block(h, (const unsigned char *)data + done);
+    size_t rest = len - done;
+    memcpy(block, data + done, rest);
+    block[rest++] = 0x80;
+    if (rest > 56) {
+        memset(block + rest, 0, 64 - rest);
+        sha256_block(h, block);
+        rest = 0;
+    }
+    memset(block + rest, 0, 56 - rest);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_block(h, block);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        unsigned char byte = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
+        out[2 * i] = hex[byte >> 4];
+        out[2 * i + 1] = hex[byte & 15];
+    }
+    out[32] = 0;
+}
+
+/* The run directory of the agent serving the cluster store at url: /run/podnet-<scope>; 0 when
+ * this host has no (trustworthy) record of that store's identity: the plugin then runs here. */
+static int store_run_dir(const char *url, char *run, size_t size)
+{
+    char name[33];
+    sha256_hex32(url, strlen(url), name);
+    char path[sizeof STORES_DIR + 40];
+    snprintf(path, sizeof path, "%s/%s", STORES_DIR, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
         return 0;
-    if (nonempty("PODNET_STORE"))
-        return 1;
+    struct stat st;
+    char id[128];
+    ssize_t n = -1;
+    /* root's file, written by podnet only (the directory is root's, 0700): anything else is ignored */
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
+        n = read_some(fd, id, sizeof id - 1);
+    close(fd);
+    if (n < SCOPE_LEN)
+        return 0;
+    for (int i = 0; i < SCOPE_LEN; i++) /* the scope becomes part of a path: hex digits only */
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return 0;
+    int len = snprintf(run, size, "/run/podnet-%.*s", SCOPE_LEN, id);
+    return len > 0 && (size_t)len < size;
+}
+
+/* entry.py's rule: another SQLite root has its own agent, named by its identity: the plugin runs here. */
+static int other_root(void)
+{
+    if (nonempty("PODNET_RUN") || nonempty("PODNET_STORE"))
+        return 0;
     const char *root = nonempty("PODNET_ROOT");
     if (!root)
         return 0;
@@ -427,14 +526,21 @@ int main(void)
             break;
         }
     }
-    if (more || other_store())
+    if (more || other_root())
         return fallback(in.data, in.len, more);
+    const char *run = nonempty("PODNET_RUN");
+    const char *url = nonempty("PODNET_STORE");
+    char store_run[64];
+    if (!run && url) {
+        if (!store_run_dir(url, store_run, sizeof store_run))
+            return fallback(in.data, in.len, 0);
+        run = store_run;
+    }
 
     struct buf body = {0};
     if (request_body(&body, in.data ? in.data : "", in.len) < 0 || body.len > MAX_BODY)
         return fallback(in.data, in.len, 0); /* the plugin answers the spec's decode error itself */
 
-    const char *run = nonempty("PODNET_RUN");
     char path[PATH_MAX];
     int len = snprintf(path, sizeof path, "%s/agent.sock", run ? run : DEFAULT_RUN);
     if (len < 0 || (size_t)len >= sizeof path)
