@@ -240,6 +240,15 @@ def _url_store_id(url: str) -> str | None:
     inherited, _, inherited_url = os.environ.get("PODNET_STORE_ID", "").partition("@")
     if inherited and inherited_url == url:
         return inherited
+    if url not in _IDENTITIES and _URL_IDENTITY_READER is None:
+        # A process that has not loaded the store (`run -d`, `stop`, `rm` on their way to the
+        # agent): the identity this host recorded names the agent's socket without a round trip
+        # to etcd. Not kept: a command that then opens the store reads the identity itself (and
+        # without a record the run directory is podnet-nostore, where no agent answers).
+        try:
+            return _known_ids_file(url).read_text().strip() or None
+        except OSError:
+            return None
     if url not in _IDENTITIES and _URL_IDENTITY_READER is not None:
         try:
             found = _URL_IDENTITY_READER(url)

@@ -69,6 +69,9 @@ class Agent:
                  advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS,
                  docker: DockerPlugin | None = None, ingress_ports: str | None = None) -> None:
         self.root = root
+        # run -d, stop and rm keep a store context per worker thread, as CNI calls do (a lease and
+        # the identity read per request on etcd otherwise)
+        self.contexts = context.ThreadContexts(root)
         self.docker = docker
         self.metrics_address = parse_address(metrics_address)  # bad input: one line before anything starts
         ports = parse_ports(ingress_ports) if ingress_ports else None
@@ -429,32 +432,23 @@ class Agent:
     def api_run(self, body: Any) -> tuple[int, Any]:
         """`podnet run -d` through the agent: the CLI skips importing pyroute2 and pydantic (~0.5 s)."""
         req = build(sandboxes.RunRequest, body, "run request")  # then create() checks every value
-        ctx = open_context(self.root)
-        try:
-            sandbox = sandboxes.start(ctx, req)
-            return 201, {"id": sandbox.id, "name": sandbox.name}
-        finally:
-            ctx.close()
+        ctx = self.contexts.get()
+        sandbox = sandboxes.start(ctx, req)
+        return 201, {"id": sandbox.id, "name": sandbox.name}
 
     def api_stop(self, body: Any) -> tuple[int, Any]:
         """`podnet stop` through the agent, as `run -d`: the CLI imports neither pydantic nor pyroute2."""
         req = build(StopRequest, body, "stop request")
-        ctx = open_context(self.root)
-        try:
-            sandbox = sandboxes.stop(ctx, req.name, timeout=req.time)
-            return 200, {"id": sandbox.id, "name": sandbox.name}
-        finally:
-            ctx.close()
+        ctx = self.contexts.get()
+        sandbox = sandboxes.stop(ctx, req.name, timeout=req.time)
+        return 200, {"id": sandbox.id, "name": sandbox.name}
 
     def api_rm(self, body: Any) -> tuple[int, Any]:
         """`podnet rm [-f]` through the agent."""
         req = build(RemoveRequest, body, "rm request")
-        ctx = open_context(self.root)
-        try:
-            sandbox = sandboxes.remove(ctx, req.name, force=req.force)
-            return 200, {"id": sandbox.id, "name": sandbox.name}
-        finally:
-            ctx.close()
+        ctx = self.contexts.get()
+        sandbox = sandboxes.remove(ctx, req.name, force=req.force)
+        return 200, {"id": sandbox.id, "name": sandbox.name}
 
     def api_flows(self, body: Any) -> tuple[int, Any]:
         """`podnet flows`: the history, filtered; `after` is the last seq a follower saw."""

@@ -17,13 +17,12 @@ import re
 import socket
 import struct
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from podnet import config, errors
-from podnet.api.context import Served, announce, open_context
+from podnet import errors
+from podnet.api.context import Served, ThreadContexts, announce
 from podnet.cni import delegate, netconf, spec
 from podnet.cni.netconf import NetConf
 from podnet.cni.spec import CniError
@@ -107,38 +106,13 @@ def as_cni_error(exc: BaseException) -> CniError:
 STORE_WAIT = 5.0  # seconds a call waits for another writer of the store before answering 11, "try again"
 
 
-_kept = threading.local()
-
-
-def _store_key() -> tuple[Any, ...] | None:
-    """Which store is in force now: the cluster's URL, or the SQLite file by path and inode (a
-    store removed and made again is another store); None where none exists yet."""
-    url = config.store_url()
-    if url is not None:
-        return ("url", url)
-    store_file = config.paths().store_file
-    try:
-        found = os.stat(store_file)
-    except OSError:
-        return None
-    return (str(store_file), found.st_dev, found.st_ino)
+# The calling thread's store context, kept between calls: opening and checking the store cost
+# ~3-4 ms of a ~25 ms ADD in the agent (and round trips and a lease on etcd).
+_contexts = ThreadContexts(wait=STORE_WAIT)
 
 
 def _context() -> Any:
-    """The calling thread's store context, kept between calls: opening and checking the store
-    cost ~3-4 ms of a ~25 ms ADD in the agent, whose worker threads serve call after call. It
-    is opened again when the store in force is another one (see _store_key)."""
-    key = _store_key()
-    kept = getattr(_kept, "entry", None)
-    if kept is not None and key is not None and kept[0] == key:
-        return kept[1]
-    if kept is not None:
-        _kept.entry = None
-        kept[1].close()
-    ctx = open_context()
-    ctx.store.wait_at_most(STORE_WAIT)
-    _kept.entry = (_store_key(), ctx)
-    return ctx
+    return _contexts.get()
 
 
 def _with_context(work: Callable[[Any], Any]) -> Any:
