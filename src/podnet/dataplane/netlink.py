@@ -186,6 +186,28 @@ def ensure_addresses(index: int, addresses: list[str], ipr: Any) -> None:
                 raise
 
 
+NUD_STALE = 0x04
+
+
+def prime_neighbours(index: int, addresses: list[str], mac: str) -> None:
+    """Tell the host's neighbour table, on link index (a bridge), that the sandbox's addresses
+    are at its MAC, as a STALE entry: usable at once, confirmed by the kernel on first use,
+    forgotten when unanswered. Without it the first packet to a new sandbox waits for ARP, and
+    where traffic already tried the address before the sandbox existed (a peer host waiting for
+    a pod) the entry is INCOMPLETE, and the next ARP request goes out only after the kernel's
+    retransmit time (1 s): the new sandbox answered up to a second late. Best effort: a failure
+    only costs that wait."""
+    NetlinkError = _netlink_error()
+    ipr = host()
+    for cidr in addresses:
+        ip = ipaddress.ip_interface(cidr).ip
+        try:
+            ipr.neigh("replace", dst=str(ip), lladdr=mac, ifindex=index, state=NUD_STALE,
+                      family=10 if ip.version == 6 else 2)
+        except NetlinkError:
+            pass
+
+
 def delete_link(name: str, ipr: Any | None = None) -> bool:
     """Remove a link if it is there; deleting one end of a veth removes both. In this thread's
     own namespace one RTM_DELLINK by name (rtnl.py), without pyroute2's dump of every link."""

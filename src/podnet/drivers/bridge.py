@@ -102,6 +102,8 @@ class BridgeDriver:
             master = netlink.link_index(bridge_name(net))
         netlink.create_veth_into(host_veth_name(ep), ep.ifname, netns, master, ep.mtu, ep.mac, marks.endpoint_mark(ep.id))
         netlink.configure_inside(netns, ep.ifname, ep.addresses, ep.gateways if default_route else [], ep.mtu)
+        if master is not None:
+            netlink.prime_neighbours(master, ep.addresses, ep.mac)  # reachable from its first packet, not after ARP
 
     def hand_over(self, net: Network, ep: Endpoint) -> None:
         master = netlink.link_index(bridge_name(net))

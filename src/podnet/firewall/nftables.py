@@ -187,7 +187,9 @@ def rules() -> list[tuple[str, list[Expr], str]]:
          "on 127.0.0.1 to the link (Docker moby#45610)"),
         ("raw_prerouting", [not_lo, _match(_payload("ip6", "daddr"), "::1"), _COUNTER, _DROP],
          "::1 never arrives from a wire: keep ports published on [::1] local"),
-        ("raw_prerouting", [_LOCAL_DST, _match(_payload("udp", "dport"), vxlan.PORT), _match(_VNI, "@vxlan_vnis"),
+        # cheapest first: every packet entering the host passes here (the decapsulated ones
+        # again, from the VXLAN device), and a fib lookup per packet cost more than the rest
+        ("raw_prerouting", [_match(_payload("udp", "dport"), vxlan.PORT), _match(_VNI, "@vxlan_vnis"), _LOCAL_DST,
                             _match(_concat(_payload("ip", "saddr"), _VNI), "@vxlan_peers4", op="!="),
                             _COUNTER, _DROP],
          "overlay VXLAN (port 4789, our VNIs) only from live peer hosts: no LAN host injects frames"),
