@@ -16,7 +16,12 @@ Four `tests.sandbox.Host`s: `lan` holds the underlay bridge (192.0.2.0/24) and a
             `iperf3 -c` in host a to `iperf3 -s` in host b: VXLAN alone, no veth, bridge or
             firewall, the kernel's floor for the same encapsulation
 
-The two alternate for --rounds rounds (the order flips every round). Reachability: a waiter
+  bare      the overlay path again with podnet's nftables tables deleted from hosts a and b
+            for the measurement (and with them the conntrack they need), restored by `podnet
+            reconcile` right after: veth, bridge and VXLAN alone, to split what podnet's
+            rules cost from what the pod path's own hops (veth, bridge, forwarding) cost
+
+The three rotate for --rounds rounds (the order shifts every round). Reachability: a waiter
 in b's sandbox tries a fixed address of host a's block (a connect to port 9 every 2 ms: the
 sandbox's RST is the first answer); `podnet run -d --ip` makes the sandbox there on host a
 (through its agent); the time from the start of `run` to that answer, and the part of it
@@ -84,6 +89,12 @@ def fdb(host) -> list[str]:  # type: ignore[no-untyped-def]
     return sorted(line.split(" dst ")[1].split()[0] for line in out.splitlines() if " dst " in line)
 
 
+def podnet_tables(host) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(family, name) of the nftables tables podnet made on the host."""
+    tables = [line.split()[1:3] for line in host.run(["nft", "list", "tables"]).stdout.splitlines()]
+    return [(family, name) for family, name in tables if name.startswith("podnet")]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -99,7 +110,7 @@ def main() -> int:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     hosts: dict[str, Host] = {}
     agents: list[subprocess.Popen[str]] = []
-    res: dict[str, list[float]] = {"overlay": [], "hand": [], "reach": [], "after": []}
+    res: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], "reach": [], "after": []}
     death = float("nan")
     try:
         hosts["lan"] = Host("lan")
@@ -134,13 +145,23 @@ def main() -> int:
             wait_for(lambda: a.run(["ping", "-c1", "-W1", "10.99.0.2"], check=False).returncode == 0, 20, "the hand pair")
             wait_for(lambda: a.podnet("--store", URL, "exec", "cli", "--", "ping", "-c1", "-W1", srv_ip,
                                       check=False).returncode == 0, 20, "the overlay")
+            kinds = ("overlay", "hand", "bare")
             for round_ in range(args.rounds):
-                order = ("overlay", "hand") if round_ % 2 == 0 else ("hand", "overlay")
-                for kind in order:
+                for kind in kinds[round_ % 3:] + kinds[:round_ % 3]:
                     if kind == "overlay":
                         res["overlay"].append(iperf(a, srv_ip, args.seconds, sandbox="cli"))
-                    else:
+                    elif kind == "hand":
                         res["hand"].append(iperf(a, "10.99.0.2", args.seconds))
+                    else:
+                        for host in (a, b):  # fixed text: podnet's own tables, listed by nft
+                            for family, table in podnet_tables(host):
+                                host.run(["nft", "delete", "table", family, table])
+                        try:
+                            res["bare"].append(iperf(a, srv_ip, args.seconds, sandbox="cli"))
+                        finally:
+                            for host in (a, b):
+                                host.podnet("--store", URL, "reconcile")
+                        assert podnet_tables(a) and podnet_tables(b), "reconcile put podnet's tables back"
             server.terminate()
             server.wait()
             b.podnet("--store", URL, "run", "-d", "--name", "waiter-host", "--network", "ov", "--", "sleep", "infinity")
@@ -180,8 +201,13 @@ def main() -> int:
           f"{args.rounds} rounds, median\n")
     print(f"  podnet overlay      {overlay / 1e9:6.2f} Gbit/s   per round: {', '.join(f'{v / 1e9:.2f}' for v in res['overlay'])}")
     print(f"  VXLAN pair by hand  {hand / 1e9:6.2f} Gbit/s   per round: {', '.join(f'{v / 1e9:.2f}' for v in res['hand'])}")
+    bare = statistics.median(res["bare"])
+    print(f"  overlay, podnet's nftables removed {bare / 1e9:6.2f} Gbit/s   per round: "
+          f"{', '.join(f'{v / 1e9:.2f}' for v in res['bare'])}")
     ratio = overlay / hand
     print(f"  ratio overlay/hand  {ratio:.3f}   target >= {TARGET_RATIO:.2f}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
+    print(f"  ratio overlay/bare  {overlay / bare:.3f}   (what podnet's rules and conntrack cost)")
+    print(f"  ratio bare/hand     {bare / hand:.3f}   (what the pod path's veth, bridge and forwarding cost)")
     reach = sorted(res["reach"])
     print(f"\nnew sandbox on host a reachable from host b (from `run -d` start to the first answer), {args.runs} runs:")
     print(f"  median {statistics.median(reach):.3f} s, max {reach[-1]:.3f} s   target < {TARGET_REACH:g} s: "

@@ -160,7 +160,7 @@ def test_the_thin_entry_is_stdlib_only_and_falls_back(tmp_path: Path) -> None:
     script.chmod(0o755)
     assert script.read_text().startswith("#!/usr/bin/python3 -IS\n")
     imports = [line for line in script.read_text().splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["import json", "import os", "import socket", "import sys", "import time"]
+    assert imports == ["import json", "import os", "import socket", "import stat", "import sys", "import time"]
     # PYTHONPATH (test.sh: the tree's src) reaches the full plugin the entry execs: the tree is tested
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0" * 5,
            "PODNET_RUN": str(tmp_path / "run"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
