@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from podnet.api import networks, ports
-from podnet.cli.main import build_parser
+from podnet.cli.parser import build_parser
 from podnet.drivers import CNI_MODES, DRIVER_NAMES
 from podnet.errors import InvalidArgument
 

@@ -5,35 +5,56 @@ works against it too. The exchange is written here on a plain socket rather than
 http.client: importing http.client brings email.* and ssl (~45% of this module's import,
 measured with -X importtime), paid by every `run -d`, `stop` and `rm` a user types, and
 the agent's answer is always one Content-Length body followed by close (agent/server.py).
+
+For the same reason this module imports neither podnet.config (dataclasses brings inspect,
+ast and dis: ~10 ms of a `podnet rm` on an idle machine), nor pathlib, typing or socket
+(whose enums cost ~2 ms; `_socket` is the same object without them): see socket_path().
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from pathlib import Path
-from typing import Any
+import os
+from _socket import AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM, socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~3 ms of a command's start-up
+    from pathlib import Path
+    from typing import Any
 
 from podnet import errors
-from podnet.config import paths
+
+# The default store's run directory (config.DEFAULT_RUN) and the socket in it.
+DEFAULT_SOCKET = "/run/podnet/agent.sock"
 
 
-def socket_path() -> Path:
-    """The agent socket of this process's store (each store has its own agent)."""
-    return paths().run / "agent.sock"
+def socket_path() -> str:
+    """The agent socket of this process's store (each store has its own agent): config.paths()'s
+    run directory, read without importing config where the environment alone says it, i.e.
+    PODNET_RUN, or the default store (no PODNET_ROOT, no PODNET_STORE). Any other store's
+    directory depends on its identity, which config reads from the store."""
+    env = os.environ
+    if env.get("PODNET_RUN"):
+        return os.path.join(env["PODNET_RUN"], "agent.sock")
+    if not env.get("PODNET_ROOT") and not env.get("PODNET_STORE"):
+        return DEFAULT_SOCKET
+    from podnet.config import paths  # lazy: see the module's docstring
+
+    return str(paths().run / "agent.sock")
 
 
 class AgentUnavailable(Exception):
     """No agent answers on the socket."""
 
 
-def call(method: str, path: str, body: Any = None, timeout: float = 60.0, sock: Path | None = None) -> tuple[int, Any]:
+def call(method: str, path: str, body: Any = None, timeout: float = 60.0,
+         sock: Path | str | None = None) -> tuple[int, Any]:
     """(status, decoded JSON) of one request; AgentUnavailable when nobody listens."""
     payload = json.dumps(body).encode() if body is not None else b""
     head = (f"{method} {path} HTTP/1.1\r\nHost: podnet-agent\r\nConnection: close\r\n"
             + ("Content-Type: application/json\r\n" if body is not None else "")
             + f"Content-Length: {len(payload)}\r\n\r\n").encode()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    conn = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)
     conn.settimeout(timeout)
     try:
         try:
@@ -58,7 +79,7 @@ def call(method: str, path: str, body: Any = None, timeout: float = 60.0, sock: 
     return int(parts[1]), (json.loads(data) if data else None)
 
 
-def running(sock: Path | None = None) -> bool:
+def running(sock: Path | str | None = None) -> bool:
     try:
         status, _ = call("GET", "/v1/status", timeout=2.0, sock=sock)
         return status == 200

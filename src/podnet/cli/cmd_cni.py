@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.api.context import open_context
-from podnet.cli.main import CNI_MODES_PLACEHOLDER
+from podnet.cli.parser import CNI_MODES_PLACEHOLDER
 from podnet.cli.render import table
 from podnet.errors import InvalidArgument, PermissionDenied
 from podnet.store import keys

@@ -9,10 +9,13 @@ api, as main does for every other command).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and argparse's names cost start-up time
+    import argparse
+    from typing import Any
 
 from podnet.cli.main import _command, _kv, _size, announce_api
 
@@ -35,16 +38,29 @@ def _in_process(args: argparse.Namespace) -> Any:
     return open_context(args.root)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from podnet.model.common import parse_labels  # lazy: here only (ipaddress, re), not at start-up
-    from podnet.util.rates import parse_rate
+def _labels(items: list[str]) -> dict[str, str]:
+    if not items:
+        return {}
+    from podnet.model.common import parse_labels  # lazy: the models' package, ipaddress and typing, for --label only
 
+    return parse_labels(items)
+
+
+def _rate(text: str | None, flag: str) -> int | None:
+    if not text:
+        return None
+    from podnet.util.rates import parse_rate  # lazy: for --bandwidth-* only
+
+    return parse_rate(text, flag)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     fields = dict(
         argv=_command(args), name=args.name, networks=args.network, ip=args.ip, ip6=args.ip6, aliases=args.alias,
-        ports=args.publish, hostname=args.hostname, labels=parse_labels(args.label), namespace=args.namespace, expose=args.expose,
+        ports=args.publish, hostname=args.hostname, labels=_labels(args.label), namespace=args.namespace, expose=args.expose,
         pids_limit=args.pids_limit, memory_bytes=_size(args.memory) if args.memory else None,
-        bandwidth_ingress=parse_rate(args.bandwidth_ingress, "--bandwidth-ingress") if args.bandwidth_ingress else None,
-        bandwidth_egress=parse_rate(args.bandwidth_egress, "--bandwidth-egress") if args.bandwidth_egress else None,
+        bandwidth_ingress=_rate(args.bandwidth_ingress, "--bandwidth-ingress"),
+        bandwidth_egress=_rate(args.bandwidth_egress, "--bandwidth-egress"),
         env=_kv(args.env, "--env"), dns=args.dns, auto_remove=args.rm,
         cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
         rootfs=os.path.abspath(args.rootfs) if args.rootfs else None, image=args.image, read_only=args.read_only,
