@@ -251,12 +251,40 @@ def test_haproxy_killed_is_restored_by_the_agent(site: Host) -> None:
 
 
 def test_a_malformed_ingress_is_refused_in_one_line_naming_the_field(site: Host) -> None:
+    routes = site.podnet("ingress", "ls", "--json").stdout
     bad = INGRESS.replace("pathType: Exact", "pathType: Regex")
-    result = apply(site, bad, check=False)
-    assert result.returncode != 0
+    result = apply(site, bad, check=False)  # through the agent, which validates it
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "spec.rules[0].http.paths[1].pathType" in lines[0], result.stderr
+    # the very line and exit code the CLI gives in-process (another --root: no agent takes it)
+    in_process = site.podnet("--root", "/run/podnet-test/elsewhere", "apply", "-f", MANIFEST, check=False)
+    assert (in_process.returncode, in_process.stderr) == (result.returncode, result.stderr)
     assert who(site, "shop.example.com", "/exact") == "200 api1"  # nothing changed
+    assert site.podnet("ingress", "ls", "--json").stdout == routes
+
+
+EXTRA = """\
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: extra}
+spec:
+  rules:
+    - host: extra.example.com
+      http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 8000}}}}]
+"""
+
+
+def test_apply_is_done_by_the_agent_without_the_models_in_the_cli(site: Host) -> None:
+    site.run(["sh", "-c", f"cat > {MANIFEST}"], input=EXTRA)
+    out = site.run([PY, "-X", "importtime", "-m", "podnet", "apply", "-f", MANIFEST])
+    assert out.stdout.strip() == "ingress.networking.k8s.io/extra created"
+    assert "pydantic" not in out.stderr and "podnet.api" not in out.stderr  # the agent validated and applied it
+    wait_for(lambda: who(site, "extra.example.com", "/") == "200 api1", 10, "the new Ingress to route")
+    assert site.podnet("apply", "-f", MANIFEST).stdout.strip() == "ingress.networking.k8s.io/extra unchanged"
+    assert site.podnet("delete", "-f", MANIFEST).stdout.strip() == 'ingress.networking.k8s.io "extra" deleted'
+    wait_for(lambda: who(site, "extra.example.com", "/") != "200 api1", 10, "the host's route to go")
 
 
 def test_without_an_agent_apply_records_the_ingress_and_says_who_will_serve_it(host: Host) -> None:

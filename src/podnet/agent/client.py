@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # annotations only: typing costs ~3 ms of a command's start-u
 
 from podnet import errors
 
+MAX_AGENT_BODY = 1024 * 1024  # the agent refuses larger requests (agent/server.py MAX_BODY): run those here
+
 # The default store's run directory (config.DEFAULT_RUN) and the socket in it.
 DEFAULT_SOCKET = "/run/podnet/agent.sock"
 
@@ -44,13 +46,19 @@ def socket_path() -> str:
 
 
 class AgentUnavailable(Exception):
-    """No agent answers on the socket."""
+    """No agent answers on the socket (or it would refuse the request: see TooLarge)."""
+
+
+class TooLarge(AgentUnavailable):
+    """The request is larger than the agent accepts: sent, it would be refused unread."""
 
 
 def call(method: str, path: str, body: Any = None, timeout: float = 60.0,
          sock: Path | str | None = None) -> tuple[int, Any]:
     """(status, decoded JSON) of one request; AgentUnavailable when nobody listens."""
     payload = json.dumps(body).encode() if body is not None else b""
+    if len(payload) > MAX_AGENT_BODY:
+        raise TooLarge(f"{len(payload)} bytes")
     head = (f"{method} {path} HTTP/1.1\r\nHost: podnet-agent\r\nConnection: close\r\n"
             + ("Content-Type: application/json\r\n" if body is not None else "")
             + f"Content-Length: {len(payload)}\r\n\r\n").encode()
@@ -88,7 +96,8 @@ def running(sock: Path | str | None = None) -> bool:
 
 
 def forward(method: str, path: str, body: Any = None, timeout: float = 120.0) -> Any | None:
-    """Ask the agent to do a request; None when no agent runs (the caller then does it in-process).
+    """Ask the agent to do a request; None when no agent runs, or the request is larger than the
+    agent accepts (the caller then does it in-process).
 
     An error the agent answers with becomes the same PodnetError the caller would have raised.
     """

@@ -7,17 +7,17 @@ Registering costs nothing: the api is imported inside the handlers.
 
 from __future__ import annotations
 
-import argparse
-import functools
 import re
 import sys
-from typing import Any
 
-from podnet.api.context import open_context
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs start-up time
+    import argparse
+    from typing import Any
+
 from podnet.cli import render
 from podnet.errors import InvalidArgument
-from podnet.model.common import parse_labels
-from podnet.util.progress import Progress, silent
+from podnet.model.kinds import INGRESS_KINDS, KINDS
 
 PORT_SPEC = re.compile(r"^(?:(?P<name>[a-z0-9-]+)=)?(?P<port>\d+)(?::(?P<target>[a-z0-9-]+))?(?:/(?P<proto>tcp|udp|TCP|UDP))?$")
 
@@ -61,11 +61,11 @@ def register(sub: Any) -> None:
 
     a = sub.add_parser("apply", help="create or update Services, NetworkPolicies, Ingresses and TLS Secrets from Kubernetes YAML")
     a.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
-    a.set_defaults(handler=cmd_apply)
+    a.set_defaults(handler=cmd_apply, uses_api=False)  # the api only when no agent takes it (_ctx)
     d = sub.add_parser("delete", help="remove the Services, NetworkPolicies, Ingresses and Secrets a Kubernetes YAML file names")
     d.add_argument("-f", "--filename", action="append", required=True, metavar="FILE", help="a YAML file, or - for stdin")
     d.add_argument("--ignore-not-found", action="store_true", help="a Service that does not exist is not an error")
-    d.set_defaults(handler=cmd_delete)
+    d.set_defaults(handler=cmd_delete, uses_api=False)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -74,10 +74,16 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _ctx(args: argparse.Namespace, readonly: bool = False) -> Any:
+    from podnet.cli.main import announce_api  # lazy: apply and delete skip it on the agent's path
+    from podnet.api.context import open_context  # lazy: dataclasses, pathlib and the store's code
+
+    announce_api()
     return open_context(args.root, readonly=readonly)
 
 
 def _kv(items: list[str], flag: str) -> dict[str, str]:
+    from podnet.model.common import parse_labels  # lazy: see _ctx
+
     try:
         return parse_labels(items)
     except InvalidArgument:
@@ -142,98 +148,71 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-# kind -> (apiVersion, the word kubectl prints for it); apply and delete take these kinds.
-KINDS = {"Service": ("v1", "service"), "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicy.networking.k8s.io"),
-         "Ingress": ("networking.k8s.io/v1", "ingress.networking.k8s.io"), "Secret": ("v1", "secret"),
-         "Gateway": ("gateway.networking.k8s.io/v1", "gateway.gateway.networking.k8s.io"),
-         "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproute.gateway.networking.k8s.io")}
-INGRESS_KINDS = ("Ingress", "Gateway", "HTTPRoute")  # served by the agent's proxy (podnet.ingress)
-
-
-def _documents(files: list[str], progress: Any = silent) -> dict[str, list[Any]]:
-    """Kind -> its validated specs, every document of every file validated first; a kind
-    podnet does not apply is refused in one line naming it."""
-    from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
-
-    parsers = {"Service": services.parse_all, "NetworkPolicy": policies.parse_all,
-               **{kind: functools.partial(ingresses.parse_all, kind) for kind in ingresses.KINDS}}
-    out: dict[str, list[Any]] = {kind: [] for kind in KINDS}
-    sources = _read(files)
-    for done, (source, text) in enumerate(sources, 1):
-        progress("reading", done, len(sources))
-        docs = services.load_manifests(text, source)
-        for i, doc in enumerate(docs):
-            kind = doc.get("kind") if isinstance(doc, dict) else None
-            if kind not in KINDS:
-                version = doc.get("apiVersion") if isinstance(doc, dict) else None
-                raise InvalidArgument(f"{source}: document {i + 1}: apiVersion {version!r}, kind {kind!r} is not supported",
-                                      "podnet applies v1 Service and Secret (kubernetes.io/tls), networking.k8s.io/v1 "
-                                      "NetworkPolicy and Ingress, gateway.networking.k8s.io/v1 Gateway and HTTPRoute documents")
-        for kind, parse in parsers.items():
-            out[kind] += parse([d for d in docs if d.get("kind") == kind], source)
-    return out
-
-
 def _suffix(namespace: str) -> str:
     return f" (namespace {namespace})" if namespace != "default" else ""
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+    """Through the agent when one runs (it validates with the models it has loaded and answers
+    a mistake with the same one line), else in-process, as `run -d` does."""
+    sources = _read(args.filename)
+    answer = None
+    if args.root is None:
+        from podnet.agent import client  # lazy: the socket client, for this path only
 
-    progress = Progress("apply")
-    try:
-        specs = _documents(args.filename, progress)
-        ctx = _ctx(args)
-        progress(f"applying {sum(len(v) for v in specs.values())} documents")
-        done = [("Secret", r) for r in (ingresses.apply(ctx, specs["Secret"]) if specs["Secret"] else [])]
-        done += [("Service", r) for r in (services.apply(ctx, specs["Service"]) if specs["Service"] else [])]
-        done += [("NetworkPolicy", r) for r in (policies.apply(ctx, specs["NetworkPolicy"]) if specs["NetworkPolicy"] else [])]
-        for kind in INGRESS_KINDS:
-            done += [(kind, r) for r in (ingresses.apply(ctx, specs[kind]) if specs[kind] else [])]
-    finally:
-        progress.done()
-    for kind, (item, action) in done:
-        print(f"{KINDS[kind][1]}/{item.name} {action}{_suffix(item.namespace)}")
-    if any(specs[kind] for kind in INGRESS_KINDS):
-        _say_who_serves_ingresses()
+        answer = client.forward("POST", "/v1/apply", {"sources": [{"name": n, "text": t} for n, t in sources]})
+    if answer is not None:
+        done = [(a["kind"], a["name"], a["namespace"], a["action"]) for a in answer["applied"]]
+        served = bool(answer.get("ingress"))
+    else:
+        done = _apply_in_process(args, sources)
+        served = None
+    for kind, name, namespace, action in done:
+        print(f"{KINDS[kind][1]}/{name} {action}{_suffix(namespace)}")
+    if any(kind in INGRESS_KINDS for kind, *_ in done):
+        _say_who_serves_ingresses(served)
     return 0
 
 
-def _say_who_serves_ingresses() -> None:
-    """Ingresses are served by the agent's proxy: say so when none will serve them now."""
-    from podnet.agent import client  # lazy: http.client, for `apply` of an Ingress only
+def _apply_in_process(args: argparse.Namespace, sources: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    from podnet.api import manifests  # lazy: pydantic and every kind's models (~0.85 s under load)
+    from podnet.util.progress import Progress
 
+    progress = Progress("apply")
     try:
-        code, info = client.call("GET", "/v1/status", timeout=5)
-    except (client.AgentUnavailable, OSError):
-        code, info = 0, None
-    if code != 200:
-        print("note: no agent runs: Ingresses are served once `podnet agent --ingress-ports 80,443` runs",
-              file=sys.stderr)
-    elif not (info or {}).get("ingress"):
+        specs = manifests.read(sources, progress)
+        done = manifests.apply(_ctx(args), specs, progress)
+    finally:
+        progress.done()
+    return [(kind, item.name, item.namespace, action) for kind, item, action in done]
+
+
+def _say_who_serves_ingresses(served: bool | None) -> None:
+    """Ingresses are served by the agent's proxy: say so when none will serve them now.
+    served: whether the agent that applied them runs a proxy; None: asked here."""
+    if served is None:
+        from podnet.agent import client  # lazy: for `apply` of an Ingress only
+
+        try:
+            code, info = client.call("GET", "/v1/status", timeout=5)
+        except (client.AgentUnavailable, OSError):
+            code, info = 0, None
+        if code != 200:
+            print("note: no agent runs: Ingresses are served once `podnet agent --ingress-ports 80,443` runs",
+                  file=sys.stderr)
+            return
+        served = bool((info or {}).get("ingress"))
+    if not served:
         print("note: the agent runs without --ingress-ports: no proxy serves Ingresses; "
               "restart it with `podnet agent --ingress-ports 80,443`", file=sys.stderr)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from podnet.api import ingresses, policies, services  # lazy: pydantic (~0.2 s); every command imports this module
+    from podnet.api import manifests  # lazy: pydantic (~0.2 s); every command imports this module
 
-    specs = _documents(args.filename)
-    ctx = _ctx(args)
-    missing_ok = args.ignore_not_found
-    for kind in INGRESS_KINDS:
-        for doc in ingresses.delete(ctx, kind, [(i.namespace, i.name) for i in specs[kind]], missing_ok) if specs[kind] else []:
-            print(f'{KINDS[kind][1]} "{doc["name"]}" deleted')
-    if specs["Service"]:
-        for svc in services.delete(ctx, [(s.namespace, s.name) for s in specs["Service"]], missing_ok=missing_ok):
-            print(f'service "{svc.name}" deleted')
-    if specs["NetworkPolicy"]:
-        for doc in policies.delete(ctx, [(p.namespace, p.name) for p in specs["NetworkPolicy"]], missing_ok=missing_ok):
-            print(f'networkpolicy.networking.k8s.io "{doc["name"]}" deleted')
-    if specs["Secret"]:
-        for doc in ingresses.delete(ctx, "Secret", [(i.namespace, i.name) for i in specs["Secret"]], missing_ok):
-            print(f'secret "{doc["name"]}" deleted')
+    specs = manifests.read(_read(args.filename))
+    for kind, name in manifests.delete(_ctx(args), specs, args.ignore_not_found):
+        print(f'{KINDS[kind][1]} "{name}" deleted')
     return 0
 
 

@@ -8,7 +8,10 @@ store (ps, network ls, exec) must not pay.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the CLI imports model/kinds.py and must not pay typing (~3 ms)
+    from typing import Any
 
 _WHERE = {
     "Network": "network", "SubnetConfig": "network",
