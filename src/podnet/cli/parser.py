@@ -52,6 +52,24 @@ def _registry_lists() -> dict[str, tuple[str, ...]]:
     return {DRIVERS_PLACEHOLDER: drivers.DRIVER_NAMES, CNI_MODES_PLACEHOLDER: drivers.CNI_MODES}
 
 
+_WIDTH: list[int] = []
+
+
+def _help_width() -> int:
+    """The terminal's width less 2, as argparse takes it, asked once per process: argparse
+    makes a formatter for every add_argument (~40 for `run`), each of which asked again."""
+    if not _WIDTH:
+        try:
+            width = int(os.environ.get("COLUMNS", "")) or 80
+        except ValueError:
+            try:
+                width = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+            except (AttributeError, ValueError, OSError):
+                width = 80
+        _WIDTH.append(width - 2)
+    return _WIDTH[0]
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Fills in the registry's lists of drivers and CNI modes only when help is printed.
 
@@ -61,16 +79,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
                  width: int | None = None) -> None:
-        if width is None:
-            try:
-                width = int(os.environ.get("COLUMNS", "")) or 80
-            except ValueError:
-                try:
-                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-                except (AttributeError, ValueError, OSError):
-                    width = 80
-            width -= 2
-        super().__init__(prog, indent_increment, max_help_position, width)
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
