@@ -301,15 +301,17 @@ def main() -> int:
         print(json.dumps(driver(p.parse_args(sys.argv[2:]))))
         return 0
     args = p.parse_args()
+    from bench.bytecode import cached
     from tests.sandbox import Host
 
-    with Host("bench") as host:
+    load_before = os.getloadavg()[0]
+    with cached(REPO / "src"), Host("bench") as host:
         argv = [sys.executable, str(Path(__file__).resolve()), "_driver", "--rounds", str(args.rounds),
                 "--seconds", str(args.seconds), "--connections", str(args.connections), "--changes", str(args.changes)]
         out = host.run(argv, timeout=1800)
         res = json.loads(out.stdout.strip().splitlines()[-1])
     report(res, args)
-    print(f"\nload: {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"\nload: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
     return 0
 
 

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -192,24 +190,13 @@ def main() -> int:
     if not Path(DOCKERD).exists():
         raise SystemExit(f"{DOCKERD} is missing: apt-get install docker.io (tests/apt-packages.txt lists it)")
     os.environ["PYTHONPATH"] = str(REPO / "src")  # measure this tree, whatever the venv was installed from
-    # ... with its bytecode cached, as an installed podnet has it (a tree without __pycache__,
-    # or PYTHONDONTWRITEBYTECODE, compiles every module on every command: 3-5x slower)
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    pycache = tempfile.mkdtemp(prefix="podnet-bench-pyc-")
-    os.environ["PYTHONPYCACHEPREFIX"] = pycache
-    # the prefix holds every module's bytecode (the standard library's, the venv's too)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *[p for p in sys.path if p and os.path.isdir(p)]],
-                   check=False, capture_output=True)
+    from bench.bytecode import cached
     from tests.sandbox import Host
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    try:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], check=True)
-        with Host("runbench") as host:
-            out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", *sys.argv[1:]], timeout=3600)
-            res = json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(pycache, ignore_errors=True)
+    with cached(REPO / "src"), Host("runbench") as host:
+        out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", *sys.argv[1:]], timeout=3600)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
     report(res, args)
     print(f"load average before / after: {' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     return 0

@@ -254,8 +254,9 @@ def destroy(ctx: Context, sandbox: Sandbox) -> None:
     """Everything of a sandbox, kernel and store: the end of `rm -f` and of a crashed `run`."""
     nets = networks_by_id(ctx)
     endpoints = endpoints_of(ctx, sandbox.id)
-    stop_process(ctx, sandbox, timeout=0)
+    shim.kill(sandbox.id, ctx.paths.sandbox_state_dir(sandbox.id))  # they die while the network goes
     teardown_network(ctx, sandbox, endpoints, nets)
+    stop_process(ctx, sandbox, timeout=0)  # none left, the supervisor's record written
     cgroups.remove(sandbox.id)
     forget(ctx, sandbox, endpoints)
     firewall_sync.masquerade_follows(ctx, [nets[ep.network] for ep in endpoints if ep.network in nets], left=True)

@@ -388,7 +388,7 @@ def stop(ctx: Context, ref: str, timeout: float = 10) -> Sandbox:
 def remove(ctx: Context, ref: str, force: bool = False) -> Sandbox:
     require_privilege()
     sandbox = find(ctx, ref)
-    if sandbox.state != "exited" and is_running(ctx, sandbox) and not force:
+    if not force and sandbox.state != "exited" and is_running(ctx, sandbox):
         raise Conflict(f"sandbox {sandbox.name!r} is running", f"stop it first (`podnet stop {sandbox.name}`) or use `podnet rm -f`")
     with locks.held(lock_path(ctx, sandbox.id)):
         realize.destroy(ctx, sandbox)

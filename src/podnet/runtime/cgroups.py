@@ -194,6 +194,26 @@ def pids(sandbox_id: str) -> list[int]:
     return sorted(found)
 
 
+def signal_all(sandbox_id: str, dirs: list[Path] | None = None) -> list[int]:
+    """One SIGKILL sweep of the sandbox's cgroup, without waiting: the processes it found
+    (empty: none was left). `rm -f` sweeps first and tears the network down while they die."""
+    left = pids(sandbox_id)
+    if not left:
+        return left
+    for d in group_dirs(sandbox_id) if dirs is None else dirs:
+        if (d / "cgroup.kill").exists():
+            try:
+                _write(d / "cgroup.kill", "1")
+            except KernelError:
+                pass
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
 def kill_all(sandbox_id: str, timeout: float = 5.0) -> None:
     """SIGKILL every process in the sandbox's cgroup and wait until it is empty.
 
@@ -202,21 +222,7 @@ def kill_all(sandbox_id: str, timeout: float = 5.0) -> None:
     """
     dirs = group_dirs(sandbox_id)
     deadline = time.monotonic() + timeout
-    while True:
-        left = pids(sandbox_id)
-        if not left:
-            return
-        for d in dirs:
-            if (d / "cgroup.kill").exists():
-                try:
-                    _write(d / "cgroup.kill", "1")
-                except KernelError:
-                    pass
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    while left := signal_all(sandbox_id, dirs):
         if time.monotonic() > deadline:
             raise KernelError(f"processes {left} of sandbox {sandbox_id} survived SIGKILL for {timeout:g}s")
         time.sleep(0.002)  # a killed process is gone within a few ms: `rm -f` waits on this
