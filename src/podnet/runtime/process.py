@@ -6,7 +6,6 @@ Stdlib only: the detached supervisor imports this module and must start fast.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from podnet.dataplane.syscalls import (
     CLONE_NEWIPC,
@@ -35,7 +34,8 @@ def start_time(pid: int, zombie_ok: bool = False) -> int | None:
     A pid alone is not an identity (pids are reused); the pair (pid, start time) is.
     """
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        with open(f"/proc/{pid}/stat", "rb") as f:  # not pathlib: `ps` asks once per sandbox
+            raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.

@@ -120,9 +120,10 @@ class SandboxStatus:
 
 # ---- state files -------------------------------------------------------------------
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path | str) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        with open(path, "rb") as f:  # not Path.read_text: `ps` reads two of these per sandbox
+            return json.loads(f.read())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -147,7 +148,7 @@ def load_spec(state_dir: Path) -> LaunchSpec:
     return LaunchSpec.from_json(text)
 
 
-def status(state_dir: Path) -> SandboxStatus:
+def status(state_dir: Path | str) -> SandboxStatus:
     """What the sandbox's command is doing, from the state files and /proc.
 
     Running means: the pid recorded at launch exists, is not a zombie, and has the start
@@ -155,11 +156,11 @@ def status(state_dir: Path) -> SandboxStatus:
     supervisor still lives. An exit code of None with running False means nobody saw
     the exit (the supervisor was killed); stop() fills it in.
     """
-    state_dir = Path(state_dir)
-    state = _read_json(state_dir / STATE)
+    state_dir = os.fspath(state_dir)  # os.path, not pathlib: `ps` asks this for every sandbox
+    state = _read_json(os.path.join(state_dir, STATE))
     if state is None:
         return SandboxStatus(running=False)
-    done = _read_json(state_dir / EXIT)
+    done = _read_json(os.path.join(state_dir, EXIT))
     running = done is None and process.alive(state["pid"], state["pid_start"])
     return SandboxStatus(
         running=running,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -197,6 +196,8 @@ class SqliteStore:
 
 def new_identity() -> str:
     """128 random bits: the id every kernel object this store makes carries."""
+    import secrets  # lazy: hmac, hashlib's OpenSSL and random (~4 ms), for a store's creation only
+
     return secrets.token_hex(16)
 
 
@@ -208,6 +209,8 @@ def _add_identity(db: sqlite3.Connection) -> None:
 
 def _create(path: Path) -> None:
     """Write a whole new store under a temporary name and link it into place (no-clobber)."""
+    import secrets  # lazy: see new_identity
+
     private_dir(path.parent)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     old_umask = os.umask(0o077)

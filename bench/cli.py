@@ -1,0 +1,121 @@
+"""CLI start-up: `podnet version`, `ps` and `network ls` at 1 and at N running sandboxes (issue 14 target 3).
+
+One `tests.sandbox.Host`, a bridge network, `podnet agent` running; sandboxes (`sleep`) are made
+through the agent's API from one warm client (the CLI's own `run -d` is bench/run_docker.py's
+row). Each command is a new process, as a user types it, through `python -m podnet` of the venv
+(what every bench runs) and the venv's console script (/opt/podnet/venv/bin/podnet, what a user
+types); median and min of --runs. Anchor, same run: the interpreter itself (`python -c pass`),
+the floor no Python command can go under. Targets: version <= 50 ms, ps and network ls <= 100 ms
+at 1,000 sandboxes.
+
+    sudo /opt/podnet/venv/bin/python bench/cli.py [--sandboxes 1000] [--runs 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SCRIPT = str(Path(sys.executable).with_name("podnet"))
+COMMANDS = {"version": ["version"], "ps": ["ps"], "network ls": ["network", "ls"]}
+TARGETS = {"version": 50.0, "ps": 100.0, "network ls": 100.0}
+
+
+def timed(argv: list[str], runs: int) -> tuple[float, float]:
+    """(median, min) wall ms of argv run `runs` times."""
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        samples.append((time.perf_counter() - t) * 1e3)
+        if done.returncode:
+            raise SystemExit(f"{argv} exited {done.returncode}: {done.stderr.strip()}")
+    return statistics.median(samples), min(samples)
+
+
+def row(runs: int) -> dict[str, object]:
+    out: dict[str, object] = {"python -c pass": timed([sys.executable, "-c", "pass"], runs)}
+    for name, args in COMMANDS.items():
+        out[f"-m podnet {name}"] = timed([sys.executable, "-m", "podnet", *args], runs)
+        if os.path.exists(SCRIPT):
+            out[f"podnet {name}"] = timed([SCRIPT, *args], runs)
+    return out
+
+
+# ---- inside the Host ----------------------------------------------------------------------
+
+def driver(args: argparse.Namespace) -> dict[str, object]:
+    sys.path.insert(0, str(REPO / "src"))
+    from podnet.agent import client
+
+    podnet = [sys.executable, "-m", "podnet"]
+    subprocess.run(podnet + ["network", "create", "bench", "--subnet", "10.80.0.0/20"], check=True, capture_output=True)
+    agent = subprocess.Popen(podnet + ["agent"], stdout=subprocess.DEVNULL, stderr=open("/run/cli-agent.log", "w"))
+    made = 0
+    out: dict[str, object] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not client.running():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the agent did not come up")
+            time.sleep(0.2)
+        for count in (1, args.sandboxes):
+            began = time.monotonic()
+            while made < count:
+                client.forward("POST", "/v1/sandboxes", {"argv": ["sleep", "1000000"], "networks": ["bench"],
+                                                         "name": f"s{made}"})
+                made += 1
+            out[f"made {count} (s)"] = round(time.monotonic() - began, 1)
+            out[str(count)] = row(args.runs)
+    finally:
+        for i in range(made):
+            client.forward("POST", "/v1/sandboxes/rm", {"name": f"s{i}", "force": True})
+        agent.terminate()
+        agent.wait(timeout=60)
+    out["left"] = subprocess.run(podnet + ["ps", "-aq"], capture_output=True, text=True).stdout.split()
+    return out
+
+
+# ---- outside: the Host, the table ---------------------------------------------------------
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sandboxes", type=int, default=1000, help="running sandboxes of the second row")
+    p.add_argument("--runs", type=int, default=11, help="samples of each command")
+    if sys.argv[1:2] == ["_driver"]:
+        print(json.dumps(driver(p.parse_args(sys.argv[2:]))))
+        return 0
+    args = p.parse_args()
+    os.environ["PYTHONPATH"] = str(REPO / "src")  # this tree, whatever the venv was installed from
+    from bench.bytecode import cached
+    from tests.sandbox import Host
+
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    with cached(REPO / "src"), Host("clibench") as host:
+        out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", *sys.argv[1:]], timeout=7200)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"CLI start-up, median / min ms of {args.runs}; anchor: the interpreter (python -c pass)")
+    print(f"{'command':28} {'1 sandbox':>16} {str(args.sandboxes) + ' sandboxes':>18} {'target':>8}")
+    for key in res["1"]:
+        one, many = res["1"][key], res[str(args.sandboxes)][key]
+        name = key.split(" ", 2)[-1] if key.startswith("-m") else key.removeprefix("podnet ")
+        target = TARGETS.get(name)
+        verdict = "" if target is None or key == "python -c pass" else (
+            f"{target:5.0f}: {'met' if many[0] <= target else 'NOT met'}")
+        print(f"{key:28} {one[0]:7.1f} / {one[1]:6.1f} {many[0]:8.1f} / {many[1]:7.1f}  {verdict}")
+    print(f"making {args.sandboxes} through the agent: {res[f'made {args.sandboxes} (s)']} s; "
+          f"left behind: {res['left'] or 'none'}")
+    print(f"load average before / after: {' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
