@@ -15,7 +15,9 @@ from typing import Any
 from podnet.api import hostview
 from podnet.api.context import Context
 from podnet.dataplane import wireguard
+from podnet.drivers import hostgw
 from podnet.errors import NotFound
+from podnet.model import Network
 from podnet.store import keys
 
 _public_of: dict[str, str] = {}  # private key text -> its public key (`wg pubkey` forks)
@@ -35,6 +37,18 @@ def ensure(ctx: Context) -> tuple[Path, str]:
         _public_of.clear()
         _public_of[private] = wireguard.public_key(path)
     return path, _public_of[private]
+
+
+def untrusted_store_warning(ctx: Context, net: Network) -> str | None:
+    """The one line an encrypted network gets when its store is not on TLS: the store is the
+    mesh's trust root (whoever writes a key into it joins), and on plain HTTP anyone on the
+    path can write one. Said by `network create` and once by the agent. None for a network
+    that is not encrypted, on TLS, and on SQLite (one host, no peers)."""
+    endpoints = getattr(ctx.store, "endpoints", None)
+    if not hostgw.is_encrypted(net) or endpoints is None or getattr(endpoints, "tls", True):
+        return None
+    return (f"warning: network {net.name} is encrypted but the store is not on TLS: whoever can write to it "
+            "can add a WireGuard key and join; use an https:// store with client certificates")
 
 
 def advertise(ctx: Context, node: str, doc: dict[str, Any]) -> None:

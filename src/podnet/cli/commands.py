@@ -45,6 +45,10 @@ def cmd_network(args: argparse.Namespace) -> int:
             mtu=args.mtu, labels=parse_labels(args.label), options=_kv(args.opt, "-o"),
         )
         print(net.id)
+        from podnet.api import wgkeys  # lazy: network create only
+
+        if (warning := wgkeys.untrusted_store_warning(ctx, net)) is not None:
+            print(f"podnet: {warning}", file=sys.stderr)
     elif sub == "inspect":
         render.dump_json([views.network_view(ctx, networks.find(ctx, n, make_default=False).model_dump())
                                              for n in args.names])

@@ -48,10 +48,9 @@ class WireGuardMesh:
                 return ["wireguard: no encrypted network left, the device is gone"]
             return []
         said: list[str] = []
-        if not self.warned_tls and not getattr(getattr(ctx.store, "endpoints", None), "tls", True):
+        if not self.warned_tls and (warning := wgkeys.untrusted_store_warning(ctx, encrypted[0])) is not None:
             self.warned_tls = True
-            said.append(f"warning: network {encrypted[0].name} is encrypted but the store is not on TLS: whoever can "
-                        "write to it can add a WireGuard key and join; use an https:// store with client certificates")
+            said.append(warning)
         key_file, public = wgkeys.ensure(ctx)
         said += self._device(key_file)
         mine = {"public_key": public, "port": wireguard.PORT, "implementation": self.implementation,
