@@ -123,7 +123,7 @@ def test_netconf_reads_delegated_subnets_and_gc_list() -> None:
 
 def _config_args(**kw: object) -> argparse.Namespace:
     base = dict(network="app", name=None, mode=None, subnet=[], master=None, mtu=None, ipam="podnet",
-                cni_version="1.0.0", no_portmap=False, tuning=False, bandwidth=False, firewall=False)
+                cni_version="1.0.0", no_portmap=False, tuning=False, bandwidth=False, firewall=False, opt=[])
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -148,6 +148,15 @@ def test_conflist_puts_podnet_first_and_chains_what_was_asked() -> None:
     for plugin in doc["plugins"]:  # every entry is a config the plugin itself accepts
         if plugin["type"] == "podnet":
             netconf.parse({"cniVersion": doc["cniVersion"], "name": doc["name"], **plugin}, "ADD")
+    routed = conflist(_config_args(mode="overlay", opt=["mode=routed", "encrypted=true"]))
+    assert routed["plugins"][0]["options"] == {"mode": "routed", "encrypted": "true"}
+    parsed = netconf.parse({"cniVersion": routed["cniVersion"], "name": routed["name"], **routed["plugins"][0]}, "ADD")
+    assert parsed.options == {"mode": "routed", "encrypted": "true"}
+    with pytest.raises(CniError):
+        conflist(_config_args(mode="overlay", opt=["Bad Key=1"]))
+    for options in ([], {"mode": 1}, {"Mode": "routed"}):
+        with pytest.raises(CniError):
+            netconf.parse({"cniVersion": "1.0.0", "name": "app", "type": "podnet", "options": options}, "ADD")
 
 
 def test_the_thin_entry_is_stdlib_only_and_falls_back(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.api.context import open_context
+from podnet.cli.main import _kv
 from podnet.cli.parser import CNI_MODES_PLACEHOLDER
 from podnet.cli.render import table
 from podnet.errors import InvalidArgument, PermissionDenied
@@ -30,6 +31,9 @@ def register(sub: Any) -> None:
     c.add_argument("--mode", help=f"the driver when the network is made by CNI: one of {CNI_MODES_PLACEHOLDER}")
     c.add_argument("--subnet", action="append", default=[], help="pod CIDR, for example 10.244.1.0/24 (repeatable)")
     c.add_argument("--master", help="macvlan parent interface")
+    c.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a driver option of the network the first ADD makes, as `network create -o` "
+                        "(e.g. --mode overlay -o mode=routed, -o encrypted=true)")
     c.add_argument("--mtu", type=int, help="the MTU of the pods' interfaces")
     c.add_argument("--ipam", default="podnet", help="podnet (default) or host-local (delegated, with --subnet)")
     c.add_argument("--cni-version", default="1.0.0", choices=CNI_VERSIONS,
@@ -70,6 +74,10 @@ def conflist(args: argparse.Namespace) -> dict[str, Any]:
         main["mode"] = args.mode
     if args.master:
         main["master"] = args.master
+    if args.opt:
+        from podnet.cni import netconf  # lazy: only a config with options checks them
+
+        main["options"] = netconf.driver_options({"options": _kv(args.opt, "-o")})
     if args.mtu:
         main["mtu"] = args.mtu
     subnets = [str(spec.cidr(s, "--subnet")) for s in args.subnet]

@@ -6,6 +6,7 @@
      "subnet": "10.244.1.0/24",           # a per-node pod CIDR; also "subnets": [...]
      "gateway": "10.244.1.1", "mtu": 1450,
      "master": "eth0",                    # macvlan parent (or "parent")
+     "options": {"mode": "routed"},       # the driver's options when the first ADD makes the network (-o)
      "ipam": {"type": "podnet"},          # or absent, or a delegated plugin: {"type": "host-local", ...}
      "ipMasq": true,                      # false: the pods' packets leave the host with their own address
      "dns": {...}, "capabilities": {"ips": true, "mac": true}}   # + "portMappings" without portmap
@@ -55,6 +56,7 @@ class NetConf:
     bandwidth_egress: int | None = None
     ip_masq: bool = True  # "ipMasq" (SPEC section 1): masquerade the pod's traffic leaving the host
     port_mappings: list[dict[str, Any]] = field(default_factory=list)  # runtimeConfig "portMappings"
+    options: dict[str, str] = field(default_factory=dict)  # the driver's options (`network create -o`)
 
     @property
     def delegated(self) -> bool:
@@ -68,6 +70,26 @@ def _str_or_none(conf: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise CniError(E_INVALID_CONFIG, f"invalid {key!r}: expected a string")
     return value
+
+
+_OPTION_KEY = re.compile(r"^[a-z][a-z0-9_.\-]{0,63}$")
+
+
+def driver_options(conf: dict[str, Any]) -> dict[str, str]:
+    """The config's "options": the driver options a network made by an ADD gets, as `network create -o
+    KEY=VALUE` gives them (`podnet cni config --opt`); the driver validates the values."""
+    options = conf.get("options")
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise CniError(E_INVALID_CONFIG, "invalid \"options\": expected an object of strings", 'write it like {"mode": "routed"}')
+    out = {}
+    for key, value in options.items():
+        if not isinstance(key, str) or not _OPTION_KEY.match(key) or not isinstance(value, str) or len(value) > 256:
+            raise CniError(E_INVALID_CONFIG, f"invalid option {str(key)[:64]!r} in \"options\"",
+                           'write options as strings, like {"mode": "routed", "encrypted": "true"}')
+        out[key] = value
+    return out
 
 
 def _labels(conf: dict[str, Any]) -> dict[str, str]:
@@ -211,7 +233,7 @@ def parse(conf: dict[str, Any], command: str) -> NetConf:
         requested_mac=runtime.get("mac") if isinstance(runtime.get("mac"), str) else None,
         prev_result=spec.parse_result(prev) if prev is not None else None, valid_attachments=valid,
         labels=_labels(conf), bandwidth_ingress=ingress, bandwidth_egress=egress, ip_masq=ip_masq,
-        port_mappings=ports,
+        port_mappings=ports, options=driver_options(conf),
     )
 
 

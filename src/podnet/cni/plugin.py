@@ -168,6 +168,7 @@ def _request(env: Env, conf: NetConf) -> Any:
         bandwidth_ingress=conf.bandwidth_ingress, bandwidth_egress=conf.bandwidth_egress,
         ipam_conf=_without_prev(conf.raw) if conf.delegated else None,
         ipam_env=_ipam_env(env) if conf.delegated else None, ip_masq=conf.ip_masq, ports=conf.port_mappings,
+        options=conf.options,
     )
 
 

@@ -38,7 +38,7 @@ def ensure_network(ctx: Context, req: PodRequest) -> Network:
         if maker.supports.cni_needs_subnet and maker.supports.picks_subnet and not req.subnets:
             raise InvalidArgument(f"a {maker.name} network needs \"subnet\" (its pod CIDR) to make network {req.network!r}",
                                   "add \"subnet\": \"10.244.1.0/24\" (this node's pod CIDR) to the config") from None
-        options = {"parent": req.parent} if req.parent else {}
+        options = {**req.options, **({"parent": req.parent} if req.parent else {})}
         try:
             net = networks.create(ctx, req.network, driver=maker.name, subnets=req.subnets,
                                   gateways=[req.gateway] if req.gateway else [], mtu=req.mtu, options=options,
@@ -51,6 +51,11 @@ def ensure_network(ctx: Context, req: PodRequest) -> Network:
     if wanted is not None and net.driver != wanted.name:
         raise InvalidArgument(f"network {net.name!r} exists with driver {net.driver}, not {req.mode}",
                               "drop \"mode\" from the config, or name another network")
+    differing = sorted(k for k, v in req.options.items() if str((net.options or {}).get(k, "")) != v)
+    if differing:
+        raise InvalidArgument(f"network {net.name!r} exists with other options: "
+                              + ", ".join(f"{k}={(net.options or {}).get(k, '(unset)')}" for k in differing),
+                              "make the config's \"options\" match the network, or name another network")
     have = {s.subnet for s in net.subnets}
     for subnet in req.subnets:
         if subnet not in have:

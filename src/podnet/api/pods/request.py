@@ -37,6 +37,7 @@ class PodRequest:
     ipam_env: dict[str, str] | None = None
     ip_masq: bool = True  # the config's "ipMasq": false: the pod's packets leave with its own address
     ports: list[dict[str, Any]] = field(default_factory=list)  # runtimeConfig.portMappings, when podnet publishes them
+    options: dict[str, str] = field(default_factory=dict)  # the config's driver options, for the network an ADD makes
 
 
 def pod_id(container_id: str, ifname: str) -> str:
