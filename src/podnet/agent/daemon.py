@@ -34,7 +34,7 @@ from podnet.api.reconcile import reconcile
 from podnet.cluster.peers import PeerSync
 from podnet.cni import delegate, spec
 from podnet.cni.plugin import handle
-from podnet.config import Paths
+from podnet.config import Paths, store_url
 from podnet.dataplane import netlink
 from podnet.docker import protocol
 from podnet.docker.engine import DEFAULT_HOST
@@ -49,7 +49,7 @@ from podnet.observe.address import DEFAULT_ADDRESS, parse_address
 from podnet.observe.metrics import AgentMetrics
 from podnet.runtime import forkserver, shim
 from podnet.runtime.etcfiles import host_nameservers
-from podnet.policy import controller as policies, engine as policy_engine, ruleset as policy_ruleset
+from podnet.policy import controller as policies, engine as policy_engine, ruleset as policy_ruleset, trace as policy_trace
 from podnet.services import controller
 from podnet.store import keys
 from podnet.util.shapes import build
@@ -101,9 +101,13 @@ class Agent:
         self._lock_fd: int | None = None
         self._running: list[str] = []
         self._running_rev = -1
-        self.flows = FlowLog(self._flow_names)
+        # on a cluster store each flow says which host saw it and where each end runs
+        cluster = store_url() is not None
+        self.flows = FlowLog(self._flow_names, self.node_name if cluster else None,
+                             self._flow_hosts if cluster else None)
         self._flows_ctx: Context | None = None  # the flows thread's own store connection
         self._names: tuple[int, tuple[dict[str, str], dict[str, str]]] = (-1, ({}, {}))
+        self._hosts: dict[str, str] = {}  # address -> the node its endpoint runs on (cluster stores)
         # The scrape's own store connection: it runs on the metrics server's threads.
         self.metrics = AgentMetrics(open_context(root).store, lambda: self.dns.core.stats if self.dns else None,
                                     self.flows.counts_by_policy)
@@ -367,8 +371,15 @@ class Agent:
             for direction in (policy_engine.INGRESS, policy_engine.EGRESS):
                 for group in set(policy_ruleset.groups(state, direction).values()):
                     ids[policy_ruleset.short(",".join(group))] = ",".join(group)
+            if self.flows.hosts is not None:
+                hosts = policy_trace.Hosts(ctx.store)
+                self._hosts = {a: node for a, ep in state.by_address().items() if (node := hosts.of(ep.key, a))}
             self._names = (rev, (by_address, ids))
         return self._names[1]
+
+    def _flow_hosts(self) -> dict[str, str]:
+        """address -> node, for the flow log; rebuilt with _flow_names (called just before)."""
+        return self._hosts
 
     # --- DNS ------------------------------------------------------------------------------
     async def _start_dns(self) -> None:

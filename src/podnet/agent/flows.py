@@ -44,9 +44,15 @@ def _env_int(name: str, default: int) -> int:
 class FlowLog:
     """The agent's history of flows; `query` serves `podnet flows`."""
 
-    def __init__(self, names: Callable[[], tuple[dict[str, str], dict[str, str]]]) -> None:
-        """names(): (address -> endpoint "NS/NAME", policy or group id -> "NS/NAME[,..]")."""
+    def __init__(self, names: Callable[[], tuple[dict[str, str], dict[str, str]]], node: str | None = None,
+                 hosts: Callable[[], dict[str, str]] | None = None) -> None:
+        """names(): (address -> endpoint "NS/NAME", policy or group id -> "NS/NAME[,..]").
+        On a cluster store, node: this host's node, written into every flow as the host that
+        saw it (each host's agent logs what crossed that host only); hosts(): address -> the
+        node that endpoint runs on, for each flow's src_node and dst_node."""
         self.names = names
+        self.node = node
+        self.hosts = hosts
         self.history: deque[dict[str, Any]] = deque(maxlen=_env_int("PODNET_FLOWS_MAX", 10000))
         self.keep_seconds = _env_int("PODNET_FLOWS_SECONDS", 900)
         self.seq = itertools.count(1)
@@ -73,6 +79,7 @@ class FlowLog:
                 if not records:
                     continue
                 address_names, policy_names = self.names()
+                address_nodes = self.hosts() if self.hosts is not None else {}
                 with self.lock:  # a batch at once: a follower never sees half of a connection's records
                     for record in records:
                         self._count(record.prefix)
@@ -83,7 +90,7 @@ class FlowLog:
                             self.suppressed += 1
                             continue
                         kept += 1
-                        self._add(record, address_names, policy_names)
+                        self._add(record, address_names, policy_names, address_nodes)
         finally:
             self.listener.close()
 
@@ -103,7 +110,8 @@ class FlowLog:
             out[key] = out.get(key, 0) + count
         return [(*key, count) for key, count in sorted(out.items())]
 
-    def _add(self, record: nflog.Record, address_names: dict[str, str], policy_names: dict[str, str]) -> None:
+    def _add(self, record: nflog.Record, address_names: dict[str, str], policy_names: dict[str, str],
+             address_nodes: dict[str, str] | None = None) -> None:
         """One record into the history (under self.lock): a new flow, or merged into the flow of
         its connection."""
         parts = record.prefix.split(":")
@@ -124,6 +132,8 @@ class FlowLog:
         if flow is None:
             flow = {"seq": next(self.seq), "time": record.time, "src": record.src, "dst": record.dst,
                     "src_name": address_names.get(record.src), "dst_name": address_names.get(record.dst),
+                    "node": self.node, "src_node": (address_nodes or {}).get(record.src),
+                    "dst_node": (address_nodes or {}).get(record.dst),
                     "protocol": record.protocol, "sport": record.sport, "dport": record.dport,
                     "egress": None, "ingress": None, "attempts": 1}
             self.recent[key] = flow

@@ -196,10 +196,11 @@ def _flow_line(flow: dict) -> str:
     import time  # lazy: only `flows` formats times
 
     when = time.strftime("%H:%M:%S", time.localtime(flow["time"])) + f".{int(flow['time'] * 1000) % 1000:03d}"
-    src = flow["src_name"] or flow["src"]
-    dst = flow["dst_name"] or flow["dst"]
+    src = (flow["src_name"] or flow["src"]) + (f"@{flow['src_node']}" if flow.get("src_node") else "")
+    dst = (flow["dst_name"] or flow["dst"]) + (f"@{flow['dst_node']}" if flow.get("dst_node") else "")
     port = f":{flow['dport']}" if flow["dport"] is not None else ""
-    return f"{when}  {flow['verdict'].upper():5} {flow['direction']:7} {src} -> {dst}{port}/{flow['protocol']}  {flow['policy']}"
+    seen = f"  (seen on {flow['node']})" if flow.get("node") else ""  # a cluster: each host logs what crossed it
+    return f"{when}  {flow['verdict'].upper():5} {flow['direction']:7} {src} -> {dst}{port}/{flow['protocol']}  {flow['policy']}{seen}"
 
 
 def cmd_flows(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from podnet.config import paths
 from podnet.dataplane import netns, nfttrace
 from podnet.errors import InvalidArgument, NotFound
+from podnet.ipam import blocks
 from podnet.policy import engine
 from podnet.store import keys
 from podnet.store.base import Store
@@ -29,6 +30,35 @@ def _address(text: str) -> str | None:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
         return None
+
+
+class Hosts:
+    """Which host each endpoint and address is on, for a trace across hosts: an endpoint's
+    record names its node (on a cluster store), an address that is no endpoint's is placed by
+    the overlay block holding it. Read from the store once per trace; empty on one host."""
+
+    def __init__(self, store: Store) -> None:
+        self.by_endpoint: dict[str, str] = {}
+        for _, sb in store.list(keys.SANDBOXES):
+            if sb.get("node"):
+                self.by_endpoint[f"{sb.get('namespace', 'default')}/{sb['name']}"] = sb["node"]
+        for _, pod in store.list(keys.PODS):
+            args = pod.get("args") or {}
+            if pod.get("node"):
+                key = f"{args.get('K8S_POD_NAMESPACE') or 'default'}/{args.get('K8S_POD_NAME') or pod['container_id'][:12]}"
+                self.by_endpoint[key] = pod["node"]
+        self.blocks: list[tuple[Any, str]] = []
+        if self.by_endpoint:
+            for _, net in store.list(keys.NETWORKS):
+                self.blocks += [(ipaddress.ip_network(b), n) for b, n in blocks.owners(store, net["id"]).items()]
+
+    def of(self, endpoint: str | None, address: str | None) -> str | None:
+        if endpoint is not None and endpoint in self.by_endpoint:
+            return self.by_endpoint[endpoint]
+        if address is None:
+            return None
+        ip = ipaddress.ip_address(address)
+        return next((node for block, node in self.blocks if ip.version == block.version and ip in block), None)
 
 
 def resolve(state: engine.PolicyState, store: Store, text: str, namespace: str) -> dict[str, Any]:
@@ -80,6 +110,13 @@ def trace(store: Store, src: str, dst: str, namespace: str = "default") -> dict[
         paths = _service_paths(state, store, target["service"], port, protocol)
     else:
         paths = [{"to": target["name"], "addresses": target["addresses"], "port": port, "nat": None}]
+    hosts = Hosts(store)
+    if hosts.by_endpoint:  # a cluster store: the host each side is on
+        source["node"] = hosts.of(source["name"], next(iter(source["addresses"]), None))
+        if target["kind"] != "service":
+            target["node"] = hosts.of(target["name"], next(iter(target["addresses"]), None))
+        for path in paths:
+            path["node"] = hosts.of(path["to"], next(iter(path["addresses"]), None))
     results = []
     by_address = state.by_address()
     for path in paths:
@@ -131,15 +168,21 @@ def _service_paths(state: engine.PolicyState, store: Store, service: dict[str, A
     return out
 
 
+def _on(where: dict[str, Any]) -> str:
+    """' on NODE' when the trace is across hosts and the node is known."""
+    return f" on {where['node']}" if where.get("node") else ""
+
+
 def render(result: dict[str, Any]) -> list[str]:
     """The answer as a few lines of text."""
-    lines = [f"source       {result['src']['kind']} {result['src']['name']} ({', '.join(result['src']['addresses'])})",
+    lines = [f"source       {result['src']['kind']} {result['src']['name']} ({', '.join(result['src']['addresses'])})"
+             f"{_on(result['src'])}",
              f"destination  {result['dst']['kind']} {result['dst']['name']}"
-             f" port {result['port'] or 'any'}/{result['protocol']}"]
+             f" port {result['port'] or 'any'}/{result['protocol']}{_on(result['dst'])}"]
     if not result["paths"]:
         lines.append("no endpoint: nothing would answer")
     for path in result["paths"]:
-        head = f"-> {path['to']} {path.get('dst_address', '')}:{path['port'] or 'any'}"
+        head = f"-> {path['to']} {path.get('dst_address', '')}:{path['port'] or 'any'}{_on(path)}"
         if path.get("nat"):
             head += f" (DNAT {path['nat']})"
         lines.append(head)
