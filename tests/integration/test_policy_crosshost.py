@@ -268,7 +268,8 @@ def test_a_host_without_its_policy_table_still_meets_ingress_elsewhere(w: World)
             "host c's own pods reach each other against the policies: its table is really gone"
     finally:
         _restart_agent(w.c, "host-c")  # the host repaired: its agent's start replaces the table whole
-    assert w.c.hosts["host-c"].run(["nft", "list", "table", "inet", table], check=False).returncode == 0
+    wait_for(lambda: w.c.hosts["host-c"].run(["nft", "list", "table", "inet", table], check=False).returncode == 0,
+             CONVERGE, "host c's agent to make its policy table again")
     try:
         w.check(enforced, what="host c repaired")
     except AssertionError as exc:  # what the hosts hold then, to tell a policy fault from an overlay one
