@@ -323,11 +323,11 @@ def test_flows_each_host_logs_what_crossed_it(w: World) -> None:
                      and f["time"] >= since), None)
 
     for host in ("host-b", "host-a"):
-        wait_for(lambda: seen(host, "y/a", "allow") is not None, 10, f"{host} to log y/a -> x/a allowed")
+        wait_for(lambda: seen(host, "y/a", "allow") is not None, CONVERGE, f"{host} to log y/a -> x/a allowed")
         flow = seen(host, "y/a", "allow")
         assert flow is not None and (flow["node"], flow["src_node"], flow["dst_node"]) == (host, "host-b", "host-a"), flow
         assert flow["policy"] == "x/x-a-from-y", flow
-    wait_for(lambda: seen("host-c", "z/a", "drop") is not None, 10, "host c to log z/a -> x/a dropped")
+    wait_for(lambda: seen("host-c", "z/a", "drop") is not None, CONVERGE, "host c to log z/a -> x/a dropped")
     dropped = seen("host-c", "z/a", "drop")
     assert dropped is not None and dropped["direction"] == "ingress" and dropped["node"] == "host-c", dropped
     assert seen("host-a", "z/a", "drop") is None, "host c dropped it: host a never saw it"
@@ -338,7 +338,7 @@ def test_flows_each_host_logs_what_crossed_it(w: World) -> None:
     w.c.hosts["host-c"].run(["nft", "delete", "table", "inet", table])
     try:
         assert not _connects(w, "z/a", "x/a"), "host a refuses what host c no longer polices"
-        wait_for(lambda: seen("host-a", "z/a", "drop") is not None, 10, "host a to log z/a -> x/a dropped")
+        wait_for(lambda: seen("host-a", "z/a", "drop") is not None, CONVERGE, "host a to log z/a -> x/a dropped")
         assert seen("host-a", "z/a", "drop")["node"] == "host-a"  # type: ignore[index]
     finally:
         _restart_agent(w.c, "host-c")
