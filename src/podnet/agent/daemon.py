@@ -474,11 +474,7 @@ class Agent:
                                       'send {"sources": [{"name": FILE, "text": YAML}]}')
             sources.append((name, text))
         specs = manifests.read(sources)  # every document validated before anything changes
-        ctx = open_context(self.root)
-        try:
-            done = manifests.apply(ctx, specs)
-        finally:
-            ctx.close()
+        done = manifests.apply(self.contexts.get(), specs)  # this worker thread's store context, as run/stop/rm
         return 200, {"applied": [{"kind": kind, "name": item.name, "namespace": item.namespace, "action": action}
                                  for kind, item, action in done],
                      "ingress": self.ingress is not None}
