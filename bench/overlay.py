@@ -21,6 +21,8 @@ Four `tests.sandbox.Host`s: `lan` holds the underlay bridge (192.0.2.0/24) and a
             reconcile` right after: veth, bridge and VXLAN alone, to split what podnet's
             rules cost from what the pod path's own hops (veth, bridge, forwarding) cost
 
+Each also reports CPU milliseconds per GB moved (iperf3's rusage of both ends, where most of
+the kernel's packet work is charged): the cost of the path, steadier than Gbit/s on shared cores.
 The three rotate for --rounds rounds (the order shifts every round). Reachability: a waiter
 in b's sandbox tries a fixed address of host a's block (a connect to port 9 every 2 ms: the
 sandbox's RST is the first answer); `podnet run -d --ip` makes the sandbox there on host a
@@ -73,13 +75,19 @@ def commit() -> str:
     return head + (" (+uncommitted changes in src/)" if dirty else "")
 
 
-def iperf(host, ip: str, seconds: float, netns: str | None = None, sandbox: str | None = None) -> float:  # type: ignore[no-untyped-def]
+def iperf(host, ip: str, seconds: float, netns: str | None = None, sandbox: str | None = None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(bits per second, CPU milliseconds per GB moved). The second is iperf3's own
+    accounting of both ends (rusage: the kernel's packet work mostly runs in their context),
+    and moves far less than throughput when other work shares the cores."""
     argv = ["iperf3", "-c", ip, "-t", str(seconds), "-J"]
     if sandbox:
         out = host.podnet("--store", URL, "exec", sandbox, "--", *argv, timeout=seconds + 60).stdout
     else:
         out = host.run(argv, timeout=seconds + 60, netns=netns).stdout
-    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
+    end = json.loads(out)["end"]
+    received, cpu = end["sum_received"], end["cpu_utilization_percent"]
+    cpu_ms = (cpu["host_total"] + cpu["remote_total"]) / 100 * received["seconds"] * 1000
+    return float(received["bits_per_second"]), cpu_ms / (received["bytes"] / 1e9)
 
 
 def fdb(host) -> list[str]:  # type: ignore[no-untyped-def]
@@ -111,6 +119,7 @@ def main() -> int:
     hosts: dict[str, Host] = {}
     agents: list[subprocess.Popen[str]] = []
     res: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], "reach": [], "after": []}
+    cpu: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": []}
     death = float("nan")
     try:
         hosts["lan"] = Host("lan")
@@ -149,19 +158,21 @@ def main() -> int:
             for round_ in range(args.rounds):
                 for kind in kinds[round_ % 3:] + kinds[:round_ % 3]:
                     if kind == "overlay":
-                        res["overlay"].append(iperf(a, srv_ip, args.seconds, sandbox="cli"))
+                        measured = iperf(a, srv_ip, args.seconds, sandbox="cli")
                     elif kind == "hand":
-                        res["hand"].append(iperf(a, "10.99.0.2", args.seconds))
+                        measured = iperf(a, "10.99.0.2", args.seconds)
                     else:
                         for host in (a, b):  # fixed text: podnet's own tables, listed by nft
                             for family, table in podnet_tables(host):
                                 host.run(["nft", "delete", "table", family, table])
                         try:
-                            res["bare"].append(iperf(a, srv_ip, args.seconds, sandbox="cli"))
+                            measured = iperf(a, srv_ip, args.seconds, sandbox="cli")
                         finally:
                             for host in (a, b):
                                 host.podnet("--store", URL, "reconcile")
                         assert podnet_tables(a) and podnet_tables(b), "reconcile put podnet's tables back"
+                    res[kind].append(measured[0])
+                    cpu[kind].append(measured[1])
             server.terminate()
             server.wait()
             b.podnet("--store", URL, "run", "-d", "--name", "waiter-host", "--network", "ov", "--", "sleep", "infinity")
@@ -208,6 +219,10 @@ def main() -> int:
     print(f"  ratio overlay/hand  {ratio:.3f}   target >= {TARGET_RATIO:.2f}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
     print(f"  ratio overlay/bare  {overlay / bare:.3f}   (what podnet's rules and conntrack cost)")
     print(f"  ratio bare/hand     {bare / hand:.3f}   (what the pod path's veth, bridge and forwarding cost)")
+    cpu_of = {kind: statistics.median(values) for kind, values in cpu.items()}
+    print(f"  CPU ms per GB (both iperf3 ends, median): overlay {cpu_of['overlay']:.0f}, by hand {cpu_of['hand']:.0f}, "
+          f"bare {cpu_of['bare']:.0f}; hand/overlay {cpu_of['hand'] / cpu_of['overlay']:.3f}, "
+          f"bare/overlay {cpu_of['bare'] / cpu_of['overlay']:.3f}   (steadier than Gbit/s when the cores are shared)")
     reach = sorted(res["reach"])
     print(f"\nnew sandbox on host a reachable from host b (from `run -d` start to the first answer), {args.runs} runs:")
     print(f"  median {statistics.median(reach):.3f} s, max {reach[-1]:.3f} s   target < {TARGET_REACH:g} s: "
