@@ -59,6 +59,16 @@ def test_agent_help_stop_and_status_say_what_is_true(host: Host) -> None:
     host.podnet("network", "rm", "web")
 
 
+def test_agent_refuses_an_underlay_address_it_cannot_use_in_one_line(host: Host) -> None:
+    """--advertise takes the host's IPv4 underlay address: a non-address and an IPv6 address
+    (the VXLAN devices, their sender filter and routed mode's next hops are IPv4) each end in
+    one line that says what to give, before the agent starts serving."""
+    for given, hint in (("nonsense", "write it like 10.0.0.5"), ("2001:db8::5", "advertise the host's IPv4 address")):
+        refused = host.podnet("agent", "--advertise", given, check=False, timeout=30)
+        assert refused.returncode != 0 and refused.stderr.count("\n") == 1 and hint in refused.stderr, refused
+        assert host.podnet("agent", "status", check=False).returncode == 1, "no agent left serving"
+
+
 def test_agent_releases_a_sandbox_as_soon_as_it_ends(host: Host) -> None:
     agent = start_agent(host)
     try:

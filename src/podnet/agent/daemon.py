@@ -82,6 +82,9 @@ class Agent:
                 advertise = str(ipaddress.ip_address(advertise))
             except ValueError:
                 raise InvalidArgument(f"--advertise {advertise!r} is not an IP address", "write it like 10.0.0.5") from None
+            if ":" in advertise:  # the VXLAN devices, their filter and routed mode's next hops are IPv4
+                raise InvalidArgument(f"--advertise {advertise}: the underlay between hosts is IPv4 only",
+                                      "advertise the host's IPv4 address (IPv6 inside the networks is fine)")
         self.advertise = advertise
         self.node: nodes.Registration | None = None
         self.peers = PeerSync(self.node_name)
@@ -211,6 +214,10 @@ class Agent:
     def _register_node(self) -> None:
         """Register this host (waiting while a previous agent's lease on its name lapses)."""
         address = self.advertise or nodes.advertise_default(self.ctx)
+        if address is not None and ":" in address:
+            self._error(f"the store is reached over IPv6 ({address}) and the underlay between hosts is IPv4 only: "
+                        "this host joins no overlay until the agent is given --advertise IPV4")
+            address = None
         said = ""
         while not self.stopping.is_set():
             try:
