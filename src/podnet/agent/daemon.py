@@ -75,8 +75,6 @@ class Agent:
         self.docker = docker
         self.metrics_address = parse_address(metrics_address)  # bad input: one line before anything starts
         ports = parse_ports(ingress_ports) if ingress_ports else None
-        self.ctx: Context = ctx or open_until_reachable(root)
-        self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
         if advertise is not None:
             try:
                 advertise = str(ipaddress.ip_address(advertise))
@@ -85,6 +83,8 @@ class Agent:
             if ":" in advertise:  # the VXLAN devices, their filter and routed mode's next hops are IPv4
                 raise InvalidArgument(f"--advertise {advertise}: the underlay between hosts is IPv4 only",
                                       "advertise the host's IPv4 address (IPv6 inside the networks is fine)")
+        self.ctx: Context = ctx or open_until_reachable(root)
+        self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
         self.advertise = advertise
         self.node: nodes.Registration | None = None
         self.peers = PeerSync(self.node_name)
