@@ -35,11 +35,6 @@ def _netlink_error() -> type[Exception]:
     return NetlinkError
 
 
-def netlink_error() -> type[Exception]:
-    """pyroute2's NetlinkError, for the other dataplane modules' except clauses."""
-    return _netlink_error()
-
-
 _thread = threading.local()
 
 

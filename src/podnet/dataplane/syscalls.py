@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
