@@ -17,6 +17,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from podnet.dataplane import nlattr
 from podnet.errors import KernelError
 
 NETLINK_NETFILTER = 12
@@ -47,9 +48,7 @@ class Record:
     dport: int | None
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+_attr = nlattr.attr
 
 
 def _config(group: int, seq: int, attrs: bytes) -> bytes:

@@ -22,6 +22,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from podnet.dataplane import nlattr
 from podnet.errors import KernelError
 
 NETLINK_NETFILTER = 12
@@ -32,7 +33,7 @@ NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 1, 4, 0x400
 NLMSG_ERROR = 2
 NFPROTO_INET = 1
-NLA_F_NESTED = 0x8000
+
 NFT_JUMP = -3
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 SNDBUF = 4 << 20  # a batch is one sendmsg: room for tens of thousands of element changes
@@ -59,13 +60,8 @@ def concat_key(address: str, protocol: str, port: int) -> bytes:
     return address_key(address) + bytes([PROTOCOL_NUMBERS[protocol], 0, 0, 0]) + struct.pack(">H", port) + b"\0\0"
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    size = 4 + len(payload)
-    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
-
-
-def _nest(kind: int, *children: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, b"".join(children))
+_attr = nlattr.attr
+_nest = nlattr.nested
 
 
 def _name(text: str) -> bytes:

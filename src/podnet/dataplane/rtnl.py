@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from podnet.dataplane import netns
+from podnet.dataplane import netns, nlattr
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
@@ -40,7 +40,7 @@ IFLA_BRPORT_MODE = 4  # the hairpin flag of a bridge port
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_NODAD = 0x02  # a new IPv6 address is usable at once; podnet hands out unique addresses itself
 RTA_GATEWAY = 5
-NLA_F_NESTED = 0x8000
+
 IFF_UP = 0x1
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1  # what `ip route add` sends
 SIOCGIFHWADDR = 0x8927
@@ -58,13 +58,8 @@ class RtnlError(OSError):
 
 # ---- encoding ---------------------------------------------------------------------------------
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-def _nested(kind: int, *attrs: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, b"".join(attrs))
+_attr = nlattr.attr
+_nested = nlattr.nested
 
 
 def _str(kind: int, text: str) -> bytes:
