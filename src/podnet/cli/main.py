@@ -6,7 +6,8 @@ of the 150 ms a read command like `podnet ps` is allowed; argparse costs ~5 ms.
 This module is the entry point and holds no parser: argparse, the parser classes and each
 command's flags live in cli/parser.py, imported by main() for every command but `version`,
 whose start-up is the floor of every command (argparse and the `re` it brings are ~10 ms of
-the ~35 ms `podnet version` costs on an idle machine, measured with -X importtime).
+the ~35 ms `podnet version` costs on an idle machine, measured with -X importtime). The
+plain forms of `rm` and `stop` skip the parser too when the agent takes them (cli/quick.py).
 """
 
 from __future__ import annotations
