@@ -8,12 +8,15 @@ the agent's answer is always one Content-Length body followed by close (agent/se
 
 For the same reason this module imports neither podnet.config (dataclasses brings inspect,
 ast and dis: ~10 ms of a `podnet rm` on an idle machine), nor pathlib, typing or socket
-(whose enums cost ~2 ms; `_socket` is the same object without them): see socket_path().
+(whose enums cost ~2 ms; `_socket` is the same object without them): see socket_path();
+nor the json package: its decoder imports `re` (enum and the regex compiler, ~9 ms of an
+import at load 10 where `_json` costs 0.3 ms), and `rm`/`stop` need no other module that
+does (cli/quick.py). The bodies are written and read by json's own C encoder and scanner,
+set up as json.dumps and json.loads set them up with their defaults: the same text.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from _socket import AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM, socket
 
@@ -45,6 +48,55 @@ def socket_path() -> str:
     return str(paths().run / "agent.sock")
 
 
+class _Decoding:
+    """What json's C scanner reads from its context: json.JSONDecoder's defaults."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float = parse_constant = float  # float() reads NaN, Infinity and -Infinity as json does
+    parse_int = int
+
+
+def _unencodable(obj: Any) -> Any:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+try:
+    from _json import encode_basestring_ascii, make_encoder, make_scanner
+
+    # json.dumps(obj) with its defaults: ", " and ": ", ASCII only, NaN allowed; no circular
+    # check (the bodies are podnet's own, made of dicts, lists and scalars)
+    _encode: Any = make_encoder(None, _unencodable, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    _scan: Any = make_scanner(_Decoding())
+except ImportError:  # an interpreter without the accelerator: the json package does it all
+    _encode = _scan = None
+
+
+def dumps(obj: Any) -> str:
+    """json.dumps(obj), without importing the json package where its C encoder is there."""
+    if _encode is None:
+        import json  # lazy: see the module's docstring
+
+        return json.dumps(obj)
+    return "".join(_encode(obj, 0))
+
+
+def loads(data: bytes) -> Any:
+    """json.loads(data) of a body the agent wrote (json.dumps, no surrounding blanks); any
+    other text goes to json.loads itself, for its answer or its error."""
+    if _scan is not None:
+        try:
+            text = data.decode()
+            obj, end = _scan(text, 0)
+            if end == len(text):
+                return obj
+        except (StopIteration, ValueError):
+            pass
+    import json  # lazy: see the module's docstring
+
+    return json.loads(data)
+
+
 class AgentUnavailable(Exception):
     """No agent answers on the socket (or it would refuse the request: see TooLarge)."""
 
@@ -56,7 +108,7 @@ class TooLarge(AgentUnavailable):
 def call(method: str, path: str, body: Any = None, timeout: float = 60.0,
          sock: Path | str | None = None) -> tuple[int, Any]:
     """(status, decoded JSON) of one request; AgentUnavailable when nobody listens."""
-    payload = json.dumps(body).encode() if body is not None else b""
+    payload = dumps(body).encode() if body is not None else b""
     if len(payload) > MAX_AGENT_BODY:
         raise TooLarge(f"{len(payload)} bytes")
     head = (f"{method} {path} HTTP/1.1\r\nHost: podnet-agent\r\nConnection: close\r\n"
@@ -84,7 +136,7 @@ def call(method: str, path: str, body: Any = None, timeout: float = 60.0,
     parts = status_line.split()
     if not sep or len(parts) < 2 or not parts[1].isdigit():
         raise OSError(f"the agent's answer is not HTTP: {answer[:60]!r}")
-    return int(parts[1]), (json.loads(data) if data else None)
+    return int(parts[1]), (loads(data) if data else None)
 
 
 def running(sock: Path | str | None = None) -> bool:

@@ -18,6 +18,7 @@ from podnet.errors import InvalidArgument, KernelError, PodnetError
 from podnet.model import Endpoint, Network, Sandbox
 from podnet.runtime.etcfiles import host_nameservers, host_search
 from podnet.store import keys
+from podnet.store.base import Txn
 from podnet.util import perms
 from podnet.util.undo import Undo
 from podnet.runtime import netns
@@ -223,11 +224,15 @@ def stop_process(ctx: Context, sandbox: Sandbox, timeout: float = 10) -> None:
 def forget_network_state(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint]) -> None:
     """Give back addresses, endpoint records and port claims (store side of teardown_network)."""
     with ctx.store.transaction() as txn:
-        for ep in endpoints:
-            for ip in ep.ips:
-                allocator.release(txn, ep.network, ip, owner=ep.id)
-            txn.delete(keys.endpoint(ep.sandbox, ep.network))
-        portspec.release(txn, sandbox.id)
+        _release_network(txn, sandbox, endpoints)
+
+
+def _release_network(txn: Txn, sandbox: Sandbox, endpoints: list[Endpoint]) -> None:
+    for ep in endpoints:
+        for ip in ep.ips:
+            allocator.release(txn, ep.network, ip, owner=ep.id)
+        txn.delete(keys.endpoint(ep.sandbox, ep.network))
+    portspec.release(txn, sandbox.id)
 
 
 def end_process(ctx: Context, sandbox: Sandbox) -> None:
@@ -239,8 +244,11 @@ def end_process(ctx: Context, sandbox: Sandbox) -> None:
 def forget(ctx: Context, sandbox: Sandbox, endpoints: list[Endpoint] | None = None) -> None:
     """The store side and the files of a sandbox: its claims, endpoints, record and name,
     its state directory, log and lock file."""
-    forget_network_state(ctx, sandbox, endpoints_of(ctx, sandbox.id) if endpoints is None else endpoints)
+    endpoints = endpoints_of(ctx, sandbox.id) if endpoints is None else endpoints
+    # One transaction: one commit, and one change for the agent's sync loop to wake on (two
+    # woke it in the middle of an `rm -f`, competing with it for the GIL); all or nothing.
     with ctx.store.transaction() as txn:
+        _release_network(txn, sandbox, endpoints)
         txn.delete(keys.sandbox(sandbox.id))
         if txn.get(keys.sandbox_name(sandbox.name)) == sandbox.id:
             txn.delete(keys.sandbox_name(sandbox.name))

@@ -6,7 +6,8 @@ of the 150 ms a read command like `podnet ps` is allowed; argparse costs ~5 ms.
 This module is the entry point and holds no parser: argparse, the parser classes and each
 command's flags live in cli/parser.py, imported by main() for every command but `version`,
 whose start-up is the floor of every command (argparse and the `re` it brings are ~10 ms of
-the ~35 ms `podnet version` costs on an idle machine, measured with -X importtime).
+the ~35 ms `podnet version` costs on an idle machine, measured with -X importtime). The
+plain forms of `rm` and `stop` skip the parser too when the agent takes them (cli/quick.py).
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["version"]:  # the start-up floor: no parser needed to read it
         return _cmd_version(None)
+    if argv[:1] in (["rm"], ["stop"]):  # the plain forms go to the agent without argparse (cli/quick.py)
+        from podnet.cli import quick  # lazy: for these two commands only
+
+        done = _guarded(quick.through_agent, argv)
+        if not isinstance(done, list):
+            return done if done is not None else _parsed(argv)
+        argv = done  # the agent went away midway: the names left, in-process
+    return _parsed(argv)
+
+
+def _parsed(argv: list[str]) -> int:
+    """argv through the full parser, and its command's handler."""
     from podnet.cli.parser import build_parser, command_word, unknown_option  # lazy: see the module's docstring
 
     parser = build_parser(command_word(argv))
@@ -116,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         from podnet.cli import commands  # lazy: commands imports this module's flag helpers
 
         handler = getattr(commands, f"cmd_{args.cmd}")
+    return _guarded(handler, args) or 0
+
+
+def _guarded(handler: Callable[[Any], Any], args: Any) -> Any:
+    """handler(args), with what it raises turned into one line on stderr and an exit code."""
     try:
-        return handler(args) or 0
+        return handler(args)
     except PodnetError as exc:
         sys.stderr.write(f"podnet: {exc.line()}\n")
         return exc.exit_code
