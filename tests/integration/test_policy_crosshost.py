@@ -20,9 +20,11 @@ beyond their ingress policy: every host enforces both directions for the traffic
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -238,12 +240,46 @@ def _policy_table(cluster: Cluster, host: str) -> str:
 
 
 def _restart_agent(cluster: Cluster, host: str) -> None:
-    """The agent stopped and started again (its start reads the policy table back and replaces
-    it whole). Not `podnet reconcile`: run from the CLI there, it left host c's pods cut off
-    from the other hosts in two runs of three (overlay FDB and routes intact; not resolved)."""
+    """The agent stopped and started again: its start reads the policy table back and replaces
+    it whole (it serves its API before, hence the wait)."""
     stop_agent(cluster.agents[host])
     cluster.logs[host].close()
     cluster.start_agents(host)
+    wait_for(lambda: any("policy" in t for t in cluster.hosts[host].run(["nft", "list", "tables"]).stdout.split()),
+             CONVERGE, f"{host}'s agent to make its policy table again")
+
+
+MARK = "192.0.2.250"  # a neighbour entry on host's underlay that brackets what a monitor saw
+
+
+def _reconcile_watching_neighbours(cluster: Cluster, host: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`podnet reconcile` on host, and the permanent neighbour entries it deleted there
+    (`ip monitor neigh`, bracketed by a marker entry made until the monitor reports it and
+    deleted after, so that nothing is left to timing). Setting a device's MAC flushes its
+    neighbours, the permanent ones too: a reconcile that did so took the peers' VTEP entries
+    off the VXLAN device, and this host's pods lost the other hosts until the agent noticed."""
+    monitor = cluster.hosts[host].popen(["ip", "monitor", "neigh"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(line.strip() for line in monitor.stdout or ()), daemon=True)
+    reader.start()
+    macs = (f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in itertools.count())
+
+    def marked() -> bool:  # a new MAC each time: replacing an entry with itself says nothing
+        cluster.hosts[host].run(["ip", "neigh", "replace", MARK, "lladdr", next(macs), "dev", "eth0", "nud", "permanent"])
+        return any(line.startswith(MARK) for line in seen)
+
+    try:
+        wait_for(marked, 30, "ip monitor to report the marker entry", interval=0.2)
+        since = len(seen)
+        result = cluster.pn(host, "reconcile")
+        cluster.hosts[host].run(["ip", "neigh", "del", MARK, "dev", "eth0"])
+        wait_for(lambda: any(line.startswith(f"Deleted {MARK}") for line in seen[since:]), 30, "the marker's deletion")
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=30)
+        reader.join(timeout=30)
+    return result, [line for line in seen[since:] if line.startswith("Deleted") and "PERMANENT" in line
+                    and not line.startswith(f"Deleted {MARK}")]
 
 
 def test_a_host_without_its_policy_table_still_meets_ingress_elsewhere(w: World) -> None:
@@ -267,15 +303,17 @@ def test_a_host_without_its_policy_table_still_meets_ingress_elsewhere(w: World)
         assert any(got[p] and not enforced(*p) for p in want if p[0] != p[1]), \
             "host c's own pods reach each other against the policies: its table is really gone"
     finally:
-        _restart_agent(w.c, "host-c")  # the host repaired: its agent's start replaces the table whole
-    wait_for(lambda: w.c.hosts["host-c"].run(["nft", "list", "table", "inet", table], check=False).returncode == 0,
-             CONVERGE, "host c's agent to make its policy table again")
+        repaired, flushed = _reconcile_watching_neighbours(w.c, "host-c")  # the host repaired as a user would
+    assert w.c.hosts["host-c"].run(["nft", "list", "table", "inet", table], check=False).returncode == 0, repaired
+    assert not flushed, f"podnet reconcile deleted the overlay's neighbour entries: {flushed}"
     try:
-        w.check(enforced, what="host c repaired")
+        w.check(enforced, what="host c repaired by podnet reconcile")
     except AssertionError as exc:  # what the hosts hold then, to tell a policy fault from an overlay one
-        seen = {h: w.c.hosts[h].sh("bridge fdb show | grep dst; ip -o link show type vxlan; ip route", check=False).stdout
+        seen = {h: w.c.hosts[h].sh("bridge fdb show | grep dst; ip -o link show type vxlan; ip route; ip neigh; "
+                                   "nft list tables; sysctl net.ipv4.ip_forward", check=False).stdout
                 for h in HOSTS}
-        raise AssertionError(f"{exc}\nnodes: {w.c.nodes()}\nkernel: {seen}\nhost c's agent: {w.c.log('host-c')}") from None
+        raise AssertionError(f"{exc}\nreconcile: {repaired.stdout}{repaired.stderr}\nnodes: {w.c.nodes()}\n"
+                             f"kernel: {seen}\nhost c's agent: {w.c.log('host-c')}") from None
 
 
 # ---- trace and flows across hosts ---------------------------------------------------------------------
@@ -300,3 +338,4 @@ def test_trace_says_the_host_of_each_side(w: World) -> None:
     lines = text.stdout.splitlines()
     assert lines[0].startswith("source       sandbox z/z-c") and lines[0].endswith("on host-b"), lines
     assert lines[1].endswith("on host-a") and "verdict: drop" in text.stdout, lines
+

@@ -53,7 +53,12 @@ def underlay_mtu() -> int:
 def vxlan_id(name: str) -> int | None:
     """The VNI of an existing VXLAN link, or None (no such link, or not VXLAN)."""
     attrs = netlink.link_attrs(name)
-    if attrs is None or attrs.get("kind") != "vxlan":
+    return _vni(attrs) if attrs is not None else None
+
+
+def _vni(attrs: dict[str, Any]) -> int | None:
+    """The VNI in a link's attributes (netlink.link_attrs), or None when it is not VXLAN."""
+    if attrs.get("kind") != "vxlan":
         return None
     info = attrs["IFLA_LINKINFO"].get_attr("IFLA_INFO_DATA")
     return info.get_attr("IFLA_VXLAN_ID") if info else None
@@ -73,13 +78,19 @@ def vnis_in_use() -> dict[int, str]:
 
 def ensure_device(name: str, vni: int, mtu: int, mac: str, alias: str, address: str | None) -> int:
     """The VXLAN device exists with this VNI, learning off, up, with its MAC, MTU and VTEP
-    address (a /32; None before the host holds a block)."""
+    address (a /32; None before the host holds a block).
+
+    The MAC is set only when it differs: the kernel flushes every neighbour entry of a device
+    whose address is set, even to the same value and even the permanent ones (NETDEV_CHANGEADDR),
+    so re-setting it on each reconcile took away the peers' VTEP entries that cluster/peers.py
+    programmed, and this host's pods lost the other hosts until the agent put them back."""
     ipr = netlink.host()
     NetlinkError = netlink.netlink_error()
-    index = netlink.link_index(name)
-    if index is not None and vxlan_id(name) != vni:
-        netlink.delete_link(name)  # made for another VNI: made again
-        index = None
+    attrs = netlink.link_attrs(name, ipr)
+    index = attrs["index"] if attrs is not None else None
+    if attrs is not None and _vni(attrs) != vni:
+        netlink.delete_link(name)  # made for another VNI (or not VXLAN): made again
+        index = attrs = None
     if index is None:
         try:
             ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_port=PORT, vxlan_learning=0,
@@ -89,8 +100,11 @@ def ensure_device(name: str, vni: int, mtu: int, mac: str, alias: str, address: 
                 raise netlink.kernel_error(f"create VXLAN device {name} (VNI {vni})", exc) from None
         index = netlink.link_index(name)
         assert index is not None
+    settings: dict[str, Any] = {"index": index, "state": "up", "mtu": mtu, "ifalias": alias}
+    if attrs is None or str(attrs.get("IFLA_ADDRESS", "")).lower() != mac.lower():
+        settings["address"] = mac
     try:
-        ipr.link("set", index=index, state="up", mtu=mtu, address=mac, ifalias=alias)
+        ipr.link("set", **settings)
         if address is not None:
             netlink.ensure_addresses(index, [f"{address}/32"], ipr)
     except NetlinkError as exc:
