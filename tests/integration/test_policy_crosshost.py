@@ -339,3 +339,44 @@ def test_trace_says_the_host_of_each_side(w: World) -> None:
     assert lines[0].startswith("source       sandbox z/z-c") and lines[0].endswith("on host-b"), lines
     assert lines[1].endswith("on host-a") and "verdict: drop" in text.stdout, lines
 
+
+def test_flows_each_host_logs_what_crossed_it(w: World) -> None:
+    """x/a (host a) admits namespace y only. y/a (host b) connects: both hosts log the allowed
+    flow, each naming itself and where each end runs. z/a (host c) is refused by host c itself
+    (every host enforces the destination's ingress too), so only host c logs the drop; with host
+    c's table gone (a compromised host), host a refuses and logs it."""
+    w.apply(policy("x-a-from-y", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+    assert (host_of("y/a"), host_of("z/a")) == ("host-b", "host-c")
+    wait_for(lambda: _connects(w, "y/a", "x/a") and not _connects(w, "z/a", "x/a"), CONVERGE, "the policy on every host")
+    since = time.time()  # the hosts share this machine's clock; earlier cases' flows are not this one's
+    assert _connects(w, "y/a", "x/a") and not _connects(w, "z/a", "x/a")
+
+    def flows(host: str) -> list[dict[str, Any]]:
+        out = w.c.pn(host, "flows", "--json", "--since", "2m", "--sandbox", "x/x-a").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def seen(host: str, src: str, verdict: str) -> dict[str, Any] | None:
+        return next((f for f in flows(host) if f["src"] == w.ip[src] and f["dst"] == w.ip["x/a"] and f["verdict"] == verdict
+                     and f["time"] >= since), None)
+
+    for host in ("host-b", "host-a"):
+        wait_for(lambda: seen(host, "y/a", "allow") is not None, CONVERGE, f"{host} to log y/a -> x/a allowed")
+        flow = seen(host, "y/a", "allow")
+        assert flow is not None and (flow["node"], flow["src_node"], flow["dst_node"]) == (host, "host-b", "host-a"), flow
+        assert flow["policy"] == "x/x-a-from-y", flow
+    wait_for(lambda: seen("host-c", "z/a", "drop") is not None, CONVERGE, "host c to log z/a -> x/a dropped")
+    dropped = seen("host-c", "z/a", "drop")
+    assert dropped is not None and dropped["direction"] == "ingress" and dropped["node"] == "host-c", dropped
+    assert seen("host-a", "z/a", "drop") is None, "host c dropped it: host a never saw it"
+    line = w.c.pn("host-b", "flows", "--sandbox", "x/x-a").stdout
+    assert "y/y-a@host-b -> x/x-a@host-a:80/tcp" in line and "(seen on host-b)" in line, line
+
+    table = _policy_table(w.c, "host-c")
+    w.c.hosts["host-c"].run(["nft", "delete", "table", "inet", table])
+    try:
+        assert not _connects(w, "z/a", "x/a"), "host a refuses what host c no longer polices"
+        wait_for(lambda: seen("host-a", "z/a", "drop") is not None, CONVERGE, "host a to log z/a -> x/a dropped")
+        assert seen("host-a", "z/a", "drop")["node"] == "host-a"  # type: ignore[index]
+    finally:
+        _restart_agent(w.c, "host-c")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from podnet.agent.flows import FlowLog
 from podnet.cli.cmd_policy import _flow_line
 from podnet.dataplane.nflog import Record
@@ -43,3 +45,48 @@ def test_trace_places_endpoints_by_their_node_and_addresses_by_block() -> None:
     assert hosts.of("x/web", "10.244.0.2") == "host-a"
     assert hosts.of(None, "10.244.1.77") == "host-b" and hosts.of(None, "192.0.2.9") is None
     assert trace.Hosts(Docs({keys.sandbox("s1"): {"id": "s1", "name": "web"}})).of("default/web", "10.0.0.2") is None
+
+
+def test_the_flow_log_outlives_a_store_that_fails_its_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """names() reads the store (etcd away or timing out under load): the flow log keeps logging
+    with the names it read last and says why they may be stale, instead of its thread ending and
+    the host logging no flow again until its agent restarts."""
+    import threading
+
+    from podnet.dataplane import nflog
+
+    batches = [[Record(time.time(), "podnet:A:i:p1", 2, "10.244.0.2", "10.244.1.2", "tcp", 40000 + i, 80)] for i in range(3)]
+
+    class Listener:
+        lost = 0
+
+        def __init__(self, group: int) -> None:
+            pass
+
+        def read(self, timeout: float) -> list:
+            if batches:
+                return batches.pop(0)
+            stopping.set()
+            return []
+
+        def close(self) -> None:
+            pass
+
+    calls = iter([RuntimeError("etcd: request timed out"), ({"10.244.0.2": "y/y-a"}, {"p1": "x/from-y"}),
+                  RuntimeError("etcd: request timed out")])
+
+    def names() -> tuple:
+        answer = next(calls)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(nflog, "Listener", Listener)
+    stopping = threading.Event()
+    log = FlowLog(names, "host-b", lambda: {"10.244.0.2": "host-b"})
+    log.run(stopping)
+    flows = log.query()
+    assert [f["sport"] for f in flows["flows"]] == [40000, 40001, 40002]
+    assert [f["src_name"] for f in flows["flows"]] == [None, "y/y-a", "y/y-a"]  # the last names read, kept
+    assert flows["flows"][2]["policy"] == "x/from-y" and flows["flows"][2]["src_node"] == "host-b"
+    assert flows["names_error"] == "RuntimeError: etcd: request timed out" and flows["error"] is None

@@ -11,7 +11,9 @@ reads them (dataplane/nflog.py) into a bounded history: the last PODNET_FLOWS_MA
 (10,000) or PODNET_FLOWS_SECONDS (900), whichever is less. A flood cannot fill memory (the
 history is bounded, the kernel's queue is the socket buffer) nor stall the agent (at most
 RATE records a second are kept; the rest are counted as suppressed). A dropped first packet
-never becomes a conntrack event, hence NFLOG rather than conntrack events.
+never becomes a conntrack event, hence NFLOG rather than conntrack events. The names of a
+flow's ends and policies come from the store: when it does not answer (etcd away, or timing out
+under load) the thread logs on with the names it read last and says so (`names_error`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class FlowLog:
         self.counts: dict[tuple[str, str, str], int] = {}
         # flows of the last MERGE_SECONDS by (src, sport, dst, dport, protocol), oldest first
         self.recent: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # the names (and hosts) read last, kept while a new read fails (the store away or slow)
+        self.known: tuple[dict[str, str], dict[str, str], dict[str, str]] = ({}, {}, {})
+        self.names_error: str | None = None
 
     def run(self, stopping: threading.Event) -> None:
         try:
@@ -78,8 +83,7 @@ class FlowLog:
                 records = self.listener.read(0.2)
                 if not records:
                     continue
-                address_names, policy_names = self.names()
-                address_nodes = self.hosts() if self.hosts is not None else {}
+                address_names, policy_names, address_nodes = self._lookups()
                 with self.lock:  # a batch at once: a follower never sees half of a connection's records
                     for record in records:
                         self._count(record.prefix)
@@ -93,6 +97,18 @@ class FlowLog:
                         self._add(record, address_names, policy_names, address_nodes)
         finally:
             self.listener.close()
+
+    def _lookups(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """names() and hosts() now, or what they said last when they fail: they read the store,
+        which can be away or slow (an etcd timeout under load), and an exception here ended
+        the thread, so the host logged no flow again until its agent restarted."""
+        try:
+            address_names, policy_names = self.names()
+            self.known = (address_names, policy_names, self.hosts() if self.hosts is not None else {})
+            self.names_error = None
+        except Exception as exc:  # noqa: BLE001 - flows are still logged, by address; the cause is kept
+            self.names_error = f"{type(exc).__name__}: {exc}"
+        return self.known
 
     def _count(self, prefix: str) -> None:
         parts = prefix.split(":")
@@ -156,7 +172,7 @@ class FlowLog:
                      and (sandbox is None or sandbox in (f["src_name"], f["dst_name"])
                           or sandbox in ((f["src_name"] or "").split("/")[-1], (f["dst_name"] or "").split("/")[-1]))]
         return {"flows": flows, "suppressed": self.suppressed, "lost": self.listener.lost if self.listener else 0,
-                "error": self.error}
+                "error": self.error, "names_error": self.names_error}
 
 
 def _summarise(flow: dict[str, Any]) -> None:

@@ -218,6 +218,9 @@ def cmd_flows(args: argparse.Namespace) -> int:
             raise Unsupported("the flow log is kept by the agent, and none is running", "start it with `podnet agent`")
         if answer.get("error") and query["after"] == 0:
             print(f"podnet: the flow log is not available: {answer['error']}", file=sys.stderr)
+        elif answer.get("names_error") and query["after"] == 0:
+            print(f"podnet: the flow log's names may be stale (the store did not answer: {answer['names_error']})",
+                  file=sys.stderr)
         for flow in answer["flows"]:
             print(json.dumps(flow) if args.json else _flow_line(flow), flush=args.follow)
             query["after"] = max(query["after"], flow["seq"])
