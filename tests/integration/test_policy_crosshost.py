@@ -350,7 +350,7 @@ def test_flows_each_host_logs_what_crossed_it(w: World) -> None:
     assert (host_of("y/a"), host_of("z/a")) == ("host-b", "host-c")
     # in every host's table before the connection: host b (the source's) lets it through when it
     # holds no policy yet (host a decides), and then has nothing to log (its table names each policy)
-    holds = lambda h: "x/x-a-from-y" in w.c.hosts[h].run(["nft", "list", "table", "inet", _policy_table(w.c, h)]).stdout  # noqa: E731
+    holds = lambda h: "x/x-a-from-y" in w.c.hosts[h].run(["nft", "list", "ruleset"]).stdout  # noqa: E731
     wait_for(lambda: all(holds(h) for h in HOSTS), CONVERGE, "the policy in every host's table")
     since = time.time()  # the hosts share this machine's clock; earlier cases' flows are not this one's
     assert _connects(w, "y/a", "x/a") and not _connects(w, "z/a", "x/a")
