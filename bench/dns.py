@@ -21,7 +21,9 @@ namespace at 198.51.100.53; podnet's cache of forwarded answers, dnsmasq with
 
 For each: a 1 s warm-up, then RUNS times `dnsperf -c 4 -l SECONDS` for queries per second
 and mean latency, each followed by the same with -v (every reply with its latency) for the
-p99; the table shows the median run. Every server is pinned to CPU 0 and dnsperf to CPU 1
+p99; the table shows the median run, and the CPU time the server used per query in the
+runs without -v (every thread of its processes, from /proc/PID/task/*/schedstat: the figure
+other load on the machine disturbs least). Every server is pinned to CPU 0 and dnsperf to CPU 1
 (taskset), the same for all (--no-pin leaves both to the scheduler). The table's ratios
 are podnet over each anchor. Also printed: the cost per query of the codec paths
 (dnslib when installed, podnet's slow path, the cached fast path) and of an index rebuild
@@ -111,17 +113,34 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
-def dnsperf(host, netns: str, seconds: float, verbose: bool, queries: str, pin: bool) -> dict:  # type: ignore[no-untyped-def]
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time the server's processes have used (every thread, from schedstat): the figure
+    that other load on the machine disturbs least, as time per query."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def dnsperf(host, netns: str, seconds: float, verbose: bool, queries: str, pin: bool,  # type: ignore[no-untyped-def]
+            server: list[int] = ()) -> dict:  # type: ignore[assignment]
     argv = ["dnsperf", "-s", GW, "-d", queries, "-c", "4", "-l", str(seconds)]
     if pin:
         argv = ["taskset", "-c", CLIENT_CPU, *argv]
     if verbose:
         argv.append("-v")
+    before = cpu_ns(server)
     out = host.run(["ip", "netns", "exec", netns, *argv], timeout=seconds + 60).stdout
+    used = cpu_ns(server) - before
     qps = float(re.search(r"Queries per second:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     avg = float(re.search(r"Average Latency \(s\):\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     lost = int(re.search(r"Queries lost:\s+([0-9]+)", out).group(1))  # type: ignore[union-attr]
-    result = {"qps": qps, "avg_ms": avg * 1000, "lost": lost}
+    done = int(re.search(r"Queries completed:\s+([0-9]+)", out).group(1))  # type: ignore[union-attr]
+    result = {"qps": qps, "avg_ms": avg * 1000, "lost": lost, "cpu_us": used / 1000 / done if done and server else float("nan")}
     if verbose:
         lat = sorted(float(m.group(1)) for m in re.finditer(r"^> NOERROR .* ([0-9]+\.[0-9]+)\s*$", out, re.M))
         result["p99_ms"] = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
@@ -172,6 +191,14 @@ def start_server(host, kind: str, target_ip: str, docs: dict, processes: int = 1
     host.run(["sh", "-c", f'printf "%s\\n" "$@" > {CONF}/aardvark/bench', "-", *lines])
     return [host.popen(taskset + [AARDVARK, "--config", f"{CONF}/aardvark", "-p", "53", "run"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+
+
+def server_pids(host, procs: list[subprocess.Popen], kind: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """The servers' own pids (nsenter and taskset exec them; aardvark-dns `run` forks)."""
+    if kind == "aardvark":
+        pid = host.run(["cat", f"{CONF}/aardvark/aardvark.pid"], check=False).stdout.strip()
+        return [int(pid)] if pid.isdigit() else []
+    return [p.pid for p in procs]
 
 
 def stop_server(host, procs: list[subprocess.Popen], kind: str) -> None:  # type: ignore[no-untyped-def]
@@ -242,14 +269,16 @@ def main() -> int:
                         wait_answer(host, netns, name, want)
                         queries = f"{CONF}/{what}.txt"
                         dnsperf(host, netns, 1, False, queries, args.pin)  # warm-up
+                        pids = server_pids(host, procs, kind)
                         runs = []
                         for _ in range(args.runs):
-                            res = dnsperf(host, netns, args.seconds, False, queries, args.pin)
+                            res = dnsperf(host, netns, args.seconds, False, queries, args.pin, pids)
                             verbose = dnsperf(host, netns, args.seconds, True, queries, args.pin)
                             res.update({k: v for k, v in verbose.items() if k in ("p99_ms", "answered")})
                             runs.append(res)
                         res = sorted(runs, key=lambda r: r["qps"])[len(runs) // 2]
                         res["runs_qps"] = [round(r["qps"]) for r in runs]
+                        res["cpu_us"] = sorted(r["cpu_us"] for r in runs)[len(runs) // 2]  # the median, as qps
                         log(f"{label} {what}: {res}")
                         rows.append((f"{label} {what}", res))
                 finally:
@@ -277,12 +306,13 @@ def print_table(rows: list[tuple[str, dict]], seconds: float, load_before: tuple
         if not group:
             continue
         anchors = {k: r for k, r in group if k in ("aardvark", "dnsmasq")}
-        head = f"{what + ': server':22s} {'qps':>9s} {'mean ms':>8s} {'p99 ms':>7s} {'lost':>6s}"
+        head = f"{what + ': server':22s} {'qps':>9s} {'mean ms':>8s} {'p99 ms':>7s} {'lost':>6s} {'µs CPU/q':>8s}"
         for a in anchors:
             head += f" {'qps/' + a[:5]:>10s} {'p99/' + a[:5]:>10s}"
         print("\n" + head + "  qps of each run")
         for label, r in group:
-            line = f"{label:22s} {r['qps']:9.0f} {r['avg_ms']:8.3f} {r.get('p99_ms', float('nan')):7.3f} {r['lost']:6d}"
+            line = (f"{label:22s} {r['qps']:9.0f} {r['avg_ms']:8.3f} {r.get('p99_ms', float('nan')):7.3f} {r['lost']:6d}"
+                    f" {r['cpu_us']:8.2f}")
             for a in anchors.values():
                 line += f" {r['qps'] / a['qps']:10.2f} {r.get('p99_ms', float('nan')) / a['p99_ms']:10.2f}"
             print(line + f"  {r.get('runs_qps')}")

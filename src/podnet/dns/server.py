@@ -1,11 +1,13 @@
 """UDP and TCP listeners on one address, and the query handling they share.
 
-The UDP hot path is a plain non-blocking socket drained by one asyncio reader callback:
-a query whose exact bytes (after the ID) the source's view answered before is one dict
-lookup in the view's memo and one sendto of `id + the remembered reply` (remember()). Else,
-for a query shaped as stub resolvers send them (one question, RD set, at most an OPT
-record) from a known source, it is a dict lookup of the lowercased question in the view's
-answer cache and one sendto of `id + header + question + tail`. Everything else (first
+The UDP hot path is a plain non-blocking socket drained by one asyncio reader callback,
+up to mmsg.SLOTS datagrams per recvmmsg and their replies back in one sendmmsg (mmsg.py
+says why; without recvmmsg in libc, one recvfrom and one sendto per datagram). A query
+whose exact bytes (after the ID) the source's view answered before is one dict
+lookup in the view's memo, the remembered reply written after the query's ID in its slot
+(remember()). Else, for a query shaped as stub resolvers send them (one question, RD set,
+at most an OPT record) from a known source, it is a dict lookup of the lowercased question
+in the view's answer cache and `id + header + question + tail`. Everything else (first
 sight of a question, odd flags, other EDNS versions, malformed input, forwarding) goes
 through `Core.handle`, which parses the message fully. bench/dns.py measures the result
 against dnsmasq and aardvark-dns.
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from podnet.dns import answer, cache, wire
+from podnet.dns import answer, cache, mmsg, wire
 from podnet.dns.records import RecordIndex, View
 from podnet.dns.stats import DnsStats
 from podnet.dns.upstream import Forwarder
@@ -43,6 +45,7 @@ _OPT_TYPE = b"\x00\x29"
 # Exact queries a view remembers the reply to (server.remember); past this it starts again.
 # 0x20-randomised names make each query's bytes new: the memo then only costs the lookup.
 MAX_REPLIES = 4096
+MAX_SOURCES = 4096  # source addresses the batched reader keeps formatted; past this it starts again
 FOREVER = 0.0  # a remembered local answer: valid as long as its view (a new index makes new views)
 
 Send = Callable[[bytes], None]
@@ -60,6 +63,8 @@ class Core:
         self.forwarded = forwarded or cache.ForwardCache()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stats = DnsStats()
+        self.vectors = mmsg.open_vectors()  # None: one datagram per system call
+        self.sources: dict[int | bytes, str] = {}  # a source address as mmsg gives it -> as a str
 
     def handle(self, data: bytes, source: str, udp: bool, send: Send) -> None:
         """Answer one message of any shape by calling send once, now or later, or never (dropped)."""
@@ -241,6 +246,8 @@ class UdpListener:
         self.address = address
         self.sock = bind(address, port, socket.SOCK_DGRAM, reuse_port)
         self._loop: asyncio.AbstractEventLoop | None = None
+        if core.vectors is None:
+            self._drain = self._drain_each  # type: ignore[method-assign]
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -252,6 +259,70 @@ class UdpListener:
         self.sock.close()
 
     def _drain(self) -> None:
+        """Read until the socket is empty (or DRAIN_BATCH datagrams are done), mmsg.SLOTS per
+        recvmmsg; each cache hit's reply is written over its query in its slot and the run of
+        answered slots goes back in one sendmmsg. Anything else leaves the batch for
+        Core.handle, as _drain_each does."""
+        core, fd, family = self.core, self.sock.fileno(), self.sock.family
+        vec = core.vectors
+        assert vec is not None
+        stats = core.stats
+        queries, rcodes, buckets = stats.queries, stats.rcodes, stats.buckets
+        clock = core.forwarded.clock
+        sources, data, names32, lengths, iov_lengths = core.sources, vec.data, vec.names32, vec.lengths, vec.iov_lengths
+        stride, at = vec.length_stride, vec.length_at
+        v4 = family == socket.AF_INET
+        for _ in range(DRAIN_BATCH // mmsg.SLOTS):
+            count = vec.receive(fd)
+            if not count:
+                return
+            queries["udp"] += count
+            index = core.index
+            by_source = index.by_source
+            start = hits = 0
+            for i in range(count):
+                n = lengths[i * stride + at]
+                o = i * mmsg.SLOT_SIZE
+                key = names32[i * 7 + 1] if v4 else vec.names[i * mmsg.NAME_SIZE + 8:i * mmsg.NAME_SIZE + 24].tobytes()
+                source = sources.get(key)
+                if source is None:
+                    source = self._remember_source(key, i)
+                view = by_source.get(source)
+                reply = None
+                if view is not None and n < mmsg.SLOT_SIZE:
+                    hit = view.replies.get(data[o + 2:o + n].tobytes())
+                    if hit is not None and (hit[1] == FOREVER or (
+                            clock() < hit[1] and source not in index.upstreams_by_source)):
+                        reply = hit[0]
+                    else:
+                        out = _known_reply(core, data[o:o + n].tobytes(), source, view)
+                        if out is not None:
+                            reply = out[2:]
+                if reply is None:  # the slow path: the answered run so far goes out first
+                    vec.send(fd, start, i)
+                    start = i + 1
+                    if n < mmsg.SLOT_SIZE:
+                        core.handle(data[o:o + n].tobytes(), source, True, _sender(self.sock.sendto, vec.source(i, family)))
+                    continue
+                m = len(reply) + 2
+                data[o + 2:o + m] = reply
+                iov_lengths[2 * i + 1] = m
+                rcodes[reply[1] & 0x0F] += 1
+                hits += 1
+            vec.send(fd, start, count)
+            buckets[0] += hits  # stats.cache_hit, counted per batch
+            if count < mmsg.SLOTS:
+                return
+
+    def _remember_source(self, key: int | bytes, i: int) -> str:
+        vec, sources = self.core.vectors, self.core.sources
+        assert vec is not None
+        if len(sources) >= MAX_SOURCES:
+            sources.clear()
+        source = sources[key] = vec.source(i, self.sock.family)[0]
+        return source
+
+    def _drain_each(self) -> None:
         """Read until the socket is empty (or a batch is done); cache hits never leave this loop."""
         recv, sendto, core = self.sock.recvfrom, self.sock.sendto, self.core
         stats = core.stats
@@ -274,11 +345,7 @@ class UdpListener:
                         clock() < hit[1] and source not in core.index.upstreams_by_source)):
                     out = data[:2] + hit[0]
                 else:
-                    out = fast_reply(data, view)
-                    if out is not None:
-                        remember(view, data, out, FOREVER)
-                    else:
-                        out = core.kept_reply(data, source, view)  # a forwarded name, answered before
+                    out = _known_reply(core, data, source, view)
             if out is None:
                 if len(data) >= RECV_BUFFER:
                     continue
@@ -289,6 +356,16 @@ class UdpListener:
                 sendto(out, addr)
             except OSError:
                 pass
+
+
+def _known_reply(core: Core, query: bytes, source: str, view: View) -> bytes | None:
+    """A reply from the view's answer cache (then remembered for the exact query), or a kept
+    forwarded one, or None for Core.handle: the readers' path for a query not in the memo."""
+    out = fast_reply(query, view)
+    if out is not None:
+        remember(view, query, out, FOREVER)
+        return out
+    return core.kept_reply(query, source, view)  # a forwarded name, answered before
 
 
 def _sender(sendto: Callable[[bytes, Any], int], addr: Any) -> Send:
