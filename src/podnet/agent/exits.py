@@ -82,7 +82,7 @@ class ExitWatch:
     def _hold(self, sandbox_id: str) -> None:
         """A pidfd of the sandbox's command if it runs now, else follow it by its exit.json."""
         state_dir = self._state_dir_of(sandbox_id)
-        state = shim._read_json(os.path.join(state_dir, shim.STATE))
+        state = shim.launch_record(state_dir)
         fd = None
         if state is not None and not os.path.exists(os.path.join(state_dir, shim.EXIT)):
             try:

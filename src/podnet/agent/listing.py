@@ -7,7 +7,7 @@ follows the running sandboxes, so it answers with what it holds: the records as 
 store's revision (decoded again only when the revision moved, a prefix at a time) and, for
 every sandbox whose pidfd says it runs, that status without a file. Any other sandbox
 (exited, being made, not held) is read from its files as the CLI would. The rows are built by
-the same function in both places (cli/views.ps_rows), so the output is the same either way.
+the same function in both places (api/views.ps_rows), so the output is the same either way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from podnet.agent.exits import ExitWatch
 from podnet.api.context import Context
-from podnet.cli import views
+from podnet.api import views
 from podnet.store import keys
 
 
@@ -56,7 +56,7 @@ class StoreView:
 
 
 def ps(ctx: Context, view: StoreView, exits: ExitWatch, req: PsRequest) -> list[Any]:
-    """What `ps` prints (cli/views.ps_rows), with the held sandboxes' states from their pidfds."""
+    """What `ps` prints (api/views.ps_rows), with the held sandboxes' states from their pidfds."""
     running = exits.running()  # one poll() before the records: a command that ends after it reads as running
 
     def status_of(doc: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def ps(ctx: Context, view: StoreView, exits: ExitWatch, req: PsRequest) -> list[
 
 
 def networks(ctx: Context, view: StoreView, req: NetworksRequest) -> list[Any]:
-    """What `network ls` prints (cli/views.network_rows), from the decoded records."""
+    """What `network ls` prints (api/views.network_rows), from the decoded records."""
     if not req.json:
         return views.network_rows(ctx, view.docs(ctx, keys.NETWORKS), as_json=False)
     return views.network_rows(ctx, view.docs(ctx, keys.NETWORKS), as_json=True,

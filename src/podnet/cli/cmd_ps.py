@@ -6,7 +6,7 @@ once per change (agent/listing.py), so one round trip answers what in-process co
 files and a /proc read per sandbox plus decoding every record (1.8 s at 1,000 sandboxes
 under load). On the agent's path this module imports only the agent's socket client and the
 table's renderer: not the api's context, the store or the models. Both paths build their
-rows with cli/views.ps_rows (network_rows); only the clock ("Up 3 minutes") is read here, when printed.
+rows with api/views.ps_rows (network_rows); only the clock ("Up 3 minutes") is read here, when printed.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _context(args: argparse.Namespace) -> Any:
 def _in_process(args: argparse.Namespace) -> list[Any]:
     """The rows from the store and each sandbox's files, as the agent builds them."""
     ctx = _context(args)
-    from podnet.cli import views  # lazy: after the context, whose imports it shares
+    from podnet.api import views  # lazy: after the context, whose imports it shares
     from podnet.store import keys
 
     return views.ps_rows(ctx, [doc for _, doc in ctx.store.list(keys.SANDBOXES)],
@@ -81,7 +81,7 @@ def cmd_network_ls(args: argparse.Namespace) -> int:
     rows = _from_agent(args, "/v1/networks/ls", {"json": args.json})
     if rows is None:
         ctx = _context(args)
-        from podnet.cli import views  # lazy: after the context, whose imports it shares
+        from podnet.api import views  # lazy: after the context, whose imports it shares
 
         # a read: the default network appears with its first use
         rows = views.network_rows(ctx, list(views.networks(ctx).values()), as_json=args.json)

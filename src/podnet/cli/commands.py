@@ -7,7 +7,8 @@ import sys
 
 from podnet.api.context import Context, open_context
 from podnet.api.lookup import sandbox_doc
-from podnet.cli import render, views
+from podnet.api import views
+from podnet.cli import render
 from podnet.cli.main import _command, _kv
 from podnet.model.common import parse_labels
 from podnet.util.progress import Progress

@@ -1,6 +1,8 @@
 """Read-only views over the stored JSON: the fast path of `ps`, `network ls` and `inspect`.
 
 They never import pydantic or pyroute2, so a read command starts in tens of milliseconds.
+Here, below the agent, so that the agent answers `ps` and `network ls` with the rows the
+CLI builds when no agent runs (agent/listing.py, cli/cmd_ps.py).
 """
 
 from __future__ import annotations
