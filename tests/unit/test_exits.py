@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from podnet.agent.exits import ExitWatch
+import pytest
+
+from podnet.agent.exits import FD_SETSIZE, ExitWatch
 from podnet.runtime import process
+
+
+@pytest.fixture(autouse=True)
+def descriptors() -> Iterator[None]:
+    """Room above FD_SETSIZE, as the agent makes for itself (agent/server.raise_fd_limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _sandbox(root: Path, name: str, proc: subprocess.Popen, pid_start: int | None = None) -> None:
@@ -89,16 +102,18 @@ def test_a_restarted_sandbox_is_held_by_its_new_command(tmp_path: Path) -> None:
         watch.close()
 
 
-def test_close_lets_every_pidfd_go(tmp_path: Path) -> None:
+def test_pidfds_stay_out_of_selects_range_and_close_lets_them_go(tmp_path: Path) -> None:
     watch = ExitWatch(lambda i: str(tmp_path / i))
     proc = subprocess.Popen(["sleep", "60"])
     try:
         _sandbox(tmp_path, "a", proc)
-        before = len(os.listdir("/proc/self/fd"))
+        before = {int(fd) for fd in os.listdir("/proc/self/fd")}
         watch.follow(["a"])
-        assert len(os.listdir("/proc/self/fd")) == before + 1
+        added = {int(fd) for fd in os.listdir("/proc/self/fd")} - before
+        assert len(added) == 1 and min(added) >= FD_SETSIZE  # select() users keep 0-1023
+        assert "anon_inode:[pidfd]" in os.readlink(f"/proc/self/fd/{min(added)}")
         watch.close()
-        assert len(os.listdir("/proc/self/fd")) == before and watch.running() == {}
+        assert {int(fd) for fd in os.listdir("/proc/self/fd")} == before and watch.running() == {}
     finally:
         proc.kill()
         proc.wait()

@@ -12,16 +12,40 @@ against the one recorded at launch (state.json), so a reused pid is never follow
 no pidfd can be had (no state.json yet, the command already gone, an old kernel, no free
 descriptor) the sandbox is looked at as before, by its exit.json: the few of them cost what
 they cost before.
+
+The pidfds are numbered from FD_SETSIZE up: select() cannot take a descriptor above 1023, and
+the agent's process still has select() users (the supervisor's report pipe, nft's trace); a
+thousand pidfds below them pushed theirs out of range ("filedescriptor out of range in
+select()" at the 1,000th `run -d`). The agent lifts its descriptor limit (agent/server.py);
+where it cannot, sandboxes are followed by their exit.json instead.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import threading
 from collections.abc import Callable, Iterable
 
 from podnet.runtime import process, shim
+
+FD_SETSIZE = 1024  # select()'s bound: pidfds are kept at or above it
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd (close-on-exec) of pid numbered FD_SETSIZE or above; None when the process is
+    gone, the kernel has no pidfd, or no such descriptor is free."""
+    try:
+        low = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    try:
+        return fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, FD_SETSIZE)
+    except OSError:
+        return None
+    finally:
+        os.close(low)
 
 
 class ExitWatch:
@@ -84,11 +108,9 @@ class ExitWatch:
         state_dir = self._state_dir_of(sandbox_id)
         state = shim.launch_record(state_dir)
         fd = None
-        if state is not None and not os.path.exists(os.path.join(state_dir, shim.EXIT)):
-            try:
-                fd = os.pidfd_open(state["pid"])
-            except (OSError, AttributeError, KeyError, TypeError):
-                fd = None  # gone already, no pidfd on this kernel, no descriptor left
+        if state is not None and isinstance(state.get("pid"), int) and \
+                not os.path.exists(os.path.join(state_dir, shim.EXIT)):
+            fd = _pidfd(state["pid"])
             # Opened first, checked second: the pidfd is the process that had this start time.
             if fd is not None and not process.alive(state["pid"], state.get("pid_start")):
                 os.close(fd)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # annotations only: typing costs start-up time
     from typing import Any
 
 from podnet.cli import render
+from podnet.errors import PermissionDenied
 
 
 def _from_agent(args: argparse.Namespace, path: str, body: dict[str, Any]) -> list[Any] | None:
@@ -28,8 +29,8 @@ def _from_agent(args: argparse.Namespace, path: str, body: dict[str, Any]) -> li
 
     try:
         status, answer = client.call("POST", path, body, timeout=60.0)
-    except (client.AgentUnavailable, OSError):
-        return None
+    except (client.AgentUnavailable, OSError, PermissionDenied):
+        return None  # not root's: the CLI's own read says what it may read
     return answer if status == 200 and isinstance(answer, list) else None
 
 
@@ -62,18 +63,23 @@ def _status_text(s: dict[str, Any]) -> str:
     return s["status"]
 
 
-def cmd_ps(args: argparse.Namespace) -> int:
-    rows = _from_agent(args, "/v1/ps", {"all": args.all, "json": args.json})
-    if rows is None:
-        rows = _in_process(args)
+def _print(args: argparse.Namespace, rows: list[Any], headers: list[str], cells: Any = None) -> None:
+    """--json's list, -q's ids (each row's first cell) or the table (cells: a row's printed cells)."""
     if args.json:
         render.dump_json(rows)
     elif args.quiet:
         for row in rows:
             print(row[0])
     else:
-        render.table(["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "ADDRESSES", "PORTS"],
-                     [[*row[:3], _status_text(row[3]), *row[4:]] for row in rows])
+        render.table(headers, [cells(row) if cells else row for row in rows])
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = _from_agent(args, "/v1/ps", {"all": args.all, "json": args.json})
+    if rows is None:
+        rows = _in_process(args)
+    _print(args, rows, ["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "ADDRESSES", "PORTS"],
+           lambda row: [*row[:3], _status_text(row[3]), *row[4:]])
     return 0
 
 
@@ -85,11 +91,5 @@ def cmd_network_ls(args: argparse.Namespace) -> int:
 
         # a read: the default network appears with its first use
         rows = views.network_rows(ctx, list(views.networks(ctx).values()), as_json=args.json)
-    if args.json:
-        render.dump_json(rows)
-    elif args.quiet:
-        for row in rows:
-            print(row[0])
-    else:
-        render.table(["NETWORK ID", "NAME", "DRIVER", "SUBNETS", "FLAGS"], rows)
+    _print(args, rows, ["NETWORK ID", "NAME", "DRIVER", "SUBNETS", "FLAGS"])
     return 0
