@@ -41,6 +41,19 @@ def timed(argv: list[str], runs: int) -> tuple[float, float]:
     return statistics.median(samples), min(samples)
 
 
+def idle_cpu(pid: int, seconds: float = 5.0) -> float:
+    """The agent's CPU (user + system) over `seconds` with nothing asked of it, in % of one core:
+    what its sync loop costs at rest (it looked for each sandbox's exit record 20 times a second)."""
+    def ticks() -> int:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    before, began = ticks(), time.monotonic()
+    time.sleep(seconds)
+    return round(100.0 * (ticks() - before) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - began), 1)
+
+
 def row(runs: int) -> dict[str, object]:
     out: dict[str, object] = {"python -c pass": timed([sys.executable, "-c", "pass"], runs)}
     for name, args in COMMANDS.items():
@@ -74,6 +87,8 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
                                                          "name": f"s{made}"})
                 made += 1
             out[f"made {count} (s)"] = round(time.monotonic() - began, 1)
+            time.sleep(2)  # the last run's sync settles
+            out[f"agent idle cpu {count}"] = idle_cpu(agent.pid)
             out[str(count)] = row(args.runs)
     finally:
         for i in range(made):
@@ -111,6 +126,8 @@ def main() -> int:
         verdict = "" if target is None or key == "python -c pass" else (
             f"{target:5.0f}: {'met' if many[0] <= target else 'NOT met'}")
         print(f"{key:28} {one[0]:7.1f} / {one[1]:6.1f} {many[0]:8.1f} / {many[1]:7.1f}  {verdict}")
+    print(f"agent's idle CPU (% of a core over 5 s): {res['agent idle cpu 1']} at 1 sandbox, "
+          f"{res[f'agent idle cpu {args.sandboxes}']} at {args.sandboxes}")
     print(f"making {args.sandboxes} through the agent: {res[f'made {args.sandboxes} (s)']} s; "
           f"left behind: {res['left'] or 'none'}")
     print(f"load average before / after: {' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")

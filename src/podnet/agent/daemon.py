@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from podnet import __version__
+from podnet.agent import listing
+from podnet.agent.exits import ExitWatch
 from podnet.agent.flows import FlowLog
 from podnet.agent.server import ApiServer
 from podnet.agent.startup import STORE_RETRY, log, open_until_reachable
@@ -102,7 +104,10 @@ class Agent:
         self.dns: Any = None
         self.dns_addresses: list[str] = []
         self._lock_fd: int | None = None
-        self._running: list[str] = []
+        # The running sandboxes' commands as pidfds: their ends in one poll() a tick, and `ps`'s
+        # running states without a file (agent/exits.py); the records `ps` lists, decoded once a change.
+        self.exits = ExitWatch(lambda sandbox_id: str(self.paths.sandbox_state_dir(sandbox_id)))
+        self.store_view = listing.StoreView()
         self._running_rev = -1
         # on a cluster store each flow says which host saw it and where each end runs
         cluster = store_url() is not None
@@ -288,16 +293,18 @@ class Agent:
         self.errors = (self.errors + [line])[-20:]
 
     def _ended_sandboxes(self, ctx: Context) -> list[str]:
-        """Running sandboxes whose command has ended: one stat() each per tick.
+        """This host's running sandboxes whose command has ended: one poll() per tick for all
+        (agent/exits.py; a stat() of exit.json each per tick grew with the sandboxes).
 
         Which sandboxes run is read from the store only when its revision moved, not on
         every tick (parsing every sandbox's document 20 times a second grew with the host).
         """
         rev = ctx.store.revision()
         if rev != self._running_rev:
-            self._running = [doc["id"] for _, doc in ctx.store.list(keys.SANDBOXES) if doc["state"] == "running"]
+            self.exits.follow(doc["id"] for doc in self.store_view.docs(ctx, keys.SANDBOXES)
+                              if doc["state"] == "running" and hostview.is_here(ctx, doc))
             self._running_rev = rev
-        return [i for i in self._running if (self.paths.sandbox_state_dir(i) / "exit.json").exists()]
+        return self.exits.ended()
 
     def sync(self, full: bool = False, ctx: Context | None = None) -> None:
         """Make the host follow the store: everything here is idempotent."""
@@ -417,6 +424,8 @@ class Agent:
             ("POST", "/v1/sandboxes/rm"): self.api_rm,
             ("POST", "/v1/apply"): self.api_apply,
             ("POST", "/v1/flows"): self.api_flows,
+            ("POST", "/v1/ps"): self.api_ps,
+            ("POST", "/v1/networks/ls"): self.api_networks,
         }
         return {key: _closing_netlink(route) for key, route in routes.items()}
 
@@ -485,6 +494,16 @@ class Agent:
         return 200, {"applied": [{"kind": kind, "name": item.name, "namespace": item.namespace, "action": action}
                                  for kind, item, action in done],
                      "ingress": self.ingress is not None}
+
+    def api_ps(self, body: Any) -> tuple[int, Any]:
+        """`podnet ps` through the agent: its rows from the pidfds and the decoded records (agent/listing.py)."""
+        req = build(listing.PsRequest, body, "ps request")
+        return 200, listing.ps(self.contexts.get(), self.store_view, self.exits, req)
+
+    def api_networks(self, body: Any) -> tuple[int, Any]:
+        """`podnet network ls` through the agent, as ps."""
+        req = build(listing.NetworksRequest, body, "network ls request")
+        return 200, listing.networks(self.contexts.get(), self.store_view, req)
 
     def api_flows(self, body: Any) -> tuple[int, Any]:
         """`podnet flows`: the history, filtered; `after` is the last seq a follower saw."""

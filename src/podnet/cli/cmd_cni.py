@@ -168,7 +168,7 @@ def list_pods(args: argparse.Namespace) -> int:
     ctx = open_context(args.root, readonly=True)
     pods = [doc for _, doc in ctx.store.list(keys.PODS)]
     addresses = {doc["sandbox"]: doc.get("addresses", []) for _, doc in ctx.store.list(keys.ENDPOINTS)}
-    from podnet.cli import views  # lazy: every command imports this module
+    from podnet.api import views  # lazy: every command imports this module
 
     rows = [views.pod_view(doc, addresses.get(doc["id"], [])) for doc in pods]
     if args.json:

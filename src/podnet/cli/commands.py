@@ -7,7 +7,8 @@ import sys
 
 from podnet.api.context import Context, open_context
 from podnet.api.lookup import sandbox_doc
-from podnet.cli import render, views
+from podnet.api import views
+from podnet.cli import render
 from podnet.cli.main import _command, _kv
 from podnet.model.common import parse_labels
 from podnet.util.progress import Progress
@@ -19,23 +20,8 @@ def _ctx(args: argparse.Namespace, readonly: bool = False) -> Context:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    ctx = _ctx(args, readonly=args.netcmd in ("ls", "inspect"))
+    ctx = _ctx(args, readonly=args.netcmd == "inspect")  # `ls`: cli/cmd_ps.py
     sub = args.netcmd
-    if sub == "ls":
-        docs = list(views.networks(ctx).values())  # a read: the default network appears with its first use
-        docs.sort(key=lambda d: (not d.get("default"), d["name"]))
-        if args.json:
-            render.dump_json([views.network_view(ctx, d) for d in docs])
-        elif args.quiet:
-            for d in docs:
-                print(d["id"][:12])
-        else:
-            render.table(["NETWORK ID", "NAME", "DRIVER", "SUBNETS", "FLAGS"], [
-                [d["id"][:12], d["name"], d["driver"], ",".join(s["subnet"] for s in d.get("subnets", [])),
-                 ",".join(f for f, on in (("internal", d.get("internal")), ("ipv6", d.get("ipv6"))) if on)]
-                for d in docs
-            ])
-        return 0
     from podnet.api import networks  # lazy: pydantic + pyroute2 (~0.35 s), which read commands skip
 
     if sub == "create":
@@ -74,53 +60,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from podnet.api.execute import exec_in  # lazy: the supervisor's module (ctypes), for exec only
 
     return exec_in(_ctx(args), args.name, _command(args), user=args.user, workdir=args.workdir)
-
-
-def cmd_ps(args: argparse.Namespace) -> int:
-    ctx = _ctx(args, readonly=True)
-    nets = views.networks(ctx)
-    endpoints: dict[str, list] = {}
-    for _, ep in ctx.store.list(keys.ENDPOINTS):
-        endpoints.setdefault(ep["sandbox"], []).append(ep)
-    rows = []
-    for _, doc in ctx.store.list(keys.SANDBOXES):
-        status = views.sandbox_status(ctx, doc)
-        if not args.all and not status["running"]:
-            continue
-        rows.append((doc, status))
-    rows.sort(key=lambda r: -r[0].get("created", 0))
-    if args.json:
-        render.dump_json([views.sandbox_view(ctx, d, nets, endpoints.get(d["id"], [])) for d, _ in rows])
-        return 0
-    if args.quiet:
-        for d, _ in rows:
-            print(d["id"][:12])
-        return 0
-
-    def ports(d: dict) -> str:
-        out = []
-        for p in d.get("ports", []):
-            host = f"{p['host_ip']}:" if p.get("host_ip") else "0.0.0.0:"
-            hp = f"{p['host_port']}-{p['host_port_end']}" if p.get("host_port_end") else str(p["host_port"])
-            cp = f"{p['container_port']}-{p['container_port_end']}" if p.get("container_port_end") else str(p["container_port"])
-            out.append(f"{host}{hp}->{cp}/{p.get('protocol', 'tcp')}")
-        return ", ".join(out)
-
-    def status_text(d: dict, s: dict) -> str:
-        if s["running"]:
-            return f"Up {render.ago(s['started_at'])}"
-        if s["status"].startswith("Exited"):
-            return f"{s['status']} {render.ago(s['finished_at'])} ago".strip()
-        return s["status"]
-
-    render.table(["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "ADDRESSES", "PORTS"], [
-        [d["id"][:12], d["name"], " ".join(d["argv"])[:30], status_text(d, s),
-         ",".join(nets.get(a["network"], {}).get("name", "?") for a in d.get("networks", [])),
-         ",".join(a.split("/")[0] for ep in endpoints.get(d["id"], []) for a in ep["addresses"]),
-         ports(d) if s["running"] else ""]  # an exited sandbox publishes nothing (its ports are given back)
-        for d, s in rows
-    ])
-    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

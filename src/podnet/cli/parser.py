@@ -167,6 +167,7 @@ def _add_network(sub: Any) -> None:
     ls = net.add_parser("ls", help="list networks")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.add_argument("-q", "--quiet", action="store_true", help="print names only")
+    ls.set_defaults(handler=_network_ls_handler, uses_api=False)
     i = net.add_parser("inspect", help="show a network as JSON")
     i.add_argument("names", nargs="+", metavar="NAME", help="networks to show")
     r = net.add_parser("rm", help="remove networks")
@@ -240,6 +241,7 @@ def _add_ps(sub: Any) -> None:
     ps.add_argument("-a", "--all", action="store_true", help="show ended sandboxes too")
     ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
     ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ps.set_defaults(handler=_ps_handler, uses_api=False)
 
 
 def _add_inspect(sub: Any) -> None:
@@ -317,6 +319,20 @@ def _sandbox_handler(name: str) -> Callable[[argparse.Namespace], int]:
         return getattr(cmd_sandbox, name)(args)
 
     return _SANDBOX_HANDLERS.setdefault(name, handler)
+
+
+def _ps_handler(args: argparse.Namespace) -> int:
+    """cli/cmd_ps.py's, imported when `ps` runs: it asks the agent before it imports the api."""
+    from podnet.cli.cmd_ps import cmd_ps  # lazy: see the docstring
+
+    return cmd_ps(args)
+
+
+def _network_ls_handler(args: argparse.Namespace) -> int:
+    """`network ls`, as `ps`: cli/cmd_ps.py asks the agent before it imports the api."""
+    from podnet.cli.cmd_ps import cmd_network_ls  # lazy: see the docstring
+
+    return cmd_network_ls(args)
 
 
 # Podnet's own commands, each adding its parser when (and only when) it is the one given:

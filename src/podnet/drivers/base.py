@@ -7,7 +7,7 @@ to act, to check, to report, or what it `supports`. Every kernel method is idemp
 reconcile calls them again after a crash and expects convergence.
 
 Network and Endpoint are only annotations here (no pydantic at import): `podnet ps` and
-`inspect` read the registry and `report` from plain store documents (see cli/views.py).
+`inspect` read the registry and `report` from plain store documents (see api/views.py).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class Driver(Protocol):
 
     def report(self, net: Any, ep: Any, netns: str | None) -> EndpointReport:
         """What the endpoint got, from its records (no kernel call). net and ep may be the
-        models or anything with their attributes (cli/views passes store documents)."""
+        models or anything with their attributes (api/views passes store documents)."""
         ...
 
 

@@ -148,6 +148,12 @@ def load_spec(state_dir: Path) -> LaunchSpec:
     return LaunchSpec.from_json(text)
 
 
+def launch_record(state_dir: Path | str) -> dict | None:
+    """state.json as the supervisor wrote it at launch (pid, pid_start, supervisor_pid,
+    started_at), or None: what the agent opens a pidfd of (agent/exits.py)."""
+    return _read_json(os.path.join(os.fspath(state_dir), STATE))
+
+
 def status(state_dir: Path | str) -> SandboxStatus:
     """What the sandbox's command is doing, from the state files and /proc.
 

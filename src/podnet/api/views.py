@@ -1,11 +1,14 @@
 """Read-only views over the stored JSON: the fast path of `ps`, `network ls` and `inspect`.
 
 They never import pydantic or pyroute2, so a read command starts in tens of milliseconds.
+Here, below the agent, so that the agent answers `ps` and `network ls` with the rows the
+CLI builds when no agent runs (agent/listing.py, cli/cmd_ps.py).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 from podnet.api.context import Context
@@ -14,9 +17,14 @@ from podnet.runtime.capabilities import DEFAULT as DEFAULT_CAPABILITIES
 
 
 def sandbox_status(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
+    """A sandbox's status from its state files and /proc (the agent answers from its pidfds)."""
     from podnet.runtime import shim  # lazy: paid only when a sandbox exists to show
 
-    status = shim.status(ctx.paths.sandbox_state_dir(doc["id"]))
+    return status_view(doc, shim.status(ctx.paths.sandbox_state_dir(doc["id"])))
+
+
+def status_view(doc: dict[str, Any], status: Any) -> dict[str, Any]:
+    """A shim.SandboxStatus as `ps` and `inspect` show it."""
     if doc["state"] == "creating":
         text = "Creating"
     elif status.running:
@@ -26,6 +34,41 @@ def sandbox_status(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
         text = f"Exited ({code if code is not None else '?'})"
     return {"status": text, "running": status.running, "pid": status.pid, "exit_code": status.exit_code,
             "started_at": status.started_at, "finished_at": status.finished_at}
+
+
+def ps_rows(ctx: Context, sandboxes: list[dict[str, Any]], endpoint_docs: list[dict[str, Any]],
+            nets: dict[str, dict[str, Any]], show_all: bool, as_json: bool,
+            status_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[Any]:
+    """What `ps` prints, but for the clock: `--json`'s list, or the table's rows with each
+    sandbox's status (a dict: "Up 3 minutes" is written when printed). One function for the
+    CLI's own reads and the agent's answer (agent/listing.py), so both print the same."""
+    status_of = status_of or (lambda doc: sandbox_status(ctx, doc))
+    endpoints: dict[str, list[dict[str, Any]]] = {}
+    for ep in endpoint_docs:
+        endpoints.setdefault(ep["sandbox"], []).append(ep)
+    rows = []
+    for doc in sandboxes:
+        status = status_of(doc)
+        if show_all or status["running"]:
+            rows.append((doc, status))
+    rows.sort(key=lambda r: -r[0].get("created", 0))
+    if as_json:
+        return [sandbox_view(ctx, d, nets, endpoints.get(d["id"], []), s) for d, s in rows]
+    return [[d["id"][:12], d["name"], " ".join(d["argv"])[:30], s,
+             ",".join(nets.get(a["network"], {}).get("name", "?") for a in d.get("networks", [])),
+             ",".join(a.split("/")[0] for ep in endpoints.get(d["id"], []) for a in ep["addresses"]),
+             _ports(d) if s["running"] else ""]  # an exited sandbox publishes nothing (its ports are given back)
+            for d, s in rows]
+
+
+def _ports(d: dict[str, Any]) -> str:
+    out = []
+    for p in d.get("ports", []):
+        host = f"{p['host_ip']}:" if p.get("host_ip") else "0.0.0.0:"
+        hp = f"{p['host_port']}-{p['host_port_end']}" if p.get("host_port_end") else str(p["host_port"])
+        cp = f"{p['container_port']}-{p['container_port_end']}" if p.get("container_port_end") else str(p["container_port"])
+        out.append(f"{host}{hp}->{cp}/{p.get('protocol', 'tcp')}")
+    return ", ".join(out)
 
 
 def networks(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -68,11 +111,11 @@ def state_view(doc: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
 
 
 def sandbox_view(ctx: Context, doc: dict[str, Any], nets: dict[str, dict[str, Any]],
-                 endpoints: list[dict[str, Any]]) -> dict[str, Any]:
+                 endpoints: list[dict[str, Any]], status: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `inspect` and `ps --json` print for one sandbox. Keys are Docker inspect's
     CamelCase, as in every podnet object's JSON (README: "JSON output")."""
     by_network = {ep["network"]: ep for ep in endpoints}
-    status = sandbox_status(ctx, doc)
+    status = status or sandbox_status(ctx, doc)
     asked = [port_view(p) for p in doc.get("ports", [])]
     return {
         "Id": doc["id"],
@@ -139,11 +182,33 @@ def pod_view(doc: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
             "Name": doc.get("name") or "", "Container": (doc.get("labels") or {}).get("docker.container.id", "")}
 
 
-def network_view(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
-    """What `network inspect` prints: the network and who is on it."""
+def network_rows(ctx: Context, nets: list[dict[str, Any]], as_json: bool,
+                 sandbox_docs: list[dict[str, Any]] | None = None,
+                 endpoint_docs: list[dict[str, Any]] | None = None) -> list[Any]:
+    """What `network ls` prints: `--json`'s list, or the table's rows; the default network
+    first. One function for the CLI's own reads and the agent's answer, as ps_rows."""
+    docs = sorted(nets, key=lambda d: (not d.get("default"), d["name"]))
+    if as_json:
+        if sandbox_docs is None or endpoint_docs is None:
+            sandbox_docs = [d for _, d in ctx.store.list(keys.SANDBOXES)]
+            endpoint_docs = [e for _, e in ctx.store.list(keys.ENDPOINTS)]
+        return [network_view(ctx, d, sandbox_docs, endpoint_docs) for d in docs]
+    return [[d["id"][:12], d["name"], d["driver"], ",".join(s["subnet"] for s in d.get("subnets", [])),
+             ",".join(f for f, on in (("internal", d.get("internal")), ("ipv6", d.get("ipv6"))) if on)]
+            for d in docs]
+
+
+def network_view(ctx: Context, doc: dict[str, Any], sandbox_docs: list[dict[str, Any]] | None = None,
+                 endpoint_docs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What `network inspect` prints: the network and who is on it (the store's sandboxes and
+    endpoints are read here unless given: `network ls --json` reads them once for all)."""
     containers = {}
-    sandboxes = {d["id"]: d for _, d in ctx.store.list(keys.SANDBOXES)}
-    for _, ep in ctx.store.list(keys.ENDPOINTS):
+    if sandbox_docs is None:
+        sandbox_docs = [d for _, d in ctx.store.list(keys.SANDBOXES)]
+    if endpoint_docs is None:
+        endpoint_docs = [e for _, e in ctx.store.list(keys.ENDPOINTS)]
+    sandboxes = {d["id"]: d for d in sandbox_docs}
+    for ep in endpoint_docs:
         if ep["network"] == doc["id"]:
             sb = sandboxes.get(ep["sandbox"], {})
             containers[ep["sandbox"]] = {"Name": sb.get("name"), "EndpointId": ep["id"], "MacAddress": ep["mac"],
