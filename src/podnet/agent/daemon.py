@@ -258,7 +258,7 @@ class Agent:
             spent = 0.0
             try:
                 rev = self.seen_revision = ctx.store.revision()
-                ended = self._ended_sandboxes(ctx)
+                ended = self._ended_sandboxes(ctx, rev)
                 full = time.monotonic() - last_full > FULL_RECONCILE_EVERY
                 if time.monotonic() - last_node_check > NODE_CHECK_EVERY:
                     last_node_check = time.monotonic()
@@ -295,14 +295,14 @@ class Agent:
         log(f"error: {line}")
         self.errors = (self.errors + [line])[-20:]
 
-    def _ended_sandboxes(self, ctx: Context) -> list[str]:
+    def _ended_sandboxes(self, ctx: Context, rev: int) -> list[str]:
         """This host's running sandboxes whose command has ended: one poll() per tick for all
         (agent/exits.py; a stat() of exit.json each per tick grew with the sandboxes).
 
         Which sandboxes run is read from the store only when its revision moved, not on
-        every tick (parsing every sandbox's document 20 times a second grew with the host).
+        every tick (parsing every sandbox's document 20 times a second grew with the host);
+        `rev` is the one the sync loop read this tick (on etcd a second read was a round trip).
         """
-        rev = ctx.store.revision()
         if rev != self._running_rev:
             self.exits.follow(doc["id"] for doc in self.store_view.docs(ctx, keys.SANDBOXES)
                               if doc["state"] == "running" and hostview.is_here(ctx, doc))
