@@ -21,6 +21,13 @@ Four `tests.sandbox.Host`s: `lan` holds the underlay bridge (192.0.2.0/24) and a
             reconcile` right after: veth, bridge and VXLAN alone, to split what podnet's
             rules cost from what the pod path's own hops (veth, bridge, forwarding) cost
 
+`--parts` adds variants of the overlay path that take away one thing at a time on hosts a and
+b (fixed shell text, undone by `podnet reconcile` and the sysctl's default): `no-inet` (podnet's
+inet table: its conntrack-bearing NAT and filter chains; the bridge guard stays), `no-guard`
+(the bridge table's anti-spoofing guard only), `no-brnf` (bridge-nf-call-iptables=0: the
+bridge no longer hands IP frames to the inet hooks), `notrack-outer` (the VXLAN UDP packets
+untracked), to say what each costs.
+
 Each also reports CPU milliseconds per GB moved (iperf3's rusage of both ends, where most of
 the kernel's packet work is charged): the cost of the path, steadier than Gbit/s on shared cores.
 The three rotate for --rounds rounds (the order shifts every round). Reachability: a waiter
@@ -103,11 +110,25 @@ def podnet_tables(host) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def
     return [(family, name) for family, name in tables if name.startswith("podnet")]
 
 
+# What `--parts` takes away, one at a time, on hosts a and b (fixed text; podnet reconcile
+# and RESTORE put it back).
+PARTS = {
+    "no-inet": "for t in $(nft list tables | awk '/^table inet podnet/{print $3}'); do nft delete table inet $t; done",
+    "no-guard": "for t in $(nft list tables | awk '/^table bridge podnet/{print $3}'); do nft delete table bridge $t; done",
+    "no-brnf": "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0",
+    "notrack-outer": "echo 'table inet benchexp { chain cp { type filter hook prerouting priority -310; udp dport 4789 notrack; } ;"
+                     " chain co { type filter hook output priority -310; udp dport 4789 notrack; } ; }' | nft -f -",
+}
+RESTORE = ("sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1;"
+           " nft delete table inet benchexp 2>/dev/null; true")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0, help="iperf3 time per round and configuration")
     p.add_argument("--runs", type=int, default=5, help="new sandboxes timed until reachable from host b")
+    p.add_argument("--parts", action="store_true", help="also measure the overlay with one part taken away at a time")
     args = p.parse_args()
     os.environ["PYTHONPATH"] = str(REPO / "src")  # measure this tree, whatever the venv was installed from
     from tests.conftest import wait_for
@@ -118,8 +139,9 @@ def main() -> int:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     hosts: dict[str, Host] = {}
     agents: list[subprocess.Popen[str]] = []
-    res: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], "reach": [], "after": []}
-    cpu: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": []}
+    parts = list(PARTS) if args.parts else []
+    res: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], "reach": [], "after": [], **{p: [] for p in parts}}
+    cpu: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], **{p: [] for p in parts}}
     death = float("nan")
     try:
         hosts["lan"] = Host("lan")
@@ -154,10 +176,20 @@ def main() -> int:
             wait_for(lambda: a.run(["ping", "-c1", "-W1", "10.99.0.2"], check=False).returncode == 0, 20, "the hand pair")
             wait_for(lambda: a.podnet("--store", URL, "exec", "cli", "--", "ping", "-c1", "-W1", srv_ip,
                                       check=False).returncode == 0, 20, "the overlay")
-            kinds = ("overlay", "hand", "bare")
+            kinds = ("overlay", "hand", "bare", *parts)
             for round_ in range(args.rounds):
-                for kind in kinds[round_ % 3:] + kinds[:round_ % 3]:
-                    if kind == "overlay":
+                shift = round_ % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
+                    if kind in PARTS:
+                        for host in (a, b):
+                            host.sh(PARTS[kind])
+                        try:
+                            measured = iperf(a, srv_ip, args.seconds, sandbox="cli")
+                        finally:
+                            for host in (a, b):
+                                host.sh(RESTORE)
+                                host.podnet("--store", URL, "reconcile")
+                    elif kind == "overlay":
                         measured = iperf(a, srv_ip, args.seconds, sandbox="cli")
                     elif kind == "hand":
                         measured = iperf(a, "10.99.0.2", args.seconds)
@@ -220,6 +252,9 @@ def main() -> int:
     print(f"  ratio overlay/bare  {overlay / bare:.3f}   (what podnet's rules and conntrack cost)")
     print(f"  ratio bare/hand     {bare / hand:.3f}   (what the pod path's veth, bridge and forwarding cost)")
     cpu_of = {kind: statistics.median(values) for kind, values in cpu.items()}
+    for part in parts:
+        print(f"  overlay, {part:14s}{statistics.median(res[part]) / 1e9:6.2f} Gbit/s   CPU {cpu_of[part]:.0f} ms per GB "
+              f"({cpu_of[part] / cpu_of['overlay']:.3f} of the overlay's)")
     print(f"  CPU ms per GB (both iperf3 ends, median): overlay {cpu_of['overlay']:.0f}, by hand {cpu_of['hand']:.0f}, "
           f"bare {cpu_of['bare']:.0f}; hand/overlay {cpu_of['hand'] / cpu_of['overlay']:.3f}, "
           f"bare/overlay {cpu_of['bare'] / cpu_of['overlay']:.3f}   (steadier than Gbit/s when the cores are shared)")
