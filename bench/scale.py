@@ -113,6 +113,13 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     res["kernel_read"] = [a + b for a, b in zip(timed(["ip", "-d", "-j", "link", "show"], args.repeat),
                                                 timed(["nft", "-j", "list", "ruleset"], args.repeat))]
     res["rss_after_reconcile_kib"] = rss_kib(agent.pid)
+    if args.profile:  # one more reconcile under cProfile: where its time goes, on stderr
+        import pstats
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", "/run/reconcile.prof", "-m", "podnet", "reconcile"],
+                       check=True, capture_output=True)
+        stats = pstats.Stats("/run/reconcile.prof", stream=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(25)
     agent.terminate()
     agent.wait(timeout=30)
     return res
@@ -123,6 +130,7 @@ def main() -> int:
     p.add_argument("--sandboxes", type=int, default=1000)
     p.add_argument("--pods", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="profile one more `podnet reconcile` (cProfile, printed)")
     if sys.argv[1:2] == ["_driver"]:
         print(json.dumps(driver(p.parse_args(sys.argv[2:]))))
         return 0
@@ -132,7 +140,8 @@ def main() -> int:
     load_before = os.getloadavg()
     with Host("scale") as host:
         out = host.run([sys.executable, str(Path(__file__).resolve()), "_driver", "--sandboxes", str(args.sandboxes),
-                        "--pods", str(args.pods), "--repeat", str(args.repeat)], timeout=7200)
+                        "--pods", str(args.pods), "--repeat", str(args.repeat), *(["--profile"] if args.profile else [])],
+                       timeout=7200)
         sys.stderr.write(out.stderr)
         res = json.loads(out.stdout.strip().splitlines()[-1])
     load_after = os.getloadavg()

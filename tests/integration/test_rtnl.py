@@ -57,3 +57,33 @@ def test_a_refused_deletion_is_raised_and_the_link_stays(host: Host) -> None:
     assert refused.stdout.strip(), "deleting lo was not refused"
     assert "lo" in refused.stdout
     assert _link(host, "lo")["ifname"] == "lo"
+
+
+LIST = """
+import json
+from podnet.dataplane import rtnl
+print(json.dumps({"links": [[l.index, l.name, l.mtu, l.alias, l.kind, l.vni, bool(l.flags & 1)] for l in rtnl.links()],
+                  "addresses": sorted([a.index, f"{a.address}/{a.prefixlen}", a.scope] for a in rtnl.addresses())}))
+"""
+
+
+def test_the_raw_dumps_list_what_iproute2_lists(host: Host) -> None:
+    """What reconcile and the drivers read from the raw link and address dumps (names, aliases,
+    kinds, VNIs, MTUs, addresses) is what `ip -j` shows, with 300 links, more than one read of
+    the socket holds."""
+    host.sh("set -e; ip link set lo up; ip link add pnbrx type bridge; ip link set pnbrx alias 'podnet:x y' mtu 1400 up;"
+            "ip addr add 10.7.0.1/24 dev pnbrx; ip addr add fd00:7::1/64 dev pnbrx;"
+            "ip link add vxt type vxlan id 4242 dstport 4789 nolearning; ip link set vxt up;"
+            "for i in $(seq 1 150); do ip link add va$i type veth peer name vb$i; ip link set va$i up; done")
+    got = json.loads(host.run([sys.executable, "-c", LIST]).stdout)
+    shown = json.loads(host.run(["ip", "-j", "-d", "link", "show"]).stdout)
+    assert len(got["links"]) == len(shown) > 300
+    for (index, name, mtu, alias, kind, vni, up), link in zip(got["links"], shown):
+        assert (index, name.split("@")[0], mtu, alias) == (link["ifindex"], link["ifname"], link["mtu"], link.get("ifalias"))
+        assert kind == link.get("linkinfo", {}).get("info_kind")
+        assert vni == (link["linkinfo"]["info_data"]["id"] if kind == "vxlan" else None)
+        assert up == ("UP" in link["flags"])
+    expected = sorted([link["ifindex"], f"{a['local']}/{a['prefixlen']}", {"host": 254, "link": 253}.get(a["scope"], 0)]
+                      for link in json.loads(host.run(["ip", "-j", "addr", "show"]).stdout) for a in link["addr_info"])
+    assert got["addresses"] == expected
+    assert ["pnbrx" in n for _, n, *_ in got["links"]].count(True) == 1

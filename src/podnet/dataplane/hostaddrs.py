@@ -18,12 +18,7 @@ RT_TABLE_MAIN = 254
 
 def addresses() -> list[IPAddr]:
     """Every address on the host's links (podnet's own bridges too: their subnets are taken anyway)."""
-    found: list[IPAddr] = []
-    for msg in netlink.host().get_addr():
-        text = msg.get_attr("IFA_ADDRESS") or msg.get_attr("IFA_LOCAL")
-        if text:
-            found.append(ipaddress.ip_address(text))
-    return found
+    return [ipaddress.ip_address(text) for text, _ in netlink.addresses_of_link(None)]
 
 
 def default_gateways() -> list[IPAddr]:

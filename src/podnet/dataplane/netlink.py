@@ -83,6 +83,12 @@ def _kernel_error(what: str, exc: Exception) -> Exception:
     return KernelError(f"failed to {what}: {os.strerror(code) if code else exc}", "run `podnet reconcile`; if it persists, check `ip link` and the kernel log")
 
 
+def _raw_here(ipr: Any | None = None) -> bool:
+    """Whether a raw rtnl.py dump, made in this thread's namespace now, reads the same namespace
+    as `ipr` (None meaning host()): only when the thread is not visiting a sandbox's."""
+    return (ipr is None or ipr is getattr(_thread, "ipr", None)) and not netns.visiting()
+
+
 def link_index(name: str, ipr: Any | None = None) -> int | None:
     """The index of a link by name. In this thread's own namespace by the SIOCGIFINDEX ioctl
     (~5 us, a hash lookup in the kernel): pyroute2's link_lookup dumps every link, which cost
@@ -166,7 +172,10 @@ def bridge_nf_call(name: str) -> bool:
 def ensure_addresses(index: int, addresses: list[str], ipr: Any) -> None:
     """Add the wanted addresses (CIDR) to a link; leave others (link-local) alone."""
     NetlinkError = _netlink_error()
-    have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
+    if _raw_here(ipr):
+        have = {(a.address, a.prefixlen) for a in rtnl.addresses(index)}
+    else:
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
     for cidr in addresses:
         iface = ipaddress.ip_interface(cidr)
         if (str(iface.ip), iface.network.prefixlen) in have:
@@ -326,6 +335,8 @@ def configure_inside(
 
 def owned_links(alias_prefix: str) -> dict[str, str]:
     """ifname -> alias of every host link whose alias marks it as podnet's."""
+    if _raw_here():
+        return {link.name: link.alias for link in rtnl.links() if link.alias and link.alias.startswith(alias_prefix)}
     found: dict[str, str] = {}
     for msg in host().get_links():
         alias = msg.get_attr("IFLA_IFALIAS")
@@ -382,6 +393,15 @@ netlink_error = _netlink_error
 kernel_error = _kernel_error
 
 
+def addresses_of_link(index: int | None) -> list[tuple[str, int]]:
+    """(address, prefix length) of every address on host link `index` (None: on every link)."""
+    if _raw_here():
+        return [(a.address, a.prefixlen) for a in rtnl.addresses(index)]
+    msgs = host().get_addr(index=index) if index is not None else host().get_addr()
+    found = [(m.get_attr("IFA_ADDRESS") or m.get_attr("IFA_LOCAL"), m["prefixlen"]) for m in msgs]
+    return [(text, prefixlen) for text, prefixlen in found if text]
+
+
 def link_networks(names: list[str]) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
     """(subnet, ifname) of every address on the named host links, link-local ones left out."""
     out: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
@@ -389,8 +409,8 @@ def link_networks(names: list[str]) -> list[tuple[ipaddress.IPv4Network | ipaddr
         index = link_index(name)
         if index is None:
             continue
-        for addr in host().get_addr(index=index):
-            net = ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+        for text, prefixlen in addresses_of_link(index):
+            net = ipaddress.ip_network(f"{text}/{prefixlen}", strict=False)
             if not net.is_link_local:
                 out.append((net, name))
     return out

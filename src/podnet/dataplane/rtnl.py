@@ -25,6 +25,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from podnet.dataplane import netns, nlattr
@@ -258,3 +259,126 @@ def link_mac(name: str) -> str | None:
         except OSError:
             return None
     return ":".join(f"{b:02x}" for b in answer[18:24])
+
+
+# ---- dumps ------------------------------------------------------------------------------------
+#
+# pyroute2 decodes every attribute of every message of a dump into objects (~5 ms per link at
+# 2,000 links, most of `podnet reconcile`'s 25 s at 1,000 sandboxes and 1,000 pods: every veth
+# is a link of the host, and every one has an fe80:: address). These dumps read only the fields
+# their callers use, straight from the bytes.
+
+NLM_F_DUMP = 0x300
+NLMSG_DONE = 3
+RTM_GETLINK, RTM_GETADDR = 18, 22
+IFLA_VXLAN_ID = 1
+IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3  # leave the counters out of a link dump (most of its bytes)
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBI")
+_NLMSG = struct.Struct("=IHHII")
+_NLA = struct.Struct("=HH")
+NLA_TYPE_MASK = 0x3FFF  # without the nested / byte-order flags
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the dumps' callers read of a link: its index, name, flags, MTU, alias, kind (None
+    for a device without rtnl link ops, e.g. lo) and, for VXLAN, its VNI."""
+
+    index: int
+    name: str
+    flags: int
+    mtu: int
+    alias: str | None
+    kind: str | None
+    vni: int | None
+
+
+@dataclass(frozen=True)
+class Address:
+    index: int
+    family: int
+    prefixlen: int
+    scope: int
+    address: str  # IFA_ADDRESS, else IFA_LOCAL, as text
+
+
+def _attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, payload start, payload end) of each attribute in data[offset:end]."""
+    while offset + 4 <= end:
+        length, kind = _NLA.unpack_from(data, offset)
+        if length < 4:
+            return
+        yield kind & NLA_TYPE_MASK, offset + 4, offset + length
+        offset += (length + 3) & ~3
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    return data[start:end].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _dump(kind: int, body: bytes, netns_path: Path | str | None) -> Iterator[tuple[bytes, int, int]]:
+    """(buffer, message payload start, message end) of every answer of one dump request."""
+    with opened(netns_path) as sock:
+        sock.sendall(_NLMSG.pack(16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
+        while True:
+            data = sock.recv(1 << 20)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, msg_type, _, _, _ = _NLMSG.unpack_from(data, offset)
+                if length < 16:
+                    return
+                if msg_type == NLMSG_DONE:
+                    return
+                if msg_type == NLMSG_ERROR:
+                    code = -struct.unpack_from("i", data, offset + 16)[0]
+                    if code:
+                        raise RtnlError(code, "dump the kernel's table")
+                else:
+                    yield data, offset + 16, offset + length
+                offset += (length + 3) & ~3
+
+
+def links(netns_path: Path | str | None = None) -> list[Link]:
+    """Every link of this thread's namespace (or the one at netns_path), in one dump."""
+    out: list[Link] = []
+    request = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    for data, start, end in _dump(RTM_GETLINK, request, netns_path):
+        _, _, index, flags, _ = _IFINFO.unpack_from(data, start)
+        name, alias, kind, vni, mtu = "", None, None, None, 0
+        for attr, a, b in _attrs(data, start + _IFINFO.size, end):
+            if attr == IFLA_IFNAME:
+                name = _text(data, a, b)
+            elif attr == IFLA_MTU:
+                mtu = struct.unpack_from("=I", data, a)[0]
+            elif attr == IFLA_IFALIAS:
+                alias = _text(data, a, b)
+            elif attr == IFLA_LINKINFO:
+                for info, c, d in _attrs(data, a, b):
+                    if info == IFLA_INFO_KIND:
+                        kind = _text(data, c, d)
+                    elif info == IFLA_INFO_DATA and kind == "vxlan":
+                        vni = next((struct.unpack_from("=I", data, e)[0] for x, e, _ in _attrs(data, c, d)
+                                    if x == IFLA_VXLAN_ID), None)
+        out.append(Link(index, name, flags, mtu, alias, kind, vni))
+    return out
+
+
+def addresses(index: int | None = None, family: int = socket.AF_UNSPEC,
+              netns_path: Path | str | None = None) -> list[Address]:
+    """The addresses of one link (index) or of all, of one family or both, in one dump."""
+    out: list[Address] = []
+    for data, start, end in _dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0), netns_path):
+        fam, prefixlen, _, scope, link = _IFADDR.unpack_from(data, start)
+        if (index is not None and link != index) or (family and fam != family):
+            continue
+        local = address = None
+        for attr, a, b in _attrs(data, start + _IFADDR.size, end):
+            if attr == IFA_ADDRESS:
+                address = data[a:b]
+            elif attr == IFA_LOCAL:
+                local = data[a:b]
+        raw = address or local
+        if raw:
+            out.append(Address(link, fam, prefixlen, scope, str(ipaddress.ip_address(raw))))
+    return out

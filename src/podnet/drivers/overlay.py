@@ -183,7 +183,7 @@ class OverlayDriver:
         if attrs is None:
             return False
         wanted = [s.gateway for s in net.subnets if s.gateway]
-        have = {a.get_attr("IFA_ADDRESS") for a in netlink.host().get_addr(index=attrs["index"])}
+        have = {text for text, _ in netlink.addresses_of_link(attrs["index"])}
         return all(g in have for g in wanted)
 
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
