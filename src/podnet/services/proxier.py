@@ -25,6 +25,7 @@ from podnet.dataplane import nft, nftbatch
 from podnet.errors import KernelError
 from podnet.services import conntrack, elements, route, ruleset
 from podnet.services.proxy import ProxyState, ServicePort
+from podnet.util import gcpause
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class NftablesProxier:
             self.teardown()
             self._remember(state)
             return
+        with gcpause.paused():  # what it makes all lives on; a collection would walk every ServicePort again
+            self._sync(state)
+
+    def _sync(self, state: ProxyState) -> None:
         self._route(state)
         if self.applied:  # what our last transaction made: no listing (2 s at 10,000 Services)
             existing = ruleset.existing_after([p for ports in self.applied.values() for p in ports], self.shared)
