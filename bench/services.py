@@ -126,6 +126,7 @@ def store_sync(n: int, pods: int) -> dict[str, float]:
     from podnet.model.service import Service, ServicePortSpec
     from podnet.services import controller
     from podnet.store import keys, open_store
+    from podnet.util import gcpause
 
     store = open_store()
     with store.transaction() as txn:
@@ -146,7 +147,8 @@ def store_sync(n: int, pods: int) -> dict[str, float]:
         controller.full_sync(store)
         out[f"store full sync, {label} (s)"] = time.perf_counter() - t
     t = time.perf_counter()
-    state = controller.proxy_state(store)
+    with gcpause.paused():  # as full_sync builds it
+        state = controller.proxy_state(store)
     out["store proxy_state (s)"] = time.perf_counter() - t
     assert sum(len(p.backends) for p in state.ports) == n * ENDPOINTS, "every Service has its 10 endpoints"
     controller.proxier().teardown()
