@@ -16,7 +16,7 @@ one `tests.sandbox.Host` (fresh network + mount namespace, private /run and
            default) and iptables-legacy; the same connects. The measured Service is the LAST
            of KUBE-SERVICES (a linear chain's worst case; podnet's maps have no order).
 
-    sudo /opt/podnet/venv/bin/python bench/services.py [--services 10000] [--connects 1500]
+    sudo /opt/podnet/venv/bin/python bench/services.py [--services 10000] [--connects 1500] [--iptables none]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -125,6 +126,7 @@ def store_sync(n: int, pods: int) -> dict[str, float]:
     from podnet.model.service import Service, ServicePortSpec
     from podnet.services import controller
     from podnet.store import keys, open_store
+    from podnet.util import gcpause
 
     store = open_store()
     with store.transaction() as txn:
@@ -145,9 +147,19 @@ def store_sync(n: int, pods: int) -> dict[str, float]:
         controller.full_sync(store)
         out[f"store full sync, {label} (s)"] = time.perf_counter() - t
     t = time.perf_counter()
-    state = controller.proxy_state(store)
+    with gcpause.paused():  # as full_sync builds it
+        state = controller.proxy_state(store)
     out["store proxy_state (s)"] = time.perf_counter() - t
     assert sum(len(p.backends) for p in state.ports) == n * ENDPOINTS, "every Service has its 10 endpoints"
+    controller.proxier().teardown()
+    # the anchor: the same from the store through one nft JSON transaction (the path before)
+    from podnet.services import ruleset
+
+    t = time.perf_counter()
+    state = controller.proxy_state(store)
+    controller.proxier()._route(state)  # as sync() does
+    controller.proxier()._whole(state, ruleset.Existing())
+    out["store full sync, one JSON transaction (s)"] = time.perf_counter() - t
     controller.proxier().teardown()
     return out
 
@@ -171,6 +183,17 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
     one, full = build_state(1, real), build_state(n, real)
     measured_one, measured_full = vip(0), vip(n - 1)
 
+    # the one-transaction JSON path (the fallback; every full sync's path before the netlink
+    # batch of elements), same state, same run: the anchor of the rows below
+    from podnet.services import ruleset
+
+    route.ensure(["10.96.0.0/16"])  # warm: pyroute2's import is paid by neither path
+    route.remove()
+    t = time.perf_counter()
+    proxier._route(full)
+    proxier._whole(full, ruleset.Existing())
+    res["nft full sync, one JSON transaction (s)"] = time.perf_counter() - t
+    proxier.teardown()
     t = time.perf_counter()
     proxier.sync(full)
     res["nft full sync, fresh (s)"] = time.perf_counter() - t
@@ -246,11 +269,13 @@ def report(res: dict[str, object], args: argparse.Namespace) -> None:
     print(f"\nServices benchmark: {n} Services x {ENDPOINTS} endpoints, connects {args.connects} x {args.rounds} rounds "
           f"(p50 / p99 in microseconds, from the Host to a VIP whose endpoints are real sandboxes)\n")
     rows = [("", "podnet nftables", *[f"kube-proxy iptables-{f}" for f in args.iptables])]
-    rows.append(("load all Services (s)", f"{res['nft full sync, fresh (s)']:.2f} (replace {res['nft full sync, replace (s)']:.2f})",
+    rows.append(("load all Services (s)", f"{res['nft full sync, fresh (s)']:.2f} (replace {res['nft full sync, replace (s)']:.2f}; "
+                 f"one JSON transaction {res['nft full sync, one JSON transaction (s)']:.2f})",
                  *[f"{res[f'iptables-{f} load (s)']:.2f}" for f in args.iptables]))
     rows.append((f"from the store: full_sync, {args.pods} pods (s)",
                  f"{res['store full sync, fresh (s)']:.2f} (replace {res['store full sync, replace (s)']:.2f}; "
-                 f"proxy_state {res['store proxy_state (s)']:.2f})", *["" for _ in args.iptables]))
+                 f"proxy_state {res['store proxy_state (s)']:.2f}; one JSON transaction "
+                 f"{res['store full sync, one JSON transaction (s)']:.2f})", *["" for _ in args.iptables]))
     rows.append(("one endpoint change (ms)", f"{res['nft one change (ms)']:.1f} (max {res['nft one change max (ms)']:.1f})",
                  *["full reload" for _ in args.iptables]))
     names = ["podnet", *args.iptables]
@@ -278,11 +303,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--changes", type=int, default=20)
     p.add_argument("--pods", type=int, default=1000, help="CNI pods in the store for the full sync from the store")
-    p.add_argument("--iptables", action="append", choices=["nft", "legacy"], help="default: both")
+    p.add_argument("--iptables", action="append", choices=["nft", "legacy", "none"], help="default: both")
     p.add_argument("--iptables-timeout", type=float, default=600, help="give up a kube-proxy load after this many seconds")
     if sys.argv[1:2] == ["_driver"]:
         args = p.parse_args(sys.argv[3:])
-        args.iptables = args.iptables or ["legacy", "nft"]
+        args.iptables = [f for f in args.iptables or ["legacy", "nft"] if f != "none"]
         args.slow = []
         print(json.dumps(driver(args)))
         return 0
@@ -290,6 +315,7 @@ def main() -> int:
     args.iptables = args.iptables or ["legacy", "nft"]
     from tests.sandbox import Host
 
+    print("load average before:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     before = machine_state()
     with Host("bench") as host:
         argv = [sys.executable, str(Path(__file__).resolve()), "_driver", "-", "--services", str(args.services),
@@ -300,7 +326,9 @@ def main() -> int:
         out = host.run(argv, timeout=3600)
         res = json.loads(out.stdout.strip().splitlines()[-1])
     args.iptables = [f for f in args.iptables if f not in res["slow"]]
+    args.iptables = [f for f in args.iptables if f != "none"]
     report(res, args)
+    print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     for f in res["slow"]:
         print(f"kube-proxy iptables-{f}: its load did not finish in {args.iptables_timeout:.0f} s and was stopped; no connects measured")
     after = machine_state()

@@ -37,7 +37,7 @@ from podnet.services.proxier import NftablesProxier
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of
 from podnet.store import keys
 from podnet.store.base import Store
-from podnet.util import locks
+from podnet.util import gcpause, locks
 
 
 @dataclass(frozen=True)
@@ -273,20 +273,20 @@ def sync(store: Store) -> list[str]:
     """Make the kernel hold every Service's rules; returns the Services replaced."""
     if not _worth_syncing(store):
         return []
-    with _lock():
+    with _lock(), gcpause.paused():  # the state is ~10 small objects per Service, all living on
         return proxier().apply(proxy_state(store))
 
 
 def sync_changed(store: Store, service_name: str) -> None:
     """Replace one Service's rules ("namespace/name", or "name" in namespace default)."""
     key = service_name if "/" in service_name else f"default/{service_name}"
-    with _lock():
+    with _lock(), gcpause.paused():
         proxier().update(proxy_state(store), key)
 
 
 def full_sync(store: Store) -> None:
     """Rebuild the whole table in one transaction (reconcile; a periodic repair)."""
-    with _lock():
+    with _lock(), gcpause.paused():  # generation-2 collections were half of proxy_state at 10,000
         proxier().sync(proxy_state(store))
 
 

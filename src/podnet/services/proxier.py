@@ -1,7 +1,10 @@
 """The Services proxier: keeps `table inet podnet-services` equal to a ProxyState.
 
-`sync(state)` replaces the table's content in one `nft -j -f -` transaction (and collects
-what is no longer wanted). `update(service, ports)` replaces one Service in one small
+`sync(state)` replaces the table's content (and collects what is no longer wanted) in two
+kernel transactions, each leaving the table consistent: the chains and rules through
+`nft -j -f -`, then the ~100,000 map elements of a large sync in one netlink batch
+(elements.py; nft's parsing of them was most of a sync's time). Any refusal falls back to
+one `nft -j -f -` transaction of everything. `update(service, ports)` replaces one Service in one small
 transaction whose size is that Service's, not the table's: it needs to know what the
 table holds for it, which the proxier remembers from its own last transaction; a fresh
 proxier (a CLI process) or any kernel refusal falls back to a full sync, so the kernel
@@ -15,12 +18,16 @@ podnet's stays in the kernel.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from podnet.dataplane import nft
+from podnet.dataplane import nft, nftbatch
 from podnet.errors import KernelError
-from podnet.services import conntrack, route, ruleset
+from podnet.services import conntrack, elements, route, ruleset
 from podnet.services.proxy import ProxyState, ServicePort
+from podnet.util import gcpause
+
+log = logging.getLogger(__name__)
 
 
 def list_existing() -> ruleset.Existing | None:
@@ -45,16 +52,54 @@ class NftablesProxier:
 
     # ---- full -------------------------------------------------------------------------
     def sync(self, state: ProxyState) -> None:
-        """Make the table hold exactly `state`, in one transaction."""
+        """Make the table hold exactly `state`: rules through nft JSON, then every map
+        element (and what is gone) in one netlink batch (ruleset.Split: each step leaves
+        the table consistent, so no Service stops answering in between). Any refusal falls
+        back to the one-transaction JSON path, so the kernel always converges."""
         if not state.ports:
             self.teardown()
             self._remember(state)
             return
+        with gcpause.paused():  # what it makes all lives on; a collection would walk every ServicePort again
+            self._sync(state)
+
+    def _sync(self, state: ProxyState) -> None:
         self._route(state)
         if self.applied:  # what our last transaction made: no listing (2 s at 10,000 Services)
             existing = ruleset.existing_after([p for ports in self.applied.values() for p in ports], self.shared)
         else:
             existing = list_existing() or ruleset.Existing()
+        try:
+            shared = self._split(state, existing)
+        except KernelError as exc:
+            log.warning("services: the split sync was refused (%s): one JSON transaction instead", exc.message)
+            shared = self._whole(state, list_existing() or ruleset.Existing())
+        self.shared = shared
+        old = self.state
+        self._remember(state)
+        self._forget_flows(old.ports, state.ports)
+
+    @staticmethod
+    def _split(state: ProxyState, existing: ruleset.Existing) -> ruleset.Shared:
+        split = ruleset.split_commands(state, existing)
+        nft.apply(split.commands)
+        batch = nftbatch.Batch(ruleset.TABLE)
+        for name in ruleset.ELEMENT_SETS:
+            batch.flush_set(name)
+        for name, encoded in elements.encode(state.ports).items():
+            batch.add_encoded(name, encoded)
+        for chain in split.drop_chains:  # rules first: a sticky chain's rule names its affinity set
+            batch.flush_chain(chain)
+        for chain in split.drop_chains:
+            batch.delete_chain(chain)
+        for name in split.drop_sets:
+            batch.delete_set(name)
+        batch.commit()
+        return split.shared
+
+    @staticmethod
+    def _whole(state: ProxyState, existing: ruleset.Existing) -> ruleset.Shared:
+        """The table in one nft JSON transaction (slower: nft parses every element)."""
         cmds, shared = ruleset.full_commands(state, existing)
         try:
             nft.apply(cmds)
@@ -64,10 +109,7 @@ class NftablesProxier:
             table = {"family": ruleset.FAMILY, "name": ruleset.TABLE}
             cmds, shared = ruleset.full_commands(state, ruleset.Existing())
             nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
-        self.shared = shared
-        old = self.state
-        self._remember(state)
-        self._forget_flows(old.ports, state.ports)
+        return shared
 
     def _remember(self, state: ProxyState) -> None:
         self.state = state

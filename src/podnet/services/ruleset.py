@@ -16,9 +16,10 @@ differences are measured, see below):
   dnat            `dnat to meta mark map @backend-addrs4 : meta mark & ~index map
                   @backend-ports`: ONE rule per family/protocol serves every Service
   svc-<group>     only for sessionAffinity ClientIP or backends with different target
-                  ports (a named port): kube-proxy's shape, `ip saddr @affinity-<group>-<b>
-                  goto sticky-<group>-<b>` per backend, then numgen over the sticky chains
-  sticky-<g>-<b>  `update @affinity-<g>-<b> { ip saddr }`, dnat to the backend
+                  ports (a named port): kube-proxy's shape, `ip saddr @affinity-<group>-<b>-<t>
+                  goto sticky-<group>-<b>` per backend (t: the timeout), then numgen over the
+                  sticky chains
+  sticky-<g>-<b>  `update @affinity-<g>-<b>-<t> { ip saddr }`, dnat to the backend
   nat-postrouting masquerade connections we DNATed when the client is the host itself
                   or one of its podnet networks (see proxy.ProxyState)
   filter-input/forward/output -> ct state new: no-endpoints -> reject: a Service with no
@@ -154,7 +155,10 @@ def needs_chains(port: ServicePort) -> bool:
     if port.affinity_timeout is not None:
         return True
     first = backends[0].port
-    return any(b.port != first for b in backends)
+    for b in backends:  # a plain loop: called for every port several times a sync
+        if b.port != first:
+            return True
+    return False
 
 
 # ---- the fixed part ---------------------------------------------------------------------
@@ -319,7 +323,7 @@ def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjec
         stickies.append(sticky)
         exprs: list[Expr] = []
         if port.affinity_timeout is not None:
-            aff = f"affinity-{port.group}-{bid}"
+            aff = f"affinity-{port.group}-{bid}-{port.affinity_timeout}"
             out.affinity_sets[aff] = port.affinity_timeout
             out.rules.append(rule_command(svc, [_match(_addr(f, "saddr"), f"@{aff}"), _goto(sticky)],
                                           f"{port.label}: a client seen lately keeps its backend"))
@@ -404,20 +408,70 @@ def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command],
     # fill
     cmds += shared_chains
     cmds += [{"add": {"chain": {**_T, "name": name}}} for name in objects.chains]
-    cmds += affinity_set_commands(objects.affinity_sets)
+    cmds += affinity_set_commands(objects.affinity_sets, existing.sets)
     cmds += [rule_command(chain, exprs, text) for chain, exprs, text in fixed_rules()]
     cmds += shared_rules + objects.rules
     cmds += element_commands("add", {**objects.elements, **local_client_elements(state)})
     return cmds, shared
 
 
-def affinity_set_commands(sets: dict[str, int]) -> list[Command]:
-    """Declare affinity sets (idempotent: an existing one keeps its clients).
+# The maps and sets whose elements a split sync writes over netlink (services/elements.py):
+# every one but the interval sets, which the JSON step writes.
+ELEMENT_SETS = tuple(name for name, (_, _, flags) in SETS.items() if "interval" not in flags)
+
+
+@dataclass
+class Split:
+    """A full sync in two kernel transactions, each leaving the table consistent:
+
+    commands   nft JSON: the table, its maps and every wanted chain declared, the wanted
+               chains that exist flushed and refilled, local-clients replaced. No element of
+               the other maps changes and nothing is deleted, so the old elements still find
+               every chain they name (chains that will go keep their rules until then).
+    then ONE netlink batch: every map in ELEMENT_SETS flushed and refilled, then the chains
+               (`drop_chains`, rules first) and affinity sets (`drop_sets`) no longer wanted
+               deleted: after the flush nothing names them.
+    """
+
+    commands: list[Command]
+    drop_chains: list[str]
+    drop_sets: list[str]
+    shared: Shared
+
+
+def split_commands(state: ProxyState, existing: Existing) -> Split:
+    """full_commands' table as a Split: the same chains, rules, sets and elements at the end."""
+    objects = merge([port_objects(p) for p in state.ports if needs_chains(p)])  # their chains and rules
+    shared = Shared()
+    shared_chains, shared_rules = shared_for(list(state.ports), shared)
+    wanted_chains = set(FIXED_CHAINS) | {c["add"]["chain"]["name"] for c in shared_chains} | set(objects.chains)
+    clients = local_client_elements(state)
+    cmds = table_commands()
+    cmds += [{"flush": {"chain": {**_T, "name": name}}} for name in sorted(existing.chains & wanted_chains)]
+    cmds += [{"flush": {"set": {**_T, "name": name}}} for name in SETS if name not in ELEMENT_SETS]
+    cmds += shared_chains
+    cmds += [{"add": {"chain": {**_T, "name": name}}} for name in objects.chains]
+    cmds += affinity_set_commands(objects.affinity_sets, existing.sets)
+    cmds += [rule_command(chain, exprs, text) for chain, exprs, text in fixed_rules()]
+    cmds += shared_rules + objects.rules
+    cmds += element_commands("add", clients)
+    return Split(cmds, sorted(existing.chains - wanted_chains),
+                 sorted(existing.sets - set(SETS) - set(objects.affinity_sets)), shared)
+
+
+def affinity_set_commands(sets: dict[str, int], existing: frozenset[str] = frozenset()) -> list[Command]:
+    """Declare the affinity sets not in `existing` (those keep their clients).
 
     nft 1.0.6's JSON has no `dynamic` flag; the kernel accepts `update` from the packet
-    path on a set with `timeout` (checked by the affinity test)."""
+    path on a set with `timeout` (checked by the affinity test), and marks the set dynamic
+    when a rule updates it: declaring it again without the flag is then refused (EEXIST,
+    kernel 6.x), which made every full sync with an affinity Service fall back to recreating
+    the table. So a set that exists is not declared again; its name carries its timeout, so
+    one that exists has the wanted timeout."""
     cmds = []
     for name, timeout in sets.items():
+        if name in existing:
+            continue
         group = int(name.split("-")[1])
         family = 6 if group & 1 else 4  # the group's low bit is its family (proxy.group_of)
         cmds.append({"add": {"set": {**_T, "name": name, "type": ADDR_TYPE[family], "flags": ["timeout"],
