@@ -20,9 +20,12 @@ from podnet.cli import render
 from podnet.errors import PermissionDenied
 
 
-def _from_agent(args: argparse.Namespace, path: str, body: dict[str, Any]) -> list[Any] | None:
+PS_HEADERS = ["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "ADDRESSES", "PORTS"]
+
+
+def _from_agent(args: Any, path: str, body: dict[str, Any]) -> list[Any] | None:
     """The agent's rows, or None: no agent, another --root than the agent's, or an agent that
-    cannot answer (an older one without the route, an error): then the CLI reads for itself."""
+    cannot answer (an older one without the route or a field, an error): then the CLI reads for itself."""
     if args.root is not None:
         return None
     from podnet.agent import client  # lazy: the socket client, for this path only
@@ -52,18 +55,30 @@ def _in_process(args: argparse.Namespace) -> list[Any]:
 
     return views.ps_rows(ctx, [doc for _, doc in ctx.store.list(keys.SANDBOXES)],
                          [doc for _, doc in ctx.store.list(keys.ENDPOINTS)], views.networks(ctx),
-                         show_all=args.all, as_json=args.json)
+                         show_all=args.all, as_json=args.json, compact=True)
 
 
-def _status_text(s: dict[str, Any]) -> str:
-    if s["running"]:
-        return f"Up {render.ago(s['started_at'])}"
-    if s["status"].startswith("Exited"):
-        return f"{s['status']} {render.ago(s['finished_at'])} ago".strip()
-    return s["status"]
+def _status_text(s: list[Any]) -> str:
+    """The STATUS cell of a compact status (api/views.table_row), with the clock read now."""
+    status, running, started_at, finished_at = s
+    if running:
+        return f"Up {render.ago(started_at)}"
+    if status.startswith("Exited"):
+        return f"{status} {render.ago(finished_at)} ago".strip()
+    return status
 
 
-def _print(args: argparse.Namespace, rows: list[Any], headers: list[str], cells: Any = None) -> None:
+def ps_rows_of_agent(args: Any) -> list[Any] | None:
+    """`ps`'s rows as the agent answers them (compact, the table's), or None: read them in-process."""
+    return _from_agent(args, "/v1/ps", {"all": args.all, "json": args.json, "compact": not args.json})
+
+
+def print_ps(args: Any, rows: list[Any]) -> None:
+    """`ps`'s output of its rows (--json, -q or the table), for cmd_ps and cli/quick.py alike."""
+    _print(args, rows, PS_HEADERS, lambda row: [*row[:3], _status_text(row[3]), *row[4:]])
+
+
+def _print(args: Any, rows: list[Any], headers: list[str], cells: Any = None) -> None:
     """--json's list, -q's ids (each row's first cell) or the table (cells: a row's printed cells)."""
     if args.json:
         render.dump_json(rows)
@@ -75,11 +90,10 @@ def _print(args: argparse.Namespace, rows: list[Any], headers: list[str], cells:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    rows = _from_agent(args, "/v1/ps", {"all": args.all, "json": args.json})
+    rows = ps_rows_of_agent(args)
     if rows is None:
         rows = _in_process(args)
-    _print(args, rows, ["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "ADDRESSES", "PORTS"],
-           lambda row: [*row[:3], _status_text(row[3]), *row[4:]])
+    print_ps(args, rows)
     return 0
 
 
