@@ -57,17 +57,19 @@ def timed(argv: list[str], runs: int, env: dict[str, str] | None = None) -> tupl
     return statistics.median(w for w, _ in got), min(w for w, _ in got), statistics.median(c for _, c in got)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process pid has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def idle_cpu(pid: int, seconds: float = 5.0) -> float:
     """The agent's CPU (user + system) over `seconds` with nothing asked of it, in % of one core:
     what its sync loop costs at rest (it looked for each sandbox's exit record 20 times a second)."""
-    def ticks() -> int:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    before, began = ticks(), time.monotonic()
+    before, began = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
-    return round(100.0 * (ticks() - before) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - began), 1)
+    return round(100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - began), 1)
 
 
 def row(runs: int) -> dict[str, object]:
@@ -107,7 +109,10 @@ def alternate(args: argparse.Namespace, held: list[subprocess.Popen[bytes]]) -> 
             env = {**os.environ, "PYTHONPATH": src}
             for name, argv in {"version": ["version"], "ps": ["ps"], "ps -a": ["ps", "-a"], "ps -q": ["ps", "-q"],
                                "ps --json": ["ps", "--json"]}.items():
+                before = cpu_seconds(held[0].pid)
                 got[tree].setdefault(name, []).extend(samples([sys.executable, "-m", "podnet", *argv], args.runs, env))
+                # the agent's CPU per command, its idle share included (clock ticks: a mean of many)
+                got[tree].setdefault(f"{name}: agent", []).append((cpu_seconds(held[0].pid) - before) * 1e3 / args.runs)
     return got
 
 
@@ -190,9 +195,13 @@ def main() -> int:
               f"({args.rounds} rounds of {args.runs}): median wall / CPU ms; against = {args.against}")
         print(f"{'command':14} {'this':>16} {'against':>16} {'wall ratio':>11} {'CPU ratio':>10}")
         for name in res["alternate"]["this"]:
+            if name.endswith(": agent"):
+                continue
             this, other = (res["alternate"][tree][name] for tree in ("this", "against"))
             (tw, tc), (ow, oc) = ([statistics.median(x[i] for x in s) for i in (0, 1)] for s in (this, other))
-            print(f"{name:14} {tw:7.1f} / {tc:6.1f} {ow:7.1f} / {oc:6.1f} {tw / ow:10.2f}x {tc / oc:9.2f}x")
+            ta, oa = (statistics.mean(res["alternate"][tree][f"{name}: agent"]) for tree in ("this", "against"))
+            print(f"{name:14} {tw:7.1f} / {tc:6.1f} {ow:7.1f} / {oc:6.1f} {tw / ow:10.2f}x {tc / oc:9.2f}x"
+                  f"   agent CPU per command {ta:5.1f} vs {oa:5.1f} ms")
     print(f"agent's idle CPU (% of a core over 5 s): {res['agent idle cpu 1']} at 1 sandbox, "
           f"{res[f'agent idle cpu {args.sandboxes}']} at {args.sandboxes}")
     print(f"making {args.sandboxes} through the agent: {res[f'made {args.sandboxes} (s)']} s; "
