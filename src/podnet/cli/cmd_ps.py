@@ -7,6 +7,11 @@ files and a /proc read per sandbox plus decoding every record (1.8 s at 1,000 sa
 under load). On the agent's path this module imports only the agent's socket client and the
 table's renderer: not the api's context, the store or the models. Both paths build their
 rows with api/views.ps_rows (network_rows); only the clock ("Up 3 minutes") is read here, when printed.
+
+The table's rows come compact (api/views.table_row: the status as a list of what the STATUS
+cell needs, not inspect's dict), a third of the bytes to send and decode at 1,000 sandboxes;
+an agent from before `compact` refuses the field, and the CLI then reads for itself. The plain
+forms of `ps` come here from cli/quick.py without argparse (ps_rows_of_agent, print_ps).
 """
 
 from __future__ import annotations
