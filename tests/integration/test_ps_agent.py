@@ -1,6 +1,7 @@
 """`podnet ps` and `network ls` asked of the agent (agent/listing.py, agent/exits.py) print what
 the CLI's own reads print, and an exit shows at once: with its code after the command ends, with 137 after a
-kill, whether or not the agent has reaped the sandbox yet."""
+kill, whether or not the agent has reaped the sandbox yet. `ps` without argparse (cli/quick.py) prints
+what the full parser's path prints, and leaves a bad flag to it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.privileged
 
 IN_PROCESS = ("--root", "/var/lib/podnet")  # the default store, read by the CLI itself (no agent asked)
 ARGS = (["ps"], ["ps", "-a"], ["ps", "-q"], ["ps", "-aq"], ["ps", "--json"], ["ps", "-a", "--json"],
+        ["ps", "-qa"], ["ps", "--all", "--quiet"], ["ps", "--json", "-q"],
         ["network", "ls"], ["network", "ls", "-q"], ["network", "ls", "--json"])
+# main()'s path when cli/quick.py declines: the parser's, the agent asked as before
+PARSED = ("-c", "import sys; from podnet.cli.main import _parsed; sys.exit(_parsed(sys.argv[1:]))")
 
 
 def _state(host: Host, name: str, *root: str) -> dict | None:
@@ -42,6 +46,15 @@ def _same_both_ways(host: Host) -> None:
         assert _clockless(by_agent) == _clockless(in_process), args
 
 
+def _quick_same_as_parsed(host: Host) -> None:
+    """Each `ps` through cli/quick.py prints what the parser's path prints (both ask the agent)."""
+    for args in ARGS:
+        if args[0] == "ps":
+            quick, parsed = host.podnet(*args), host.run([sys.executable, *PARSED, *args])
+            assert (quick.returncode, _clockless(quick.stdout), quick.stderr) == \
+                (parsed.returncode, _clockless(parsed.stdout), parsed.stderr), args
+
+
 def test_ps_through_the_agent_prints_what_the_cli_reads(host: Host) -> None:
     agent = start_agent(host)
     try:
@@ -60,6 +73,13 @@ def test_ps_through_the_agent_prints_what_the_cli_reads(host: Host) -> None:
         assert "podnet.api.context" in host.run([sys.executable, "-X", "importtime", "-m", "podnet",
                                                  *IN_PROCESS, "ps", "-a"]).stderr
         _same_both_ways(host)
+        _quick_same_as_parsed(host)
+        traced = host.run([sys.executable, "-X", "importtime", "-m", "podnet", "ps", "-a"])
+        assert "argparse" not in traced.stderr and "json.decoder" not in traced.stderr
+        for bad in (["ps", "-x"], ["ps", "--all=yes"], ["ps", "up"]):  # the parser's one line, with the agent running
+            quick, parsed = host.podnet(*bad, check=False), host.run([sys.executable, *PARSED, *bad], check=False)
+            assert quick.returncode == parsed.returncode == 2 and quick.stdout == parsed.stdout == ""
+            assert quick.stderr == parsed.stderr and len(quick.stderr.splitlines()) == 1, bad
 
         # a command that ends and one that is killed: exited, with their codes, right away
         pid = inspect(host, "killed")["State"]["Pid"]
@@ -77,6 +97,7 @@ def test_ps_through_the_agent_prints_what_the_cli_reads(host: Host) -> None:
         wait_for(lambda: all(_state(host, n)["Desired"] == "exited" for n in ("quits", "killed")), 10,
                  "the agent to reap the ended sandboxes")
         _same_both_ways(host)
+        _quick_same_as_parsed(host)
         host.podnet("rm", "-f", "shown")
         assert {v["Name"] for v in json.loads(host.podnet("ps", "--json").stdout)} == {"up"}
         _same_both_ways(host)

@@ -38,27 +38,56 @@ def status_view(doc: dict[str, Any], status: Any) -> dict[str, Any]:
 
 def ps_rows(ctx: Context, sandboxes: list[dict[str, Any]], endpoint_docs: list[dict[str, Any]],
             nets: dict[str, dict[str, Any]], show_all: bool, as_json: bool,
-            status_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[Any]:
+            status_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None, compact: bool = False,
+            table: list[tuple[dict[str, Any], tuple[str, ...]]] | None = None) -> list[Any]:
     """What `ps` prints, but for the clock: `--json`'s list, or the table's rows with each
-    sandbox's status (a dict: "Up 3 minutes" is written when printed). One function for the
-    CLI's own reads and the agent's answer (agent/listing.py), so both print the same."""
+    sandbox's status (a dict, or with `compact` the list table_row makes: "Up 3 minutes" is
+    written when printed). One function for the CLI's own reads and the agent's answer
+    (agent/listing.py), so both print the same; the agent passes the `table` it holds
+    (ps_table of the same records), made again only when they change."""
     status_of = status_of or (lambda doc: sandbox_status(ctx, doc))
+    if table is None:
+        table = ps_table(sandboxes, endpoint_docs, nets)
+    rows = []
+    for doc, cells in table:  # newest first: filtering keeps the order sorting the shown ones gives
+        status = status_of(doc)
+        if show_all or status["running"]:
+            rows.append((doc, cells, status))
+    if as_json:
+        endpoints = endpoints_by_sandbox(endpoint_docs)
+        return [sandbox_view(ctx, d, nets, endpoints.get(d["id"], []), s) for d, _, s in rows]
+    return [table_row(cells, s, compact) for _, cells, s in rows]
+
+
+def endpoints_by_sandbox(endpoint_docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     endpoints: dict[str, list[dict[str, Any]]] = {}
     for ep in endpoint_docs:
         endpoints.setdefault(ep["sandbox"], []).append(ep)
-    rows = []
-    for doc in sandboxes:
-        status = status_of(doc)
-        if show_all or status["running"]:
-            rows.append((doc, status))
-    rows.sort(key=lambda r: -r[0].get("created", 0))
-    if as_json:
-        return [sandbox_view(ctx, d, nets, endpoints.get(d["id"], []), s) for d, s in rows]
-    return [[d["id"][:12], d["name"], " ".join(d["argv"])[:30], s,
-             ",".join(nets.get(a["network"], {}).get("name", "?") for a in d.get("networks", [])),
-             ",".join(a.split("/")[0] for ep in endpoints.get(d["id"], []) for a in ep["addresses"]),
-             _ports(d) if s["running"] else ""]  # an exited sandbox publishes nothing (its ports are given back)
-            for d, s in rows]
+    return endpoints
+
+
+def ps_table(sandboxes: list[dict[str, Any]], endpoint_docs: list[dict[str, Any]],
+             nets: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    """Every sandbox, newest first, with the cells of its `ps` row that its records alone say:
+    id, name, command, networks, addresses and the ports it publishes while it runs (all but
+    the status). What the agent keeps between two `ps` while the store does not change."""
+    endpoints = endpoints_by_sandbox(endpoint_docs)
+    return [(d, (d["id"][:12], d["name"], " ".join(d["argv"])[:30],
+                 ",".join(nets.get(a["network"], {}).get("name", "?") for a in d.get("networks", [])),
+                 ",".join(a.split("/")[0] for ep in endpoints.get(d["id"], []) for a in ep["addresses"]),
+                 _ports(d)))
+            for d in sorted(sandboxes, key=lambda d: -d.get("created", 0))]
+
+
+def table_row(cells: tuple[str, ...], status: dict[str, Any], compact: bool) -> list[Any]:
+    """One `ps` row: ps_table's cells around the status, a dict (status_view's), or with
+    `compact` [status, running, started_at, finished_at]: what the table prints of it, in a
+    third of the bytes (cli/cmd_ps.py reads both)."""
+    sandbox_id, name, command, networks, addresses, ports = cells
+    running = status["running"]
+    shown = [status["status"], running, status["started_at"], status["finished_at"]] if compact else status
+    return [sandbox_id, name, command, shown, networks, addresses,
+            ports if running else ""]  # an exited sandbox publishes nothing (its ports are given back)
 
 
 def _ports(d: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ This module is the entry point and holds no parser: argparse, the parser classes
 command's flags live in cli/parser.py, imported by main() for every command but `version`,
 whose start-up is the floor of every command (argparse and the `re` it brings are ~10 ms of
 the ~35 ms `podnet version` costs on an idle machine, measured with -X importtime). The
-plain forms of `rm` and `stop` skip the parser too when the agent takes them (cli/quick.py).
+plain forms of `rm`, `stop` and `ps` skip the parser too when the agent takes them (cli/quick.py).
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["version"]:  # the start-up floor: no parser needed to read it
         return _cmd_version(None)
-    if argv[:1] in (["rm"], ["stop"]):  # the plain forms go to the agent without argparse (cli/quick.py)
-        from podnet.cli import quick  # lazy: for these two commands only
+    if argv[:1] in (["rm"], ["stop"], ["ps"]):  # the plain forms go to the agent without argparse (cli/quick.py)
+        from podnet.cli import quick  # lazy: for these three commands only
 
         done = _guarded(quick.through_agent, argv)
         if not isinstance(done, list):

@@ -1,5 +1,6 @@
-"""`podnet rm [-f] NAME...` and `podnet stop [-t SECONDS] NAME...` handed to the agent without
-argparse: the commands a user types most after `run`, whose own work in the agent is ~10 ms.
+"""`podnet rm [-f] NAME...`, `podnet stop [-t SECONDS] NAME...` and `podnet ps [-a] [-q] [--json]`
+handed to the agent without argparse: the commands a user types most after `run`, whose own
+work in the agent is ~10 ms.
 
 argparse, the `re` it imports and the parser module cost ~10 ms of such a command on an idle
 machine and ~60 ms at load 10 (measured in bench/run_docker.py's Host), more than the agent's
@@ -9,6 +10,9 @@ with the agent answering, is done here. Anything else (another flag or spelling,
 that starts with "-", --help, no agent, another --root or store flag before the command)
 returns None and goes through the full parser, which prints every message as before: this
 module never prints an error of its own.
+
+`ps` prints what cli/cmd_ps.py prints of the agent's rows, with its functions: only the flags
+are read here (`ps` takes no other argument), and the table needs neither argparse nor json.
 """
 
 from __future__ import annotations
@@ -20,6 +24,34 @@ if TYPE_CHECKING:
 RM_FLAGS = {"-f": "force", "--force": "force"}
 STOP_TIME_FLAGS = ("-t", "--time")
 STOP_DEFAULT_TIME = 10  # parser.py's default for stop's -t, an int there too (the same JSON)
+
+
+PS_FLAGS = {"-a": "all", "--all": "all", "-q": "quiet", "--quiet": "quiet", "--json": "json"}
+PS_SHORT = {"a": "all", "q": "quiet"}  # argparse reads -aq as -a -q
+
+
+class PsFlags:
+    """What cli/cmd_ps.py reads of the parser's namespace for `ps`: its flags, no --root."""
+
+    root = None
+
+    def __init__(self) -> None:
+        self.all = self.quiet = self.json = False
+
+
+def ps_flags(words: list[str]) -> PsFlags | None:
+    """The flags of `ps WORDS...`, or None for anything else the parser would take or refuse
+    (an abbreviation like --al, --help, an argument, a flag given a value)."""
+    flags = PsFlags()
+    for word in words:
+        if word in PS_FLAGS:
+            setattr(flags, PS_FLAGS[word], True)
+        elif len(word) > 2 and word[0] == "-" and all(letter in PS_SHORT for letter in word[1:]):
+            for letter in word[1:]:
+                setattr(flags, PS_SHORT[letter], True)
+        else:
+            return None
+    return flags
 
 
 def _plain_number(text: str) -> bool:
@@ -60,6 +92,8 @@ def through_agent(argv: list[str]) -> int | list[str] | None:
     some names were done, the argv of the names left, for main to run the same way.
 
     A refusal of the agent raises the PodnetError cmd_sandbox would raise: main prints it."""
+    if argv[0] == "ps":
+        return _ps(argv[1:])
     planned = plan(argv)
     if planned is None:
         return None
@@ -71,4 +105,19 @@ def through_agent(argv: list[str]) -> int | list[str] | None:
         if answer is None:
             return None if done == 0 else argv[: len(argv) - len(names)] + names[done:]
         print(answer["name"])
+    return 0
+
+
+def _ps(words: list[str]) -> int | None:
+    """`ps` with the agent's rows; None when the flags are not plain or the agent does not
+    answer (the full parser's path reads them in-process, or prints the parser's error)."""
+    flags = ps_flags(words)
+    if flags is None:
+        return None
+    from podnet.cli import cmd_ps  # lazy: render and the agent's client, for this command only
+
+    rows = cmd_ps.ps_rows_of_agent(flags)
+    if rows is None:
+        return None
+    cmd_ps.print_ps(flags, rows)
     return 0
