@@ -10,6 +10,11 @@ pods, one plugin process per call, timed from spawn to exit as a runtime sees it
   handle    podnet.cni.plugin.handle() called in one warm process: the agent's work without
             the process start and the socket (and what --profile profiles: pods 11..60
             against the last 50, to show what grows with the pods)
+  kernel    no plugin: iproute2 making what an ADD makes of the kernel (a veth born in the pod's
+            namespace, its host end up on a bridge; inside: lo and eth0 up, the address, the
+            default route), two `ip` processes per pod, and `ip link del` for DEL: the floor of
+            the kernel's own growth with the pods, printed beside the agent's (cheap: ~20 s
+            at 1,000)
   reference /usr/lib/cni/bridge + host-local with ipMasq (iptables), cniVersion 1.0.0
   netavark  Debian's netavark 1.4 `setup` / `teardown NETNS` with the JSON podman sends (a
             bridge network, iptables; podman's own IPAM gives the address: a static IP)
@@ -18,6 +23,7 @@ With --parallel N, one more phase: N ADDs at once through the thin entry and the
 runtime starting N pods), then N DELs at once; it prints each call's p50/p95 and the
 wall time of the burst. --compare DIR runs that phase a second time, in the same run, with
 the podnet source tree DIR/src (e.g. /work/main) for the agent and the plugin: before/after.
+Without --parallel, --compare DIR runs the agent phase first with DIR/src (column "before").
 
 The namespace of each pod is made beforehand with `ip netns add` (untimed, as a runtime
 does). ADDs run 1..N; DELs run N..1, so "DEL at k" is a DEL with k pods on the network.
@@ -55,7 +61,8 @@ REFERENCE_CONF = {
     "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
              "dataDir": "/var/lib/cni/networks"},
 }
-KINDS = ("agent", "pyentry", "fallback", "handle", "reference", "netavark")
+KINDS = ("agent", "pyentry", "fallback", "handle", "kernel", "reference", "netavark")
+KERNEL_BRIDGE = "kbench0"
 NETAVARK = "/usr/lib/podman/netavark"
 
 
@@ -82,7 +89,7 @@ def _netavark_options(i: int) -> str:
     """What podman hands netavark for container i on the bench network (its IPAM chose the IP)."""
     return json.dumps({
         "container_id": f"bench{i:06d}", "container_name": f"b{i}", "port_mappings": None,
-        "networks": {"bench": {"static_ips": [f"10.88.{i // 250}.{i % 250 + 2}"], "interface_name": "eth0"}},
+        "networks": {"bench": {"static_ips": [_address(i)], "interface_name": "eth0"}},
         "network_info": {"bench": {
             "name": "bench", "id": "b" * 64, "driver": "bridge", "network_interface": "nvbench0",
             "subnets": [{"subnet": SUBNET, "gateway": "10.88.0.1"}], "ipv6_enabled": False, "internal": False,
@@ -97,6 +104,40 @@ def _spawn(argv: list[str], env: dict[str, str], stdin: str) -> float:
     if r.returncode != 0:
         raise SystemExit(f"{argv[0]} {env['CNI_COMMAND']} failed: {r.stdout.strip()} {r.stderr.strip()[-500:]}")
     return took
+
+
+def _address(i: int) -> str:
+    """Pod i's address on the bench network, as netavark's options and the kernel phase give it."""
+    return f"10.88.{i // 250}.{i % 250 + 2}"
+
+
+def _ip(argv: list[str], stdin: str | None = None) -> None:
+    r = subprocess.run(["ip", *argv], input=stdin, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"ip {' '.join(argv)} failed: {r.stderr.strip()}")
+
+
+def _kernel_bridge() -> None:
+    _ip(["link", "add", KERNEL_BRIDGE, "type", "bridge"])
+    _ip(["addr", "add", "10.88.0.1/16", "dev", KERNEL_BRIDGE])
+    _ip(["link", "set", KERNEL_BRIDGE, "up"])
+
+
+def _kernel_add(i: int) -> float:
+    """What ADD asks of the kernel, by hand: the veth into the pod's namespace, its host end up on
+    the bridge, then the pod's side in one `ip -batch` (lo, eth0, address, default route)."""
+    t = time.perf_counter()
+    _ip(["link", "add", f"kb{i}", "up", "master", KERNEL_BRIDGE, "type", "veth", "peer", "name", "eth0",
+         "netns", f"b{i}"])
+    _ip(["-n", f"b{i}", "-batch", "-"], "link set lo up\nlink set eth0 up\n"
+        f"addr add {_address(i)}/16 dev eth0\nroute add default via 10.88.0.1\n")
+    return time.perf_counter() - t
+
+
+def _kernel_del(i: int) -> float:
+    t = time.perf_counter()
+    _ip(["link", "del", f"kb{i}"])
+    return time.perf_counter() - t
 
 
 def _startup(env_extra: dict[str, str], runs: int = 20) -> list[float]:
@@ -145,7 +186,9 @@ def driver(kind: str, count: int, profile: bool) -> None:
     _private_dirs()
     agent = None
     out: dict = {"kind": kind}
-    if kind not in ("reference", "netavark"):
+    if kind == "kernel":
+        _kernel_bridge()
+    if kind not in ("reference", "netavark", "kernel"):
         entry = ["--python-entry"] if kind == "pyentry" else []
         installed = subprocess.run([sys.executable, "-m", "podnet", "cni", "install", "--dir", "/opt/cni/bin", *entry],
                                    check=True, capture_output=True, text=True).stdout
@@ -191,6 +234,8 @@ def driver(kind: str, count: int, profile: bool) -> None:
             adds.append(call(env, conf))
             if profiler is not None:
                 profiler.disable()
+        elif kind == "kernel":
+            adds.append(_kernel_add(i))
         elif kind == "netavark":
             adds.append(_spawn([NETAVARK, "--config", "/run/netavark", "setup", env["CNI_NETNS"]], env,
                                _netavark_options(i)))
@@ -203,6 +248,9 @@ def driver(kind: str, count: int, profile: bool) -> None:
         if kind == "netavark":
             dels.append(_spawn([NETAVARK, "--config", "/run/netavark", "teardown", env["CNI_NETNS"]], env,
                                _netavark_options(i)))
+            continue
+        if kind == "kernel":
+            dels.append(_kernel_del(i))
             continue
         dels.append(call(env, conf) if call is not None else _spawn(argv, env, conf))
     dels.reverse()  # dels[k-1] is the DEL made while k pods were on the network
@@ -284,9 +332,9 @@ def cell(samples: list[float] | None) -> str:
 
 
 def table(results: dict[str, dict], marks: list[int], verb: str) -> list[str]:
-    kinds = [k for k in KINDS if k in results]
+    kinds = [k for k in ("before", *KINDS) if k in results]
     key = "adds" if verb == "ADD" else "dels"
-    ratios = [(a, b) for a, b in (("agent", "reference"), ("agent", "netavark"), ("pyentry", "reference"),
+    ratios = [(a, b) for a, b in (("agent", "reference"), ("agent", "netavark"), ("agent", "kernel"), ("agent", "before"), ("pyentry", "reference"),
                                   ("fallback", "reference")) if a in results and b in results]
     head = (f"{verb + ' at pod':>12} | " + " | ".join(f"{k:^15}" for k in kinds) + " | "
             + "  ".join(f"{a[:7] + '/' + b[:3]:>11}" for a, b in ratios))
@@ -311,7 +359,8 @@ def main() -> int:
     ap.add_argument("--skip", action="append", default=[], choices=KINDS)
     ap.add_argument("--profile", action="store_true", help="cProfile the handle phase's ADDs and print the top")
     ap.add_argument("--parallel", type=int, metavar="N", help="only the burst phase: N ADDs at once, then N DELs")
-    ap.add_argument("--compare", type=Path, metavar="DIR", help="with --parallel: also run it with DIR/src (before)")
+    ap.add_argument("--compare", type=Path, metavar="DIR",
+                    help="also run the agent phase (or with --parallel, the burst) with DIR/src (before)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run it as root: it makes network namespaces (inside private sandboxes)")
@@ -328,6 +377,8 @@ def main() -> int:
         return _check_unchanged(before)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
+    if args.compare and "agent" not in args.skip:
+        results["before"] = run_phase("agent", args.count, False, args.compare)
     for kind in KINDS:
         if kind in args.skip:
             continue
@@ -336,6 +387,8 @@ def main() -> int:
     marks = sorted({m for m in (1, 100, 500, 1000) if m <= args.count} | {args.count})
     print(f"\nCNI ADD and DEL, milliseconds per call (spawn to exit), {args.count} pods on one network "
           f"({args.fallback_count} for the fallback); each row: the 10 calls around the k-th pod\n")
+    if "before" in results:
+        print(f"before: the agent phase with {args.compare}/src; agent: with {REPO}/src\n")
     for verb in ("ADD", "DEL"):
         print("\n".join(table(results, marks, verb)))
         print()
@@ -347,7 +400,7 @@ def main() -> int:
         if "pyentry" in results:
             print(f"  stdlib Python entry -> agent           {cell(results['pyentry']['startup_agent'])}")
         print(f"  compiled entry -> fallback (no agent)  {cell(startup['startup_fallback'])}")
-    for kind in ("agent", "pyentry", "reference", "netavark"):
+    for kind in ("before", "agent", "pyentry", "handle", "kernel", "reference", "netavark"):
         if kind in results:
             adds = results[kind]["adds"]
             print(f"{kind}: ADD p50 over all {len(adds)} pods {p(adds, 0.5):.1f} ms, "
@@ -355,6 +408,13 @@ def main() -> int:
             dels = results[kind]["dels"]
             print(f"{' ' * len(kind)}  DEL p50 over all {len(dels)} pods {p(dels, 0.5):.1f} ms, "
                   f"at the last 10 / first 10 = {p(dels[-10:], 0.5) / p(dels[1:11], 0.5):.2f}x")
+    grew = {kind: p(window(r["adds"], args.count), 0.5) / p(window(r["adds"], 1), 0.5)
+            for kind, r in results.items() if kind != "fallback"}
+    if grew:  # target 1's flatness: the last row's ADD p50 against the first row's
+        print(f"ADD p50 at pod {args.count} / at pod 1: "
+              + ", ".join(f"{kind} {ratio:.2f}x" for kind, ratio in grew.items())
+              + (f"; agent over the kernel's own growth: {grew['agent'] / grew['kernel']:.2f}x"
+                 if "agent" in grew and "kernel" in grew else ""))
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     if "profile" in results.get("handle", {}):
         print("\nprofile of handle() ADDs (pods 11..N), by cumulative time:\n" + results["handle"]["profile"])
