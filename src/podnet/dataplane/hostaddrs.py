@@ -18,7 +18,7 @@ RT_TABLE_MAIN = 254
 
 def addresses() -> list[IPAddr]:
     """Every address on the host's links (podnet's own bridges too: their subnets are taken anyway)."""
-    return [ipaddress.ip_address(text) for text, _ in netlink.addresses_of_link(None)]
+    return [ipaddress.ip_address(a.address) for a in netlink.host_addresses()]
 
 
 def default_gateways() -> list[IPAddr]:

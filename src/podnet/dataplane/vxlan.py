@@ -15,7 +15,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from podnet.dataplane import netlink, rtnl
+from podnet.dataplane import netlink
 
 PORT = 4789  # IANA's VXLAN port
 OVERHEAD = 50  # outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14)
@@ -43,8 +43,8 @@ def underlay_mtu() -> int:
             mtu = ipr.link("get", index=route.get_attr("RTA_OIF"))[0].get_attr("IFLA_MTU")
             if mtu:
                 return int(mtu)
-    with_address = {a.index for a in rtnl.addresses(family=AF_INET) if a.scope == 0}
-    found = [link.mtu for link in rtnl.links()
+    with_address = {a.index for a in netlink.host_addresses(family=AF_INET) if a.scope == 0}
+    found = [link.mtu for link in netlink.host_links()
              if link.index in with_address and link.flags & 1 and not (link.alias or "").startswith("podnet:")]
     return int(min(found)) if found else 1500
 
@@ -65,7 +65,7 @@ def _vni(attrs: dict[str, Any]) -> int | None:
 
 def vnis_in_use() -> dict[int, str]:
     """VNI -> ifname of every VXLAN link on the host (two devices cannot share one on a port)."""
-    return {link.vni: link.name for link in rtnl.links() if link.kind == "vxlan" and link.vni is not None}
+    return {link.vni: link.name for link in netlink.host_links() if link.kind == "vxlan" and link.vni is not None}
 
 
 def ensure_device(name: str, vni: int, mtu: int, mac: str, alias: str, address: str | None) -> int:

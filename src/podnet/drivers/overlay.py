@@ -183,7 +183,7 @@ class OverlayDriver:
         if attrs is None:
             return False
         wanted = [s.gateway for s in net.subnets if s.gateway]
-        have = {text for text, _ in netlink.addresses_of_link(attrs["index"])}
+        have = {a.address for a in netlink.host_addresses(attrs["index"])}
         return all(g in have for g in wanted)
 
     def detach(self, net: Network, ep: Endpoint, netns: Path | str | None = None) -> None:
