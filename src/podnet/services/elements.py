@@ -26,7 +26,7 @@ from typing import Iterable
 
 from podnet.dataplane import nftbatch
 from podnet.services.proxy import Backend, ServicePort, mark_base
-from podnet.services.ruleset import pick_chain
+from podnet.services.ruleset import needs_chains, pick_chain
 
 _MARK = struct.Struct("=I").pack
 _PORT = struct.Struct(">H").pack
@@ -40,25 +40,20 @@ BLOCK = 256  # backends encoded as one bytes block at most (nftbatch splits mess
 
 class _Backends:
     """What one backends tuple encodes to (the controller shares one tuple among the Services
-    of a selector): whether it takes the per-backend chains, and its backend-addrs elements
+    of a selector): its backend-addrs elements
     less their marks. From a tuple's second use on, its elements with marks 0..n-1 are kept
     as ONE integer, so that a port's elements are that integer plus its group's mark base at
     every mark's position (the marks' low INDEX_BITS are the index and the base's are zero:
     the addition is an OR) and one to_bytes: ~1 us a port instead of ~1 us a backend."""
 
-    __slots__ = ("backends", "one_port", "head", "rests", "uses", "template", "positions", "size")
+    __slots__ = ("backends", "head", "rests", "uses", "template", "positions", "size")
 
     def __init__(self, backends: tuple[Backend, ...], family: int, encoder: nftbatch.Encoder) -> None:
         self.backends = backends  # held: the memo is keyed by its id()
         af = _AF[family]
         pton = socket.inet_pton
         self.head, middle, tail = encoder.shape(4, 4 if family == 4 else 16)
-        self.rests = []
-        ports = set()
-        for b in backends:
-            self.rests.append(middle + pton(af, b.address) + tail)
-            ports.add(b.port)
-        self.one_port = len(ports) == 1
+        self.rests = [middle + pton(af, b.address) + tail for b in backends]
         self.uses = 0
         self.template = self.positions = self.size = 0
 
@@ -98,7 +93,7 @@ def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
             made = memo.get(id(backends))
             if made is None or made.backends is not backends:
                 made = memo[id(backends)] = _Backends(backends, f, encoder)
-            per_backend = port.affinity_timeout is not None or not made.one_port  # ruleset.needs_chains
+            per_backend = needs_chains(port)
             target = f"svc-{port.group}" if per_backend else pick_chain(len(backends))
         for front in port.frontends:
             if front.address is None:

@@ -395,9 +395,7 @@ def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command],
     objects = PortObjects()
     for p in state.ports:
         port_objects(p, objects)
-    shared = Shared()
-    shared_chains, shared_rules = shared_for(list(state.ports), shared)
-    wanted_chains = set(FIXED_CHAINS) | {c["add"]["chain"]["name"] for c in shared_chains} | set(objects.chains)
+    fill, wanted_chains, shared = _chains_and_rules(state, objects, existing)
     cmds = table_commands()
     # clear: rules of every chain there, elements of every map, then what is no longer wanted
     cmds += [{"flush": {"chain": {**_T, "name": name}}} for name in sorted(existing.chains)]
@@ -405,14 +403,25 @@ def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command],
     cmds += [{"delete": {"chain": {**_T, "name": name}}} for name in sorted(existing.chains - wanted_chains)]
     cmds += [{"delete": {"set": {**_T, "name": name}}}
              for name in sorted(existing.sets - set(SETS) - set(objects.affinity_sets))]
-    # fill
-    cmds += shared_chains
+    cmds += fill
+    cmds += element_commands("add", {**objects.elements, **local_client_elements(state)})
+    return cmds, shared
+
+
+def _chains_and_rules(state: ProxyState, objects: PortObjects,
+                      existing: Existing) -> tuple[list[Command], set[str], Shared]:
+    """What both kinds of full sync add after clearing: the shared and per-Service chains, the
+    affinity sets not there yet, and every rule; with the names of the chains `state` wants
+    and the shared chains it leaves. `objects` holds at least the per-Service chains' ports."""
+    shared = Shared()
+    shared_chains, shared_rules = shared_for(list(state.ports), shared)
+    wanted = set(FIXED_CHAINS) | {c["add"]["chain"]["name"] for c in shared_chains} | set(objects.chains)
+    cmds = shared_chains
     cmds += [{"add": {"chain": {**_T, "name": name}}} for name in objects.chains]
     cmds += affinity_set_commands(objects.affinity_sets, existing.sets)
     cmds += [rule_command(chain, exprs, text) for chain, exprs, text in fixed_rules()]
     cmds += shared_rules + objects.rules
-    cmds += element_commands("add", {**objects.elements, **local_client_elements(state)})
-    return cmds, shared
+    return cmds, wanted, shared
 
 
 # The maps and sets whose elements a split sync writes over netlink (services/elements.py):
@@ -442,19 +451,12 @@ class Split:
 def split_commands(state: ProxyState, existing: Existing) -> Split:
     """full_commands' table as a Split: the same chains, rules, sets and elements at the end."""
     objects = merge([port_objects(p) for p in state.ports if needs_chains(p)])  # their chains and rules
-    shared = Shared()
-    shared_chains, shared_rules = shared_for(list(state.ports), shared)
-    wanted_chains = set(FIXED_CHAINS) | {c["add"]["chain"]["name"] for c in shared_chains} | set(objects.chains)
-    clients = local_client_elements(state)
+    fill, wanted_chains, shared = _chains_and_rules(state, objects, existing)
     cmds = table_commands()
     cmds += [{"flush": {"chain": {**_T, "name": name}}} for name in sorted(existing.chains & wanted_chains)]
     cmds += [{"flush": {"set": {**_T, "name": name}}} for name in SETS if name not in ELEMENT_SETS]
-    cmds += shared_chains
-    cmds += [{"add": {"chain": {**_T, "name": name}}} for name in objects.chains]
-    cmds += affinity_set_commands(objects.affinity_sets, existing.sets)
-    cmds += [rule_command(chain, exprs, text) for chain, exprs, text in fixed_rules()]
-    cmds += shared_rules + objects.rules
-    cmds += element_commands("add", clients)
+    cmds += fill
+    cmds += element_commands("add", local_client_elements(state))
     return Split(cmds, sorted(existing.chains - wanted_chains),
                  sorted(existing.sets - set(SETS) - set(objects.affinity_sets)), shared)
 
