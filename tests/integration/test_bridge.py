@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -124,6 +127,39 @@ def test_dual_stack(host: Host) -> None:
     out = probe(host, "c", web6, 80)
     assert out.returncode == 0 and "fd00:60::99" in out.stdout, out.stdout
     assert host.podnet("exec", "c", "--", "ping", "-6", "-c1", "-W2", "fd00:60::1", check=False).returncode == 0
+    # podnet is the pod's only source of IPv6 addresses and routes: router advertisements are ignored
+    assert host.podnet("exec", "c", "--", "cat", "/proc/sys/net/ipv6/conf/eth0/accept_ra").stdout.strip() == "0"
+
+
+def test_ipv4_only_sandboxes_have_no_ipv6_and_flood_none_to_their_neighbours(host: Host) -> None:
+    """Docker disables IPv6 on an IPv4-only interface (CVE-2024-32473: else a router
+    advertisement on the link gives it addresses and routes). The link-local chatter of each
+    new pod (duplicate detection, MLD reports, router solicitations) was also flooded by the
+    bridge to every other pod, work that grew with every pod: a pod watching its link sees
+    none of it while others join."""
+    host.podnet("network", "create", "app", "--subnet", "10.41.0.0/24")
+    host.podnet("run", "-d", "--name", "watcher", "--network", "app", "--", "sleep", "infinity")
+    assert host.podnet("exec", "watcher", "--", "ip", "-6", "addr", "show", "dev", "eth0").stdout.strip() == ""
+    assert host.podnet("exec", "watcher", "--", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6").stdout.strip() == "1"
+    host_if = inspect(host, "watcher")["Networks"]["app"]["HostInterface"]
+    assert json.loads(host.run(["ip", "-j", "-6", "addr", "show", "dev", host_if]).stdout) in ([], [{}]), \
+        "the bridge port holds no IPv6 address either"
+    bridge = json.loads(host.podnet("network", "inspect", "app").stdout)[0]["Interface"]
+    bridge_mac = json.loads(host.run(["ip", "-j", "link", "show", bridge]).stdout)[0]["address"]
+    capture = host.popen([sys.executable, "-m", "podnet", "capture", "watcher", "ip6", "and", "not", "ether", "src", bridge_mac],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert capture.stderr is not None
+        while "listening on" not in (line := capture.stderr.readline()):
+            assert line, "podnet capture stopped before tcpdump listened"
+        for name in ("a", "b", "c"):
+            host.podnet("run", "-d", "--name", name, "--network", "app", "--", "sleep", "infinity")
+        assert ping(host, "a", address(host, "watcher", "app")), "IPv4 between them is untouched"
+        time.sleep(2.5)  # a link-local address's duplicate detection takes ~1 s, its first solicitation follows
+    finally:
+        capture.terminate()
+        flooded, _ = capture.communicate(timeout=10)
+    assert flooded.strip() == "", f"IPv6 frames flooded to the watcher's port:\n{flooded}"
 
 
 def test_nothing_left_after_rm_and_network_rm(internet_host: Host) -> None:

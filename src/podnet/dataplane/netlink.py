@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from podnet.dataplane import netns, rtnl
+from podnet.dataplane import netns, rtnl, sysctl
 from podnet.errors import KernelError, PermissionDenied, Unsupported
 
 IFA_F_NODAD = 0x02  # a new address is usable at once; podnet hands out unique addresses itself
@@ -250,8 +250,10 @@ def create_veth_into(
             if index is None:
                 raise KernelError(f"veth {host_ifname} vanished right after it was made", "run `podnet reconcile`")
             settle = rtnl.Batch()
+            # A bridge port needs no IPv6 address of its own: without one it sends nothing the
+            # bridge would flood to every other port (set before the peer brings carrier up).
             rtnl.set_link(settle, index, f"configure veth {host_ifname}", up=True, alias=alias,
-                          master=master if existed else None)
+                          master=master if existed else None, no_ipv6_addresses=master is not None)
             if master is not None:
                 rtnl.hairpin(settle, index, f"set hairpin mode on {host_ifname}")
             settle.send(sock)
@@ -312,11 +314,20 @@ def probe_kind(kind: str, parent: str | None = None) -> None:
     delete_link(name)
 
 
+def settle_ipv6_inside(netns_path: Path | str, ifname: str, addresses: list[str]) -> None:
+    """A sandbox interface's IPv6 switches (sysctl.settle_pod_ipv6): off without an IPv6
+    address, no router advertisements nor duplicate detection with one. Before it comes up."""
+    with netns.enter(netns_path):
+        sysctl.settle_pod_ipv6(ifname, any(":" in cidr for cidr in addresses))
+
+
 def configure_inside(
     netns_path: Path, ifname: str, addresses: list[str], default_gateways: list[str], mtu: int | None
 ) -> None:
     """Addresses, link state and default routes of one interface inside a sandbox, in one
-    round trip (rtnl.py): lo up, the link up, its addresses, then its default routes."""
+    round trip (rtnl.py): lo up, the link up, its addresses, then its default routes. Its IPv6
+    switches are set first, while it is down (settle_ipv6_inside)."""
+    settle_ipv6_inside(netns_path, ifname, addresses)
     try:
         with rtnl.inside(netns_path, ifname) as (sock, index):
             if index is None:

@@ -35,7 +35,8 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 19, 20, 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_PROTINFO = 1, 3, 4, 10, 12
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_NET_NS_FD = 18, 20, 26, 28
+IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_BRPORT_MODE = 4  # the hairpin flag of a bridge port
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
@@ -171,7 +172,9 @@ def veth_into(batch: Batch, host_ifname: str, peer_ifname: str, netns_fd: int | 
 
 
 def set_link(batch: Batch, index: int, what: str, up: bool = False, alias: str | None = None,
-             master: int | None = None, mtu: int | None = None) -> None:
+             master: int | None = None, mtu: int | None = None, no_ipv6_addresses: bool = False) -> None:
+    """no_ipv6_addresses: the kernel makes no link-local address for the link (addrgenmode
+    none), so it sends no IPv6 at all; takes effect if set before the link first has carrier."""
     body = _ifinfo(index, up)
     if alias is not None:
         body += _str(IFLA_IFALIAS, alias)
@@ -179,6 +182,8 @@ def set_link(batch: Batch, index: int, what: str, up: bool = False, alias: str |
         body += _u32(IFLA_MASTER, master)
     if mtu:
         body += _u32(IFLA_MTU, mtu)
+    if no_ipv6_addresses:
+        body += _nested(IFLA_AF_SPEC, _nested(socket.AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))))
     batch.add(RTM_SETLINK, 0, body, what)
 
 

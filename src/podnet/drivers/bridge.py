@@ -87,7 +87,7 @@ class BridgeDriver:
             if any(s.version == 6 for s in net.subnets):
                 sysctl.set_value("net.ipv6.conf.all.forwarding", "1")
         # Lets the host's own connections to 127.0.0.1:PORT be DNATed onto this bridge.
-        sysctl.set_value(f"net.ipv4.conf.{name}.route_localnet", "1")
+        sysctl.set_interface_value("ipv4", name, "route_localnet", "1")
 
     def teardown_network(self, net: Network) -> None:
         netlink.delete_link(bridge_name(net))

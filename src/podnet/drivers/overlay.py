@@ -132,8 +132,8 @@ class OverlayDriver:
         self._bridge.setup_network(net)
         name = bridge_name(net)
         # The bridge answers for the other hosts' blocks (routed via the VXLAN device), at once.
-        sysctl.set_value(f"net.ipv4.conf.{name}.proxy_arp", "1")
-        sysctl.set_value(f"net.ipv4.neigh.{name}.proxy_delay", "0")
+        sysctl.set_interface_value("ipv4", name, "proxy_arp", "1")
+        sysctl.set_interface_value("ipv4", name, "proxy_delay", "0", table="neigh")
         if hostgw.uses_routes(net):
             return  # routes via the peers' underlay addresses or WireGuard, no VXLAN device (program_peers)
         block = local_block(net)

@@ -73,6 +73,7 @@ class RoutedDriver:
         host_index = netlink.link_index(host_if)
         host_mac = netlink.link_attrs(host_if)["IFLA_ADDRESS"]  # type: ignore[index]
         singles = host_routes(ep)
+        netlink.settle_ipv6_inside(netns, ep.ifname, singles)
         with netlink.in_netns(netns) as inner:
             index = netlink.link_index(ep.ifname, inner)
             if index is None:
