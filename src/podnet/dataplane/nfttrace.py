@@ -7,13 +7,13 @@ nothing else is touched. The caller sends the packet (from the source's network 
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 from podnet.dataplane import nft
+from podnet.util.readable import wait_readable
 
 MONITOR_START_S = 0.3  # `nft monitor` subscribes after it starts; no line says when it has
 
@@ -36,8 +36,7 @@ def trace(table: str, match: list[dict[str, Any]], send: Callable[[], None], wai
         assert monitor.stdout is not None
         fd = monitor.stdout.fileno()
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+            if not wait_readable(fd, deadline - time.monotonic()):
                 break
             chunk = os.read(fd, 65536)
             if not chunk:

@@ -51,6 +51,7 @@ from podnet.errors import (
 from podnet.runtime import capabilities, cgroups, check_name, process, rootfs
 from podnet.runtime.etcfiles import atomic_write
 from podnet.util import perms
+from podnet.util.readable import wait_readable
 
 if TYPE_CHECKING:  # the supervisor never spawns with subprocess: keep its start-up light
     import subprocess
@@ -192,7 +193,7 @@ def _read_report(fd: int, timeout: float) -> dict | None:
     chunks = []
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
-        if not select.select([fd], [], [], left)[0]:
+        if not wait_readable(fd, left):
             break
         data = os.read(fd, 65536)
         if not data:
