@@ -21,6 +21,7 @@ pytestmark = pytest.mark.privileged
 COMMON = r'''
 import json, subprocess, sys, time
 from podnet.services import ruleset
+from podnet.services.backendsets import BackendSets
 from podnet.services.proxier import NftablesProxier
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of
 
@@ -58,6 +59,8 @@ def varied(backends):
         ServicePort("a/empty", "", group_of(3, 0, 6), 6, "udp", (Frontend(None, 30090), Frontend("fd96::12", 80))),
         ServicePort("a/sticky", "", group_of(4, 0, 6), 6, "tcp", (Frontend("fd96::13", 443),),
                     tuple(Backend(f"fd40::{k + 2:x}", 8443) for k in range(backends)), 300),
+        ServicePort("a/twin", "", group_of(5, 0, 4), 4, "tcp", (Frontend("10.96.200.14", 80),),  # a/web's backends
+                    tuple(Backend(f"10.40.0.{k + 2}", 8080) for k in range(backends))),
     ]
 
 
@@ -83,7 +86,7 @@ a = ProxyState(tuple(varied(3) + many(300, 4, first=10)), ("10.40.0.0/24", "10.4
 b = ProxyState(tuple(varied(2) + many(200, 6, first=100)), ("10.40.0.0/24",), ("10.96.0.0/16",))
 out = {}
 for name, state in (("a", a), ("b", b)):
-    proxier._whole(state, ruleset.Existing())
+    proxier._whole(state, ruleset.Existing(), BackendSets.of(state.ports).owners)
     out[f"json {name}"] = listing()
     proxier.teardown()
 proxier._whole = refuse_json
@@ -113,7 +116,11 @@ def test_netlink_elements_read_back_as_the_json_path_writes_them(host: Host) -> 
                     raise AssertionError(f"{got}: {part} differ from the JSON path's: {sorted(diff)[:10]}")
     a, b = out["json a"], out["json b"]
     assert {c for c in a["chains"] if c.startswith("sticky-")} != {c for c in b["chains"] if c.startswith("sticky-")}
-    assert len(a["sets"]["service-ips4"]["elem"]) == 303 and len(a["sets"]["backend-addrs6"]["elem"]) == 3
+    assert len(a["sets"]["service-ips4"]["elem"]) == 304 and len(a["sets"]["backend-addrs6"]["elem"]) == 3
+    # a/twin shares a/web's IPv4 backends: they are in backend-addrs4 once (web's 3, dns's 3 and
+    # 4 per fast-path port of many(); its named-port and affinity ones take their own chains)
+    fast = sum(1 for i in range(10, 310) if i % 7 != 3 and i % 11 != 5)
+    assert len(a["sets"]["backend-addrs4"]["elem"]) == 3 + 3 + 4 * fast
 
 
 ACROSS = COMMON + r'''

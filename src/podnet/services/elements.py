@@ -72,9 +72,10 @@ class _Backends:
         return [head + _MARK(base | i) + rest for i, rest in enumerate(self.rests)]
 
 
-def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
+def encode(ports: Iterable[ServicePort], owners: dict[int, int] | None = None) -> dict[str, list[bytes]]:
     """Every map element of `ports`, by map name, encoded for nftbatch.Batch.add_encoded
-    (an item may hold several elements: one port's backend-addrs).
+    (an item may hold several elements: one port's backend-addrs). owners: group -> its
+    backend set's owner (backendsets.py), as ruleset.port_objects takes it.
 
     The full sync's inner loop: the backends' part is made once per distinct backends tuple
     (_Backends) and each frontend's elements are a few byte concatenations with headers
@@ -83,10 +84,12 @@ def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
     out: dict[str, list[bytes]] = {}
     memo: dict[int, _Backends] = {}
     pton = socket.inet_pton
+    owners = owners or {}
     for port in ports:
         f = port.family
         proto = _PROTO[port.protocol]
-        base = mark_base(port.group)
+        owner = owners.get(port.group, port.group)
+        base = mark_base(owner)
         mark = _MARK(base)
         backends = port.backends
         if backends:
@@ -107,7 +110,7 @@ def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
                 continue
             out.setdefault(names[1], []).append(encoder.value(key, mark))
             out.setdefault(names[2], []).append(encoder.verdict(key, target))
-        if not backends or per_backend:
+        if not backends or per_backend or owner != port.group:
             continue
         out.setdefault(f"backend-addrs{f}", []).extend(made.encoded(base))
         out.setdefault("backend-ports", []).append(encoder.value(mark, _PORT(backends[0].port)))

@@ -282,8 +282,12 @@ def _frontend_key(port: ServicePort, address: str | None, number: int) -> Any:
     return _concat(address, port.protocol, number)
 
 
-def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjects:
+def port_objects(port: ServicePort, out: PortObjects | None = None, owner: int | None = None) -> PortObjects:
     """What one port puts in the table, added to `out` (a new one by default).
+
+    owner: the group whose backend elements the port uses (backendsets.py): its frontends
+    carry that group's mark, and only the owner itself writes the backend elements. None:
+    the port's own group (a port in no shared set).
 
     Addresses are taken as given: the controller hands canonical strings (from IPAM and
     validated manifests); parsing 110,000 of them again would cost more than the sync.
@@ -291,7 +295,7 @@ def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjec
     out = out if out is not None else PortObjects()
     elements = out.elements
     f = port.family
-    base = mark_base(port.group)
+    base = mark_base(port.group if owner is None else owner)
     backends = port.backends
     per_backend = needs_chains(port)
     if backends:
@@ -309,6 +313,8 @@ def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjec
     if not backends:
         return out
     if not per_backend:
+        if owner is not None and owner != port.group:
+            return out  # the set's owner writes its backends
         elements.setdefault(f"backend-addrs{f}", []).extend([base | i, b.address] for i, b in enumerate(backends))
         elements.setdefault("backend-ports", []).append([base, backends[0].port])
         return out
@@ -384,17 +390,20 @@ def existing_after(ports: list[ServicePort], shared: "Shared") -> Existing:
     return Existing(frozenset(chains | set(objects.chains)), frozenset(set(SETS) | set(objects.affinity_sets)))
 
 
-def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command], Shared]:
+def full_commands(state: ProxyState, existing: Existing,
+                  owners: dict[int, int] | None = None) -> tuple[list[Command], Shared]:
     """One transaction that makes the table hold exactly `state`, and the shared chains it
-    leaves.
+    leaves. owners: group -> its backend set's owner (backendsets.BackendSets.owners); none
+    given, every port writes its own backends.
 
     Everything is flushed and refilled; per-Service chains and affinity sets that are no
     longer wanted are deleted; affinity sets that stay keep their clients (an `add` of an
     existing set is a no-op).
     """
     objects = PortObjects()
+    owners = owners or {}
     for p in state.ports:
-        port_objects(p, objects)
+        port_objects(p, objects, owners.get(p.group))
     fill, wanted_chains, shared = _chains_and_rules(state, objects, existing)
     cmds = table_commands()
     # clear: rules of every chain there, elements of every map, then what is no longer wanted
@@ -503,14 +512,17 @@ def shared_for(ports: list[ServicePort], shared: Shared) -> tuple[list[Command],
     return chains, rules
 
 
-def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Shared) -> list[Command]:
-    """One transaction that turns one Service's `old` ports into `new` ones.
+def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Shared,
+                   owners_before: dict[int, int] | None = None, owners_after: dict[int, int] | None = None) -> list[Command]:
+    """One transaction that turns one Service's `old` ports into `new` ones (with, in both,
+    the other ports whose backend set moved: backendsets.BackendSets.replace).
 
     Its size is the two Services' elements and chains, never the table's. Shared pick-N
     chains are added when a new N appears and left for the next full sync to collect.
     """
-    before = merge([port_objects(p) for p in old])
-    after = merge([port_objects(p) for p in new])
+    owners_before, owners_after = owners_before or {}, owners_after or {}
+    before = merge([port_objects(p, owner=owners_before.get(p.group)) for p in old])
+    after = merge([port_objects(p, owner=owners_after.get(p.group)) for p in new])
     chains, rules = shared_for(new, shared)
     cmds: list[Command] = chains
     cmds += [{"add": {"chain": {**_T, "name": c}}} for c in after.chains if c not in before.chains]
