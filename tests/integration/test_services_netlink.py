@@ -153,3 +153,64 @@ def test_a_vip_answers_across_full_syncs(app: Host) -> None:
     answers = json.loads(app.run([sys.executable, "-c", ACROSS, program("many.py"), *backends], timeout=600).stdout)
     assert len(answers) >= 7
     assert set(answers) <= {"web1", "web2"}, [a for a in answers if a not in ("web1", "web2")][:5]
+
+
+SHARED = COMMON + r'''
+from collections import Counter
+
+web = [Backend(a, 8080) for a in sys.argv[2:]]
+
+
+def svc(slot, backends):
+    return ServicePort(f"t/s{slot}", "", group_of(slot, 0, 4), 4, "tcp", (Frontend(f"10.96.98.{slot}", 80),), tuple(backends))
+
+
+def who(slot, count=30):
+    out = subprocess.run([sys.executable, sys.argv[1], f"10.96.98.{slot}", "80", "tcp", str(count)],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(Counter(line.split()[0] for line in out.splitlines()))
+
+
+def backend_addrs():
+    table = json.loads(subprocess.run(["nft", "-j", "list", "map", "inet", ruleset.TABLE, "backend-addrs4"],
+                                      check=True, capture_output=True, text=True).stdout)["nftables"]
+    return len(next(o["map"] for o in table if "map" in o).get("elem", ()))
+
+
+steps = [("both share", None, [svc(1, web), svc(2, web)]),
+         ("the owner leaves", "t/s1", [svc(1, web[2:]), svc(2, web)]),
+         ("it comes back", "t/s1", [svc(1, web), svc(2, web)]),
+         ("the new owner leaves", "t/s2", [svc(1, web), svc(2, web[:1])]),
+         ("it is deleted", "t/s2", [svc(1, web)])]
+proxier = NftablesProxier(clear_conntrack=False)
+proxier._whole = refuse_json
+out = []
+for label, key, ports in steps:
+    state = ProxyState(tuple(ports), ("10.40.0.0/24",), ("10.96.0.0/16",))
+    if key is None:
+        proxier.sync(state)
+    else:
+        proxier.update(state, key)
+    out.append([label, who(1), who(2, 30 if len(ports) == 2 else 2), backend_addrs()])  # a gone VIP times out
+proxier.teardown()
+print(json.dumps(out))
+'''
+
+
+def test_services_sharing_backends_keep_balancing_when_one_changes(app: Host) -> None:
+    """Two Services over the same three endpoints share one copy of them in the maps; one at
+    a time each changes (its set's owner leaving it), comes back or goes, through the
+    proxier's one-Service update: each VIP answers from exactly its own endpoints every time."""
+    names = ("web1", "web2", "web3")
+    web_servers(app, names)
+    backends = [address(app, n, "app") for n in names]
+    steps = json.loads(app.run([sys.executable, "-c", SHARED, program("many.py"), *backends], timeout=300).stdout)
+    want = {"both share": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
+            "the owner leaves": ({"web3"}, {"web1", "web2", "web3"}, 4),
+            "it comes back": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
+            "the new owner leaves": ({"web1", "web2", "web3"}, {"web1"}, 4),
+            "it is deleted": ({"web1", "web2", "web3"}, {"FAIL"}, 3)}
+    for label, first, second, elements in steps:
+        assert (set(first), set(second), elements) == want[label], (label, first, second)
+        if len(want[label][0]) == 3:
+            assert min(first.values()) >= 3, (label, first)
