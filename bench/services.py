@@ -119,7 +119,7 @@ def accepts(addr: str, port: int) -> bool:
     return True
 
 
-def store_sync(n: int, pods: int) -> dict[str, float]:
+def store_sync(n: int, pods: int, profile: bool = False) -> dict[str, object]:
     """What the agent pays: controller.full_sync(store) with n Services in the store, each
     selecting 10 of `pods` CNI pods by label (pods / 10 selectors), from reading the store
     to the one nft transaction; then proxy_state() alone (the Python half)."""
@@ -141,11 +141,21 @@ def store_sync(n: int, pods: int) -> dict[str, float]:
             svc = Service(name=f"svc-{i}", namespace="bench", id=f"bench{i}", selector={"app": f"a{i % (pods // ENDPOINTS)}"},
                           ports=[ServicePortSpec(port=VIP_PORT, target_port=REAL_PORT)], cluster_ips=[vip(i)], slot=i)
             txn.put(keys.service("bench", svc.name), svc.model_dump())
-    out = {}
+    out: dict[str, object] = {}
     for label in ("fresh", "replace"):
         t = time.perf_counter()
         controller.full_sync(store)
         out[f"store full sync, {label} (s)"] = time.perf_counter() - t
+    if profile:  # one more replace under cProfile: where the store's full sync spends its time
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(controller.full_sync, store)
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(30)
+        out["profile"] = text.getvalue()
     t = time.perf_counter()
     with gcpause.paused():  # as full_sync builds it
         state = controller.proxy_state(store)
@@ -216,7 +226,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
         proxier.sync(full)
         lat["podnet N"] += connect_latency(measured_full, args.connects)
     proxier.teardown()
-    res.update(store_sync(n, args.pods))
+    res.update(store_sync(n, args.pods, args.profile))
 
     for flavour in list(args.iptables):
         binary = f"iptables-{flavour}-restore"
@@ -304,6 +314,7 @@ def main() -> int:
     p.add_argument("--changes", type=int, default=20)
     p.add_argument("--pods", type=int, default=1000, help="CNI pods in the store for the full sync from the store")
     p.add_argument("--iptables", action="append", choices=["nft", "legacy", "none"], help="default: both")
+    p.add_argument("--profile", action="store_true", help="print cProfile's view of one more full_sync from the store")
     p.add_argument("--iptables-timeout", type=float, default=600, help="give up a kube-proxy load after this many seconds")
     if sys.argv[1:2] == ["_driver"]:
         args = p.parse_args(sys.argv[3:])
@@ -320,7 +331,7 @@ def main() -> int:
     with Host("bench") as host:
         argv = [sys.executable, str(Path(__file__).resolve()), "_driver", "-", "--services", str(args.services),
                 "--connects", str(args.connects), "--rounds", str(args.rounds), "--changes", str(args.changes),
-                "--iptables-timeout", str(args.iptables_timeout), "--pods", str(args.pods)]
+                "--iptables-timeout", str(args.iptables_timeout), "--pods", str(args.pods)] + (["--profile"] if args.profile else [])
         for f in args.iptables:
             argv += ["--iptables", f]
         out = host.run(argv, timeout=3600)
@@ -328,6 +339,8 @@ def main() -> int:
     args.iptables = [f for f in args.iptables if f not in res["slow"]]
     args.iptables = [f for f in args.iptables if f != "none"]
     report(res, args)
+    if "profile" in res:
+        print("\nfull_sync from the store, one more replace under cProfile (cumulative):\n" + str(res["profile"]))
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     for f in res["slow"]:
         print(f"kube-proxy iptables-{f}: its load did not finish in {args.iptables_timeout:.0f} s and was stopped; no connects measured")

@@ -55,20 +55,23 @@ class BackendSets:
         The controller hands one backends tuple object to every port of a selector, so a
         tuple is hashed (ten Backends each) once per distinct object, not once per port."""
         out = cls()
-        by_id: dict[int, Key] = {}
+        # id(backends) -> (the tuple, its family, its users, their owner): a tuple's hash is not
+        # cached (ten Backends hashed on every dict lookup), so each distinct object is hashed once
+        by_id: dict[int, tuple[tuple[Any, ...], int, set[int], int]] = {}
         for port in ports:
             backends = port.backends
             if not backends or needs_chains(port):
                 continue
-            key = by_id.get(id(backends))
-            if key is None or key[1] is not backends or key[0] != port.family:
-                key = by_id[id(backends)] = (port.family, backends)
-            owner = out.owner_of.setdefault(key, port.group)
-            out.owners[port.group] = owner
-            users = out.users.get(key)
-            if users is None:
-                users = out.users[key] = set()
-            users.add(port.group)
+            found = by_id.get(id(backends))
+            if found is None or found[0] is not backends or found[1] != port.family:
+                key = (port.family, backends)
+                users = out.users.get(key)
+                if users is None:
+                    users = out.users[key] = set()
+                    out.owner_of[key] = port.group
+                found = by_id[id(backends)] = (backends, port.family, users, out.owner_of[key])
+            found[2].add(port.group)
+            out.owners[port.group] = found[3]
             out.ports[port.group] = port
         return out
 

@@ -149,16 +149,9 @@ def backend_id(address: str, port: int) -> str:
 
 def needs_chains(port: ServicePort) -> bool:
     """Affinity, or backends that disagree on the target port, take the per-backend chains."""
-    backends = port.backends
-    if not backends:
+    if not port.backends:
         return False
-    if port.affinity_timeout is not None:
-        return True
-    first = backends[0].port
-    for b in backends:  # a plain loop: called for every port several times a sync
-        if b.port != first:
-            return True
-    return False
+    return port.affinity_timeout is not None or port.mixed_targets
 
 
 # ---- the fixed part ---------------------------------------------------------------------
