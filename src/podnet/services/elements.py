@@ -1,6 +1,7 @@
 """The Services maps' elements as nf_tables netlink bytes: the bulk of a full sync.
 
-At 10,000 Services x 10 endpoints a full sync writes ~130,000 map elements. As nft JSON
+At 10,000 Services x 10 endpoints, each with its own endpoints, a full sync writes ~130,000
+map elements (ports that share their backends write them once: backendsets.py). As nft JSON
 (ruleset.port_objects + `nft -j -f`) they cost ~0.7 s of Python to build, ~0.4 s to
 serialise and ~3 s of nft's parsing and evaluation at load ~3; written straight to netlink
 (dataplane/nftbatch.py) the kernel's share is ~0.5 s and nothing is parsed. This module

@@ -4,7 +4,8 @@ Layout of `table inet podnet-services` (kube-proxy's nftables proxier is the mod
 differences are measured, see below):
 
   nat-prerouting, nat-output (nat, dstnat)  -> jump services
-  services        packet mark := base of the port's group, looked up by
+  services        packet mark := base of the port's group (for ports that share their
+                  backends, the group that owns their one copy: backendsets.py), looked up by
                   `ip daddr . meta l4proto . th dport` in service-marks4 (VIPs and external
                   IPs), then the same key in the verdict map service-ips4 -> goto pick-N
                   (N = the port's number of backends) or goto svc-<group> (affinity);
