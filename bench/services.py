@@ -119,7 +119,32 @@ def accepts(addr: str, port: int) -> bool:
     return True
 
 
-def store_sync(n: int, pods: int, profile: bool = False) -> dict[str, object]:
+def shared_set_changes(proxier: object, state: object, changes: int) -> dict[str, float]:
+    """update() of one Service of the store's state whose backends 100 Services share, as the
+    agent makes it: the set's owner loses an endpoint (its set moves to another of its users,
+    whose 99 marks are rewritten), then gets it back (it joins the set as a plain user); each
+    time the owner of the moment, so every loss is a move. Milliseconds, medians."""
+    from dataclasses import replace
+
+    from podnet.services.proxy import ProxyState
+
+    moves, joins = [], []
+    for k in range(max(1, changes // 2)):
+        ports = list(state.ports)  # type: ignore[attr-defined]
+        key = (4, ports[0].backends)
+        owner = proxier.sets.ports[proxier.sets.owner_of[key]]  # type: ignore[attr-defined]
+        at = ports.index(owner)
+        for label, backends, times in (("move", owner.backends[1:], moves), ("join", owner.backends, joins)):
+            ports[at] = replace(owner, backends=backends)
+            changed = ProxyState(tuple(ports), state.local_clients, state.service_cidrs)  # type: ignore[attr-defined]
+            t = time.perf_counter()
+            proxier.update(changed, owner.service)  # type: ignore[attr-defined]
+            times.append((time.perf_counter() - t) * 1000)
+    return {"store one change, the set moves (ms)": statistics.median(moves),
+            "store one change, joins a set (ms)": statistics.median(joins)}
+
+
+def store_sync(n: int, pods: int, profile: bool = False, changes: int = 5) -> dict[str, object]:
     """What the agent pays: controller.full_sync(store) with n Services in the store, each
     selecting 10 of `pods` CNI pods by label (pods / 10 selectors), from reading the store
     to the one nft transaction; then proxy_state() alone (the Python half)."""
@@ -161,6 +186,7 @@ def store_sync(n: int, pods: int, profile: bool = False) -> dict[str, object]:
         state = controller.proxy_state(store)
     out["store proxy_state (s)"] = time.perf_counter() - t
     assert sum(len(p.backends) for p in state.ports) == n * ENDPOINTS, "every Service has its 10 endpoints"
+    out.update(shared_set_changes(controller.proxier(), state, changes))
     controller.proxier().teardown()
     # the anchor: the same from the store through one nft JSON transaction (the path before)
     from podnet.services import ruleset
@@ -226,7 +252,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
         proxier.sync(full)
         lat["podnet N"] += connect_latency(measured_full, args.connects)
     proxier.teardown()
-    res.update(store_sync(n, args.pods, args.profile))
+    res.update(store_sync(n, args.pods, args.profile, args.changes))
 
     for flavour in list(args.iptables):
         binary = f"iptables-{flavour}-restore"
@@ -288,6 +314,9 @@ def report(res: dict[str, object], args: argparse.Namespace) -> None:
                  f"{res['store full sync, one JSON transaction (s)']:.2f})", *["" for _ in args.iptables]))
     rows.append(("one endpoint change (ms)", f"{res['nft one change (ms)']:.1f} (max {res['nft one change max (ms)']:.1f})",
                  *["full reload" for _ in args.iptables]))
+    rows.append(("same, store's state, backends shared by 100 (ms)",
+                 f"{res['store one change, the set moves (ms)']:.1f} when its set moves, "
+                 f"{res['store one change, joins a set (ms)']:.1f} when it joins one", *["" for _ in args.iptables]))
     names = ["podnet", *args.iptables]
     for label, key in (("connect, 1 Service", "1"), (f"connect, {n} Services", "N")):
         rows.append((label, *[f"{res[f'lat {m} {key} p50']:.0f} / {res[f'lat {m} {key} p99']:.0f}" for m in names]))
