@@ -178,9 +178,9 @@ def backend_addrs():
 
 
 steps = [("both share", None, [svc(1, web), svc(2, web)]),
-         ("the owner leaves", "t/s1", [svc(1, web[2:]), svc(2, web)]),
+         ("its first user leaves", "t/s1", [svc(1, web[2:]), svc(2, web)]),
          ("it comes back", "t/s1", [svc(1, web), svc(2, web)]),
-         ("the new owner leaves", "t/s2", [svc(1, web), svc(2, web[:1])]),
+         ("the other leaves", "t/s2", [svc(1, web), svc(2, web[:1])]),
          ("it is deleted", "t/s2", [svc(1, web)])]
 proxier = NftablesProxier(clear_conntrack=False)
 proxier._whole = refuse_json
@@ -199,16 +199,17 @@ print(json.dumps(out))
 
 def test_services_sharing_backends_keep_balancing_when_one_changes(app: Host) -> None:
     """Two Services over the same three endpoints share one copy of them in the maps; one at
-    a time each changes (its set's owner leaving it), comes back or goes, through the
-    proxier's one-Service update: each VIP answers from exactly its own endpoints every time."""
+    a time each leaves the set (the first one, whose group is the set's id, included), comes
+    back or goes, through the proxier's one-Service update: each VIP answers from exactly its
+    own endpoints every time, and the maps hold one copy of each backends tuple in use."""
     names = ("web1", "web2", "web3")
     web_servers(app, names)
     backends = [address(app, n, "app") for n in names]
     steps = json.loads(app.run([sys.executable, "-c", SHARED, program("many.py"), *backends], timeout=300).stdout)
     want = {"both share": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
-            "the owner leaves": ({"web3"}, {"web1", "web2", "web3"}, 4),
+            "its first user leaves": ({"web3"}, {"web1", "web2", "web3"}, 4),
             "it comes back": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
-            "the new owner leaves": ({"web1", "web2", "web3"}, {"web1"}, 4),
+            "the other leaves": ({"web1", "web2", "web3"}, {"web1"}, 4),
             "it is deleted": ({"web1", "web2", "web3"}, {"FAIL"}, 3)}
     for label, first, second, elements in steps:
         assert (set(first), set(second), elements) == want[label], (label, first, second)

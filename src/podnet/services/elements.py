@@ -86,6 +86,7 @@ def encode(ports: Iterable[ServicePort], owners: dict[int, int] | None = None) -
     memo: dict[int, _Backends] = {}
     pton = socket.inet_pton
     owners = owners or {}
+    written: set[int] = set()  # the backend sets encoded already
     for port in ports:
         f = port.family
         proto = _PROTO[port.protocol]
@@ -111,8 +112,9 @@ def encode(ports: Iterable[ServicePort], owners: dict[int, int] | None = None) -
                 continue
             out.setdefault(names[1], []).append(encoder.value(key, mark))
             out.setdefault(names[2], []).append(encoder.verdict(key, target))
-        if not backends or per_backend or owner != port.group:
+        if not backends or per_backend or owner in written:
             continue
+        written.add(owner)
         out.setdefault(f"backend-addrs{f}", []).extend(made.encoded(base))
         out.setdefault("backend-ports", []).append(encoder.value(mark, _PORT(backends[0].port)))
     return out

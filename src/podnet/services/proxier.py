@@ -129,10 +129,9 @@ class NftablesProxier:
             return
         old = list(self.applied.get(service, ()))
         shared = ruleset.Shared(set(self.shared.picks), self.shared.backends)
-        owners_before = dict(self.sets.owners)
-        moved = self.sets.replace(old, new)  # other Services' ports whose backend set changed owner
+        change = self.sets.replace(old, new)
         try:
-            nft.apply(ruleset.delta_commands(old + moved, new + moved, shared, owners_before, self.sets.owners))
+            nft.apply(ruleset.delta_commands(old, new, shared, change))
         except KernelError:
             self.sync(state)  # the table is not what we remember: converge the slow way
             return

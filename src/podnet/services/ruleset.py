@@ -276,12 +276,13 @@ def _frontend_key(port: ServicePort, address: str | None, number: int) -> Any:
     return _concat(address, port.protocol, number)
 
 
-def port_objects(port: ServicePort, out: PortObjects | None = None, owner: int | None = None) -> PortObjects:
+def port_objects(port: ServicePort, out: PortObjects | None = None, owner: int | None = None,
+                 with_backends: bool = True) -> PortObjects:
     """What one port puts in the table, added to `out` (a new one by default).
 
-    owner: the group whose backend elements the port uses (backendsets.py): its frontends
-    carry that group's mark, and only the owner itself writes the backend elements. None:
-    the port's own group (a port in no shared set).
+    owner: the id of the backend set the port uses (backendsets.py): its frontends carry
+    that id's mark. None: the port's own group (a port in no shared set). with_backends:
+    also the set's backend elements (False for every user of a set but one).
 
     Addresses are taken as given: the controller hands canonical strings (from IPAM and
     validated manifests); parsing 110,000 of them again would cost more than the sync.
@@ -307,10 +308,8 @@ def port_objects(port: ServicePort, out: PortObjects | None = None, owner: int |
     if not backends:
         return out
     if not per_backend:
-        if owner is not None and owner != port.group:
-            return out  # the set's owner writes its backends
-        elements.setdefault(f"backend-addrs{f}", []).extend([base | i, b.address] for i, b in enumerate(backends))
-        elements.setdefault("backend-ports", []).append([base, backends[0].port])
+        if with_backends:
+            backend_elements(port, base, out)
         return out
     # kube-proxy's shape for the few Services that need per-backend state
     svc = f"svc-{port.group}"
@@ -334,6 +333,13 @@ def port_objects(port: ServicePort, out: PortObjects | None = None, owner: int |
     out.rules.append(rule_command(svc, [{"vmap": {"key": {"numgen": {"mode": "random", "mod": len(stickies), "offset": 0}},
                                                   "data": {"set": choice}}}], f"{port.label}: a new client gets a random backend"))
     return out
+
+
+def backend_elements(port: ServicePort, base: int, out: PortObjects) -> None:
+    """The backend-addrs and backend-ports elements of a fast-path port's backends, under `base`."""
+    f = port.family
+    out.elements.setdefault(f"backend-addrs{f}", []).extend([base | i, b.address] for i, b in enumerate(port.backends))
+    out.elements.setdefault("backend-ports", []).append([base, port.backends[0].port])
 
 
 def merge(objects: list[PortObjects]) -> PortObjects:
@@ -396,8 +402,12 @@ def full_commands(state: ProxyState, existing: Existing,
     """
     objects = PortObjects()
     owners = owners or {}
+    written: set[int] = set()  # the sets whose backends are in `objects` already
     for p in state.ports:
-        port_objects(p, objects, owners.get(p.group))
+        owner = owners.get(p.group)
+        port_objects(p, objects, owner, owner is None or owner not in written)
+        if owner is not None:
+            written.add(owner)
     fill, wanted_chains, shared = _chains_and_rules(state, objects, existing)
     cmds = table_commands()
     # clear: rules of every chain there, elements of every map, then what is no longer wanted
@@ -507,16 +517,27 @@ def shared_for(ports: list[ServicePort], shared: Shared) -> tuple[list[Command],
 
 
 def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Shared,
-                   owners_before: dict[int, int] | None = None, owners_after: dict[int, int] | None = None) -> list[Command]:
-    """One transaction that turns one Service's `old` ports into `new` ones (with, in both,
-    the other ports whose backend set moved: backendsets.BackendSets.replace).
+                   sets: Any = None) -> list[Command]:
+    """One transaction that turns one Service's `old` ports into `new` ones.
+
+    sets: what backendsets.BackendSets.replace returned for this change (None: every port
+    writes its own backends): the ports' marks, and the backend sets that go or come.
 
     Its size is the two Services' elements and chains, never the table's. Shared pick-N
     chains are added when a new N appears and left for the next full sync to collect.
     """
-    owners_before, owners_after = owners_before or {}, owners_after or {}
-    before = merge([port_objects(p, owner=owners_before.get(p.group)) for p in old])
-    after = merge([port_objects(p, owner=owners_after.get(p.group)) for p in new])
+    if sets is None:
+        before = merge([port_objects(p) for p in old])
+        after = merge([port_objects(p) for p in new])
+    else:
+        before = merge([port_objects(p, owner=sets.before.get(p.group), with_backends=p.group not in sets.before)
+                        for p in old])
+        after = merge([port_objects(p, owner=sets.after.get(p.group), with_backends=p.group not in sets.after)
+                       for p in new])
+        for set_id, port in sets.gone:
+            backend_elements(port, mark_base(set_id), before)
+        for set_id, port in sets.made:
+            backend_elements(port, mark_base(set_id), after)
     chains, rules = shared_for(new, shared)
     cmds: list[Command] = chains
     cmds += [{"add": {"chain": {**_T, "name": c}}} for c in after.chains if c not in before.chains]
