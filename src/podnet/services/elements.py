@@ -75,8 +75,8 @@ class _Backends:
 
 def encode(ports: Iterable[ServicePort], owners: dict[int, int] | None = None) -> dict[str, list[bytes]]:
     """Every map element of `ports`, by map name, encoded for nftbatch.Batch.add_encoded
-    (an item may hold several elements: one port's backend-addrs). owners: group -> its
-    backend set's owner (backendsets.py), as ruleset.port_objects takes it.
+    (an item may hold several elements: one port's backend-addrs). owners: group -> the id
+    of its backend set (backendsets.py); each set's backends are encoded once.
 
     The full sync's inner loop: the backends' part is made once per distinct backends tuple
     (_Backends) and each frontend's elements are a few byte concatenations with headers

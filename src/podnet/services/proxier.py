@@ -47,7 +47,7 @@ class NftablesProxier:
     def __init__(self, manage_route: bool = True, clear_conntrack: bool = True) -> None:
         self.applied: dict[str, tuple[ServicePort, ...]] | None = None  # None: unknown, sync first
         self.shared = ruleset.Shared()
-        self.sets = BackendSets()  # which ports share whose backend elements (backendsets.py)
+        self.sets = BackendSets()  # which ports share one copy of their backends (backendsets.py)
         self.state = ProxyState()
         self.manage_route = manage_route
         self.clear_conntrack = clear_conntrack

@@ -5,7 +5,7 @@ differences are measured, see below):
 
   nat-prerouting, nat-output (nat, dstnat)  -> jump services
   services        packet mark := base of the port's group (for ports that share their
-                  backends, the group that owns their one copy: backendsets.py), looked up by
+                  backends, the id of their one copy: backendsets.py), looked up by
                   `ip daddr . meta l4proto . th dport` in service-marks4 (VIPs and external
                   IPs), then the same key in the verdict map service-ips4 -> goto pick-N
                   (N = the port's number of backends) or goto svc-<group> (affinity);
@@ -393,8 +393,8 @@ def existing_after(ports: list[ServicePort], shared: "Shared") -> Existing:
 def full_commands(state: ProxyState, existing: Existing,
                   owners: dict[int, int] | None = None) -> tuple[list[Command], Shared]:
     """One transaction that makes the table hold exactly `state`, and the shared chains it
-    leaves. owners: group -> its backend set's owner (backendsets.BackendSets.owners); none
-    given, every port writes its own backends.
+    leaves. owners: group -> its backend set's id (backendsets.BackendSets.owners), whose
+    backends are written once; none given, every port writes its own.
 
     Everything is flushed and refilled; per-Service chains and affinity sets that are no
     longer wanted are deleted; affinity sets that stay keep their clients (an `add` of an
