@@ -119,7 +119,30 @@ def accepts(addr: str, port: int) -> bool:
     return True
 
 
-def store_sync(n: int, pods: int) -> dict[str, float]:
+def shared_set_changes(proxier: object, state: object, changes: int) -> dict[str, float]:
+    """update() of one Service of the store's state whose backends 100 Services share, as the
+    agent makes it: it loses an endpoint (it leaves the shared set for a new one of its own),
+    then gets it back (it joins the shared set again; its own set goes). Milliseconds, medians."""
+    from dataclasses import replace
+
+    from podnet.services.proxy import ProxyState
+
+    leaves, joins = [], []
+    ports = list(state.ports)  # type: ignore[attr-defined]
+    first = ports[0]
+    for _ in range(max(1, changes // 2)):
+        for backends, times in ((first.backends[1:], leaves), (first.backends, joins)):
+            ports[0] = replace(first, backends=backends)
+            changed = ProxyState(tuple(ports), state.local_clients, state.service_cidrs)  # type: ignore[attr-defined]
+            changed.services()  # grouped beforehand, as the states of "one endpoint change" above
+            t = time.perf_counter()
+            proxier.update(changed, first.service)  # type: ignore[attr-defined]
+            times.append((time.perf_counter() - t) * 1000)
+    return {"store one change, leaves a shared set (ms)": statistics.median(leaves),
+            "store one change, joins a set (ms)": statistics.median(joins)}
+
+
+def store_sync(n: int, pods: int, profile: bool = False, changes: int = 5) -> dict[str, object]:
     """What the agent pays: controller.full_sync(store) with n Services in the store, each
     selecting 10 of `pods` CNI pods by label (pods / 10 selectors), from reading the store
     to the one nft transaction; then proxy_state() alone (the Python half)."""
@@ -141,16 +164,27 @@ def store_sync(n: int, pods: int) -> dict[str, float]:
             svc = Service(name=f"svc-{i}", namespace="bench", id=f"bench{i}", selector={"app": f"a{i % (pods // ENDPOINTS)}"},
                           ports=[ServicePortSpec(port=VIP_PORT, target_port=REAL_PORT)], cluster_ips=[vip(i)], slot=i)
             txn.put(keys.service("bench", svc.name), svc.model_dump())
-    out = {}
+    out: dict[str, object] = {}
     for label in ("fresh", "replace"):
         t = time.perf_counter()
         controller.full_sync(store)
         out[f"store full sync, {label} (s)"] = time.perf_counter() - t
+    if profile:  # one more replace under cProfile: where the store's full sync spends its time
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(controller.full_sync, store)
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(30)
+        out["profile"] = text.getvalue()
     t = time.perf_counter()
     with gcpause.paused():  # as full_sync builds it
         state = controller.proxy_state(store)
     out["store proxy_state (s)"] = time.perf_counter() - t
     assert sum(len(p.backends) for p in state.ports) == n * ENDPOINTS, "every Service has its 10 endpoints"
+    out.update(shared_set_changes(controller.proxier(), state, changes))
     controller.proxier().teardown()
     # the anchor: the same from the store through one nft JSON transaction (the path before)
     from podnet.services import ruleset
@@ -216,7 +250,7 @@ def driver(args: argparse.Namespace) -> dict[str, object]:
         proxier.sync(full)
         lat["podnet N"] += connect_latency(measured_full, args.connects)
     proxier.teardown()
-    res.update(store_sync(n, args.pods))
+    res.update(store_sync(n, args.pods, args.profile, args.changes))
 
     for flavour in list(args.iptables):
         binary = f"iptables-{flavour}-restore"
@@ -278,6 +312,9 @@ def report(res: dict[str, object], args: argparse.Namespace) -> None:
                  f"{res['store full sync, one JSON transaction (s)']:.2f})", *["" for _ in args.iptables]))
     rows.append(("one endpoint change (ms)", f"{res['nft one change (ms)']:.1f} (max {res['nft one change max (ms)']:.1f})",
                  *["full reload" for _ in args.iptables]))
+    rows.append(("same, store's state, backends shared by 100 (ms)",
+                 f"{res['store one change, leaves a shared set (ms)']:.1f} when it leaves it, "
+                 f"{res['store one change, joins a set (ms)']:.1f} when it joins one", *["" for _ in args.iptables]))
     names = ["podnet", *args.iptables]
     for label, key in (("connect, 1 Service", "1"), (f"connect, {n} Services", "N")):
         rows.append((label, *[f"{res[f'lat {m} {key} p50']:.0f} / {res[f'lat {m} {key} p99']:.0f}" for m in names]))
@@ -304,6 +341,7 @@ def main() -> int:
     p.add_argument("--changes", type=int, default=20)
     p.add_argument("--pods", type=int, default=1000, help="CNI pods in the store for the full sync from the store")
     p.add_argument("--iptables", action="append", choices=["nft", "legacy", "none"], help="default: both")
+    p.add_argument("--profile", action="store_true", help="print cProfile's view of one more full_sync from the store")
     p.add_argument("--iptables-timeout", type=float, default=600, help="give up a kube-proxy load after this many seconds")
     if sys.argv[1:2] == ["_driver"]:
         args = p.parse_args(sys.argv[3:])
@@ -320,7 +358,7 @@ def main() -> int:
     with Host("bench") as host:
         argv = [sys.executable, str(Path(__file__).resolve()), "_driver", "-", "--services", str(args.services),
                 "--connects", str(args.connects), "--rounds", str(args.rounds), "--changes", str(args.changes),
-                "--iptables-timeout", str(args.iptables_timeout), "--pods", str(args.pods)]
+                "--iptables-timeout", str(args.iptables_timeout), "--pods", str(args.pods)] + (["--profile"] if args.profile else [])
         for f in args.iptables:
             argv += ["--iptables", f]
         out = host.run(argv, timeout=3600)
@@ -328,6 +366,8 @@ def main() -> int:
     args.iptables = [f for f in args.iptables if f not in res["slow"]]
     args.iptables = [f for f in args.iptables if f != "none"]
     report(res, args)
+    if "profile" in res:
+        print("\nfull_sync from the store, one more replace under cProfile (cumulative):\n" + str(res["profile"]))
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     for f in res["slow"]:
         print(f"kube-proxy iptables-{f}: its load did not finish in {args.iptables_timeout:.0f} s and was stopped; no connects measured")

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.privileged
 COMMON = r'''
 import json, subprocess, sys, time
 from podnet.services import ruleset
+from podnet.services.backendsets import BackendSets
 from podnet.services.proxier import NftablesProxier
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of
 
@@ -58,6 +59,8 @@ def varied(backends):
         ServicePort("a/empty", "", group_of(3, 0, 6), 6, "udp", (Frontend(None, 30090), Frontend("fd96::12", 80))),
         ServicePort("a/sticky", "", group_of(4, 0, 6), 6, "tcp", (Frontend("fd96::13", 443),),
                     tuple(Backend(f"fd40::{k + 2:x}", 8443) for k in range(backends)), 300),
+        ServicePort("a/twin", "", group_of(5, 0, 4), 4, "tcp", (Frontend("10.96.200.14", 80),),  # a/web's backends
+                    tuple(Backend(f"10.40.0.{k + 2}", 8080) for k in range(backends))),
     ]
 
 
@@ -83,7 +86,7 @@ a = ProxyState(tuple(varied(3) + many(300, 4, first=10)), ("10.40.0.0/24", "10.4
 b = ProxyState(tuple(varied(2) + many(200, 6, first=100)), ("10.40.0.0/24",), ("10.96.0.0/16",))
 out = {}
 for name, state in (("a", a), ("b", b)):
-    proxier._whole(state, ruleset.Existing())
+    proxier._whole(state, ruleset.Existing(), BackendSets.of(state.ports).owners)
     out[f"json {name}"] = listing()
     proxier.teardown()
 proxier._whole = refuse_json
@@ -113,7 +116,11 @@ def test_netlink_elements_read_back_as_the_json_path_writes_them(host: Host) -> 
                     raise AssertionError(f"{got}: {part} differ from the JSON path's: {sorted(diff)[:10]}")
     a, b = out["json a"], out["json b"]
     assert {c for c in a["chains"] if c.startswith("sticky-")} != {c for c in b["chains"] if c.startswith("sticky-")}
-    assert len(a["sets"]["service-ips4"]["elem"]) == 303 and len(a["sets"]["backend-addrs6"]["elem"]) == 3
+    assert len(a["sets"]["service-ips4"]["elem"]) == 304 and len(a["sets"]["backend-addrs6"]["elem"]) == 3
+    # a/twin shares a/web's IPv4 backends: they are in backend-addrs4 once (web's 3, dns's 3 and
+    # 4 per fast-path port of many(); its named-port and affinity ones take their own chains)
+    fast = sum(1 for i in range(10, 310) if i % 7 != 3 and i % 11 != 5)
+    assert len(a["sets"]["backend-addrs4"]["elem"]) == 3 + 3 + 4 * fast
 
 
 ACROSS = COMMON + r'''
@@ -146,3 +153,65 @@ def test_a_vip_answers_across_full_syncs(app: Host) -> None:
     answers = json.loads(app.run([sys.executable, "-c", ACROSS, program("many.py"), *backends], timeout=600).stdout)
     assert len(answers) >= 7
     assert set(answers) <= {"web1", "web2"}, [a for a in answers if a not in ("web1", "web2")][:5]
+
+
+SHARED = COMMON + r'''
+from collections import Counter
+
+web = [Backend(a, 8080) for a in sys.argv[2:]]
+
+
+def svc(slot, backends):
+    return ServicePort(f"t/s{slot}", "", group_of(slot, 0, 4), 4, "tcp", (Frontend(f"10.96.98.{slot}", 80),), tuple(backends))
+
+
+def who(slot, count=30):
+    out = subprocess.run([sys.executable, sys.argv[1], f"10.96.98.{slot}", "80", "tcp", str(count)],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(Counter(line.split()[0] for line in out.splitlines()))
+
+
+def backend_addrs():
+    table = json.loads(subprocess.run(["nft", "-j", "list", "map", "inet", ruleset.TABLE, "backend-addrs4"],
+                                      check=True, capture_output=True, text=True).stdout)["nftables"]
+    return len(next(o["map"] for o in table if "map" in o).get("elem", ()))
+
+
+steps = [("both share", None, [svc(1, web), svc(2, web)]),
+         ("its first user leaves", "t/s1", [svc(1, web[2:]), svc(2, web)]),
+         ("it comes back", "t/s1", [svc(1, web), svc(2, web)]),
+         ("the other leaves", "t/s2", [svc(1, web), svc(2, web[:1])]),
+         ("it is deleted", "t/s2", [svc(1, web)])]
+proxier = NftablesProxier(clear_conntrack=False)
+proxier._whole = refuse_json
+out = []
+for label, key, ports in steps:
+    state = ProxyState(tuple(ports), ("10.40.0.0/24",), ("10.96.0.0/16",))
+    if key is None:
+        proxier.sync(state)
+    else:
+        proxier.update(state, key)
+    out.append([label, who(1), who(2, 30 if len(ports) == 2 else 2), backend_addrs()])  # a gone VIP times out
+proxier.teardown()
+print(json.dumps(out))
+'''
+
+
+def test_services_sharing_backends_keep_balancing_when_one_changes(app: Host) -> None:
+    """Two Services over the same three endpoints share one copy of them in the maps; one at
+    a time each leaves the set (the first one, whose group is the set's id, included), comes
+    back or goes, through the proxier's one-Service update: each VIP answers from exactly its
+    own endpoints every time, and the maps hold one copy of each backends tuple in use."""
+    names = ("web1", "web2", "web3")
+    web_servers(app, names)
+    backends = [address(app, n, "app") for n in names]
+    steps = json.loads(app.run([sys.executable, "-c", SHARED, program("many.py"), *backends], timeout=300).stdout)
+    want = {"both share": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
+            "its first user leaves": ({"web3"}, {"web1", "web2", "web3"}, 4),
+            "it comes back": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
+            "the other leaves": ({"web1", "web2", "web3"}, {"web1"}, 4),
+            "it is deleted": ({"web1", "web2", "web3"}, {"FAIL"}, 3)}
+    for label, first, second, elements in steps:
+        assert (set(first), set(second), elements) == want[label], (label, first, second)
+        if len(want[label][0]) == 3:
+            assert min(first.values()) >= 3, (label, first)

@@ -217,8 +217,12 @@ def service_ports(service: Service | ServiceView, endpoints: list[EndpointAddres
     shares between Services of the same selector: their backends are built once (10,000
     Services over 100 selectors build 100 tuples, not 10,000)."""
     out = []
-    for family in sorted({_family(ip) for ip in service.cluster_ips}):
-        vip = next(ip for ip in service.cluster_ips if _family(ip) == family)
+    key = service.key
+    ips = service.cluster_ips
+    families = (_family(ips[0]),) if len(ips) == 1 else sorted({_family(ip) for ip in ips})
+    affinity = service.affinity_timeout if service.session_affinity == "ClientIP" else None
+    for family in families:
+        vip = next(ip for ip in ips if _family(ip) == family)
         externals = [ip for ip in service.external_ips if _family(ip) == family]
         for index, port in enumerate(service.ports):
             frontends = [Frontend(vip, port.port)] + [Frontend(ip, port.port) for ip in externals]
@@ -231,12 +235,16 @@ def service_ports(service: Service | ServiceView, endpoints: list[EndpointAddres
                 if memo is not None:
                     memo[memo_key] = backends
             out.append(ServicePort(
-                service=service.key, name=port.name, group=group_of(service.slot, index, family), family=family,
-                protocol=port.protocol.lower(), frontends=tuple(sorted(frontends, key=lambda f: (f.address or "", f.port))),
-                backends=backends,
-                affinity_timeout=service.affinity_timeout if service.session_affinity == "ClientIP" else None,
+                service=key, name=port.name, group=group_of(service.slot, index, family), family=family,
+                protocol=port.protocol.lower(),
+                frontends=tuple(frontends) if len(frontends) == 1 else tuple(sorted(frontends, key=_frontend_order)),
+                backends=backends, affinity_timeout=affinity,
             ))
     return out
+
+
+def _frontend_order(front: Frontend) -> tuple[str, int]:
+    return (front.address or "", front.port)
 
 
 def local_clients(store: Store) -> tuple[str, ...]:

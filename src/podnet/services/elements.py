@@ -1,6 +1,7 @@
 """The Services maps' elements as nf_tables netlink bytes: the bulk of a full sync.
 
-At 10,000 Services x 10 endpoints a full sync writes ~130,000 map elements. As nft JSON
+At 10,000 Services x 10 endpoints, each with its own endpoints, a full sync writes ~130,000
+map elements (ports that share their backends write them once: backendsets.py). As nft JSON
 (ruleset.port_objects + `nft -j -f`) they cost ~0.7 s of Python to build, ~0.4 s to
 serialise and ~3 s of nft's parsing and evaluation at load ~3; written straight to netlink
 (dataplane/nftbatch.py) the kernel's share is ~0.5 s and nothing is parsed. This module
@@ -72,9 +73,10 @@ class _Backends:
         return [head + _MARK(base | i) + rest for i, rest in enumerate(self.rests)]
 
 
-def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
+def encode(ports: Iterable[ServicePort], owners: dict[int, int] | None = None) -> dict[str, list[bytes]]:
     """Every map element of `ports`, by map name, encoded for nftbatch.Batch.add_encoded
-    (an item may hold several elements: one port's backend-addrs).
+    (an item may hold several elements: one port's backend-addrs). owners: group -> the id
+    of its backend set (backendsets.py); each set's backends are encoded once.
 
     The full sync's inner loop: the backends' part is made once per distinct backends tuple
     (_Backends) and each frontend's elements are a few byte concatenations with headers
@@ -83,10 +85,13 @@ def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
     out: dict[str, list[bytes]] = {}
     memo: dict[int, _Backends] = {}
     pton = socket.inet_pton
+    owners = owners or {}
+    written: set[int] = set()  # the backend sets encoded already
     for port in ports:
         f = port.family
         proto = _PROTO[port.protocol]
-        base = mark_base(port.group)
+        owner = owners.get(port.group, port.group)
+        base = mark_base(owner)
         mark = _MARK(base)
         backends = port.backends
         if backends:
@@ -107,8 +112,9 @@ def encode(ports: Iterable[ServicePort]) -> dict[str, list[bytes]]:
                 continue
             out.setdefault(names[1], []).append(encoder.value(key, mark))
             out.setdefault(names[2], []).append(encoder.verdict(key, target))
-        if not backends or per_backend:
+        if not backends or per_backend or owner in written:
             continue
+        written.add(owner)
         out.setdefault(f"backend-addrs{f}", []).extend(made.encoded(base))
         out.setdefault("backend-ports", []).append(encoder.value(mark, _PORT(backends[0].port)))
     return out

@@ -24,6 +24,7 @@ from typing import Any
 from podnet.dataplane import nft, nftbatch
 from podnet.errors import KernelError
 from podnet.services import conntrack, elements, route, ruleset
+from podnet.services.backendsets import BackendSets
 from podnet.services.proxy import ProxyState, ServicePort
 from podnet.util import gcpause
 
@@ -46,6 +47,7 @@ class NftablesProxier:
     def __init__(self, manage_route: bool = True, clear_conntrack: bool = True) -> None:
         self.applied: dict[str, tuple[ServicePort, ...]] | None = None  # None: unknown, sync first
         self.shared = ruleset.Shared()
+        self.sets = BackendSets()  # which ports share one copy of their backends (backendsets.py)
         self.state = ProxyState()
         self.manage_route = manage_route
         self.clear_conntrack = clear_conntrack
@@ -69,24 +71,26 @@ class NftablesProxier:
             existing = ruleset.existing_after([p for ports in self.applied.values() for p in ports], self.shared)
         else:
             existing = list_existing() or ruleset.Existing()
+        sets = BackendSets.of(state.ports)
         try:
-            shared = self._split(state, existing)
+            shared = self._split(state, existing, sets.owners)
         except KernelError as exc:
             log.warning("services: the split sync was refused (%s): one JSON transaction instead", exc.message)
-            shared = self._whole(state, list_existing() or ruleset.Existing())
+            shared = self._whole(state, list_existing() or ruleset.Existing(), sets.owners)
         self.shared = shared
+        self.sets = sets
         old = self.state
         self._remember(state)
         self._forget_flows(old.ports, state.ports)
 
     @staticmethod
-    def _split(state: ProxyState, existing: ruleset.Existing) -> ruleset.Shared:
+    def _split(state: ProxyState, existing: ruleset.Existing, owners: dict[int, int]) -> ruleset.Shared:
         split = ruleset.split_commands(state, existing)
         nft.apply(split.commands)
         batch = nftbatch.Batch(ruleset.TABLE)
         for name in ruleset.ELEMENT_SETS:
             batch.flush_set(name)
-        for name, encoded in elements.encode(state.ports).items():
+        for name, encoded in elements.encode(state.ports, owners).items():
             batch.add_encoded(name, encoded)
         for chain in split.drop_chains:  # rules first: a sticky chain's rule names its affinity set
             batch.flush_chain(chain)
@@ -98,16 +102,16 @@ class NftablesProxier:
         return split.shared
 
     @staticmethod
-    def _whole(state: ProxyState, existing: ruleset.Existing) -> ruleset.Shared:
+    def _whole(state: ProxyState, existing: ruleset.Existing, owners: dict[int, int] | None = None) -> ruleset.Shared:
         """The table in one nft JSON transaction (slower: nft parses every element)."""
-        cmds, shared = ruleset.full_commands(state, existing)
+        cmds, shared = ruleset.full_commands(state, existing, owners)
         try:
             nft.apply(cmds)
         except KernelError:
             # the table holds something our declarations clash with (another podnet version):
             # recreate it inside the same single transaction
             table = {"family": ruleset.FAMILY, "name": ruleset.TABLE}
-            cmds, shared = ruleset.full_commands(state, ruleset.Existing())
+            cmds, shared = ruleset.full_commands(state, ruleset.Existing(), owners)
             nft.apply([{"add": {"table": table}}, {"delete": {"table": table}}, *cmds])
         return shared
 
@@ -125,11 +129,15 @@ class NftablesProxier:
             return
         old = list(self.applied.get(service, ()))
         shared = ruleset.Shared(set(self.shared.picks), self.shared.backends)
+        change = self.sets.replace(old, new)
         try:
-            nft.apply(ruleset.delta_commands(old, new, shared))
+            nft.apply(ruleset.delta_commands(old, new, shared, change))
         except KernelError:
             self.sync(state)  # the table is not what we remember: converge the slow way
             return
+        except BaseException:
+            self.applied = None  # the sets above moved on without the kernel: the next call syncs in full
+            raise
         self.shared = shared
         self.state = state
         self.applied[service] = tuple(new)
@@ -163,6 +171,7 @@ class NftablesProxier:
         if self.manage_route:
             route.remove()
         self.shared = ruleset.Shared()
+        self.sets = BackendSets()
 
     def current(self) -> list[dict[str, Any]] | None:
         """The table as nft JSON (tests, `service inspect --kernel`)."""

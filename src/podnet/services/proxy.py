@@ -10,6 +10,7 @@ that one Service can be replaced on its own.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 # Packet mark layout while a new connection to a Service crosses the nat hooks (see
@@ -59,6 +60,13 @@ class ServicePort:
     frontends: tuple[Frontend, ...]
     backends: tuple[Backend, ...] = ()
     affinity_timeout: int | None = None  # sessionAffinity ClientIP: seconds; None = no affinity
+
+    @functools.cached_property
+    def mixed_targets(self) -> bool:
+        """Backends that disagree on the target port (a named port): computed once per port,
+        as every full sync asks it of each port several times (ruleset.needs_chains)."""
+        first = self.backends[0].port if self.backends else 0
+        return any(b.port != first for b in self.backends)
 
     @property
     def label(self) -> str:

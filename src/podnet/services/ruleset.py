@@ -4,7 +4,8 @@ Layout of `table inet podnet-services` (kube-proxy's nftables proxier is the mod
 differences are measured, see below):
 
   nat-prerouting, nat-output (nat, dstnat)  -> jump services
-  services        packet mark := base of the port's group, looked up by
+  services        packet mark := base of the port's group (for ports that share their
+                  backends, the id of their one copy: backendsets.py), looked up by
                   `ip daddr . meta l4proto . th dport` in service-marks4 (VIPs and external
                   IPs), then the same key in the verdict map service-ips4 -> goto pick-N
                   (N = the port's number of backends) or goto svc-<group> (affinity);
@@ -149,16 +150,9 @@ def backend_id(address: str, port: int) -> str:
 
 def needs_chains(port: ServicePort) -> bool:
     """Affinity, or backends that disagree on the target port, take the per-backend chains."""
-    backends = port.backends
-    if not backends:
+    if not port.backends:
         return False
-    if port.affinity_timeout is not None:
-        return True
-    first = backends[0].port
-    for b in backends:  # a plain loop: called for every port several times a sync
-        if b.port != first:
-            return True
-    return False
+    return port.affinity_timeout is not None or port.mixed_targets
 
 
 # ---- the fixed part ---------------------------------------------------------------------
@@ -282,8 +276,13 @@ def _frontend_key(port: ServicePort, address: str | None, number: int) -> Any:
     return _concat(address, port.protocol, number)
 
 
-def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjects:
+def port_objects(port: ServicePort, out: PortObjects | None = None, owner: int | None = None,
+                 with_backends: bool = True) -> PortObjects:
     """What one port puts in the table, added to `out` (a new one by default).
+
+    owner: the id of the backend set the port uses (backendsets.py): its frontends carry
+    that id's mark. None: the port's own group (a port in no shared set). with_backends:
+    also the set's backend elements (False for every user of a set but one).
 
     Addresses are taken as given: the controller hands canonical strings (from IPAM and
     validated manifests); parsing 110,000 of them again would cost more than the sync.
@@ -291,7 +290,7 @@ def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjec
     out = out if out is not None else PortObjects()
     elements = out.elements
     f = port.family
-    base = mark_base(port.group)
+    base = mark_base(port.group if owner is None else owner)
     backends = port.backends
     per_backend = needs_chains(port)
     if backends:
@@ -309,8 +308,8 @@ def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjec
     if not backends:
         return out
     if not per_backend:
-        elements.setdefault(f"backend-addrs{f}", []).extend([base | i, b.address] for i, b in enumerate(backends))
-        elements.setdefault("backend-ports", []).append([base, backends[0].port])
+        if with_backends:
+            backend_elements(port, base, out)
         return out
     # kube-proxy's shape for the few Services that need per-backend state
     svc = f"svc-{port.group}"
@@ -334,6 +333,13 @@ def port_objects(port: ServicePort, out: PortObjects | None = None) -> PortObjec
     out.rules.append(rule_command(svc, [{"vmap": {"key": {"numgen": {"mode": "random", "mod": len(stickies), "offset": 0}},
                                                   "data": {"set": choice}}}], f"{port.label}: a new client gets a random backend"))
     return out
+
+
+def backend_elements(port: ServicePort, base: int, out: PortObjects) -> None:
+    """The backend-addrs and backend-ports elements of a fast-path port's backends, under `base`."""
+    f = port.family
+    out.elements.setdefault(f"backend-addrs{f}", []).extend([base | i, b.address] for i, b in enumerate(port.backends))
+    out.elements.setdefault("backend-ports", []).append([base, port.backends[0].port])
 
 
 def merge(objects: list[PortObjects]) -> PortObjects:
@@ -384,17 +390,24 @@ def existing_after(ports: list[ServicePort], shared: "Shared") -> Existing:
     return Existing(frozenset(chains | set(objects.chains)), frozenset(set(SETS) | set(objects.affinity_sets)))
 
 
-def full_commands(state: ProxyState, existing: Existing) -> tuple[list[Command], Shared]:
+def full_commands(state: ProxyState, existing: Existing,
+                  owners: dict[int, int] | None = None) -> tuple[list[Command], Shared]:
     """One transaction that makes the table hold exactly `state`, and the shared chains it
-    leaves.
+    leaves. owners: group -> its backend set's id (backendsets.BackendSets.owners), whose
+    backends are written once; none given, every port writes its own.
 
     Everything is flushed and refilled; per-Service chains and affinity sets that are no
     longer wanted are deleted; affinity sets that stay keep their clients (an `add` of an
     existing set is a no-op).
     """
     objects = PortObjects()
+    owners = owners or {}
+    written: set[int] = set()  # the sets whose backends are in `objects` already
     for p in state.ports:
-        port_objects(p, objects)
+        owner = owners.get(p.group)
+        port_objects(p, objects, owner, owner is None or owner not in written)
+        if owner is not None:
+            written.add(owner)
     fill, wanted_chains, shared = _chains_and_rules(state, objects, existing)
     cmds = table_commands()
     # clear: rules of every chain there, elements of every map, then what is no longer wanted
@@ -503,14 +516,28 @@ def shared_for(ports: list[ServicePort], shared: Shared) -> tuple[list[Command],
     return chains, rules
 
 
-def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Shared) -> list[Command]:
+def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Shared,
+                   sets: Any = None) -> list[Command]:
     """One transaction that turns one Service's `old` ports into `new` ones.
+
+    sets: what backendsets.BackendSets.replace returned for this change (None: every port
+    writes its own backends): the ports' marks, and the backend sets that go or come.
 
     Its size is the two Services' elements and chains, never the table's. Shared pick-N
     chains are added when a new N appears and left for the next full sync to collect.
     """
-    before = merge([port_objects(p) for p in old])
-    after = merge([port_objects(p) for p in new])
+    if sets is None:
+        before = merge([port_objects(p) for p in old])
+        after = merge([port_objects(p) for p in new])
+    else:
+        before = merge([port_objects(p, owner=sets.before.get(p.group), with_backends=p.group not in sets.before)
+                        for p in old])
+        after = merge([port_objects(p, owner=sets.after.get(p.group), with_backends=p.group not in sets.after)
+                       for p in new])
+        for set_id, port in sets.gone:
+            backend_elements(port, mark_base(set_id), before)
+        for set_id, port in sets.made:
+            backend_elements(port, mark_base(set_id), after)
     chains, rules = shared_for(new, shared)
     cmds: list[Command] = chains
     cmds += [{"add": {"chain": {**_T, "name": c}}} for c in after.chains if c not in before.chains]

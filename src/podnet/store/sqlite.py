@@ -59,7 +59,13 @@ class SqliteTxn:
         rows = self._db.execute(
             "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, _prefix_end(prefix))
         )
-        return [(k, json.loads(v)) for k, v in rows]
+        rows = rows.fetchall()
+        if not rows:
+            return []
+        # one decode of all the values as one JSON array: per-value json.loads calls cost more in
+        # their Python wrappers than in the decoding (12,000 documents in a 10,000-Service sync)
+        values = json.loads("[" + ",".join([v for _, v in rows]) + "]")
+        return [(k, v) for (k, _), v in zip(rows, values)]
 
     def put(self, key: str, value: Any) -> None:
         rev = self._bump()
