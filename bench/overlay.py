@@ -118,6 +118,27 @@ def podnet_tables(host) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def
 UNTRACKED = "overlay-untracked"
 
 
+def settle(procs: list[subprocess.Popen[str]], most: float = 20.0) -> None:
+    """Wait (at most `most` s) until the freshly started agents are idle: under 4% of a core each
+    over half a second, so that their start-up does not share the cores with the next phase."""
+    def ticks() -> int:
+        total = 0
+        for proc in procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total
+
+    until = time.monotonic() + most
+    while time.monotonic() < until:
+        before = ticks()
+        time.sleep(0.5)  # the window idleness is measured over (time passing is the point)
+        if ticks() - before <= 2 * len(procs):
+            return
+
+
 def notrack_rules(host) -> int:  # type: ignore[no-untyped-def]
     """How many rules podnet's notrack chains hold on the host (2 with --underlay-notrack, else 0)."""
     ruleset = json.loads(host.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
@@ -211,6 +232,7 @@ def main() -> int:
                              f"host-{name}'s notrack rules {'made' if on else 'gone'}")
                 wait_for(lambda: a.podnet("--store", URL, "exec", "cli", "--", "ping", "-c1", "-W1", srv_ip,
                                           check=False).returncode == 0, 30, "the overlay again")
+                settle(agents[:2])
 
             kinds = phases
             for round_ in range(args.rounds):
@@ -299,6 +321,7 @@ def main() -> int:
     print(f"  ratio overlay/bare  {overlay / bare:.3f}   (what podnet's rules and conntrack cost)")
     print(f"  ratio bare/hand     {bare / hand:.3f}   (what the pod path's veth, bridge and forwarding cost)")
     cpu_of = {kind: statistics.median(values) for kind, values in cpu.items()}
+    print("  CPU ms per GB per round: " + "; ".join(f"{kind} {', '.join(f'{v:.0f}' for v in cpu[kind])}" for kind in phases))
     for part in parts:
         print(f"  overlay, {part:14s}{statistics.median(res[part]) / 1e9:6.2f} Gbit/s   CPU {cpu_of[part]:.0f} ms per GB "
               f"({cpu_of[part] / cpu_of['overlay']:.3f} of the overlay's)")
