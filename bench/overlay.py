@@ -16,6 +16,11 @@ Four `tests.sandbox.Host`s: `lan` holds the underlay bridge (192.0.2.0/24) and a
             `iperf3 -c` in host a to `iperf3 -s` in host b: VXLAN alone, no veth, bridge or
             firewall, the kernel's floor for the same encapsulation
 
+  overlay-untracked
+            the overlay path with hosts a's and b's agents started with --underlay-notrack (the
+            product's opt-in: the VXLAN packets between the hosts skip conntrack), started again
+            without it right after, so the other phases run as shipped
+
   bare      the overlay path again with podnet's nftables tables deleted from hosts a and b
             for the measurement (and with them the conntrack they need), restored by `podnet
             reconcile` right after: veth, bridge and VXLAN alone, to split what podnet's
@@ -30,7 +35,7 @@ untracked), to say what each costs.
 
 Each also reports CPU milliseconds per GB moved (iperf3's rusage of both ends, where most of
 the kernel's packet work is charged): the cost of the path, steadier than Gbit/s on shared cores.
-The three rotate for --rounds rounds (the order shifts every round). Reachability: a waiter
+The phases rotate for --rounds rounds (the order shifts every round). Reachability: a waiter
 in b's sandbox tries a fixed address of host a's block (a connect to port 9 every 2 ms: the
 sandbox's RST is the first answer); `podnet run -d --ip` makes the sandbox there on host a
 (through its agent); the time from the start of `run` to that answer, and the part of it
@@ -110,6 +115,37 @@ def podnet_tables(host) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def
     return [(family, name) for family, name in tables if name.startswith("podnet")]
 
 
+UNTRACKED = "overlay-untracked"
+
+
+def settle(procs: list[subprocess.Popen[str]], most: float = 20.0) -> None:
+    """Wait (at most `most` s) until the freshly started agents are idle: under 4% of a core each
+    over half a second, so that their start-up does not share the cores with the next phase."""
+    def ticks() -> int:
+        total = 0
+        for proc in procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total
+
+    until = time.monotonic() + most
+    while time.monotonic() < until:
+        before = ticks()
+        time.sleep(0.5)  # the window idleness is measured over (time passing is the point)
+        if ticks() - before <= 2 * len(procs):
+            return
+
+
+def notrack_rules(host) -> int:  # type: ignore[no-untyped-def]
+    """How many rules podnet's notrack chains hold on the host (2 with --underlay-notrack, else 0)."""
+    ruleset = json.loads(host.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
+    return sum(1 for o in ruleset if "rule" in o and o["rule"]["table"].startswith("podnet")
+               and o["rule"]["chain"] in ("notrack_prerouting", "notrack_output"))
+
+
 # What `--parts` takes away, one at a time, on hosts a and b (fixed text; podnet reconcile
 # and RESTORE put it back).
 PARTS = {
@@ -140,8 +176,9 @@ def main() -> int:
     hosts: dict[str, Host] = {}
     agents: list[subprocess.Popen[str]] = []
     parts = list(PARTS) if args.parts else []
-    res: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], "reach": [], "after": [], **{p: [] for p in parts}}
-    cpu: dict[str, list[float]] = {"overlay": [], "hand": [], "bare": [], **{p: [] for p in parts}}
+    phases = ("overlay", "hand", "bare", UNTRACKED, *parts)
+    res: dict[str, list[float]] = {"reach": [], "after": [], **{p: [] for p in phases}}
+    cpu: dict[str, list[float]] = {p: [] for p in phases}
     death = float("nan")
     try:
         hosts["lan"] = Host("lan")
@@ -157,12 +194,18 @@ def main() -> int:
                 etcd_in(lan, Path(tmp) / "data", client_ip="192.0.2.254"):
             a, b, c = hosts["a"], hosts["b"], hosts["c"]
             a.podnet("--store", URL, "network", "create", "ov", "--driver", "overlay", "--subnet", "10.244.0.0/16")
-            for name in ("a", "b", "c"):
-                agents.append(hosts[name].popen([sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name",
-                                                 f"host-{name}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            for name in ("a", "b", "c"):
+            def start_agent(name: str, *flags: str) -> subprocess.Popen[str]:
+                return hosts[name].popen([sys.executable, "-m", "podnet", "--store", URL, "agent", "--node-name",
+                                          f"host-{name}", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def serving(name: str) -> None:
                 wait_for(lambda: hosts[name].podnet("--store", URL, "agent", "status", check=False).returncode == 0, 60,
                          f"host-{name}'s agent")
+
+            for name in ("a", "b", "c"):
+                agents.append(start_agent(name))
+            for name in ("a", "b", "c"):
+                serving(name)
             wait_for(lambda: len(fdb(a)) == 2, 30, "host a's FDB to name both peers")
             b.podnet("--store", URL, "run", "-d", "--name", "srv", "--network", "ov", "--", "iperf3", "-s")
             a.podnet("--store", URL, "run", "-d", "--name", "cli", "--network", "ov", "--", "sleep", "infinity")
@@ -176,7 +219,22 @@ def main() -> int:
             wait_for(lambda: a.run(["ping", "-c1", "-W1", "10.99.0.2"], check=False).returncode == 0, 20, "the hand pair")
             wait_for(lambda: a.podnet("--store", URL, "exec", "cli", "--", "ping", "-c1", "-W1", srv_ip,
                                       check=False).returncode == 0, 20, "the overlay")
-            kinds = ("overlay", "hand", "bare", *parts)
+            def untracked(on: bool) -> None:
+                """Hosts a's and b's agents started again, with --underlay-notrack or without; back
+                once both hold (or lack) the notrack rules and the overlay answers again."""
+                for index, name in ((0, "a"), (1, "b")):
+                    agents[index].terminate()
+                    agents[index].wait(timeout=30)
+                    agents[index] = start_agent(name, *(["--underlay-notrack"] if on else []))
+                for name in ("a", "b"):
+                    serving(name)
+                    wait_for(lambda: notrack_rules(hosts[name]) == (2 if on else 0), 30,
+                             f"host-{name}'s notrack rules {'made' if on else 'gone'}")
+                wait_for(lambda: a.podnet("--store", URL, "exec", "cli", "--", "ping", "-c1", "-W1", srv_ip,
+                                          check=False).returncode == 0, 30, "the overlay again")
+                settle(agents[:2])
+
+            kinds = phases
             for round_ in range(args.rounds):
                 shift = round_ % len(kinds)
                 for kind in kinds[shift:] + kinds[:shift]:
@@ -191,6 +249,12 @@ def main() -> int:
                                 host.podnet("--store", URL, "reconcile")
                     elif kind == "overlay":
                         measured = iperf(a, srv_ip, args.seconds, sandbox="cli")
+                    elif kind == UNTRACKED:
+                        untracked(True)
+                        try:
+                            measured = iperf(a, srv_ip, args.seconds, sandbox="cli")
+                        finally:
+                            untracked(False)
                     elif kind == "hand":
                         measured = iperf(a, "10.99.0.2", args.seconds)
                     else:
@@ -249,15 +313,23 @@ def main() -> int:
           f"{', '.join(f'{v / 1e9:.2f}' for v in res['bare'])}")
     ratio = overlay / hand
     print(f"  ratio overlay/hand  {ratio:.3f}   target >= {TARGET_RATIO:.2f}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
+    untracked_bps = statistics.median(res[UNTRACKED])
+    print(f"  overlay, agents --underlay-notrack {untracked_bps / 1e9:6.2f} Gbit/s   per round: "
+          f"{', '.join(f'{v / 1e9:.2f}' for v in res[UNTRACKED])}")
+    print(f"  ratio overlay-untracked/hand {untracked_bps / hand:.3f}   target >= {TARGET_RATIO:.2f}: "
+          f"{'met' if untracked_bps / hand >= TARGET_RATIO else 'MISSED'}")
     print(f"  ratio overlay/bare  {overlay / bare:.3f}   (what podnet's rules and conntrack cost)")
     print(f"  ratio bare/hand     {bare / hand:.3f}   (what the pod path's veth, bridge and forwarding cost)")
     cpu_of = {kind: statistics.median(values) for kind, values in cpu.items()}
+    print("  CPU ms per GB per round: " + "; ".join(f"{kind} {', '.join(f'{v:.0f}' for v in cpu[kind])}" for kind in phases))
     for part in parts:
         print(f"  overlay, {part:14s}{statistics.median(res[part]) / 1e9:6.2f} Gbit/s   CPU {cpu_of[part]:.0f} ms per GB "
               f"({cpu_of[part] / cpu_of['overlay']:.3f} of the overlay's)")
     print(f"  CPU ms per GB (both iperf3 ends, median): overlay {cpu_of['overlay']:.0f}, by hand {cpu_of['hand']:.0f}, "
-          f"bare {cpu_of['bare']:.0f}; hand/overlay {cpu_of['hand'] / cpu_of['overlay']:.3f}, "
-          f"bare/overlay {cpu_of['bare'] / cpu_of['overlay']:.3f}   (steadier than Gbit/s when the cores are shared)")
+          f"bare {cpu_of['bare']:.0f}, overlay-untracked {cpu_of[UNTRACKED]:.0f}; hand/overlay "
+          f"{cpu_of['hand'] / cpu_of['overlay']:.3f}, bare/overlay {cpu_of['bare'] / cpu_of['overlay']:.3f}, "
+          f"untracked/overlay {cpu_of[UNTRACKED] / cpu_of['overlay']:.3f}, hand/untracked "
+          f"{cpu_of['hand'] / cpu_of[UNTRACKED]:.3f}   (steadier than Gbit/s when the cores are shared)")
     reach = sorted(res["reach"])
     print(f"\nnew sandbox on host a reachable from host b (from `run -d` start to the first answer), {args.runs} runs:")
     print(f"  median {statistics.median(reach):.3f} s, max {reach[-1]:.3f} s   target < {TARGET_REACH:g} s: "

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import PY, wait_for
+from tests.conftest import PY, program, wait_for
 from tests.integration.conftest import stop_agent
 from tests.integration.etcd_server import etcd_in, etcd_members
 from tests.sandbox import Host
@@ -40,6 +40,7 @@ class Cluster:
     logs: dict[str, tempfile._TemporaryFileWrapper] = field(default_factory=dict)  # type: ignore[type-arg]
     url: str = URL  # the store every podnet here is given
     etcd: dict[str, subprocess.Popen[str]] = field(default_factory=dict)  # the members, when etcd is a cluster
+    agent_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host -> its agent's extra flags
 
     def pn(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = self.hosts[host].run(["env", "PODNET_DEBUG=1", sys.executable, "-m", "podnet", "--store", self.url, *args], check=False, timeout=120)
@@ -51,7 +52,8 @@ class Cluster:
         for name in names:
             self.logs[name] = tempfile.NamedTemporaryFile(mode="w+", prefix=f"agent-{name}-")
             self.agents[name] = self.hosts[name].popen(
-                [sys.executable, "-m", "podnet", "--store", self.url, "agent", "--node-name", name],
+                [sys.executable, "-m", "podnet", "--store", self.url, "agent", "--node-name", name,
+                 *self.agent_flags.get(name, ())],
                 stderr=self.logs[name], stdout=subprocess.DEVNULL)
         for name in names:
             try:
@@ -130,6 +132,21 @@ class Cluster:
         out, err = seen.communicate(timeout=90)  # `podnet exec` does not pass SIGTERM on: tcpdump's timeout ends it
         return out, err
 
+    def web_service(self, client: tuple[str, str]) -> None:
+        """Service `web` (port 80 -> 8080) over web-a on host a and web-b on host b (made here);
+        returns once its VIP answers the client (host, sandbox) from both."""
+        for host, name in (("host-a", "web-a"), ("host-b", "web-b")):
+            self.pn(host, "run", "-d", "--name", name, "--hostname", name, "--network", self.network, "--label",
+                    "app=web", "--", PY, "-S", program("serve_tcp.py"), "8080")
+        self.pn("host-a", "service", "create", "web", "--selector", "app=web", "--port", "80:8080/tcp")
+        vip = json.loads(self.pn("host-a", "service", "inspect", "web").stdout)[0]["ClusterIPs"][0]
+
+        def both_answer() -> bool:
+            out = self.exec(*client, PY, "-S", program("many.py"), vip, "80", "tcp", "20").stdout
+            return {line.split()[0] for line in out.splitlines()} == {"web-a", "web-b"}
+
+        wait_for(both_answer, 30, "the VIP to answer from both hosts' endpoints")
+
     def nodes(self, host: str = "host-a") -> dict[str, dict]:
         """name -> `podnet node ls --json` as host sees them."""
         return {n["Name"]: n for n in json.loads(self.pn(host, "node", "ls", "--json").stdout)}
@@ -169,15 +186,17 @@ def join_underlay(wire: Host, host: Host, name: str, address: str) -> None:
 @contextlib.contextmanager
 def running(data_dir: Path, create: list[str], network: str = "ov",
             addresses: dict[str, str] | None = None,
-            prepare: Callable[[dict[str, Host]], None] | None = None, etcd_cluster: bool = False) -> Iterator[Cluster]:
+            prepare: Callable[[dict[str, Host]], None] | None = None, etcd_cluster: bool = False,
+            agent_flags: dict[str, tuple[str, ...]] | None = None) -> Iterator[Cluster]:
     """Hosts on the underlay, etcd on host a (etcd_cluster: one member on every host, all of
     them in the store URL), `podnet network create *create` made from host a, then every
-    host's agent at once; all of it gone afterwards. prepare(hosts) runs once the underlay is
-    up, before etcd and the agents (extra addresses, routes)."""
+    host's agent at once (with agent_flags[host], if any); all of it gone afterwards.
+    prepare(hosts) runs once the underlay is up, before etcd and the agents (extra addresses,
+    routes)."""
     addresses = addresses or ADDRESSES
     wire = Host("wire")
     hosts = {name: Host(name) for name in addresses}
-    found = Cluster(hosts, network, wire=wire)
+    found = Cluster(hosts, network, wire=wire, agent_flags=dict(agent_flags or {}))
     try:
         underlay(wire, hosts, addresses)
         if prepare is not None:

@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -143,17 +142,7 @@ def test_vxlan_from_a_lan_host_that_is_no_peer_is_dropped(cluster: Cluster) -> N
 
 
 def test_a_service_with_endpoints_on_two_hosts_answers_from_a_third(cluster: Cluster) -> None:
-    for host, name in (("host-a", "web-a"), ("host-b", "web-b")):
-        cluster.pn(host, "run", "-d", "--name", name, "--hostname", name, "--network", "ov", "--label", "app=web",
-                   "--", PY, "-S", program("serve_tcp.py"), "8080")
-    cluster.pn("host-a", "service", "create", "web", "--selector", "app=web", "--port", "80:8080/tcp")
-    vip = json.loads(cluster.pn("host-a", "service", "inspect", "web").stdout)[0]["ClusterIPs"][0]
-
-    def both_answer() -> bool:
-        out = cluster.exec("host-c", "c1", PY, "-S", program("many.py"), vip, "80", "tcp", "20").stdout
-        return set(Counter(line.split()[0] for line in out.splitlines())) == {"web-a", "web-b"}
-
-    wait_for(both_answer, 30, "the VIP to answer from both hosts' endpoints")
+    cluster.web_service(("host-c", "c1"))
 
 
 def _stream(cluster: Cluster, seconds: int) -> subprocess.Popen[str]:

@@ -8,8 +8,8 @@ import pytest
 
 from podnet import config
 from podnet.errors import InvalidArgument
-from podnet.firewall import guard
-from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping
+from podnet.firewall import guard, underlay
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping, UnderlayPair
 from podnet.firewall.nftables import (
     CHAINS,
     SETS,
@@ -44,8 +44,9 @@ def test_sync_touches_only_our_table_and_never_flushes_the_ruleset() -> None:
     cmds = sync_commands(STATE)
     for cmd in cmds:
         ((verb, body),) = cmd.items()
-        assert verb in ("add", "flush")
         ((kind, obj),) = body.items()
+        # delete: only the untracked underlay's own chains and set, on a host without the option
+        assert verb in ("add", "flush") or (verb, obj["name"]) in {("delete", n) for n in (*underlay.CHAINS, underlay.SET)}
         assert kind != "ruleset"
         assert obj["family"] in ("inet", "bridge"), "ours: table inet podnet and table bridge podnet"
         assert obj.get("table", obj.get("name")) == config.NFT_TABLE
@@ -53,7 +54,7 @@ def test_sync_touches_only_our_table_and_never_flushes_the_ruleset() -> None:
 
 
 def test_sync_declares_then_flushes_then_fills() -> None:
-    seq = verbs(sync_commands(STATE))
+    seq = verbs(sync_commands(STATE))[:-len(underlay.commands(()))]  # the untracked underlay's tail: its own test
     assert seq[0] == ("add", "table", config.NFT_TABLE)
     first_flush = next(i for i, v in enumerate(seq) if v[0] == "flush")
     assert all(v[0] == "add" and v[1] in ("table", "set", "map", "chain") for v in seq[:first_flush])
@@ -75,8 +76,8 @@ def test_rule_count_does_not_grow_with_the_state() -> None:
 
 
 def test_every_rule_has_a_comment_nft_accepts() -> None:
-    for chain, expr, comment in rules() + guard.rules():
-        assert chain in CHAINS or chain in guard.CHAINS
+    for chain, expr, comment in rules() + guard.rules() + underlay.rules():
+        assert chain in CHAINS or chain in guard.CHAINS or chain in underlay.CHAINS
         assert expr
         assert comment and len(comment.encode()) <= 128  # nft's comment limit
 
@@ -84,7 +85,8 @@ def test_every_rule_has_a_comment_nft_accepts() -> None:
 def test_empty_state_is_the_skeleton_with_empty_sets() -> None:
     seq = verbs(sync_commands(FirewallState()))
     assert not [v for v in seq if v[1] == "element"]
-    assert {v[2] for v in seq if v[0] == "add" and v[1] in ("set", "map")} == set(SETS) | set(guard.SETS)
+    kept = {v[2] for v in seq if v[0] == "add" and v[1] in ("set", "map")} - {v[2] for v in seq if v[0] == "delete"}
+    assert kept == set(SETS) | set(guard.SETS)
 
 
 def test_bridge_elements() -> None:
@@ -266,3 +268,32 @@ def test_vxlan_senders_are_elements_of_address_and_vni_and_read_back() -> None:
     for bad in (FirewallState(vxlan_vnis=(1 << 24,)), FirewallState(vxlan_peers=(VxlanPeer(5, "fd00::2"),))):
         with pytest.raises(InvalidArgument):
             state_elements(bad)
+
+
+def test_untracked_underlay_is_two_raw_chains_and_a_set_only_while_a_pair_is_named() -> None:
+    """agent --underlay-notrack: notrack in raw-priority prerouting and output chains, for UDP
+    4789 of podnet's VNIs between this host and a peer (set elements peer . this host), a
+    comment on each rule; without pairs the same transaction deletes the chains and the set;
+    what nft lists reads back; an IPv6 underlay is refused."""
+    pairs = (UnderlayPair("192.0.2.1", "192.0.2.3"), UnderlayPair("192.0.2.1", "192.0.2.2"))
+    on = sync_commands(FirewallState(bridges=(NET,), vxlan_vnis=(4242,), underlay_notrack=pairs))
+    chains = {c["add"]["chain"]["name"]: c["add"]["chain"] for c in on if "chain" in c.get("add", {})}
+    assert {(chains[n]["hook"], chains[n]["prio"]) for n in underlay.CHAINS} == {("prerouting", -300), ("output", -300)}
+    added = [c["add"]["rule"] for c in on if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] in underlay.CHAINS]
+    assert len(added) == 2 and all(r["comment"] and r["expr"][-1] == {"notrack": None} for r in added)
+    assert all({"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 4789}}
+               in r["expr"] and "@vxlan_vnis" in json.dumps(r["expr"]) for r in added)
+    elements = [c["add"]["element"] for c in on if c.get("add", {}).get("element", {}).get("name") == underlay.SET]
+    assert elements[0]["elem"] == [{"concat": ["192.0.2.2", "192.0.2.1"]}, {"concat": ["192.0.2.3", "192.0.2.1"]}]
+    assert not [c for c in on if "delete" in c]
+    off = verbs(sync_commands(FirewallState(bridges=(NET,), vxlan_vnis=(4242,))))
+    assert [v for v in off if v[0] == "delete"] == [("delete", "chain", n) for n in underlay.CHAINS] + [
+        ("delete", "set", underlay.SET)]
+    assert not [v for v in off if v[1] == "rule" and v[2] in underlay.CHAINS]
+    listed = [{"set": {"name": underlay.SET, "type": ["ipv4_addr", "ipv4_addr"],
+                       "elem": [{"concat": ["192.0.2.3", "192.0.2.1"]}, {"concat": ["192.0.2.2", "192.0.2.1"]}]}},
+              {"chain": {"name": "notrack_prerouting"}}, {"chain": {"name": "notrack_output"}}]
+    assert state_from_table(listed).underlay_notrack == normalized(FirewallState(underlay_notrack=pairs)).underlay_notrack
+    assert underlay.chains_present(listed) == sorted(underlay.CHAINS)
+    with pytest.raises(InvalidArgument):
+        sync_commands(FirewallState(underlay_notrack=(UnderlayPair("fd00::1", "fd00::2"),)))

@@ -69,7 +69,8 @@ PEER_CHECK_EVERY = 1.0
 class Agent:
     def __init__(self, root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
                  advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS,
-                 docker: DockerPlugin | None = None, ingress_ports: str | None = None) -> None:
+                 docker: DockerPlugin | None = None, ingress_ports: str | None = None,
+                 underlay_notrack: bool = False) -> None:
         self.root = root
         # run -d, stop and rm keep a store context per worker thread, as CNI calls do (a lease and
         # the identity read per request on etcd otherwise)
@@ -88,6 +89,7 @@ class Agent:
         self.ctx: Context = ctx or open_until_reachable(root)
         self.node_name = nodes.check_name(node_name) if node_name else nodes.default_name()
         self.advertise = advertise
+        self.underlay_notrack = underlay_notrack  # recorded in the node: the firewall sync reads it there
         self.node: nodes.Registration | None = None
         self.peers = PeerSync(self.node_name)
         self.paths: Paths = self.ctx.paths
@@ -229,8 +231,9 @@ class Agent:
         said = ""
         while not self.stopping.is_set():
             try:
-                self.node = nodes.register(self.ctx, self.node_name, address)
-                log(f"node {self.node_name} registered (address {address or '-'})")
+                self.node = nodes.register(self.ctx, self.node_name, address, self.underlay_notrack)
+                log(f"node {self.node_name} registered (address {address or '-'}"
+                    f"{', VXLAN to its peers untracked' if self.underlay_notrack else ''})")
                 return
             except Conflict as exc:
                 if exc.line() != said:
@@ -243,7 +246,7 @@ class Agent:
         if self.node is not None and not nodes.still_registered(ctx, self.node):
             log(f"node {self.node_name}: its lease lapsed while the store was away; registering again")
             nodes.retire(ctx, self.node)
-            self.node = nodes.register(ctx, self.node_name, self.node.address)
+            self.node = nodes.register(ctx, self.node_name, self.node.address, self.underlay_notrack)
 
     async def _wait_for_stop(self) -> None:
         while not self.stopping.is_set():
@@ -632,8 +635,8 @@ class DockerPlugin:
 
 def run(root: str | None = None, ctx: Context | None = None, node_name: str | None = None,
         advertise: str | None = None, metrics_address: str = DEFAULT_ADDRESS, docker: DockerPlugin | None = None,
-        ingress_ports: str | None = None) -> int:
-    return Agent(root, ctx, node_name, advertise, metrics_address, docker, ingress_ports).run()
+        ingress_ports: str | None = None, underlay_notrack: bool = False) -> int:
+    return Agent(root, ctx, node_name, advertise, metrics_address, docker, ingress_ports, underlay_notrack).run()
 
 
 def socket_of(paths: Paths) -> Path:

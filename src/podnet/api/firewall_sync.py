@@ -16,7 +16,7 @@ from podnet.api import hostview
 from podnet.api.context import Context
 from podnet.drivers.base import SpansHosts
 from podnet.ipam import blocks
-from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping, VxlanPeer
+from podnet.firewall.model import BridgeRules, EndpointGuard, FirewallState, PortMapping, UnderlayPair, VxlanPeer
 from podnet.model import Network
 from podnet.store import keys
 from podnet.util import locks
@@ -228,7 +228,19 @@ def vxlan_senders(ctx: Context, networks: Any) -> dict[str, Any]:
                for owner in set(blocks.owners(ctx.store, net_id).values()) if owner != node and owner in alive
                and ipaddress.ip_address(alive[owner]).version == 4}  # overlay devices use an IPv4 underlay
     return {"vxlan_vnis": tuple(sorted(set(vnis.values()))),
-            "vxlan_peers": tuple(sorted(senders, key=lambda p: (p.vni, p.address)))}
+            "vxlan_peers": tuple(sorted(senders, key=lambda p: (p.vni, p.address))),
+            "underlay_notrack": underlay_notrack(ctx, node, {p.address for p in senders})}
+
+
+def underlay_notrack(ctx: Context, node: str, peers: set[str]) -> tuple[UnderlayPair, ...]:
+    """This host's VXLAN to and from each live peer, when its agent runs with --underlay-notrack:
+    its node record says so (the agent writes it when it registers), so `podnet reconcile` and a
+    restarted agent make the same table, and an agent started without it takes the rules away."""
+    record = ctx.store.get(keys.node(node)) or {}
+    local = record.get("address")
+    if not record.get("underlay_notrack") or not local or ipaddress.ip_address(local).version != 4:
+        return ()
+    return tuple(UnderlayPair(local, peer) for peer in sorted(peers, key=ipaddress.ip_address))
 
 
 def sync(ctx: Context) -> None:

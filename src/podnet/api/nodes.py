@@ -61,10 +61,13 @@ class Registration:
     address: str | None
     holder: str  # who holds the name: host:pid:lease
     lease: Any = None  # the etcd lease (None on SQLite)
+    underlay_notrack: bool = False  # the agent's --underlay-notrack (firewall/underlay.py)
 
 
-def register(ctx: Context, name: str, address: str | None) -> Registration:
-    """Write this host's node and take its name; Conflict while another live agent holds it."""
+def register(ctx: Context, name: str, address: str | None, underlay_notrack: bool = False) -> Registration:
+    """Write this host's node and take its name; Conflict while another live agent holds it.
+    underlay_notrack (the agent's flag) is recorded for every podnet process of this host: the
+    firewall's sync reads it from here (api/firewall_sync.underlay_notrack)."""
     check_name(name)
     try:
         lease = ctx.store.lease()
@@ -80,14 +83,14 @@ def register(ctx: Context, name: str, address: str | None) -> Registration:
             before = txn.get(keys.node(name)) or {}
             txn.put(keys.node(name), {"name": name, "address": address, "version": __version__,
                                       "registered": before.get("registered") or time.time(), "updated": time.time(),
-                                      "blocks": before.get("blocks", [])})
+                                      "blocks": before.get("blocks", []), "underlay_notrack": underlay_notrack})
             if lease is not None:
                 txn.put(keys.node_lease(name), {"holder": holder, "since": time.time()}, lease=lease)
     except BaseException:
         if lease is not None:
             lease.revoke()
         raise
-    return Registration(name, address, holder, lease)
+    return Registration(name, address, holder, lease, underlay_notrack)
 
 
 def still_registered(ctx: Context, reg: Registration) -> bool:

@@ -41,11 +41,15 @@ STOP_WAIT = 20.0  # seconds `agent stop` waits for the agent to finish its curre
 def register(sub: Any) -> None:
     agent = sub.add_parser("agent", help="run the host agent (DNS, sandbox follow-up, Services, fast CNI)",
                            description=AGENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           usage="podnet agent [--node-name NAME] [--advertise IP] [--metrics-address ADDR:PORT] [--ingress-ports HTTP[,HTTPS]] [--docker-plugins-dir DIR] [--docker-host unix://PATH] [COMMAND]")
+                           usage="podnet agent [--node-name NAME] [--advertise IP] [--underlay-notrack] [--metrics-address ADDR:PORT] [--ingress-ports HTTP[,HTTPS]] [--docker-plugins-dir DIR] [--docker-host unix://PATH] [COMMAND]")
     agent.add_argument("--node-name", metavar="NAME", help="this host's name in the cluster (default: the host name)")
     agent.add_argument("--advertise", metavar="IP",
                        help="the underlay address other hosts reach this one by (default: the source address of the "
                             "route to the store)")
+    agent.add_argument("--underlay-notrack", action="store_true",
+                       help="overlay VXLAN between this host and its peers skips conntrack (less CPU); only if this "
+                            "host's firewall accepts untracked packets: a `ct state new` / `--state NEW` rule for UDP "
+                            "4789 no longer matches them (firewalld's does). Start the agent without it to undo")
     agent.add_argument("--metrics-address", default="127.0.0.1:9469", metavar="ADDR:PORT",
                        help="serve Prometheus metrics at http://ADDR:PORT/metrics (default 127.0.0.1:9469; "
                             "'' turns them off)")
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     return run_agent(args.root, ctx, node_name=args.node_name, advertise=args.advertise,
                      metrics_address=args.metrics_address,
                      docker=DockerPlugin(docker[0], args.docker_host) if docker else None,
-                     ingress_ports=args.ingress_ports)
+                     ingress_ports=args.ingress_ports, underlay_notrack=args.underlay_notrack)
 
 
 DOCKERD = ("/usr/sbin/dockerd", "/usr/bin/dockerd")

@@ -34,6 +34,7 @@ def _view(node: dict[str, Any]) -> dict[str, Any]:
     return {"Name": node["name"], "Address": node.get("address"), "Blocks": list(node.get("blocks") or []),
             "Status": node["status"], "Route": node.get("route"), "Routable": node.get("route") in ("direct", "self"),
             "Agent": node.get("agent"), "Version": node.get("version"), "WireGuard": _wireguard(node.get("wireguard")),
+            "UnderlayNotrack": bool(node.get("underlay_notrack")),
             "Registered": node.get("registered"), "Updated": node.get("updated")}
 
 

@@ -68,6 +68,15 @@ class VxlanPeer:
 
 
 @dataclass(frozen=True)
+class UnderlayPair:
+    """VXLAN between this host and one peer that conntrack leaves alone (the agent's
+    --underlay-notrack): this host's underlay address and the peer's (IPv4, as VxlanPeer)."""
+
+    local: str
+    peer: str
+
+
+@dataclass(frozen=True)
 class FirewallState:
     """The whole podnet firewall: every bridge network and every published port.
 
@@ -87,6 +96,9 @@ class FirewallState:
     # Overlay networks' VNIs and who may send VXLAN to each: any other source is dropped.
     vxlan_vnis: tuple[int, ...] = ()
     vxlan_peers: tuple[VxlanPeer, ...] = ()
+    # This host's VXLAN to and from each of these peers is not tracked (opt-in, per host); empty:
+    # the notrack chains do not exist at all.
+    underlay_notrack: tuple[UnderlayPair, ...] = ()
 
     def empty(self) -> bool:
         """Nothing to enforce: podnet then keeps no table at all (it goes with the last network)."""

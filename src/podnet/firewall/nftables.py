@@ -25,6 +25,8 @@ Layout:
   raw_prerouting also drops VXLAN (UDP 4789) to an overlay network's VNI from anyone but
   its live peer hosts: vxlan_vnis (VNI) and vxlan_peers4 (underlay address . VNI), both
   typeof sets declared in nft text (declaration()); other VNIs and ports are not touched.
+  notrack_prerouting/notrack_output (raw, -300) and their set underlay_notrack4 exist only on a
+  host whose agent runs with --underlay-notrack: firewall/underlay.py.
 Sets: bridges, internal (ifname); same_bridge (ifname . ifname); masq4/masq6 and
 internal4/internal6 (interval, element comment = bridge). Direct routing into a bridge from
 outside the host is refused except where a set says otherwise: open4/open6 (subnets of
@@ -61,9 +63,10 @@ from typing import Any, Iterable
 from podnet import config
 from podnet.dataplane import libnft, nft, vxlan
 from podnet.errors import Conflict, InvalidArgument, KernelError
-from podnet.firewall import guard
+from podnet.firewall import guard, underlay
 from podnet.firewall.expr import Expr, chain_declarations, match as _match, meta as _meta, payload as _payload
-from podnet.firewall.model import GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping, VxlanPeer
+from podnet.firewall.model import (GATEWAY_MODES, BridgeRules, EndpointGuard, FirewallState, PortMapping, UnderlayPair,
+                                   VxlanPeer)
 
 FAMILY = "inet"
 PROTOCOLS = ("tcp", "udp")
@@ -469,11 +472,12 @@ def declarations() -> list[Command]:
 
 
 def sync_commands(state: FirewallState) -> list[Command]:
-    """One transaction that makes both tables hold exactly `state` (guard_nd declared first)."""
+    """One transaction that makes both tables hold exactly `state` (guard_nd declared first);
+    the untracked underlay's chains come or go in it (firewall/underlay.py)."""
     cmds = declarations()
     cmds += [{"flush": {_set_kind(name): _ref(name=name)}} for name in SETS] + guard.flush_sets()
     cmds += [{"flush": {"set": _ref(name=name)}} for name in TYPEOF_SETS]
-    return cmds + element_commands("add", state_elements(state))
+    return cmds + element_commands("add", state_elements(state)) + underlay.commands(state.underlay_notrack)
 
 
 def _delete_keys(elements: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -550,7 +554,7 @@ def state_from_table(objects: list[dict[str, Any]] | None) -> FirewallState:
     senders = tuple(VxlanPeer(int(_key_parts(v)[1]), str(_key_parts(v)[0])) for v in elems.get("vxlan_peers4", []))
     return normalized(FirewallState(bridges, tuple(ports), tuple(elems.get("trusted_ifaces", [])), peers,
                                     no_masquerade=no_masquerade, vxlan_vnis=tuple(int(v) for v in elems.get("vxlan_vnis", [])),
-                                    vxlan_peers=senders))
+                                    vxlan_peers=senders, underlay_notrack=underlay.pairs_from_table(objects)))
 
 
 def normalized(state: FirewallState) -> FirewallState:
@@ -589,8 +593,10 @@ def normalized(state: FirewallState) -> FirewallState:
                                  key=lambda a: (_family_of(a), ipaddress.ip_address(a))))
     senders = tuple(sorted({VxlanPeer(p.vni, _canonical_ip(p.address)) for p in state.vxlan_peers},
                            key=lambda p: (p.vni, ipaddress.ip_address(p.address))))
+    untracked = tuple(sorted({UnderlayPair(_canonical_ip(p.local), _canonical_ip(p.peer)) for p in state.underlay_notrack},
+                             key=lambda p: (ipaddress.ip_address(p.local), ipaddress.ip_address(p.peer))))
     return FirewallState(bridges, ports, tuple(sorted(set(state.trusted_interfaces))), peers, endpoints, no_masquerade,
-                         tuple(sorted(set(state.vxlan_vnis))), senders)
+                         tuple(sorted(set(state.vxlan_vnis))), senders, untracked)
 
 
 # ---- the backend ----------------------------------------------------------------------------

@@ -27,12 +27,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from podnet import drivers
-from podnet.api import firewall_sync, lookup
+from podnet import config, drivers
+from podnet.api import firewall_sync, hostview, lookup
 from podnet.api.context import Context
-from podnet.dataplane import netlink, probe, readback, sysctl
+from podnet.dataplane import netlink, nft, probe, readback, sysctl
 from podnet.dns import wire
 from podnet.errors import KernelError, NotFound, PodnetError
+from podnet.firewall import underlay
 from podnet.policy import engine as policy_engine
 from podnet.runtime.etcfiles import host_nameservers
 from podnet.store import keys
@@ -110,7 +111,7 @@ def run(ctx: Context, ref: str | None, to: str | None = None, agent_running: Cal
     target = find_target(ctx, ref) if ref else None
     agent = agent_running()
     nets = {doc["id"]: doc for _, doc in ctx.store.list(keys.NETWORKS)}
-    steps: list[Iterator[Result]] = [_agent(agent), _cni_configs(), _forwarding(nets)]
+    steps: list[Iterator[Result]] = [_agent(agent), _cni_configs(), _forwarding(nets), _underlay_notrack(ctx, nets)]
     if target is not None:
         steps.append(_target(ctx, target, nets, agent, to))
     for step in steps:
@@ -173,6 +174,32 @@ def _forwarding(nets: dict[str, dict[str, Any]]) -> Iterator[Result]:
     else:
         yield Result("ip-forward", FAIL, f"net.ipv4.ip_forward is {value}: the host routes nothing for sandboxes",
                      "sysctl -w net.ipv4.ip_forward=1 (podnet reconcile sets it too)")
+
+
+def _underlay_notrack(ctx: Context, nets: dict[str, dict[str, Any]]) -> Iterator[Result]:
+    """Only on a host whose agent runs with --underlay-notrack: its VXLAN to every live peer is
+    untracked (firewall/underlay.py), and the host firewall caveat that comes with it."""
+    if not (ctx.store.get(keys.node(hostview.node_name(ctx))) or {}).get("underlay_notrack"):
+        return
+    wanted = set(firewall_sync.vxlan_senders(ctx, nets.values()).get("underlay_notrack", ()))
+    if not wanted:
+        yield Result("underlay-notrack", SKIP, "agent --underlay-notrack is on, but this host has no live VXLAN peer: "
+                     "nothing to untrack")
+        return
+    try:
+        objects = nft.list_table("inet", config.paths().nft_table)
+    except PodnetError as exc:
+        yield Result("underlay-notrack", FAIL, f"podnet's nftables table cannot be read: {exc.line()}", "podnet reconcile")
+        return
+    missing = sorted(p.peer for p in wanted - set(underlay.pairs_from_table(objects)))
+    if missing or len(underlay.chains_present(objects)) != len(underlay.CHAINS):
+        yield Result("underlay-notrack", FAIL, "agent --underlay-notrack is on, but podnet's notrack chains lack "
+                     f"{', '.join(missing) or 'their rules'}: that VXLAN is tracked", "podnet reconcile")
+        return
+    local = next(iter(wanted)).local
+    yield Result("underlay-notrack", PASS, f"VXLAN between {local} and {len(wanted)} live peer(s) skips conntrack "
+                 "(agent --underlay-notrack): the host firewall must accept UDP 4789 in state untracked "
+                 "(a `ct state new` or `--state NEW` rule does not match it)")
 
 
 def _target(ctx: Context, target: Target, nets: dict[str, dict[str, Any]], agent: bool, to: str | None) -> Iterator[Result]:
