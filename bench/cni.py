@@ -74,9 +74,19 @@ def log(msg: str) -> None:
 # --- inside a Host ---------------------------------------------------------------------------
 
 def _private_dirs() -> None:
-    """/opt/cni/bin, /var/lib/cni, /etc/cni/net.d as private tmpfs, creating nothing on this machine."""
+    """/opt/cni/bin, /var/lib/cni, /etc/cni/net.d as private tmpfs, creating nothing on this machine.
+
+    Importing the tests' helpers puts this checkout's src/ first on PYTHONPATH (tests/conftest.py,
+    for the processes a test starts); the phase's own tree (run_phase, --compare) is put back, so
+    the agent, `cni install` and the plugin this driver starts run that tree, not this one."""
+    tree = os.environ.get("PYTHONPATH")
+    from tests.conftest import wait_for  # noqa: F401 - imported here, before PYTHONPATH is restored
     from tests.integration.conftest import private_dirs
 
+    if tree is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = tree
     private_dirs(None, ("/opt/cni/bin", "/var/lib/cni", "/etc/cni/net.d"))
 
 
