@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
                        help="the underlay address other hosts reach this one by (default: the source address of the "
                             "route to the store)")
     agent.add_argument("--underlay-notrack", action="store_true",
-                       help="overlay VXLAN between this host and its peers skips conntrack (less CPU); only if this "
+                       help="overlay VXLAN between this host and its peers skips conntrack; only if this "
                             "host's firewall accepts untracked packets: a `ct state new` / `--state NEW` rule for UDP "
                             "4789 no longer matches them (firewalld's does). Start the agent without it to undo")
     agent.add_argument("--metrics-address", default="127.0.0.1:9469", metavar="ADDR:PORT",
