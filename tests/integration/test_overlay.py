@@ -185,7 +185,9 @@ def test_an_agent_restart_keeps_established_flows(cluster: Cluster) -> None:
     """Host b's agent is killed and started again under one flow from a to b: the flow is
     answered throughout (the kernel keeps the data plane; the agent rebuilds its view from the
     store and changes nothing that is right). A few datagrams may go unanswered within their
-    200 ms while the new agent's start-up takes the 2 shared cores from b1's Python server."""
+    200 ms while the new agent's start-up (its imports and first full sync, which may end late
+    in the stream under load) takes the 2 shared cores from b1's Python server; once that first
+    sync is done, the same flow is answered without a loss."""
     stream = _stream(cluster, 10)
     time.sleep(2)  # the flow runs before the kill (time passing is the point)
     cluster.agents["host-b"].kill()
@@ -193,7 +195,11 @@ def test_an_agent_restart_keeps_established_flows(cluster: Cluster) -> None:
     cluster.start_agents("host-b")
     answers = _answered(stream)
     longest_gap = max(len(run) for run in "".join("x" if a == "-" else " " for a in answers).split(" "))
-    assert len(answers) > 30 and longest_gap <= 4 and answers[-10:] == ["b1"] * 10, answers
+    assert len(answers) > 30 and longest_gap <= 4, answers
+    wait_for(lambda: json.loads(cluster.pn("host-b", "agent", "status", "--json").stdout).get("Syncs", 0) >= 1, 60,
+             "host b's new agent to finish its first sync")
+    after = _answered(_stream(cluster, 3))
+    assert len(after) > 30 and after == ["b1"] * len(after), after
     assert cluster.fdb("host-b") == ["192.0.2.1", "192.0.2.3"]
 
 
