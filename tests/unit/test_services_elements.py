@@ -1,6 +1,6 @@
 """The Services elements' netlink bytes without root: the fast encoders give the bytes the plain
-nftbatch encoder gives, and a backends tuple's second use (one integer addition) gives what its
-first gave. That the kernel reads them as nft's JSON writes them is the integration test's
+nftbatch encoder gives, and ports that each write their own copy of one backends tuple (no
+backend sets given) get their own marks over the same addresses. That the kernel reads them as nft's JSON writes them is the integration test's
 (tests/integration/test_services_netlink.py)."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def port(slot: int, backends: tuple[Backend, ...], family: int = 4, **kw: object
 
 
 def test_shared_backends_encode_as_each_alone() -> None:
-    """Three Services share one backends tuple (the template path from the second on); each
+    """Three Services share one backends tuple but no backend set (encode without owners); each
     one's backend-addrs are its own marks with the shared addresses, as encoded alone."""
     shared = tuple(Backend(f"10.1.0.{i + 2}", 8080) for i in range(5))
     ports = [port(s, shared) for s in (1, 2, 3)]
