@@ -517,7 +517,7 @@ def shared_for(ports: list[ServicePort], shared: Shared) -> tuple[list[Command],
 
 
 def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Shared,
-                   sets: Any = None) -> list[Command]:
+                   sets: Any = None) -> list[Command]:  # backendsets.Change (it imports this module)
     """One transaction that turns one Service's `old` ports into `new` ones.
 
     sets: what backendsets.BackendSets.replace returned for this change (None: every port
@@ -526,18 +526,13 @@ def delta_commands(old: list[ServicePort], new: list[ServicePort], shared: Share
     Its size is the two Services' elements and chains, never the table's. Shared pick-N
     chains are added when a new N appears and left for the next full sync to collect.
     """
-    if sets is None:
-        before = merge([port_objects(p) for p in old])
-        after = merge([port_objects(p) for p in new])
-    else:
-        before = merge([port_objects(p, owner=sets.before.get(p.group), with_backends=p.group not in sets.before)
-                        for p in old])
-        after = merge([port_objects(p, owner=sets.after.get(p.group), with_backends=p.group not in sets.after)
-                       for p in new])
-        for set_id, port in sets.gone:
-            backend_elements(port, mark_base(set_id), before)
-        for set_id, port in sets.made:
-            backend_elements(port, mark_base(set_id), after)
+    ids_before, ids_after = (sets.before, sets.after) if sets is not None else ({}, {})
+    before = merge([port_objects(p, owner=ids_before.get(p.group), with_backends=p.group not in ids_before) for p in old])
+    after = merge([port_objects(p, owner=ids_after.get(p.group), with_backends=p.group not in ids_after) for p in new])
+    for set_id, port in sets.gone if sets is not None else ():
+        backend_elements(port, mark_base(set_id), before)
+    for set_id, port in sets.made if sets is not None else ():
+        backend_elements(port, mark_base(set_id), after)
     chains, rules = shared_for(new, shared)
     cmds: list[Command] = chains
     cmds += [{"add": {"chain": {**_T, "name": c}}} for c in after.chains if c not in before.chains]
