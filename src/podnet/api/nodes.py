@@ -61,7 +61,6 @@ class Registration:
     address: str | None
     holder: str  # who holds the name: host:pid:lease
     lease: Any = None  # the etcd lease (None on SQLite)
-    underlay_notrack: bool = False  # the agent's --underlay-notrack (firewall/underlay.py)
 
 
 def register(ctx: Context, name: str, address: str | None, underlay_notrack: bool = False) -> Registration:
@@ -90,7 +89,7 @@ def register(ctx: Context, name: str, address: str | None, underlay_notrack: boo
         if lease is not None:
             lease.revoke()
         raise
-    return Registration(name, address, holder, lease, underlay_notrack)
+    return Registration(name, address, holder, lease)
 
 
 def still_registered(ctx: Context, reg: Registration) -> bool:
