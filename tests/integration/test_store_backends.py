@@ -68,6 +68,31 @@ def test_list_is_by_prefix_and_sorted(opener: Opener) -> None:
     assert store.list("a/") == [("a/2", {"k": "a/2"}), ("a/3", 3)]
 
 
+def test_list_since_carries_only_what_was_written_after(opener: Opener) -> None:
+    """The agent's views decode only the documents written since they last looked (agent/listing.py)."""
+    store = opener()
+    with store.transaction() as txn:
+        txn.put("p/a", {"v": 1})
+        txn.put("p/b", {"v": 1})
+        txn.put("q/a", {"v": 1})
+    first = store.list_since("p/", -1)
+    assert [(k, d) for k, _, d in first] == [("p/a", {"v": 1}), ("p/b", {"v": 1})], "from the start: every document"
+    seen = max(rev for _, rev, _ in first)
+    with store.transaction() as txn:
+        txn.put("p/b", {"v": 2})
+        txn.put("p/c", {"v": 1})
+        txn.put("q/a", {"v": 2})  # another prefix
+    later = store.list_since("p/", seen)
+    assert [(k, d) for k, _, d in later] == [("p/a", None), ("p/b", {"v": 2}), ("p/c", {"v": 1})], \
+        "an unchanged document comes without its value, a changed or new one with it"
+    assert dict((k, r) for k, r, _ in later)["p/a"] == dict((k, r) for k, r, _ in first)["p/a"]
+    assert dict((k, r) for k, r, _ in later)["p/b"] > seen
+    with store.transaction() as txn:
+        txn.delete("p/a")
+    assert [k for k, _, _ in store.list_since("p/", seen)] == ["p/b", "p/c"], "a deleted key is not listed"
+    assert store.list_since("none/", -1) == []
+
+
 def test_a_failed_transaction_writes_nothing(opener: Opener) -> None:
     store = opener()
     with store.transaction() as txn:

@@ -414,7 +414,9 @@ class Agent:
     def _sync_dns(self, ctx: Context) -> None:
         if self.dns is None or self.loop is None:
             return
-        store = ListedOnce(ctx.store)  # the Services' records and the index read the same prefixes
+        # The Services' records and the index read the same prefixes: each is listed once per
+        # store change, and only what changed is decoded (agent/listing.StoreView).
+        store = listing.Viewed(ctx, self.store_view)
         index = index_from_store(store, list(controller.dns_records(store)), node=self.node_name)
         addresses, upstreams = index.listen_addresses, host_nameservers()
         self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)
@@ -541,25 +543,6 @@ class Agent:
         self.metrics.cni_call(command if command in spec.COMMANDS else "invalid", _cni_code(code, out),
                               time.monotonic() - began)
         return code, out, err
-
-
-class ListedOnce:
-    """A store whose list() decodes each prefix once: the DNS sync's two readers, the Services'
-    records (every ready member) and the index, both list pods/ and endpoints/; decoding them
-    twice on every change was most of the sync loop's CPU with 1,000 CNI pods, and that CPU
-    is taken from the CNI calls it runs beside (the GIL). Read-only, for one sync."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._lists: dict[str, list[tuple[str, Any]]] = {}
-
-    def list(self, prefix: str) -> list[tuple[str, Any]]:
-        if prefix not in self._lists:
-            self._lists[prefix] = self._store.list(prefix)
-        return self._lists[prefix]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 @dataclass

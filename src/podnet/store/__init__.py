@@ -31,6 +31,9 @@ class EmptyStore:
     def keys(self, prefix: str) -> list[str]:
         return []
 
+    def list_since(self, prefix: str, since: int) -> list[tuple[str, int, Any | None]]:
+        return []
+
     @contextmanager
     def transaction(self) -> Iterator[Txn]:
         raise RuntimeError("a read-only command tried to change the store")

@@ -35,6 +35,13 @@ class Store(Protocol):
         have endpoints: endpoints/<sandbox>/<network>) without decoding every document."""
         ...
 
+    def list_since(self, prefix: str, since: int) -> list[tuple[str, int, Any | None]]:
+        """Every key under prefix with the revision of its last write, and its document only
+        where that revision is after `since` (else None), from one snapshot: a reader that
+        holds the documents as of `since` decodes only what changed (agent/listing.StoreView;
+        the agent's DNS index decoded all 2,000 documents of 1,000 pods after every ADD)."""
+        ...
+
     def transaction(self) -> AbstractContextManager[Txn]: ...
 
     def revision(self) -> int:

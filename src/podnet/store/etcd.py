@@ -204,6 +204,22 @@ class EtcdStore:
         cut = len(self.data_key(""))
         return [k[cut:] for k, _, _ in self._range(self.data_key(prefix), prefix=True)]
 
+    def list_since(self, prefix: str, since: int) -> list[tuple[str, int, Any | None]]:
+        """The keys with their mod_revision (keys_only), then the values written after `since`
+        read at the listing's own revision (min_mod_revision): one snapshot, two round trips,
+        the second only when something changed."""
+        full = self.data_key(prefix)
+        body: dict[str, Any] = {"key": b64(full), "range_end": prefix_end(full)}
+        answer = self.gateway.call("/v3/kv/range", {**body, "keys_only": True})
+        listed = [kv_of(item) for item in answer.get("kvs", [])]
+        values: dict[str, Any] = {}
+        if any(mod > since for _, _, mod in listed):
+            at = header_revision(answer)
+            changed = self.gateway.call("/v3/kv/range", {**body, "revision": at, "min_mod_revision": since + 1})
+            values = {k: json.loads(v) for k, v, _ in (kv_of(item) for item in changed.get("kvs", []))}
+        cut = len(self.data_key(""))
+        return [(k[cut:], mod, values.get(k) if mod > since else None) for k, _, mod in listed]
+
     def wait_at_most(self, seconds: float) -> None:
         self._wait = seconds
 

@@ -40,6 +40,13 @@ def _prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
 
 
+def _decode_all(texts: list[str]) -> list[Any]:
+    """The documents of a listing: one decode of all the values as one JSON array. Per-value
+    json.loads calls cost more in their Python wrappers than in the decoding (12,000
+    documents in a 10,000-Service sync)."""
+    return json.loads("[" + ",".join(texts) + "]") if texts else []
+
+
 class SqliteTxn:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -62,9 +69,7 @@ class SqliteTxn:
         rows = rows.fetchall()
         if not rows:
             return []
-        # one decode of all the values as one JSON array: per-value json.loads calls cost more in
-        # their Python wrappers than in the decoding (12,000 documents in a 10,000-Service sync)
-        values = json.loads("[" + ",".join([v for _, v in rows]) + "]")
+        values = _decode_all([v for _, v in rows])
         return [(k, v) for (k, _), v in zip(rows, values)]
 
     def put(self, key: str, value: Any) -> None:
@@ -156,6 +161,15 @@ class SqliteStore:
     def keys(self, prefix: str) -> list[str]:
         rows = self._db.execute("SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, _prefix_end(prefix)))
         return [k for (k,) in rows]
+
+    def list_since(self, prefix: str, since: int) -> list[tuple[str, int, Any | None]]:
+        # One statement is one snapshot: the keys and the changed values agree.
+        rows = self._db.execute(
+            "SELECT key, rev, CASE WHEN rev > ? THEN value END FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+            (since, prefix, _prefix_end(prefix)),
+        ).fetchall()
+        changed = iter(_decode_all([v for _, _, v in rows if v is not None]))
+        return [(k, rev, None if v is None else next(changed)) for k, rev, v in rows]
 
     def wait_at_most(self, seconds: float) -> None:
         self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")

@@ -1,0 +1,70 @@
+"""The agent's view of the store (agent/listing.StoreView): after a change it decodes only
+the documents written since, and still answers exactly what the store holds."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from podnet.agent.listing import StoreView, Viewed
+from podnet.store.sqlite import SqliteStore
+
+
+class Counting:
+    """A SqliteStore that counts the documents its listings carried."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.decoded = 0
+
+    def list_since(self, prefix: str, since: int) -> list[tuple[str, int, Any]]:
+        rows = self.store.list_since(prefix, since)
+        self.decoded += sum(doc is not None for _, _, doc in rows)
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_change_decodes_only_what_it_wrote(tmp_path: Path) -> None:
+    store = Counting(SqliteStore(tmp_path / "podnet.db"))
+    ctx = SimpleNamespace(store=store)
+    view = StoreView()
+    with store.transaction() as txn:
+        for i in range(100):
+            txn.put(f"pods/{i:03}", {"i": i})
+    assert [d["i"] for d in view.docs(ctx, "pods/")] == list(range(100))
+    assert store.decoded == 100
+    kept = view.docs(ctx, "pods/")[5]
+    assert view.docs(ctx, "pods/")[5] is kept and store.decoded == 100, "no change: nothing listed again"
+    with store.transaction() as txn:
+        txn.put("pods/100", {"i": 100})
+        txn.put("pods/007", {"i": 70})
+        txn.delete("pods/009")
+    docs = view.docs(ctx, "pods/")
+    assert store.decoded == 102, "the new and the rewritten document only"
+    assert docs[5] is kept, "an unchanged document is the one already held"
+    assert [k for k, _ in view.items(ctx, "pods/")] == [k for k, _ in store.list("pods/")]
+    assert view.items(ctx, "pods/") == store.list("pods/")
+
+
+def test_it_answers_what_the_store_holds_through_random_changes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "podnet.db")
+    ctx = SimpleNamespace(store=store)
+    view, reader = StoreView(), Viewed(SimpleNamespace(store=store), StoreView())
+    rng = random.Random(7)
+    for _ in range(200):
+        with store.transaction() as txn:
+            for _ in range(rng.randint(1, 4)):
+                key = f"endpoints/{rng.randint(0, 30)}"
+                if rng.random() < 0.3:
+                    txn.delete(key)
+                else:
+                    txn.put(key, {"n": rng.random()})
+        if rng.random() < 0.5:  # the view is not always asked after every change
+            assert view.items(ctx, "endpoints/") == store.list("endpoints/")
+            assert reader.list("endpoints/") == store.list("endpoints/")
+    assert view.items(ctx, "endpoints/") == store.list("endpoints/")
+    assert reader.revision() == store.revision(), "anything but list() goes to the store"
