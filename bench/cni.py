@@ -375,6 +375,9 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, metavar="N", help="only the burst phase: N ADDs at once, then N DELs")
     ap.add_argument("--compare", type=Path, metavar="DIR",
                     help="also run the agent phase (or with --parallel, the burst) with DIR/src (before)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run the agent phase (and 'before') N times: the growth of each run and their median")
+    ap.add_argument("--save", type=Path, metavar="FILE", help="write every phase's raw per-call seconds as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run it as root: it makes network namespaces (inside private sandboxes)")
@@ -391,13 +394,22 @@ def main() -> int:
         return _check_unchanged(before)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
-    if args.compare and "agent" not in args.skip:
-        results["before"] = run_phase("agent", args.count, False, args.compare)
-    for kind in KINDS:
-        if kind in args.skip:
-            continue
-        count = args.fallback_count if kind == "fallback" else args.count
-        results[kind] = run_phase(kind, count, args.profile and kind == "handle")
+    repeats: dict[str, list[dict]] = {}  # the agent's (and before's) runs after the first
+    for run in range(args.repeat):
+        if args.compare and "agent" not in args.skip:
+            r = run_phase("agent", args.count, False, args.compare)
+            results.setdefault("before", r)
+            repeats.setdefault("before", []).append(r)
+        for kind in KINDS:
+            if kind in args.skip or (run and kind != "agent"):
+                continue
+            count = args.fallback_count if kind == "fallback" else args.count
+            r = run_phase(kind, count, args.profile and kind == "handle")
+            results.setdefault(kind, r)  # the table shows the first run
+            repeats.setdefault(kind, []).append(r)
+    if args.save:
+        args.save.write_text(json.dumps({kind: [{k: v for k, v in r.items() if k != "profile"} for r in runs]
+                                         for kind, runs in repeats.items()}))
     marks = sorted({m for m in (1, 100, 500, 1000) if m <= args.count} | {args.count})
     print(f"\nCNI ADD and DEL, milliseconds per call (spawn to exit), {args.count} pods on one network "
           f"({args.fallback_count} for the fallback); each row: the 10 calls around the k-th pod\n")
@@ -429,6 +441,12 @@ def main() -> int:
               + ", ".join(f"{kind} {ratio:.2f}x" for kind, ratio in grew.items())
               + (f"; agent over the kernel's own growth: {grew['agent'] / grew['kernel']:.2f}x"
                  if "agent" in grew and "kernel" in grew else ""))
+    if args.repeat > 1:  # one run's 10-call windows move by tens of percent: the median of several
+        for kind in ("before", "agent"):
+            if len(repeats.get(kind, ())) > 1:
+                ratios = [p(window(r["adds"], args.count), 0.5) / p(window(r["adds"], 1), 0.5) for r in repeats[kind]]
+                print(f"{kind}: ADD p50 at pod {args.count} / at pod 1 over {len(ratios)} runs: "
+                      + ", ".join(f"{x:.2f}x" for x in ratios) + f"; median {statistics.median(ratios):.2f}x")
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     if "profile" in results.get("handle", {}):
         print("\nprofile of handle() ADDs (pods 11..N), by cumulative time:\n" + results["handle"]["profile"])
