@@ -15,6 +15,10 @@ pods, one plugin process per call, timed from spawn to exit as a runtime sees it
             lo and eth0 up, the address, the default route), two `ip` processes per pod, and `ip link del` for DEL: the floor of
             the kernel's own growth with the pods, printed beside the agent's (cheap: ~20 s
             at 1,000)
+  netlink   no plugin, no store: podnet's own kernel calls of an ADD (dataplane.netlink's veth
+            into the pod on the bridge, IPv6 settled, the inside configured) in one warm
+            process; DEL deletes the host end. The growth of these calls is the floor of the
+            agent's growth: what the kernel does more per pod with more pods
   reference /usr/lib/cni/bridge + host-local with ipMasq (iptables), cniVersion 1.0.0
   netavark  Debian's netavark 1.4 `setup` / `teardown NETNS` with the JSON podman sends (a
             bridge network, iptables; podman's own IPAM gives the address: a static IP)
@@ -61,7 +65,7 @@ REFERENCE_CONF = {
     "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
              "dataDir": "/var/lib/cni/networks"},
 }
-KINDS = ("agent", "pyentry", "fallback", "handle", "kernel", "reference", "netavark")
+KINDS = ("agent", "pyentry", "fallback", "handle", "netlink", "kernel", "reference", "netavark")
 KERNEL_BRIDGE = "kbench0"
 NETAVARK = "/usr/lib/podman/netavark"
 
@@ -146,6 +150,25 @@ def _kernel_add(i: int) -> float:
     return time.perf_counter() - t
 
 
+def _netlink_add(i: int, bridge: int) -> float:
+    """What ADD asks of the kernel, made by the calls podnet's bridge driver makes."""
+    from podnet.dataplane import netlink
+
+    netns = Path(f"/run/netns/b{i}")
+    t = time.perf_counter()
+    netlink.create_veth_into(f"nb{i}", "eth0", netns, bridge, 1500, f"02:42:0a:58:{i // 256:02x}:{i % 256:02x}", "bench")
+    netlink.configure_inside(netns, "eth0", [f"{_address(i)}/16"], ["10.88.0.1"], None)
+    return time.perf_counter() - t
+
+
+def _netlink_del(i: int) -> float:
+    from podnet.dataplane import netlink
+
+    t = time.perf_counter()
+    netlink.delete_link(f"nb{i}")
+    return time.perf_counter() - t
+
+
 def _kernel_del(i: int) -> float:
     t = time.perf_counter()
     _ip(["link", "del", f"kb{i}"])
@@ -198,9 +221,9 @@ def driver(kind: str, count: int, profile: bool) -> None:
     _private_dirs()
     agent = None
     out: dict = {"kind": kind}
-    if kind == "kernel":
+    if kind in ("kernel", "netlink"):
         _kernel_bridge()
-    if kind not in ("reference", "netavark", "kernel"):
+    if kind not in ("reference", "netavark", "kernel", "netlink"):
         entry = ["--python-entry"] if kind == "pyentry" else []
         installed = subprocess.run([sys.executable, "-m", "podnet", "cni", "install", "--dir", "/opt/cni/bin", *entry],
                                    check=True, capture_output=True, text=True).stdout
@@ -250,6 +273,10 @@ def driver(kind: str, count: int, profile: bool) -> None:
                 profiler.disable()
         elif kind == "kernel":
             adds.append(_kernel_add(i))
+        elif kind == "netlink":
+            from podnet.dataplane import netlink
+
+            adds.append(_netlink_add(i, netlink.link_index(KERNEL_BRIDGE) or 0))
         elif kind == "netavark":
             adds.append(_spawn([NETAVARK, "--config", "/run/netavark", "setup", env["CNI_NETNS"]], env,
                                _netavark_options(i)))
@@ -263,8 +290,8 @@ def driver(kind: str, count: int, profile: bool) -> None:
             dels.append(_spawn([NETAVARK, "--config", "/run/netavark", "teardown", env["CNI_NETNS"]], env,
                                _netavark_options(i)))
             continue
-        if kind == "kernel":
-            dels.append(_kernel_del(i))
+        if kind in ("kernel", "netlink"):
+            dels.append(_kernel_del(i) if kind == "kernel" else _netlink_del(i))
             continue
         dels.append(call(env, conf) if call is not None else _spawn(argv, env, conf))
     dels.reverse()  # dels[k-1] is the DEL made while k pods were on the network
@@ -348,7 +375,7 @@ def cell(samples: list[float] | None) -> str:
 def table(results: dict[str, dict], marks: list[int], verb: str) -> list[str]:
     kinds = [k for k in ("before", *KINDS) if k in results]
     key = "adds" if verb == "ADD" else "dels"
-    ratios = [(a, b) for a, b in (("agent", "reference"), ("agent", "netavark"), ("agent", "kernel"), ("agent", "before"), ("pyentry", "reference"),
+    ratios = [(a, b) for a, b in (("agent", "reference"), ("agent", "netavark"), ("agent", "kernel"), ("agent", "netlink"), ("agent", "before"), ("pyentry", "reference"),
                                   ("fallback", "reference")) if a in results and b in results]
     head = (f"{verb + ' at pod':>12} | " + " | ".join(f"{k:^15}" for k in kinds) + " | "
             + "  ".join(f"{a[:7] + '/' + b[:3]:>11}" for a, b in ratios))
@@ -426,7 +453,7 @@ def main() -> int:
         if "pyentry" in results:
             print(f"  stdlib Python entry -> agent           {cell(results['pyentry']['startup_agent'])}")
         print(f"  compiled entry -> fallback (no agent)  {cell(startup['startup_fallback'])}")
-    for kind in ("before", "agent", "pyentry", "handle", "kernel", "reference", "netavark"):
+    for kind in ("before", "agent", "pyentry", "handle", "netlink", "kernel", "reference", "netavark"):
         if kind in results:
             adds = results[kind]["adds"]
             print(f"{kind}: ADD p50 over all {len(adds)} pods {p(adds, 0.5):.1f} ms, "
@@ -441,6 +468,11 @@ def main() -> int:
               + ", ".join(f"{kind} {ratio:.2f}x" for kind, ratio in grew.items())
               + (f"; agent over the kernel's own growth: {grew['agent'] / grew['kernel']:.2f}x"
                  if "agent" in grew and "kernel" in grew else ""))
+        calls = {kind: statistics.median(r["adds"][-100:]) - statistics.median(r["adds"][1:101])
+                 for kind, r in results.items() if kind in ("agent", "netlink") and len(r["adds"]) > 200}
+        if len(calls) == 2:  # in milliseconds: what the kernel's part adds against what the whole ADD adds
+            print(f"ADD p50 of the last 100 minus pods 2..101: agent +{1000 * calls['agent']:.1f} ms, "
+                  f"podnet's kernel calls alone (netlink) +{1000 * calls['netlink']:.1f} ms")
     if args.repeat > 1:  # one run's 10-call windows move by tens of percent: the median of several
         for kind in ("before", "agent"):
             if len(repeats.get(kind, ())) > 1:
