@@ -42,7 +42,7 @@ from podnet.docker import protocol
 from podnet.docker.engine import DEFAULT_HOST
 from podnet.docker.plugin import PLUGINS_DIR, Plugin, socket_path
 from podnet.dns import resolvconf
-from podnet.dns.records import index_from_store
+from podnet.dns.follow import IndexFollower
 from podnet.dns.service import DnsService
 from podnet.errors import Conflict, InvalidArgument, PodnetError
 from podnet.ingress.controller import IngressController, parse_ports
@@ -110,6 +110,7 @@ class Agent:
         # running states without a file (agent/exits.py); the records `ps` lists, decoded once a change.
         self.exits = ExitWatch(lambda sandbox_id: str(self.paths.sandbox_state_dir(sandbox_id)))
         self.store_view = listing.StoreView()
+        self.dns_index = IndexFollower()  # the sync loop's alone: it redoes what each change touched
         self._running_rev = -1
         # on a cluster store each flow says which host saw it and where each end runs
         cluster = store_url() is not None
@@ -419,7 +420,7 @@ class Agent:
         # The Services' records and the index read the same prefixes: each is listed once per
         # store change, and only what changed is decoded (agent/listing.StoreView).
         store = listing.Viewed(ctx, self.store_view)
-        index = index_from_store(store, list(controller.dns_records(store)), node=self.node_name)
+        index = self.dns_index.from_store(store, list(controller.dns_records(store)), node=self.node_name)
         addresses, upstreams = index.listen_addresses, host_nameservers()
         self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)
         if addresses != self.dns_addresses:
