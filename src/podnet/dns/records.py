@@ -1,11 +1,12 @@
 """The record index the DNS server answers from, built from the store's JSON documents.
 
-Plain dicts keyed by lowercase dotted names (no trailing dot), rebuilt whole whenever the
-agent sees the store change: a rebuild of 10,000 sandboxes takes a few milliseconds
-(bench/dns.py --index prints it), which is simpler and safer than patching. Wire-format
-answers are not built here: the server makes each one the first time it is asked and keeps
-it on the view it belongs to, so a new index starts with empty answer caches and can never
-serve a stale one.
+Plain dicts keyed by lowercase dotted names (no trailing dot). build_index makes one whole
+from the documents (the standalone server, `python -m podnet.dns`, and tests); the agent keeps
+its index with dns/follow.py, which redoes only what a change touched and hands out the same
+index build_index would (3 ms per change at 1,000 CNI pods was taken from the ADDs beside it).
+Wire-format answers are not built here: the server makes each one the first time it is asked
+and keeps it on the view it belongs to, so a new view starts with empty answer caches and can
+never serve a stale one.
 
 What is visible to whom:
 * a query whose source is a running sandbox's address sees the names of every network that
