@@ -99,6 +99,9 @@ def test_pods_talk_across_hosts_and_only_the_vxlan_flow_is_untracked(cluster: Cl
         assert tracked(cluster, host, "tcp", b1, 8080) and tracked(cluster, host, "udp", b1, 5353), host
     nodes = cluster.nodes()
     assert nodes["host-a"]["UnderlayNotrack"] and nodes["host-b"]["UnderlayNotrack"], nodes
+    table = cluster.pn("host-a", "node", "ls").stdout.splitlines()
+    column = table[0].split().index("UNDERLAY")
+    assert [line.split()[column] for line in table[1:]] == ["notrack", "notrack"], table
     (check,) = diagnosed(cluster, "host-a")
     assert check["Status"] == "pass" and HOSTS["host-a"] in check["Detail"] and "untracked" in check["Detail"], check
 
@@ -118,6 +121,8 @@ def test_without_the_option_the_rules_go_and_the_vxlan_flow_is_tracked(cluster: 
     cluster.start_agents("host-a")
     wait_for(lambda: notrack_rules(cluster, "host-a") == [], 30, "host a's notrack rules to go")
     assert not cluster.nodes()["host-a"]["UnderlayNotrack"]
+    rows = {line.split()[0]: line.split() for line in cluster.pn("host-b", "node", "ls").stdout.splitlines()[1:]}
+    assert "tracked" in rows["host-a"] and "notrack" in rows["host-b"], rows
     reachable_again(cluster)
     forget_vxlan_flows(cluster)
     talk(cluster, cluster.address("host-b", "b1"))

@@ -52,9 +52,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         render.dump_json([_view(n) for n in found])
         return 0
-    render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "ROUTE", "WIREGUARD", "VERSION", "REGISTERED"],
+    render.table(["NAME", "ADDRESS", "BLOCKS", "STATUS", "ROUTE", "WIREGUARD", "UNDERLAY", "VERSION", "REGISTERED"],
                  [[n["name"], n.get("address") or "-", ",".join(n.get("blocks") or []) or "-", n["status"], n.get("route") or "-",
                    (n.get("wireguard") or {}).get("implementation") or "-",
+                   "notrack" if n.get("underlay_notrack") else "tracked",  # `agent --underlay-notrack`
                    n.get("version", "?"), render.ago(n.get("registered"))] for n in found])
     return 0
 
