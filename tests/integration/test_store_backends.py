@@ -91,6 +91,11 @@ def test_list_since_carries_only_what_was_written_after(opener: Opener) -> None:
         txn.delete("p/a")
     assert [k for k, _, _ in store.list_since("p/", seen)] == ["p/b", "p/c"], "a deleted key is not listed"
     assert store.list_since("none/", -1) == []
+    count, written = store.changed_since("p/", seen)
+    assert count == 2 and [(k, d) for k, _, d in written] == [("p/b", {"v": 2}), ("p/c", {"v": 1})], \
+        "the number of keys now, and only what was written after"
+    assert store.changed_since("none/", -1) == (0, [])
+    assert store.changed_since("p/", max(rev for _, rev, _ in store.list_since("p/", -1))) == (2, [])
 
 
 def test_a_failed_transaction_writes_nothing(opener: Opener) -> None:

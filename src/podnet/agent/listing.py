@@ -112,24 +112,45 @@ class Viewed:
 
 
 def _relisted(store: Any, prefix: str, revision: int, held: _Listing | None) -> _Listing:
-    """The prefix again, reusing the documents of `held` whose revision has not moved. A key
-    whose revision moved but whose document the listing did not carry (it was written
-    between two reads of an etcd listing) is read on its own."""
-    before = held.by_key if held is not None else {}
+    """The prefix again, reusing the documents of `held` whose revision has not moved.
+
+    First only what was written since (Store.changed_since): when the count of keys is what
+    held ones and new ones make, nothing was deleted, and the listing is held plus those
+    (the common change: an ADD writes its pod and endpoint). Else every key again, with only
+    the changed documents (Store.list_since); a key whose revision moved but whose document
+    that listing did not carry (written between two reads of an etcd listing) is read alone."""
+    if held is not None:
+        count, written = store.changed_since(prefix, held.newest)
+        if not written and count == len(held.by_key):
+            return _Listing(revision, held.newest, held.by_key, held.items, held.docs)
+        merged = dict(held.by_key)
+        merged.update((key, (rev, doc)) for key, rev, doc in written)
+        newest = max([held.newest, *(rev for _, rev, _ in written)])
+        if len(merged) == count:  # every key held is still there (a deleted one would be missing)
+            return _listing_of(revision, dict(sorted(merged.items())), newest)
+        return _full_listing(store, prefix, revision, merged, newest)
+    return _full_listing(store, prefix, revision, {}, -1)
+
+
+def _listing_of(revision: int, by_key: dict[str, tuple[int, Any]], floor: int) -> _Listing:
+    items = [(key, doc) for key, (_, doc) in by_key.items()]
+    # Revisions only grow: what was newest stays a floor even when its document is gone.
+    newest = max(max((written for written, _ in by_key.values()), default=-1), floor)
+    return _Listing(revision, newest, by_key, items, [doc for _, doc in items])
+
+
+def _full_listing(store: Any, prefix: str, revision: int, known: dict[str, tuple[int, Any]], since: int) -> _Listing:
+    """Every key, decoding only the documents written after `since` (`known` holds the others)."""
     by_key: dict[str, tuple[int, Any]] = {}
-    for key, written, doc in store.list_since(prefix, held.newest if held is not None else -1):
+    for key, written, doc in store.list_since(prefix, since):
         if doc is None:
-            kept = before.get(key)
+            kept = known.get(key)
             if kept is not None and kept[0] == written:
                 doc = kept[1]
             elif (doc := store.get(key)) is None:
                 continue  # deleted since the listing
         by_key[key] = (written, doc)
-    items = [(key, doc) for key, (_, doc) in by_key.items()]
-    # Revisions only grow: what was newest stays a floor even when its document is gone.
-    newest = max((written for written, _ in by_key.values()), default=-1)
-    newest = max(newest, held.newest) if held is not None else newest
-    return _Listing(revision, newest, by_key, items, [doc for _, doc in items])
+    return _listing_of(revision, by_key, since)
 
 
 def ps(ctx: Context, view: StoreView, exits: ExitWatch, req: PsRequest) -> list[Any]:

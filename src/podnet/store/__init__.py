@@ -34,6 +34,9 @@ class EmptyStore:
     def list_since(self, prefix: str, since: int) -> list[tuple[str, int, Any | None]]:
         return []
 
+    def changed_since(self, prefix: str, since: int) -> tuple[int, list[tuple[str, int, Any]]]:
+        return 0, []
+
     @contextmanager
     def transaction(self) -> Iterator[Txn]:
         raise RuntimeError("a read-only command tried to change the store")

@@ -42,6 +42,12 @@ class Store(Protocol):
         the agent's DNS index decoded all 2,000 documents of 1,000 pods after every ADD)."""
         ...
 
+    def changed_since(self, prefix: str, since: int) -> tuple[int, list[tuple[str, int, Any]]]:
+        """How many keys are under prefix, and (key, revision, document) of those written after
+        `since`, from one snapshot: with the keys held as of `since`, a count equal to held plus
+        new says nothing was deleted, and nothing else needs reading (agent/listing.StoreView)."""
+        ...
+
     def transaction(self) -> AbstractContextManager[Txn]: ...
 
     def revision(self) -> int:

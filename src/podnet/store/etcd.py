@@ -220,6 +220,17 @@ class EtcdStore:
         cut = len(self.data_key(""))
         return [(k[cut:], mod, values.get(k) if mod > since else None) for k, _, mod in listed]
 
+    def changed_since(self, prefix: str, since: int) -> tuple[int, list[tuple[str, int, Any]]]:
+        """count_only, then the values written after `since` at that answer's revision."""
+        full = self.data_key(prefix)
+        body: dict[str, Any] = {"key": b64(full), "range_end": prefix_end(full)}
+        counted = self.gateway.call("/v3/kv/range", {**body, "count_only": True})
+        changed = self.gateway.call("/v3/kv/range", {**body, "revision": header_revision(counted),
+                                                     "min_mod_revision": since + 1})
+        cut = len(self.data_key(""))
+        return int(counted.get("count", 0)), [(k[cut:], mod, json.loads(v))
+                                              for k, v, mod in (kv_of(item) for item in changed.get("kvs", []))]
+
     def wait_at_most(self, seconds: float) -> None:
         self._wait = seconds
 

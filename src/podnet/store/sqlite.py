@@ -171,6 +171,17 @@ class SqliteStore:
         changed = iter(_decode_all([v for _, _, v in rows if v is not None]))
         return [(k, rev, None if v is None else next(changed)) for k, rev, v in rows]
 
+    def changed_since(self, prefix: str, since: int) -> tuple[int, list[tuple[str, int, Any]]]:
+        end = _prefix_end(prefix)
+        rows = self._db.execute(  # one statement, one snapshot: the count row has no key
+            "SELECT key, rev, value FROM kv WHERE key >= ? AND key < ? AND rev > ? "
+            "UNION ALL SELECT NULL, count(*), NULL FROM kv WHERE key >= ? AND key < ?",
+            (prefix, end, since, prefix, end),
+        ).fetchall()
+        written = [row for row in rows if row[0] is not None]
+        count = next(n for key, n, _ in rows if key is None)
+        return count, [(k, rev, doc) for (k, rev, _), doc in zip(written, _decode_all([v for _, _, v in written]))]
+
     def wait_at_most(self, seconds: float) -> None:
         self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
