@@ -84,3 +84,25 @@ def test_it_answers_what_the_store_holds_through_random_changes(tmp_path: Path) 
             assert reader.list("endpoints/") == store.list("endpoints/")
     assert view.items(ctx, "endpoints/") == store.list("endpoints/")
     assert reader.revision() == store.revision(), "anything but list() goes to the store"
+
+
+def test_a_store_from_before_the_revision_index_answers_the_same_and_gets_it_when_opened_for_writing(tmp_path: Path) -> None:
+    path = tmp_path / "podnet.db"
+    store = SqliteStore(path)
+    assert store.has_rev_index, "a new store is made with it"
+    with store.transaction() as txn:
+        for i in range(5):
+            txn.put(f"pods/{i}", {"i": i})
+        txn.put("other/1", {})
+    since = store.revision()
+    with store.transaction() as txn:
+        txn.put("pods/2", {"i": 20})
+        txn.put("pods/9", {"i": 9})
+    want = store.changed_since("pods/", since)
+    assert want == (6, [("pods/2", since + 1, {"i": 20}), ("pods/9", since + 1, {"i": 9})])
+    store._db.execute("DROP INDEX kv_rev")  # as a store made before it
+    old = SqliteStore(path, readonly=True)
+    assert not old.has_rev_index and old.changed_since("pods/", since) == want, "read-only: every key passed"
+    reopened = SqliteStore(path)
+    assert reopened.has_rev_index and reopened.changed_since("pods/", since) == want
+    assert SqliteStore(path, readonly=True).has_rev_index, "written into the file, not only known to one open"

@@ -17,6 +17,7 @@ sandboxes, 12 ms with this and the compact rows cli/cmd_ps.py asks for (loaded m
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class _Listing:
     by_key: dict[str, tuple[int, Any]]
     items: list[tuple[str, Any]]
     docs: list[Any]
+    keys: list[str]  # of items, in key order: where a new key goes (bisect)
 
 
 class StoreView:
@@ -122,21 +124,37 @@ def _relisted(store: Any, prefix: str, revision: int, held: _Listing | None) -> 
     if held is not None:
         count, written = store.changed_since(prefix, held.newest)
         if not written and count == len(held.by_key):
-            return _Listing(revision, held.newest, held.by_key, held.items, held.docs)
+            return _Listing(revision, held.newest, held.by_key, held.items, held.docs, held.keys)
         merged = dict(held.by_key)
         merged.update((key, (rev, doc)) for key, rev, doc in written)
         newest = max([held.newest, *(rev for _, rev, _ in written)])
         if len(merged) == count:  # every key held is still there (a deleted one would be missing)
-            return _listing_of(revision, dict(sorted(merged.items())), newest)
+            return _merged(held, written, revision, newest, merged)
         return _full_listing(store, prefix, revision, merged, newest)
     return _full_listing(store, prefix, revision, {}, -1)
+
+
+def _merged(held: _Listing, written: list[tuple[str, int, Any]], revision: int, newest: int,
+            by_key: dict[str, tuple[int, Any]]) -> _Listing:
+    """held with the documents written since, each put in its place in key order: the lists
+    are copied (C), not rebuilt and sorted again (Python), after an ADD at 1,000 pods."""
+    keys, items, docs = list(held.keys), list(held.items), list(held.docs)
+    for key, _, doc in written:
+        at = bisect.bisect_left(keys, key)
+        if at < len(keys) and keys[at] == key:
+            items[at], docs[at] = (key, doc), doc
+        else:
+            keys.insert(at, key)
+            items.insert(at, (key, doc))
+            docs.insert(at, doc)
+    return _Listing(revision, newest, by_key, items, docs, keys)
 
 
 def _listing_of(revision: int, by_key: dict[str, tuple[int, Any]], floor: int) -> _Listing:
     items = [(key, doc) for key, (_, doc) in by_key.items()]
     # Revisions only grow: what was newest stays a floor even when its document is gone.
     newest = max(max((written for written, _ in by_key.values()), default=-1), floor)
-    return _Listing(revision, newest, by_key, items, [doc for _, doc in items])
+    return _Listing(revision, newest, by_key, items, [doc for _, doc in items], list(by_key))
 
 
 def _full_listing(store: Any, prefix: str, revision: int, known: dict[str, tuple[int, Any]], since: int) -> _Listing:
