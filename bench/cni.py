@@ -372,13 +372,16 @@ def cell(samples: list[float] | None) -> str:
     return f"{p(samples, 0.5):7.1f} {p(samples, 0.95):7.1f}" if samples else f"{'-':>7} {'-':>7}"
 
 
+SHORT = {"netavark": "nvk", "netlink": "nl"}  # a ratio's column: netavark and netlink both began "net"
+
+
 def table(results: dict[str, dict], marks: list[int], verb: str) -> list[str]:
     kinds = [k for k in ("before", *KINDS) if k in results]
     key = "adds" if verb == "ADD" else "dels"
     ratios = [(a, b) for a, b in (("agent", "reference"), ("agent", "netavark"), ("agent", "kernel"), ("agent", "netlink"), ("agent", "before"), ("pyentry", "reference"),
                                   ("fallback", "reference")) if a in results and b in results]
     head = (f"{verb + ' at pod':>12} | " + " | ".join(f"{k:^15}" for k in kinds) + " | "
-            + "  ".join(f"{a[:7] + '/' + b[:3]:>11}" for a, b in ratios))
+            + "  ".join(f"{a[:7] + '/' + SHORT.get(b, b[:3]):>11}" for a, b in ratios))
     lines = [head, f"{'':>12} | " + " | ".join(f"{'p50':>7} {'p95':>7}" for _ in kinds) + " | (p50 ratios)", "-" * len(head)]
     for k in marks:
         cells, p50 = [], {}
