@@ -4,10 +4,15 @@ same documents, through random changes; and a change renews only its own network
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from podnet.agent.listing import StoreView, Viewed
 from podnet.dns.follow import IndexFollower
 from podnet.dns.records import ChainView, RecordIndex, ServiceRecord, build_index, pod_as_sandbox
+from podnet.store import keys
+from podnet.store.sqlite import SqliteStore
 
 NETS = [
     {"id": "n1", "name": "app", "driver": "bridge", "subnets": [{"subnet": "10.89.0.0/16", "gateway": "10.89.0.1"}]},
@@ -135,3 +140,84 @@ def test_a_change_renews_only_its_networks_view() -> None:
     third = follower.update(changed_nets, list(sandboxes.values()), sorted(endpoints.items()))
     assert third.networks["n3"].network_name == "renamed", "a changed network: everything again"
     assert third.networks["n1"].lookup("web.app") == (("10.89.0.2",), ())
+
+
+class CountingFollower(IndexFollower):
+    """Counts the updates that compared every member (the full path)."""
+
+    compared = 0
+
+    def update(self, *args: Any, **kwargs: Any) -> RecordIndex:
+        self.compared += 1
+        return super().update(*args, **kwargs)
+
+
+def test_through_the_agents_store_view_it_follows_only_what_was_written(tmp_path: Path) -> None:
+    """As the agent runs it: the World written into a SQLite store, the follower reading it through
+    a StoreView (agent/listing.Viewed), which hands it the keys written or deleted since its last
+    look; now and then a network changes (everything again) and the view is asked between syncs
+    by another reader (`ps`), so what changed spans several listings."""
+    for seed in range(6):
+        rng = random.Random(100 + seed)
+        store = SqliteStore(tmp_path / f"s{seed}.db")
+        ctx = SimpleNamespace(store=store)
+        view = StoreView()
+        world, follower, nets = World(rng), CountingFollower(), [dict(n) for n in NETS]
+        written: dict[str, Any] = {}
+        full_before = renamed = 0
+        for step in range(80):
+            for _ in range(rng.randint(1, 3)):
+                world.change()
+            if step and rng.random() < 0.05:  # a network renamed: the follower starts again
+                nets[0] = {**nets[0], "name": f"app{step}"}
+                full_before, renamed = follower.compared + 1, renamed + 1
+            want_keys = {keys.network(n["id"]): n for n in nets}
+            want_keys.update((keys.sandbox(sid), doc) for sid, doc in world.sandboxes.items())
+            want_keys.update((f"pods/{pid}/eth0", doc) for pid, doc in world.pods.items())
+            want_keys.update(world.endpoints)
+            with store.transaction() as txn:
+                for key in written.keys() - want_keys.keys():
+                    txn.delete(key)
+                for key, doc in want_keys.items():
+                    if written.get(key) is not doc:
+                        txn.put(key, doc)
+            written = dict(want_keys)
+            if rng.random() < 0.3:
+                view.items(ctx, keys.PODS)  # another reader between two syncs
+            got = follower.from_store(Viewed(ctx, view))
+            members = list(world.sandboxes.values()) + [pod_as_sandbox(p) for p in world.pods.values()]
+            want = build_index(nets, members, [doc for _, doc in sorted(world.endpoints.items())])
+            assert shape(got) == shape(want), f"seed {seed}, step {step}"
+            if full_before:
+                assert follower.compared == full_before, "a network changed: every member compared again"
+                full_before = 0
+        assert follower.compared == 1 + renamed, "else only what was written since was followed"
+
+
+def test_a_sync_that_failed_half_way_is_followed_by_one_from_every_document(tmp_path: Path) -> None:
+    """A document the follower cannot read (here an endpoint without its network) fails that
+    sync; once it is mended, the next sync answers what the store holds, not a half-taken change."""
+    store = SqliteStore(tmp_path / "podnet.db")
+    ctx, view, follower = SimpleNamespace(store=store), StoreView(), IndexFollower()
+    web = {"id": "a" * 16, "name": "web", "state": "running", "networks": [{"network": "n1"}]}
+    with store.transaction() as txn:
+        txn.put(keys.network("n1"), NETS[0])
+        txn.put(keys.sandbox(web["id"]), web)
+        txn.put(keys.endpoint(web["id"], "n1"), {"sandbox": web["id"], "network": "n1", "addresses": ["10.89.0.2/16"]})
+    assert follower.from_store(Viewed(ctx, view)).networks["n1"].lookup("web") == (("10.89.0.2",), ())
+    db = {"id": "b" * 16, "name": "db", "state": "running", "networks": [{"network": "n1"}]}
+    with store.transaction() as txn:
+        txn.put(keys.sandbox(db["id"]), db)
+        txn.put(keys.endpoint(db["id"], "n1"), {"sandbox": db["id"], "addresses": ["10.89.0.3/16"]})
+        txn.delete(keys.sandbox(web["id"]))
+    try:
+        follower.from_store(Viewed(ctx, view))
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("an endpoint without its network should have failed the sync")
+    with store.transaction() as txn:
+        txn.put(keys.endpoint(db["id"], "n1"), {"sandbox": db["id"], "network": "n1", "addresses": ["10.89.0.3/16"]})
+    got = follower.from_store(Viewed(ctx, view))
+    assert got.networks["n1"].lookup("db") == (("10.89.0.3",), ())
+    assert got.networks["n1"].lookup("web") is None, "web's removal, taken in by the failed sync, is not lost"

@@ -55,6 +55,15 @@ class _Listing:
     items: list[tuple[str, Any]]
     docs: list[Any]
     keys: list[str]  # of items, in key order: where a new key goes (bisect)
+    revs: dict[str, int]  # key -> the revision of its last write: what changed between two listings
+
+    def changed_since(self, held: _Listing) -> set[str]:
+        """The keys written (made or rewritten) or deleted since `held`, a listing of the same
+        prefix: the difference of their revisions, taken in C, where a reader comparing every
+        document was Python per key (dns/follow.IndexFollower, after each CNI ADD)."""
+        if held.revs is self.revs:
+            return set()
+        return {key for key, _ in self.revs.items() - held.revs.items()} | (held.revs.keys() - self.revs.keys())
 
 
 class StoreView:
@@ -73,6 +82,11 @@ class StoreView:
     def items(self, ctx: Context, prefix: str) -> list[tuple[str, Any]]:
         """(key, document) pairs in key order, as Store.list gives them."""
         return self._listing(ctx, prefix).items
+
+    def listing(self, ctx: Context, prefix: str) -> _Listing:
+        """The prefix as of the store's revision, for a reader that follows it by what changed
+        (_Listing.changed_since: the keys written or deleted since the listing it holds)."""
+        return self._listing(ctx, prefix)
 
     def _listing(self, ctx: Context, prefix: str) -> _Listing:
         with self._lock:
@@ -109,6 +123,9 @@ class Viewed:
     def list(self, prefix: str) -> list[tuple[str, Any]]:
         return self._view.items(self._ctx, prefix)
 
+    def listing(self, prefix: str) -> _Listing:
+        return self._view.listing(self._ctx, prefix)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx.store, name)
 
@@ -124,7 +141,7 @@ def _relisted(store: Any, prefix: str, revision: int, held: _Listing | None) -> 
     if held is not None:
         count, written = store.changed_since(prefix, held.newest)
         if not written and count == len(held.by_key):
-            return _Listing(revision, held.newest, held.by_key, held.items, held.docs, held.keys)
+            return _Listing(revision, held.newest, held.by_key, held.items, held.docs, held.keys, held.revs)
         merged = dict(held.by_key)
         merged.update((key, (rev, doc)) for key, rev, doc in written)
         newest = max([held.newest, *(rev for _, rev, _ in written)])
@@ -138,8 +155,9 @@ def _merged(held: _Listing, written: list[tuple[str, int, Any]], revision: int, 
             by_key: dict[str, tuple[int, Any]]) -> _Listing:
     """held with the documents written since, each put in its place in key order: the lists
     are copied (C), not rebuilt and sorted again (Python), after an ADD at 1,000 pods."""
-    keys, items, docs = list(held.keys), list(held.items), list(held.docs)
-    for key, _, doc in written:
+    keys, items, docs, revs = list(held.keys), list(held.items), list(held.docs), dict(held.revs)
+    for key, rev, doc in written:
+        revs[key] = rev
         at = bisect.bisect_left(keys, key)
         if at < len(keys) and keys[at] == key:
             items[at], docs[at] = (key, doc), doc
@@ -147,14 +165,15 @@ def _merged(held: _Listing, written: list[tuple[str, int, Any]], revision: int, 
             keys.insert(at, key)
             items.insert(at, (key, doc))
             docs.insert(at, doc)
-    return _Listing(revision, newest, by_key, items, docs, keys)
+    return _Listing(revision, newest, by_key, items, docs, keys, revs)
 
 
 def _listing_of(revision: int, by_key: dict[str, tuple[int, Any]], floor: int) -> _Listing:
     items = [(key, doc) for key, (_, doc) in by_key.items()]
     # Revisions only grow: what was newest stays a floor even when its document is gone.
     newest = max(max((written for written, _ in by_key.values()), default=-1), floor)
-    return _Listing(revision, newest, by_key, items, [doc for _, doc in items], list(by_key))
+    revs = {key: written for key, (written, _) in by_key.items()}
+    return _Listing(revision, newest, by_key, items, [doc for _, doc in items], list(by_key), revs)
 
 
 def _full_listing(store: Any, prefix: str, revision: int, known: dict[str, tuple[int, Any]], since: int) -> _Listing:
