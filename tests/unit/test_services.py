@@ -4,14 +4,20 @@ conntrack parsing. The kernel side is in tests/integration/test_services.py."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from podnet.agent.listing import StoreView, Viewed
 from podnet.api.services import load_manifests, parse_all
 from podnet.errors import InvalidArgument
 from podnet.model.service import Service, from_manifest
 from podnet.services import conntrack, controller, ruleset
 from podnet.services.proxy import Backend, Frontend, ProxyState, ServicePort, group_of, mark_base
+from podnet.store import keys
+from podnet.store.sqlite import SqliteStore
 
 
 def manifest(**spec: object) -> dict:
@@ -165,7 +171,7 @@ def test_conntrack_lines_and_stale_flows() -> None:
 
 
 class _Docs:
-    """A store's list() over a dict: what members() reads."""
+    """A store's list() over a dict: what select_endpoints reads."""
 
     def __init__(self, docs: dict[str, dict]) -> None:
         self.docs = docs
@@ -198,3 +204,38 @@ def test_endpoints_by_label_index_match_every_selector_key_and_namespace() -> No
     ports = controller.service_ports(web, controller.select_endpoints([web], store)["default/web"], {})
     assert [(p.family, [b.address for b in p.backends]) for p in ports] == [(4, ["10.1.0.2", "10.1.0.3"])], \
         "a v4-only Service gets each endpoint's IPv4 address"
+
+
+def test_through_the_agents_view_the_member_index_is_made_once_per_change(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Services' sync and the DNS records read the members through one StoreView: after a
+    change the index is made once for both, and what they select is what the plain store gives."""
+    store = SqliteStore(tmp_path / "podnet.db")
+    view, ctx = StoreView(), SimpleNamespace(store=store)
+    with store.transaction() as txn:
+        txn.put(keys.service("default", "web"), svc(ports=[{"port": 80, "target_port": 8080}]).model_dump())
+        for i in range(3):
+            txn.put(f"pods/p{i}/eth0", {"id": f"p{i}", "container_id": f"p{i}", "state": "ready", "labels": {"app": "web"}})
+            txn.put(f"endpoints/p{i}/n", {"sandbox": f"p{i}", "network": "n", "addresses": [f"10.1.0.{i + 2}/24"]})
+    built: list[int] = []
+    real = controller._member_index
+    monkeypatch.setattr(controller, "_member_index", lambda *lists: built.append(1) or real(*lists))
+
+    def selected(reader: Any) -> list[str]:
+        return [ep.name for ep in controller.select_endpoints(controller.views(reader), reader)["default/web"]]
+
+    assert selected(store) == ["p0", "p1", "p2"]
+    built.clear()
+    assert selected(Viewed(ctx, view)) == ["p0", "p1", "p2"]
+    controller.proxy_state(Viewed(ctx, view))
+    list(controller.dns_records(Viewed(ctx, view)))
+    assert len(built) == 1, "three readers, no change: the index made once"
+    with store.transaction() as txn:
+        txn.delete("pods/p1/eth0")
+        txn.put("pods/p3/eth0", {"id": "p3", "container_id": "p3", "state": "ready", "labels": {"app": "web"}})
+        txn.put("endpoints/p3/n", {"sandbox": "p3", "network": "n", "addresses": ["10.1.0.9/24"]})
+    assert selected(store) == ["p0", "p2", "p3"]
+    built.clear()
+    assert selected(Viewed(ctx, view)) == ["p0", "p2", "p3"], "after a change: made again, from what the store holds"
+    list(controller.dns_records(Viewed(ctx, view)))
+    assert len(built) == 1

@@ -344,7 +344,9 @@ class Agent:
             self._error(f"peers: {exc.line()}")
 
     def _sync_services(self, ctx: Context) -> None:
-        controller.sync(ctx.store)
+        # Through the StoreView, as the DNS sync: the documents decoded once per change, and the
+        # members Services select from built once for both (controller.select_endpoints).
+        controller.sync(listing.Viewed(ctx, self.store_view))
 
     def _sync_ingress(self, ctx: Context) -> None:
         if self.ingress is not None:

@@ -112,7 +112,7 @@ class StoreView:
 
 class Viewed:
     """A store whose list() answers from a StoreView, for a reader that only lists (the DNS
-    sync: the Services' records and the index). Decoding every pod's and endpoint's
+    sync: the Services' records and the index; the Services' sync). Decoding every pod's and endpoint's
     document after each change was most of the sync loop's CPU with 1,000 CNI pods, and that
     CPU is taken from the CNI calls it runs beside (the GIL). Anything else goes to the store."""
 
@@ -125,6 +125,10 @@ class Viewed:
 
     def listing(self, prefix: str) -> _Listing:
         return self._view.listing(self._ctx, prefix)
+
+    def derived(self, name: str, inputs: tuple[Any, ...], make: Callable[..., Any]) -> Any:
+        """StoreView.derived: what is made of this view's lists, made once per change."""
+        return self._view.derived(name, inputs, make)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx.store, name)
