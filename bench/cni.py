@@ -23,6 +23,11 @@ pods, one plugin process per call, timed from spawn to exit as a runtime sees it
   netavark  Debian's netavark 1.4 `setup` / `teardown NETNS` with the JSON podman sends (a
             bridge network, iptables; podman's own IPAM gives the address: a static IP)
 
+With --services N, the phases through podnet (agent, pyentry, fallback, handle) first apply N
+Services (`podnet apply -f`, app=s0..s{N-1}, port 80) and each pod carries the label app=s{i % N}
+(args.cni.labels): every ADD and DEL then changes a Service's endpoints, as with Kubernetes,
+and the agent's sync after it updates the Services' rules and DNS records beside the next calls.
+
 With --parallel N, one more phase: N ADDs at once through the thin entry and the agent (a
 runtime starting N pods), then N DELs at once; it prints each call's p50/p95 and the
 wall time of the burst. --compare DIR runs that phase a second time, in the same run, with
@@ -109,6 +114,20 @@ def _netavark_options(i: int) -> str:
             "subnets": [{"subnet": SUBNET, "gateway": "10.88.0.1"}], "ipv6_enabled": False, "internal": False,
             "dns_enabled": False, "ipam_options": {"driver": "host-local"}}},
     })
+
+
+def _services_manifest(count: int) -> str:
+    return "".join(f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{k}}}\n"
+                   f"spec: {{selector: {{app: s{k}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n" for k in range(count))
+
+
+def _pod_conf(conf: str, i: int, services: int) -> str:
+    """The pod's network configuration: with Services, its label app=s{i % services}."""
+    if not services:
+        return conf
+    doc = json.loads(conf)
+    doc["args"] = {"cni": {"labels": [{"key": "app", "value": f"s{i % services}"}]}}
+    return json.dumps(doc)
 
 
 def _spawn(argv: list[str], env: dict[str, str], stdin: str) -> float:
@@ -238,6 +257,12 @@ def driver(kind: str, count: int, profile: bool) -> None:
     if kind in ("agent", "pyentry"):
         agent = _start_agent()
         out["startup_agent"] = _startup({})
+    services = int(os.environ.get("BENCH_SERVICES", "0")) if kind in ("agent", "pyentry", "fallback", "handle") else 0
+    if services:
+        Path("/run/bench-services.yaml").write_text(_services_manifest(services))
+        subprocess.run([sys.executable, "-m", "podnet", "apply", "-f", "/run/bench-services.yaml"], check=True,
+                       capture_output=True)
+        log(f"{kind}: {services} Services applied")
     conf = json.dumps(REFERENCE_CONF if kind == "reference" else PODNET_CONF)
     argv = [f"{REF_DIR}/bridge"] if kind == "reference" else [PLUGIN]
     call = None
@@ -268,7 +293,7 @@ def driver(kind: str, count: int, profile: bool) -> None:
             profiler = profilers.get(window_of)
             if profiler is not None:
                 profiler.enable()
-            adds.append(call(env, conf))
+            adds.append(call(env, _pod_conf(conf, i, services)))
             if profiler is not None:
                 profiler.disable()
         elif kind == "kernel":
@@ -281,9 +306,17 @@ def driver(kind: str, count: int, profile: bool) -> None:
             adds.append(_spawn([NETAVARK, "--config", "/run/netavark", "setup", env["CNI_NETNS"]], env,
                                _netavark_options(i)))
         else:
-            adds.append(_spawn(argv, env, conf))
+            adds.append(_spawn(argv, env, _pod_conf(conf, i, services)))
         if i % 100 == 0:
             log(f"{kind}: {i}/{count} ADDs")
+    if services:  # the scenario is what it says: every Service selected its pods
+        shown = json.loads(subprocess.run([sys.executable, "-m", "podnet", "service", "inspect",
+                                           *(f"s{k}" for k in range(services))],
+                                          check=True, capture_output=True, text=True).stdout)
+        found = sorted(len(svc.get("Endpoints") or ()) for svc in shown)
+        if sum(found) != count:
+            raise SystemExit(f"{kind}: the Services selected {sum(found)} endpoints, not the {count} pods: {found}")
+        log(f"{kind}: the {services} Services hold {found[0]}..{found[-1]} endpoints each")
     for i in range(count, 0, -1):
         env = _env("DEL", i)
         if kind == "netavark":
@@ -293,7 +326,8 @@ def driver(kind: str, count: int, profile: bool) -> None:
         if kind in ("kernel", "netlink"):
             dels.append(_kernel_del(i) if kind == "kernel" else _netlink_del(i))
             continue
-        dels.append(call(env, conf) if call is not None else _spawn(argv, env, conf))
+        pod_conf = _pod_conf(conf, i, services)
+        dels.append(call(env, pod_conf) if call is not None else _spawn(argv, env, pod_conf))
     dels.reverse()  # dels[k-1] is the DEL made while k pods were on the network
     out.update(adds=adds, dels=dels)
     if profilers:
@@ -407,6 +441,8 @@ def main() -> int:
                     help="also run the agent phase (or with --parallel, the burst) with DIR/src (before)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run the agent phase (and 'before') N times: the growth of each run and their median")
+    ap.add_argument("--services", type=int, default=0, metavar="N",
+                    help="N Services applied first, each pod labelled for one (podnet's phases)")
     ap.add_argument("--save", type=Path, metavar="FILE", help="write every phase's raw per-call seconds as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -422,6 +458,8 @@ def main() -> int:
             print(f"{label:<28} | {p(r['adds'], 0.5):8.1f} {p(r['adds'], 0.95):8.1f} {1000 * r['adds_wall']:8.1f} | "
                   f"{p(r['dels'], 0.5):8.1f} {p(r['dels'], 0.95):8.1f} {1000 * r['dels_wall']:8.1f}")
         return _check_unchanged(before)
+    if args.services:
+        os.environ["BENCH_SERVICES"] = str(args.services)  # the phases' drivers read it
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
     repeats: dict[str, list[dict]] = {}  # the agent's (and before's) runs after the first
@@ -442,7 +480,8 @@ def main() -> int:
                                          for kind, runs in repeats.items()}))
     marks = sorted({m for m in (1, 100, 500, 1000) if m <= args.count} | {args.count})
     print(f"\nCNI ADD and DEL, milliseconds per call (spawn to exit), {args.count} pods on one network "
-          f"({args.fallback_count} for the fallback); each row: the 10 calls around the k-th pod\n")
+          f"({args.fallback_count} for the fallback); each row: the 10 calls around the k-th pod"
+          + (f"; podnet's pods labelled for {args.services} Services" if args.services else "") + "\n")
     if "before" in results:
         print(f"before: the agent phase with {args.compare}/src; agent: with {REPO}/src\n")
     for verb in ("ADD", "DEL"):

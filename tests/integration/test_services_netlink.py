@@ -181,7 +181,13 @@ steps = [("both share", None, [svc(1, web), svc(2, web)]),
          ("its first user leaves", "t/s1", [svc(1, web[2:]), svc(2, web)]),
          ("it comes back", "t/s1", [svc(1, web), svc(2, web)]),
          ("the other leaves", "t/s2", [svc(1, web), svc(2, web[:1])]),
-         ("it is deleted", "t/s2", [svc(1, web)])]
+         ("it is deleted", "t/s2", [svc(1, web)]),
+         ("both change in one sync", "*", [svc(1, web[:2]), svc(2, web[:2])]),
+         ("both move apart in one sync", "*", [svc(1, web[2:]), svc(2, web)])]
+def no_full_sync(state):
+    raise AssertionError("the two Services' change fell back to a full sync")
+
+
 proxier = NftablesProxier(clear_conntrack=False)
 proxier._whole = refuse_json
 out = []
@@ -189,6 +195,10 @@ for label, key, ports in steps:
     state = ProxyState(tuple(ports), ("10.40.0.0/24",), ("10.96.0.0/16",))
     if key is None:
         proxier.sync(state)
+    elif key == "*":
+        proxier.sync = no_full_sync  # the fast path or nothing
+        assert proxier.apply(state) == ["t/s1", "t/s2"]  # both, in one transaction (the agent's sync)
+        del proxier.sync
     else:
         proxier.update(state, key)
     out.append([label, who(1), who(2, 30 if len(ports) == 2 else 2), backend_addrs()])  # a gone VIP times out
@@ -201,7 +211,8 @@ def test_services_sharing_backends_keep_balancing_when_one_changes(app: Host) ->
     """Two Services over the same three endpoints share one copy of them in the maps; one at
     a time each leaves the set (the first one, whose group is the set's id, included), comes
     back or goes, through the proxier's one-Service update: each VIP answers from exactly its
-    own endpoints every time, and the maps hold one copy of each backends tuple in use."""
+    own endpoints every time, and the maps hold one copy of each backends tuple in use. Then both
+    change in one sync (apply: one transaction for the two), to share a set and to leave it."""
     names = ("web1", "web2", "web3")
     web_servers(app, names)
     backends = [address(app, n, "app") for n in names]
@@ -210,7 +221,9 @@ def test_services_sharing_backends_keep_balancing_when_one_changes(app: Host) ->
             "its first user leaves": ({"web3"}, {"web1", "web2", "web3"}, 4),
             "it comes back": ({"web1", "web2", "web3"}, {"web1", "web2", "web3"}, 3),
             "the other leaves": ({"web1", "web2", "web3"}, {"web1"}, 4),
-            "it is deleted": ({"web1", "web2", "web3"}, {"FAIL"}, 3)}
+            "it is deleted": ({"web1", "web2", "web3"}, {"FAIL"}, 3),
+            "both change in one sync": ({"web1", "web2"}, {"web1", "web2"}, 2),
+            "both move apart in one sync": ({"web3"}, {"web1", "web2", "web3"}, 4)}
     for label, first, second, elements in steps:
         assert (set(first), set(second), elements) == want[label], (label, first, second)
         if len(want[label][0]) == 3:

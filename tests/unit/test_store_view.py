@@ -69,7 +69,7 @@ def test_a_change_decodes_only_what_it_wrote(tmp_path: Path) -> None:
 def test_it_answers_what_the_store_holds_through_random_changes(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "podnet.db")
     ctx = SimpleNamespace(store=store)
-    view, reader = StoreView(), Viewed(SimpleNamespace(store=store), StoreView())
+    view, readers_view = StoreView(), StoreView()
     rng = random.Random(7)
     for _ in range(200):
         with store.transaction() as txn:
@@ -81,9 +81,17 @@ def test_it_answers_what_the_store_holds_through_random_changes(tmp_path: Path) 
                     txn.put(key, {"n": rng.random()})
         if rng.random() < 0.5:  # the view is not always asked after every change
             assert view.items(ctx, "endpoints/") == store.list("endpoints/")
+            reader = Viewed(ctx, readers_view)  # one per sync, as the agent makes them
             assert reader.list("endpoints/") == store.list("endpoints/")
+            listed = store.list("endpoints/")
+            with store.transaction() as txn:
+                txn.put("endpoints/new", {"n": 0})
+                txn.delete("endpoints/new")
+                txn.put(f"endpoints/{rng.randint(0, 30)}", {"n": -1.0})
+            assert reader.list("endpoints/") == listed, "one sync's readers see one listing of a prefix"
     assert view.items(ctx, "endpoints/") == store.list("endpoints/")
-    assert reader.revision() == store.revision(), "anything but list() goes to the store"
+    assert Viewed(ctx, readers_view).list("endpoints/") == store.list("endpoints/")
+    assert Viewed(ctx, readers_view).revision() == store.revision(), "anything but list() goes to the store"
 
 
 def test_a_store_from_before_the_revision_index_answers_the_same_and_gets_it_when_opened_for_writing(tmp_path: Path) -> None:

@@ -329,9 +329,10 @@ class Agent:
         # lock, so a CNI ADD or a `run` never waits for a DNS index rebuild.
         self._sync_peers(ctx)
         self._sync_policies(ctx, full)
-        self._sync_services(ctx)
+        viewed = listing.Viewed(ctx, self.store_view)  # one listing of each prefix for the steps below
+        self._sync_services(viewed)
         self._sync_ingress(ctx)
-        self._sync_dns(ctx)
+        self._sync_dns(viewed)
         self.last_sync = time.time()
         self.syncs += 1
 
@@ -343,10 +344,10 @@ class Agent:
         except PodnetError as exc:
             self._error(f"peers: {exc.line()}")
 
-    def _sync_services(self, ctx: Context) -> None:
+    def _sync_services(self, viewed: listing.Viewed) -> None:
         # Through the StoreView, as the DNS sync: the documents decoded once per change, and the
         # members Services select from built once for both (controller.select_endpoints).
-        controller.sync(listing.Viewed(ctx, self.store_view))
+        controller.sync(viewed)
 
     def _sync_ingress(self, ctx: Context) -> None:
         if self.ingress is not None:
@@ -416,12 +417,11 @@ class Agent:
         self.dns = DnsService()
         await self.dns.start()
 
-    def _sync_dns(self, ctx: Context) -> None:
+    def _sync_dns(self, store: listing.Viewed) -> None:
         if self.dns is None or self.loop is None:
             return
         # The Services' records and the index read the same prefixes: each is listed once per
-        # store change, and only what changed is decoded (agent/listing.StoreView).
-        store = listing.Viewed(ctx, self.store_view)
+        # sync, and only what changed is decoded (agent/listing.StoreView).
         index = self.dns_index.from_store(store, list(controller.dns_records(store)), node=self.node_name)
         addresses, upstreams = index.listen_addresses, host_nameservers()
         self.loop.call_soon_threadsafe(self.dns.update, index, upstreams)

@@ -111,20 +111,28 @@ class StoreView:
 
 
 class Viewed:
-    """A store whose list() answers from a StoreView, for a reader that only lists (the DNS
-    sync: the Services' records and the index; the Services' sync). Decoding every pod's and endpoint's
+    """A store whose list() answers from a StoreView, for the readers of one sync that only list
+    (the Services' sync, the DNS records and index). Decoding every pod's and endpoint's
     document after each change was most of the sync loop's CPU with 1,000 CNI pods, and that
-    CPU is taken from the CNI calls it runs beside (the GIL). Anything else goes to the store."""
+    CPU is taken from the CNI calls it runs beside (the GIL). Anything else goes to the store.
+
+    A prefix is listed once per Viewed: its readers see the same listing, so what is derived of
+    it (the members Services select from) is made once for them all, where under a run of CNI
+    ADDs the store had moved between the Services' sync and the DNS sync, and it was made twice."""
 
     def __init__(self, ctx: Context, view: StoreView) -> None:
         self._ctx = ctx
         self._view = view
+        self._held: dict[str, _Listing] = {}
 
     def list(self, prefix: str) -> list[tuple[str, Any]]:
-        return self._view.items(self._ctx, prefix)
+        return self.listing(prefix).items
 
     def listing(self, prefix: str) -> _Listing:
-        return self._view.listing(self._ctx, prefix)
+        held = self._held.get(prefix)
+        if held is None:
+            held = self._held[prefix] = self._view.listing(self._ctx, prefix)
+        return held
 
     def derived(self, name: str, inputs: tuple[Any, ...], make: Callable[..., Any]) -> Any:
         """StoreView.derived: what is made of this view's lists, made once per change."""
