@@ -4,6 +4,7 @@ conntrack parsing. The kernel side is in tests/integration/test_services.py."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -206,36 +207,58 @@ def test_endpoints_by_label_index_match_every_selector_key_and_namespace() -> No
         "a v4-only Service gets each endpoint's IPv4 address"
 
 
-def test_through_the_agents_view_the_member_index_is_made_once_per_change(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Services' sync and the DNS records read the members through one StoreView: after a
-    change the index is made once for both, and what they select is what the plain store gives."""
+def test_through_the_agents_view_the_member_index_follows_what_was_written(tmp_path: Path) -> None:
+    """The agent's Services sync and DNS records select from a member index kept by the keys
+    written since its last sync (MemberIndexFollower): through random sandboxes, pods and
+    endpoints made, changed and removed, it holds what the index built whole would, in the
+    store's order, and the Services select the same endpoints as from the plain store."""
+    rng = random.Random(5)
     store = SqliteStore(tmp_path / "podnet.db")
     view, ctx = StoreView(), SimpleNamespace(store=store)
     with store.transaction() as txn:
-        txn.put(keys.service("default", "web"), svc(ports=[{"port": 80, "target_port": 8080}]).model_dump())
-        for i in range(3):
-            txn.put(f"pods/p{i}/eth0", {"id": f"p{i}", "container_id": f"p{i}", "state": "ready", "labels": {"app": "web"}})
-            txn.put(f"endpoints/p{i}/n", {"sandbox": f"p{i}", "network": "n", "addresses": [f"10.1.0.{i + 2}/24"]})
-    built: list[int] = []
-    real = controller._member_index
-    monkeypatch.setattr(controller, "_member_index", lambda *lists: built.append(1) or real(*lists))
-
-    def selected(reader: Any) -> list[str]:
-        return [ep.name for ep in controller.select_endpoints(controller.views(reader), reader)["default/web"]]
-
-    assert selected(store) == ["p0", "p1", "p2"]
-    built.clear()
-    assert selected(Viewed(ctx, view)) == ["p0", "p1", "p2"]
-    controller.proxy_state(Viewed(ctx, view))
-    list(controller.dns_records(Viewed(ctx, view)))
-    assert len(built) == 1, "three readers, no change: the index made once"
-    with store.transaction() as txn:
-        txn.delete("pods/p1/eth0")
-        txn.put("pods/p3/eth0", {"id": "p3", "container_id": "p3", "state": "ready", "labels": {"app": "web"}})
-        txn.put("endpoints/p3/n", {"sandbox": "p3", "network": "n", "addresses": ["10.1.0.9/24"]})
-    assert selected(store) == ["p0", "p2", "p3"]
-    built.clear()
-    assert selected(Viewed(ctx, view)) == ["p0", "p2", "p3"], "after a change: made again, from what the store holds"
-    list(controller.dns_records(Viewed(ctx, view)))
-    assert len(built) == 1
+        for app in ("web", "db"):
+            txn.put(keys.service("default", app), svc(name=app, selector={"app": app}, ports=[{"port": 80, "target_port": 8080}]).model_dump())
+    members: dict[str, dict] = {}  # key -> document
+    endpoints: dict[str, dict] = {}
+    for step in range(150):
+        with store.transaction() as txn:
+            for _ in range(rng.randint(1, 3)):
+                roll, ident = rng.random(), f"m{rng.randint(0, 25):02d}"
+                is_pod = int(ident[1:]) % 2 == 0
+                key = f"pods/{ident}/eth0" if is_pod else keys.sandbox(ident)
+                if roll < 0.5:  # made or rewritten: state, labels, networks
+                    labels = {"app": rng.choice(["web", "db"])} if rng.random() < 0.9 else {}
+                    nets = rng.sample(["n1", "n2"], rng.randint(1, 2))
+                    doc = ({"id": ident, "container_id": ident, "state": rng.choice(["ready", "ready", "creating"]),
+                            "labels": labels} if is_pod else
+                           {"id": ident, "name": ident, "state": rng.choice(["running", "running", "exited"]),
+                            "labels": labels, "networks": [{"network": n} for n in nets]})
+                    members[key] = doc
+                    txn.put(key, doc)
+                    for net in nets[:1] if is_pod else nets:
+                        ep_key = f"endpoints/{ident}/{net}"
+                        endpoints[ep_key] = {"sandbox": ident, "network": net,
+                                             "addresses": [f"10.{1 if net == 'n1' else 2}.0.{rng.randint(2, 250)}/24"]}
+                        txn.put(ep_key, endpoints[ep_key])
+                elif roll < 0.7 and key in members:  # removed, its endpoints left behind now and then
+                    del members[key]
+                    txn.delete(key)
+                    for ep_key in [k for k in endpoints if k.split("/")[1] == ident and rng.random() < 0.8]:
+                        del endpoints[ep_key]
+                        txn.delete(ep_key)
+                elif endpoints:  # an endpoint moved or dropped
+                    ep_key = rng.choice(sorted(endpoints))
+                    if rng.random() < 0.5:
+                        del endpoints[ep_key]
+                        txn.delete(ep_key)
+                    else:
+                        endpoints[ep_key] = {**endpoints[ep_key], "addresses": [f"10.9.0.{rng.randint(2, 250)}/24"]}
+                        txn.put(ep_key, endpoints[ep_key])
+        viewed = Viewed(ctx, view)  # one per sync, as the agent's
+        follower = view.kept("services.member_index", controller.MemberIndexFollower)
+        got = follower.index(tuple(viewed.listing(p) for p in controller.MemberIndexFollower.PREFIXES))
+        want = controller._member_index(store.list(keys.ENDPOINTS), store.list(keys.SANDBOXES), store.list(keys.PODS))
+        assert got == want, f"step {step}"
+        services = controller.views(store)
+        assert controller.select_endpoints(services, viewed) == controller.select_endpoints(services, store), f"step {step}"
+    assert sum(len(b) for b in want.values()) > 5, "the Services had members to select"

@@ -75,6 +75,7 @@ class StoreView:
         self._lock = threading.Lock()
         self._lists: dict[str, _Listing] = {}
         self._derived: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._kept: dict[str, Any] = {}
 
     def docs(self, ctx: Context, prefix: str) -> list[dict[str, Any]]:
         return self._listing(ctx, prefix).docs
@@ -94,6 +95,16 @@ class StoreView:
             held = self._lists.get(prefix)
             if held is None or held.revision != rev:
                 held = self._lists[prefix] = _relisted(ctx.store, prefix, rev, held)
+            return held
+
+    def kept(self, name: str, make: Callable[[], Any]) -> Any:
+        """The object `make()` made the first time `name` was asked, kept with this view: for a
+        reader that follows the view's listings by what changed between them
+        (services/controller.MemberIndexFollower), whose state belongs with this view's listings."""
+        with self._lock:
+            held = self._kept.get(name)
+            if held is None:
+                held = self._kept[name] = make()
             return held
 
     def derived(self, name: str, inputs: tuple[Any, ...], make: Callable[..., Any]) -> Any:
@@ -134,9 +145,9 @@ class Viewed:
             held = self._held[prefix] = self._view.listing(self._ctx, prefix)
         return held
 
-    def derived(self, name: str, inputs: tuple[Any, ...], make: Callable[..., Any]) -> Any:
-        """StoreView.derived: what is made of this view's lists, made once per change."""
-        return self._view.derived(name, inputs, make)
+    def kept(self, name: str, make: Callable[[], Any]) -> Any:
+        """StoreView.kept: a reader's follower of this view's listings."""
+        return self._view.kept(name, make)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx.store, name)
