@@ -7,7 +7,6 @@ import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
