@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,13 +57,21 @@ class _Listing:
     keys: list[str]  # of items, in key order: where a new key goes (bisect)
     revs: dict[str, int]  # key -> the revision of its last write: what changed between two listings
 
-    def changed_since(self, held: _Listing) -> set[str]:
-        """The keys written (made or rewritten) or deleted since `held`, a listing of the same
-        prefix: the difference of their revisions, taken in C, where a reader comparing every
-        document was Python per key (dns/follow.IndexFollower, after each CNI ADD)."""
+    def doc(self, key: str) -> Any:
+        """The key's document, None if this listing does not hold it."""
+        held = self.by_key.get(key)
+        return None if held is None else held[1]
+
+    def changes(self, held: _Listing) -> Iterator[tuple[str, Any, Any]]:
+        """(key, its document in `held`, its document now) for each key written (made or
+        rewritten) or deleted since `held`, a listing of the same prefix (None where there is
+        none): the difference of their revisions, taken in C, where a reader comparing every
+        document was Python per key (dns/follow.IndexFollower, MemberIndexFollower)."""
         if held.revs is self.revs:
-            return set()
-        return {key for key, _ in self.revs.items() - held.revs.items()} | (held.revs.keys() - self.revs.keys())
+            return
+        changed = {key for key, _ in self.revs.items() - held.revs.items()} | (held.revs.keys() - self.revs.keys())
+        for key in changed:
+            yield key, held.doc(key), self.doc(key)
 
 
 class StoreView:
@@ -78,18 +86,15 @@ class StoreView:
         self._kept: dict[str, Any] = {}
 
     def docs(self, ctx: Context, prefix: str) -> list[dict[str, Any]]:
-        return self._listing(ctx, prefix).docs
+        return self.listing(ctx, prefix).docs
 
     def items(self, ctx: Context, prefix: str) -> list[tuple[str, Any]]:
         """(key, document) pairs in key order, as Store.list gives them."""
-        return self._listing(ctx, prefix).items
+        return self.listing(ctx, prefix).items
 
     def listing(self, ctx: Context, prefix: str) -> _Listing:
-        """The prefix as of the store's revision, for a reader that follows it by what changed
-        (_Listing.changed_since: the keys written or deleted since the listing it holds)."""
-        return self._listing(ctx, prefix)
-
-    def _listing(self, ctx: Context, prefix: str) -> _Listing:
+        """The prefix as of the store's revision; a reader that follows it by what changed asks
+        _Listing.changes for what was written or deleted since the listing it holds."""
         with self._lock:
             rev = ctx.store.revision()  # before the read: a change during it is read again next time
             held = self._lists.get(prefix)

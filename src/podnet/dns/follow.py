@@ -136,17 +136,15 @@ class IndexFollower:
         """The members and endpoints written or deleted between two sets of listings, taken in:
         the members to redo."""
         dirty: set[str] = set()
-        for key in listings[0].changed_since(held[0]):  # sandboxes
-            doc = _doc(listings[0], key)
-            member = (doc or _doc(held[0], key))["id"]
+        for _, old, doc in listings[0].changes(held[0]):  # sandboxes
+            member = (doc or old)["id"]
             dirty.add(member)
             if doc is None:
                 self._members.pop(member, None)
             else:
                 self._members[member] = doc
-        for key in listings[1].changed_since(held[1]):  # pods, seen as sandboxes
-            pod = _doc(listings[1], key)
-            member = (pod or _doc(held[1], key))["id"]
+        for _, old, pod in listings[1].changes(held[1]):  # pods, seen as sandboxes
+            member = (pod or old)["id"]
             dirty.add(member)
             if pod is None:
                 self._pods.pop(member, None)
@@ -154,8 +152,8 @@ class IndexFollower:
             else:
                 self._pods[member] = (pod, pod_as_sandbox(pod))
                 self._members[member] = self._pods[member][1]
-        for key in listings[2].changed_since(held[2]):  # endpoints
-            old, doc = self._endpoints.get(key), _doc(listings[2], key)
+        for key, _, doc in listings[2].changes(held[2]):  # endpoints
+            old = self._endpoints.get(key)
             if old is not None:
                 dirty.add(old["sandbox"])
                 self._eps_of[old["sandbox"]].discard(key)
@@ -344,11 +342,6 @@ class IndexFollower:
         for svc in services:
             index.services.add(svc)
         return index
-
-
-def _doc(listing: Any, key: str) -> Any:
-    held = listing.by_key.get(key)
-    return None if held is None else held[1]
 
 
 def _drop_source(sources_of: dict[Target, set[str]], target: Target, ip: str) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from podnet.config import paths
 from podnet.dataplane import netlink
@@ -79,16 +79,6 @@ def _first_per_family(endpoint_docs: list[dict[str, Any]]) -> tuple[str, ...]:
             ip = cidr.split("/")[0]
             out.setdefault(_family(ip), ip)
     return tuple(out[f] for f in sorted(out))
-
-
-def _members_of(endpoints_listed: list[tuple[str, Any]], sandboxes: list[tuple[str, Any]],
-                pods: list[tuple[str, Any]]) -> list[Member]:
-    """Every ready sandbox and pod with the addresses Services would use."""
-    endpoints: dict[str, dict[str, dict[str, Any]]] = {}
-    for _, ep in endpoints_listed:
-        endpoints.setdefault(ep["sandbox"], {})[ep["network"]] = ep
-    out = [m for _, sb in sandboxes if (m := _sandbox_member(sb, endpoints.get(sb["id"], {}))) is not None]
-    return out + [m for _, pod in pods if (m := _pod_member(pod, endpoints.get(pod["id"], {}))) is not None]
 
 
 def _sandbox_member(sb: dict[str, Any], eps: dict[str, dict[str, Any]]) -> Member | None:
@@ -201,29 +191,53 @@ def select_endpoints(services: list[Any], store: Store) -> dict[str, list[Endpoi
 
 
 Place = tuple[int, str]  # of a member in the store's order: (0, its sandbox key) or (1, its pod key)
-MemberIndex = dict[tuple[str, str, str], list[tuple[Place, Member, EndpointAddress]]]
+MemberIndex = dict[tuple[str, str, str], list["Entry"]]
+
+
+Entry = tuple[Place, Member, EndpointAddress]
 
 
 def _member_index(endpoints_listed: list[tuple[str, Any]], sandboxes: list[tuple[str, Any]],
                   pods: list[tuple[str, Any]]) -> MemberIndex:
     """(namespace, label key, label value) -> the members carrying it, in the store's order
     (sandboxes, then pods, each by key), each with its EndpointAddress."""
+    return _index_of(_entries(endpoints_listed, sandboxes, pods).values())
+
+
+def _index_of(entries: Iterable[Entry]) -> MemberIndex:
+    index: MemberIndex = {}
+    for entry in entries:
+        for label in _labels(entry):
+            index.setdefault(label, []).append(entry)
+    return index
+
+
+def _entries(endpoints_listed: list[tuple[str, Any]], sandboxes: list[tuple[str, Any]],
+             pods: list[tuple[str, Any]]) -> dict[str, Entry]:
+    """Member id -> its entry, for every ready member with an address, in the store's order."""
     endpoints: dict[str, dict[str, dict[str, Any]]] = {}
     for _, ep in endpoints_listed:
         endpoints.setdefault(ep["sandbox"], {})[ep["network"]] = ep
-    index: MemberIndex = {}
-    for place, m in [((0, key), _sandbox_member(sb, endpoints.get(sb["id"], {}))) for key, sb in sandboxes] + \
-                    [((1, key), _pod_member(pod, endpoints.get(pod["id"], {}))) for key, pod in pods]:
-        if m is not None and m.addresses:
-            entry = (place, m, EndpointAddress(m.name, m.hostname, m.addresses, named_ports(m)))
-            for k, v in m.labels.items():
-                index.setdefault((m.namespace, k, v), []).append(entry)
-    return index
+    made = [(sb["id"], _entry((0, key), _sandbox_member(sb, endpoints.get(sb["id"], {})))) for key, sb in sandboxes]
+    made += [(pod["id"], _entry((1, key), _pod_member(pod, endpoints.get(pod["id"], {})))) for key, pod in pods]
+    return {member: entry for member, entry in made if entry is not None}
+
+
+def _entry(place: Place, m: Member | None) -> Entry | None:
+    """What the index holds of a member: nothing unless it is ready and has an address."""
+    if m is None or not m.addresses:
+        return None
+    return place, m, EndpointAddress(m.name, m.hostname, m.addresses, named_ports(m))
+
+
+def _labels(entry: Entry) -> list[tuple[str, str, str]]:
+    """The index's keys an entry is found under: (namespace, label key, label value)."""
+    return [(entry[1].namespace, k, v) for k, v in entry[1].labels.items()]
 
 
 class MemberIndexFollower:
     """The member index of the agent's StoreView, kept by the keys written since the listings it
-    followed last (their changed_since), not built again from every member after each change:
+    followed last (_Listing.changes), not built again from every member after each change:
     with 20 Services over 1,000 CNI pods, the index built whole was ~20 ms of the sync's CPU
     after every ADD and DEL, beside the next calls (bench/README). What it holds is what
     _member_index makes of the same listings (tests/unit/test_services.py, random changes).
@@ -237,7 +251,7 @@ class MemberIndexFollower:
 
     def _clear(self) -> None:
         self._index: MemberIndex = {}
-        self._entries: dict[str, tuple[Place, Member, EndpointAddress]] = {}  # member id -> what the index holds of it
+        self._entries: dict[str, Entry] = {}  # member id -> what the index holds of it
         self._places: dict[str, Place] = {}  # member id -> its document's place (the key in its listing)
         self._endpoint_keys: dict[str, set[str]] = {}  # member id -> its endpoints' keys
 
@@ -245,7 +259,6 @@ class MemberIndexFollower:
         held, self._listings = self._listings, None  # held again only when this one is through
         if held is None:
             self._clear()
-            self._index = _member_index(listings[0].items, listings[1].items, listings[2].items)
             self._take_all(listings)
         else:
             try:
@@ -257,19 +270,17 @@ class MemberIndexFollower:
         return self._index
 
     def _take_all(self, listings: tuple[Any, ...]) -> None:
+        self._entries = _entries(listings[0].items, listings[1].items, listings[2].items)
+        self._index = _index_of(self._entries.values())
         for key, ep in listings[0].items:
             self._endpoint_keys.setdefault(ep["sandbox"], set()).add(key)
         for kind, listing in ((0, listings[1]), (1, listings[2])):
             for key, doc in listing.items:
                 self._places[doc["id"]] = (kind, key)
-        for bucket in self._index.values():
-            for entry in bucket:
-                self._entries[_member_id(entry, listings)] = entry
 
     def _follow(self, held: tuple[Any, ...], listings: tuple[Any, ...]) -> None:
         touched: set[str] = set()
-        for key in listings[0].changed_since(held[0]):
-            old, new = _doc(held[0], key), _doc(listings[0], key)
+        for key, old, new in listings[0].changes(held[0]):  # endpoints
             if old is not None:
                 touched.add(old["sandbox"])
                 self._endpoint_keys.get(old["sandbox"], set()).discard(key)
@@ -277,8 +288,8 @@ class MemberIndexFollower:
                 touched.add(new["sandbox"])
                 self._endpoint_keys.setdefault(new["sandbox"], set()).add(key)
         for kind in (0, 1):
-            for key in listings[kind + 1].changed_since(held[kind + 1]):
-                doc = _doc(listings[kind + 1], key) or _doc(held[kind + 1], key)
+            for key, old, new in listings[kind + 1].changes(held[kind + 1]):  # sandboxes, pods
+                doc = new or old
                 touched.add(doc["id"])
                 self._places[doc["id"]] = (kind, key)
         for member in touched:
@@ -287,40 +298,30 @@ class MemberIndexFollower:
     def _redo(self, member: str, listings: tuple[Any, ...]) -> None:
         old = self._entries.pop(member, None)
         if old is not None:
-            for k, v in old[1].labels.items():
-                bucket = self._index[(old[1].namespace, k, v)]
+            for label in _labels(old):
+                bucket = self._index[label]
                 del bucket[bisect.bisect_left(bucket, old[0], key=_place)]
                 if not bucket:
-                    del self._index[(old[1].namespace, k, v)]
+                    del self._index[label]
         place = self._places.get(member)
-        doc = _doc(listings[place[0] + 1], place[1]) if place is not None else None
+        doc = listings[place[0] + 1].doc(place[1]) if place is not None else None
         if doc is None:
             self._places.pop(member, None)
             return
         eps = {}
         for key in sorted(self._endpoint_keys.get(member, ())):
-            ep = _doc(listings[0], key)
+            ep = listings[0].doc(key)
             eps[ep["network"]] = ep
-        m = _sandbox_member(doc, eps) if place[0] == 0 else _pod_member(doc, eps)
-        if m is None or not m.addresses:
+        entry = _entry(place, _sandbox_member(doc, eps) if place[0] == 0 else _pod_member(doc, eps))
+        if entry is None:
             return
-        entry = self._entries[member] = (place, m, EndpointAddress(m.name, m.hostname, m.addresses, named_ports(m)))
-        for k, v in m.labels.items():
-            bisect.insort(self._index.setdefault((m.namespace, k, v), []), entry, key=_place)
+        self._entries[member] = entry
+        for label in _labels(entry):
+            bisect.insort(self._index.setdefault(label, []), entry, key=_place)
 
 
-def _place(entry: tuple[Place, Member, EndpointAddress]) -> Place:
+def _place(entry: Entry) -> Place:
     return entry[0]
-
-
-def _member_id(entry: tuple[Place, Member, EndpointAddress], listings: tuple[Any, ...]) -> str:
-    kind, key = entry[0]
-    return _doc(listings[kind + 1], key)["id"]
-
-
-def _doc(listing: Any, key: str) -> Any:
-    held = listing.by_key.get(key)
-    return None if held is None else held[1]
 
 
 def desired(store: Store) -> tuple[list[Service], dict[str, list[EndpointAddress]]]:

@@ -151,11 +151,12 @@ class NftablesProxier:
             raise
         self.shared = shared
         self.state = state
-        for service, old, new in replaced:
+        for service, _, new in replaced:
             self.applied[service] = tuple(new)
             if not new:
                 self.applied.pop(service, None)
-            self._forget_flows(old, new)
+        # one conntrack dump per family for all of them (ports' groups are unique across Services)
+        self._forget_flows([p for _, old, _ in replaced for p in old], [p for _, _, new in replaced for p in new])
 
     def apply(self, state: ProxyState) -> list[str]:
         """Make the kernel hold `state` by replacing only the Services that changed since
